@@ -1,0 +1,351 @@
+"""``foursave ingest``: MQTT -> InfluxDB, acknowledging a message only once it is stored.
+
+The ingester subscribes with a fixed client id and a persistent session, and paho's
+``manual_ack``: a message is acknowledged only after InfluxDB answered 204 for the
+batch that holds it, so a crash or an InfluxDB outage loses nothing (the broker keeps
+and redelivers).  Batches close at ``batch_max_lines`` or ``batch_max_ms``.  Network
+errors and 5xx are retried with capped backoff; a 400 is never retried: the batch is
+split until the offending lines are found, they go to the dead-letter store with the
+server's error text, and the rest is written.  Per-device ``seq`` gaps are counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from core.config import Config
+from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from core.reading import PayloadError, decode_reading, decode_status, reading_line, to_line
+from core.topics import (
+    READINGS_FILTER,
+    STATUS_FILTER,
+    TopicError,
+    ingester_topic,
+    parse_device_topic,
+)
+
+log = logging.getLogger("foursave.ingest")
+SYSTEM_PREFIXES = ("foursave/v1/_collector/", "foursave/v1/_ingester/")
+
+
+@dataclass
+class Message:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received: float
+
+
+class DeadLetters:
+    """Messages that cannot be stored, kept with the reason (SQLite)."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(
+            """CREATE TABLE IF NOT EXISTS dead_letters (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 received_ms INTEGER NOT NULL,
+                 topic TEXT NOT NULL,
+                 payload BLOB NOT NULL,
+                 line TEXT,
+                 error TEXT NOT NULL);
+               CREATE TABLE IF NOT EXISTS seq_state (
+                 device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,
+                 received INTEGER NOT NULL, gaps INTEGER NOT NULL, duplicates INTEGER NOT NULL);"""
+        )
+
+    def add(self, msg: Message, error: str, line: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO dead_letters (received_ms, topic, payload, line, error) VALUES (?,?,?,?,?)",
+            (int(msg.received * 1000), msg.topic, msg.payload, line, error),
+        )
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+
+    def rows(self) -> list[tuple[str, bytes, str | None, str]]:
+        return self.db.execute(
+            "SELECT topic, payload, line, error FROM dead_letters ORDER BY id"
+        ).fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@dataclass
+class SeqStats:
+    last_seq: int
+    received: int = 1
+    gaps: int = 0  # seq numbers never (yet) received
+    duplicates: int = 0
+    missing: set[int] = field(default_factory=set)
+
+
+class SeqTracker:
+    """Counts missing and repeated ``seq`` numbers per device (end-to-end completeness).
+
+    A late message that fills a gap closes it; one already seen counts as a duplicate.
+    Every message is written either way: InfluxDB keeps one point per series and time.
+    """
+
+    MAX_MISSING = 100_000  # remembered gap numbers per device, to recognise late fills
+
+    def __init__(self, state: dict[str, SeqStats] | None = None):
+        self.devices: dict[str, SeqStats] = state or {}
+
+    def see(self, device_key: str, seq: int) -> None:
+        s = self.devices.get(device_key)
+        if s is None:
+            self.devices[device_key] = SeqStats(seq)
+            return
+        if seq > s.last_seq:
+            gap = seq - s.last_seq - 1
+            if gap:
+                s.gaps += gap
+                if len(s.missing) + gap <= self.MAX_MISSING:
+                    s.missing.update(range(s.last_seq + 1, seq))
+            s.last_seq = seq
+            s.received += 1
+        elif seq in s.missing:
+            s.missing.discard(seq)
+            s.gaps -= 1
+            s.received += 1
+        else:
+            s.duplicates += 1
+
+
+class Ingester:
+    def __init__(self, config: Config, influx: InfluxClient | None = None):
+        svc = config.services
+        self.cfg = svc.ingester
+        self.mqtt_cfg = svc.mqtt
+        self.influx = influx or InfluxClient.from_config(svc.influxdb)
+        self.dead = DeadLetters(self.cfg.dead_letter_path)
+        self.seq = SeqTracker(self._load_seq_state())
+        self.q: queue.Queue[Message] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.written = 0
+        self.batches = 0
+        self.write_retries = 0
+        self.last_lag_ms: float | None = None
+        self.connected = threading.Event()
+        self.on_batch: Callable[[int], None] | None = None
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.client_id,
+            clean_session=False,
+            manual_ack=True,
+        )
+        if self.mqtt_cfg.username:
+            c.username_pw_set(self.mqtt_cfg.username, self.mqtt_cfg.password)
+        c.reconnect_delay_set(0.2, 5)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_message = self._on_message
+        self.client = c
+
+    def _load_seq_state(self) -> dict[str, SeqStats]:
+        rows = self.dead.db.execute(
+            "SELECT device, last_seq, received, gaps, duplicates FROM seq_state"
+        ).fetchall()
+        return {r[0]: SeqStats(r[1], r[2], r[3], r[4]) for r in rows}
+
+    def _save_seq_state(self) -> None:
+        with self.dead.db:
+            self.dead.db.execute("BEGIN")
+            self.dead.db.executemany(
+                "INSERT INTO seq_state VALUES (?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET "
+                "last_seq=excluded.last_seq, received=excluded.received, gaps=excluded.gaps, "
+                "duplicates=excluded.duplicates",
+                [
+                    (k, s.last_seq, s.received, s.gaps, s.duplicates)
+                    for k, s in self.seq.devices.items()
+                ],
+            )
+
+    # paho thread ------------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)])
+        self.connected.set()
+        log.info("subscribed (session present: %s)", flags.session_present)
+
+    def _on_message(self, client, userdata, msg):
+        self.q.put(Message(msg.mid, msg.qos, msg.topic, msg.payload, time.time()))
+
+    # writer thread ----------------------------------------------------------------
+    def _to_lines(self, msg: Message) -> tuple[list[str], str | None]:
+        """Line protocol for a message, or an error for the dead-letter store."""
+        if msg.topic.startswith(SYSTEM_PREFIXES):
+            return [], None  # presence of collectors and ingesters: not device data
+        try:
+            t = parse_device_topic(msg.topic)
+            if t.kind == "reading":
+                r = decode_reading(msg.payload)
+                self.seq.see(f"{t.site}/{t.device}", r.seq)
+                self.last_lag_ms = msg.received * 1000 - r.ts_ms
+                return [reading_line(t.site, t.device, r)], None
+            status = decode_status(msg.payload)
+            ts = int(status.pop("ts"))
+            return [
+                to_line("device_status", {"site": t.site, "device": t.device}, status, ts)
+            ], None
+        except (TopicError, PayloadError) as exc:
+            return [], str(exc)
+
+    def _write(self, lines: list[str], owners: list[Message]) -> None:
+        """Write until stored; on 400 bisect and dead-letter the offending lines."""
+        if not lines:
+            return
+        delay = 0.2
+        while True:
+            try:
+                self.influx.write(lines)
+                self.written += len(lines)
+                return
+            except InfluxRejected as exc:
+                if exc.status == 404 or "database not found" in exc.text:
+                    self._ensure_database()
+                    continue
+                if len(lines) == 1:
+                    log.warning("InfluxDB refused %s: %s", owners[0].topic, exc.text)
+                    self.dead.add(owners[0], f"InfluxDB HTTP {exc.status}: {exc.text}", lines[0])
+                    return
+                mid = len(lines) // 2
+                self._write(lines[:mid], owners[:mid])
+                self._write(lines[mid:], owners[mid:])
+                return
+            except InfluxUnavailable as exc:
+                if self.stop_event.is_set():
+                    raise
+                self.write_retries += 1
+                if delay == 0.2:
+                    log.warning("InfluxDB unavailable, retrying: %s", exc)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.cfg.retry_max_s)
+
+    def _ensure_database(self) -> None:
+        delay = 0.2
+        while not self.stop_event.is_set():
+            try:
+                self.influx.create_database()
+                return
+            except InfluxUnavailable:
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, self.cfg.retry_max_s)
+
+    def _next_batch(self) -> list[Message]:
+        try:
+            first = self.q.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.cfg.batch_max_ms / 1000
+        while len(batch) < self.cfg.batch_max_lines:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self.q.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch: list[Message]) -> None:
+        lines: list[str] = []
+        owners: list[Message] = []
+        for msg in batch:
+            msg_lines, error = self._to_lines(msg)
+            if error is not None:
+                log.warning("dead letter from %s: %s", msg.topic, error)
+                self.dead.add(msg, error)
+                continue
+            for line in msg_lines:
+                lines.append(line)
+                owners.append(msg)
+        self._write(lines, owners)  # returns only when stored (or dead-lettered)
+        self._save_seq_state()
+        for msg in batch:
+            if msg.qos > 0:
+                self.client.ack(msg.mid, msg.qos)
+        self.batches += 1
+        if self.on_batch:
+            self.on_batch(len(batch))
+
+    def write_stats(self) -> None:
+        now_ms = int(time.time() * 1000)
+        lines = []
+        for key, s in self.seq.devices.items():
+            site, device = key.split("/", 1)
+            lines.append(
+                to_line(
+                    "ingest_seq",
+                    {"site": site, "device": device, "ingester": self.cfg.id},
+                    {
+                        "received": s.received,
+                        "gaps": s.gaps,
+                        "duplicates": s.duplicates,
+                        "last_seq": s.last_seq,
+                    },
+                    now_ms,
+                )
+            )
+        ingest = {
+            "written": self.written,
+            "batches": self.batches,
+            "dead_letters": self.dead.count(),
+            "write_retries": self.write_retries,
+            "queue": self.q.qsize(),
+        }
+        if self.last_lag_ms is not None:
+            ingest["lag_ms"] = float(self.last_lag_ms)
+        lines.append(to_line("ingest_stats", {"ingester": self.cfg.id}, ingest, now_ms))
+        try:
+            self.influx.write(lines)
+        except (InfluxUnavailable, InfluxRejected) as exc:
+            log.debug("stats not written: %s", exc)
+        if self.connected.is_set():
+            self.client.publish(
+                ingester_topic(self.cfg.id), json.dumps({**ingest, "ts": now_ms}).encode(), 1, True
+            )
+
+    def run(self, stats_interval_s: float = 10.0) -> None:
+        """Blocking: until ``stop_event`` is set."""
+        self._ensure_database()
+        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, self.mqtt_cfg.keepalive_s)
+        self.client.loop_start()
+        next_stats = time.monotonic() + stats_interval_s
+        try:
+            while not self.stop_event.is_set():
+                batch = self._next_batch()
+                if batch:
+                    try:
+                        self.process(batch)
+                    except InfluxUnavailable:
+                        break  # stopping while InfluxDB is away: unacked, redelivered later
+                if time.monotonic() >= next_stats:
+                    self.write_stats()
+                    next_stats = time.monotonic() + stats_interval_s
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.dead.close()
+            log.info("ingester stopped: %d lines written in %d batches", self.written, self.batches)
+
+    def stop(self) -> None:
+        self.stop_event.set()

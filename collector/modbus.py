@@ -1,0 +1,301 @@
+"""Modbus I/O for the collector: links (TCP, RTU, RTU over TCP) and device readers.
+
+Read-only by construction: a link exposes only read requests, and every PDU is checked
+on its way out — a function code other than 1-4 raises before it reaches the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.mixin import ModbusClientMixin
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from collector.plan import RegisterMap, Span, plan_requests
+from collector.profiles import Profile, load_profile, load_sunspec_map
+from collector.sunspec import (
+    BASE_ADDRESSES,
+    END_MODEL_ID,
+    SUNS_MARKER,
+    ModelRef,
+    decode_points,
+    model_layout,
+)
+from core.config import Device
+
+log = logging.getLogger("foursave.collector")
+
+READ_FUNCTION_CODES = frozenset({1, 2, 3, 4})
+FC_HOLDING, FC_INPUT = 3, 4
+
+
+class WriteRefused(RuntimeError):
+    """Raised if anything tries to send a non-read function code."""
+
+
+class TransportError(Exception):
+    """No answer: connection refused, timeout, broken frame."""
+
+
+class DeviceException(Exception):
+    """The device answered with a Modbus exception response."""
+
+    def __init__(self, code: int, span: Span):
+        super().__init__(f"exception {code:02d} for fc{span.function} {span.address}+{span.count}")
+        self.code = code
+        self.span = span
+
+
+def read_only_guard(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+    """pymodbus ``trace_pdu`` hook: refuse to send anything but a read."""
+    if sending and pdu.function_code not in READ_FUNCTION_CODES:
+        raise WriteRefused(
+            f"function code {pdu.function_code} is not a read; foursave is read-only"
+        )
+    return pdu
+
+
+def link_key(d: Device) -> tuple:
+    if d.transport == "rtu":
+        return ("rtu", d.serial.port if d.serial else "")
+    return (d.transport, d.host, d.port)
+
+
+class ModbusLink:
+    """One connection shared by the devices behind it (a serial line, a gateway)."""
+
+    def __init__(self, device: Device):
+        self.key = link_key(device)
+        self.lock = asyncio.Lock()
+        common = {"timeout": device.timeout_s, "retries": 0, "trace_pdu": read_only_guard}
+        if device.transport == "rtu":
+            line = device.serial
+            assert line is not None
+            self.client: ModbusClientMixin = AsyncModbusSerialClient(
+                line.port,
+                framer=FramerType.RTU,
+                baudrate=line.baudrate,
+                parity=line.parity,
+                stopbits=line.stopbits,
+                bytesize=line.bytesize,
+                reconnect_delay=0,
+                **common,
+            )
+        else:
+            framer = FramerType.RTU if device.transport == "rtu-over-tcp" else FramerType.SOCKET
+            self.client = AsyncModbusTcpClient(
+                device.host or "127.0.0.1",
+                port=device.port,
+                framer=framer,
+                reconnect_delay=0,
+                **common,
+            )
+
+    async def _connect(self, timeout_s: float) -> None:
+        if self.client.connected:
+            return
+        try:
+            ok = await asyncio.wait_for(self.client.connect(), timeout_s)
+        except (TimeoutError, OSError) as exc:
+            raise TransportError(f"connect {self.key}: {exc!r}") from None
+        if not ok:
+            raise TransportError(f"connect {self.key}: refused or unreachable")
+
+    async def read(self, span: Span, unit_id: int, timeout_s: float) -> list[int]:
+        async with self.lock:
+            await self._connect(timeout_s)
+            if span.function == FC_HOLDING:
+                call = self.client.read_holding_registers
+            elif span.function == FC_INPUT:
+                call = self.client.read_input_registers
+            else:
+                raise ValueError(f"function {span.function} is not a register read")
+            try:
+                resp = await asyncio.wait_for(
+                    call(span.address, count=span.count, device_id=unit_id), timeout_s * 1.5
+                )
+            except (TimeoutError, ModbusException, OSError) as exc:
+                self.client.close()
+                raise TransportError(f"{self.key} unit {unit_id}: {exc!r}") from None
+        if resp.isError():
+            code = getattr(resp, "exception_code", 0)
+            raise DeviceException(int(code), span)
+        regs = list(resp.registers)
+        if len(regs) < span.count:
+            raise TransportError(f"{self.key}: short answer {len(regs)} < {span.count}")
+        return regs[: span.count]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class ReadResult:
+    fields: dict[str, float | int]
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+async def read_spans(
+    link: ModbusLink, unit_id: int, timeout_s: float, spans: Sequence[Span], result: ReadResult
+) -> tuple[RegisterMap, list[Span]]:
+    """Read each span; exception 02 on a span splits it (the caller re-plans it)."""
+    regs = RegisterMap()
+    illegal: list[Span] = []
+    for span in spans:
+        result.requests += 1
+        try:
+            regs.put(span, await link.read(span, unit_id, timeout_s))
+        except DeviceException as exc:
+            result.errors.append(str(exc))
+            if exc.code == 2:
+                illegal.append(span)
+    return regs, illegal
+
+
+class ProfileReader:
+    """Reads a vendor device through its register-map profile."""
+
+    def __init__(self, device: Device, profile: Profile | None = None):
+        self.device = device
+        self.profile = profile or load_profile(device.profile)
+        self.measurement = self.profile.measurement
+        self._point_spans = {
+            p.field: Span(FC_HOLDING if p.function == "holding" else FC_INPUT, p.address, p.count)
+            for p in self.profile.points
+        }
+        self.plan = plan_requests(self._point_spans.values(), max_gap=self.profile.max_gap)
+
+    async def read(self, link: ModbusLink) -> ReadResult:
+        d = self.device
+        result = ReadResult({})
+        regs, illegal = await read_spans(link, d.unit_id, d.timeout_s, self.plan, result)
+        if illegal:
+            # the device refuses a merged block: read its points one by one from now on
+            singles = [
+                s
+                for s in self._point_spans.values()
+                if any(i.function == s.function and i.address <= s.address < i.end for i in illegal)
+            ]
+            if len(singles) > len(illegal):
+                self.plan = plan_requests(
+                    [s for s in self.plan if s not in illegal] + singles, max_gap=-1
+                )
+                log.info("%s: block refused (exception 02); reading points singly", d.id)
+                result.errors.clear()
+                return await self.read(link)
+        for p in self.profile.points:
+            span = self._point_spans[p.field]
+            block = regs.get_block(span.function, span.address, span.count)
+            if block is None:
+                continue
+            value = ModbusClientMixin.convert_from_registers(
+                block, _DT[p.type], word_order=p.word_order
+            )
+            if isinstance(value, float) and value != value:  # NaN: not a value
+                continue
+            result.fields[p.field] = value * p.scale if p.scale != 1 else value
+        return result
+
+
+_DT = {
+    "int16": ModbusClientMixin.DATATYPE.INT16,
+    "uint16": ModbusClientMixin.DATATYPE.UINT16,
+    "int32": ModbusClientMixin.DATATYPE.INT32,
+    "uint32": ModbusClientMixin.DATATYPE.UINT32,
+    "int64": ModbusClientMixin.DATATYPE.INT64,
+    "uint64": ModbusClientMixin.DATATYPE.UINT64,
+    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
+    "float64": ModbusClientMixin.DATATYPE.FLOAT64,
+}
+
+
+class DiscoveryError(Exception):
+    pass
+
+
+class SunSpecReader:
+    """Discovers a SunSpec device's model chain, then reads the mapped models."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.map = load_sunspec_map()
+        self.models: list[ModelRef] | None = None
+        self.plan: list[Span] = []
+        self.measurement: str | None = None
+
+    async def discover(self, link: ModbusLink) -> list[ModelRef]:
+        d = self.device
+        bases = (d.sunspec_base,) if d.sunspec_base is not None else BASE_ADDRESSES
+        base = None
+        for candidate in bases:
+            try:
+                regs = await link.read(Span(FC_HOLDING, candidate, 2), d.unit_id, d.timeout_s)
+            except DeviceException:
+                continue
+            if tuple(regs) == SUNS_MARKER:
+                base = candidate
+                break
+        if base is None:
+            raise DiscoveryError(f"{d.id}: no SunSpec marker 'SunS' at {list(bases)}")
+        models: list[ModelRef] = []
+        address = base + 2
+        for _ in range(256):  # a chain longer than this is a broken device
+            mid, length = await link.read(Span(FC_HOLDING, address, 2), d.unit_id, d.timeout_s)
+            if mid == END_MODEL_ID:
+                break
+            models.append(ModelRef(mid, address, length))
+            address += 2 + length
+        else:
+            raise DiscoveryError(f"{d.id}: SunSpec model chain has no end marker")
+        mapped = [m for m in models if m.model_id in self.map.models]
+        if not mapped:
+            raise DiscoveryError(
+                f"{d.id}: models {[m.model_id for m in models]} include none foursave maps"
+            )
+        kinds = {self.map.models[m.model_id].measurement for m in mapped}
+        if d.kind not in kinds:
+            raise DiscoveryError(f"{d.id}: configured as {d.kind} but the device offers {kinds}")
+        self.models = [m for m in mapped if self.map.models[m.model_id].measurement == d.kind]
+        self.measurement = d.kind
+        self.plan = plan_requests(Span(FC_HOLDING, m.address, m.length + 2) for m in self.models)
+        log.info("%s: SunSpec at %d, models %s", d.id, base, [m.model_id for m in models])
+        return models
+
+    async def read(self, link: ModbusLink) -> ReadResult:
+        d = self.device
+        if self.models is None:
+            await self.discover(link)
+        assert self.models is not None
+        result = ReadResult({})
+        regs, illegal = await read_spans(link, d.unit_id, d.timeout_s, self.plan, result)
+        for m in self.models:
+            block = regs.get_block(FC_HOLDING, m.address, m.length + 2)
+            if block is None:
+                continue
+            if block[0] != m.model_id:
+                self.models = None  # the chain changed (firmware update?): rediscover
+                result.errors.append(f"model {m.model_id} moved; rediscovering")
+                break
+            mm = self.map.models[m.model_id]
+            decoded = decode_points(
+                model_layout(m.model_id, m.length), block, [(p.group, p.point) for p in mm.points]
+            )
+            for p in mm.points:
+                v = decoded.get((p.group, p.point))
+                if v is None or isinstance(v, str):
+                    continue  # not implemented: absent, never 0
+                result.fields[p.field] = v * p.scale if p.scale != 1 else v
+        if illegal:
+            self.models = None
+        return result
+
+
+def reader_for(device: Device) -> ProfileReader | SunSpecReader:
+    return SunSpecReader(device) if device.profile == "sunspec" else ProfileReader(device)

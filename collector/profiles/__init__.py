@@ -1,0 +1,143 @@
+"""Register-map profiles: data files, one per device model, validated when loaded.
+
+A vendor profile (``<name>.yaml``) lists each point's address, function code, data
+type, word order, scale and the canonical field it feeds.  ``sunspec.yaml`` maps SunSpec
+model points (layouts from pysunspec2, never retyped) to canonical fields.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.glossary import FIELDS
+
+PROFILE_DIR = Path(__file__).parent
+RESERVED = {"sunspec"}
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+REGISTER_COUNT: dict[str, int] = {
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float32": 2,
+    "float64": 4,
+}
+
+
+class ProfileError(Exception):
+    """A register-map file that does not meet the schema; names the file and point."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointDef(_Strict):
+    field: str = Field(description="canonical field name (core/glossary.py)")
+    address: int = Field(ge=0, le=65535, description="0-based protocol address")
+    function: Literal["holding", "input"] = "holding"
+    type: DataType = "uint16"
+    word_order: Literal["big", "little"] = "big"
+    unit: str = Field(description="unit as the device reports it")
+    scale: float = Field(1.0, description="canonical value = raw x scale")
+    name: str | None = Field(None, description="the vendor's name for the point")
+
+    @property
+    def count(self) -> int:
+        return REGISTER_COUNT[self.type]
+
+
+class Profile(_Strict):
+    profile: str
+    manufacturer: str
+    model: str
+    source: str = Field(description="document the register map was taken from")
+    measurement: Literal["inverter", "meter", "weather", "water"]
+    max_gap: int = Field(
+        0, ge=0, le=124, description="unused registers one request may span to join points"
+    )
+    points: tuple[PointDef, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        known = FIELDS[self.measurement]
+        taken: dict[tuple[str, int], str] = {}
+        for p in self.points:
+            if p.field not in known:
+                raise ValueError(
+                    f"point {p.field!r}: not a canonical {self.measurement} field; "
+                    f"expected one of {sorted(known)}"
+                )
+            for a in range(p.address, p.address + p.count):
+                if (p.function, a) in taken:
+                    raise ValueError(
+                        f"point {p.field!r} overlaps {taken[(p.function, a)]!r} at {p.function} "
+                        f"register {a}"
+                    )
+                taken[(p.function, a)] = p.field
+        fields = [p.field for p in self.points]
+        dup = {f for f in fields if fields.count(f) > 1}
+        if dup:
+            raise ValueError(f"fields fed twice: {sorted(dup)}")
+        return self
+
+
+def available_profiles() -> set[str]:
+    return {p.stem for p in PROFILE_DIR.glob("*.yaml")} - RESERVED
+
+
+@cache
+def load_profile(name: str) -> Profile:
+    path = PROFILE_DIR / f"{name}.yaml"
+    if name in RESERVED or not path.exists():
+        raise ProfileError(f"unknown profile {name!r}; available: {sorted(available_profiles())}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Profile.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        msgs = [
+            f"{path}: {'.'.join(str(x) for x in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ProfileError("\n".join(msgs)) from None
+
+
+class SunSpecPoint(_Strict):
+    point: str
+    field: str
+    scale: float = 1.0
+    group: str | None = Field(None, description="repeating group name, first instance is read")
+
+
+class SunSpecModelMap(_Strict):
+    measurement: Literal["inverter", "meter", "weather", "water"]
+    points: tuple[SunSpecPoint, ...]
+
+
+class SunSpecMap(_Strict):
+    source: str
+    models: dict[int, SunSpecModelMap]
+
+
+@cache
+def load_sunspec_map() -> SunSpecMap:
+    path = PROFILE_DIR / "sunspec.yaml"
+    try:
+        m = SunSpecMap.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except ValidationError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+    for mid, mm in m.models.items():
+        for p in mm.points:
+            if p.field not in FIELDS[mm.measurement]:
+                raise ProfileError(f"{path}: models.{mid}: {p.field!r} is not a canonical field")
+    return m

@@ -1,0 +1,199 @@
+"""``foursave collect``: one asyncio task per device polls on its own interval.
+
+A device that does not answer is retried a bounded number of times within its poll,
+then backs off exponentially (up to ``backoff_max_s``); it never delays the others,
+except devices sharing its serial line or gateway, which must take turns on the wire.
+A failure is logged once while it lasts, not every cycle; device health is published
+as a retained status message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from collector.modbus import (
+    DeviceException,
+    DiscoveryError,
+    ModbusLink,
+    TransportError,
+    link_key,
+    reader_for,
+)
+from collector.publisher import Publisher
+from collector.spool import Spool
+from core.clock import Clock, SystemClock
+from core.config import Config, Device
+from core.reading import Reading
+from core.topics import reading_topic, status_topic
+
+log = logging.getLogger("foursave.collector")
+
+
+@dataclass
+class DeviceHealth:
+    online: bool = False
+    errors: int = 0  # failed polls since start
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_poll_ms: float | None = None
+    last_reading_ms: int | None = None
+    field_errors: list[str] = field(default_factory=list)
+    polls: int = 0
+
+
+class DevicePoller:
+    def __init__(self, device: Device, link: ModbusLink, collector: Collector):
+        self.device = device
+        self.link = link
+        self.reader = reader_for(device)
+        self.c = collector
+        self.health = DeviceHealth()
+        self.seq = collector.seqs.get(device.id, -1)
+        self._last_status_mono = 0.0
+        self._status_dirty = True
+
+    def backoff_s(self) -> float:
+        n = self.health.consecutive_failures
+        return min(self.device.backoff_max_s, self.device.interval_s * 2 ** (n - 1))
+
+    async def poll_once(self) -> bool:
+        d, h = self.device, self.health
+        started = time.monotonic()
+        ts_ms = int(self.c.clock.time() * 1000)
+        error: str | None = None
+        result = None
+        for attempt in range(d.retries + 1):
+            try:
+                result = await self.reader.read(self.link)
+                break
+            except (TransportError, DiscoveryError, DeviceException) as exc:
+                error = str(exc)
+                if attempt < d.retries:
+                    await asyncio.sleep(min(0.1 * 2**attempt, d.interval_s / 2))
+        h.polls += 1
+        h.last_poll_ms = (time.monotonic() - started) * 1000
+        if result is None or not result.fields:
+            error = error or (result.errors[0] if result and result.errors else "no field read")
+            h.errors += 1
+            h.consecutive_failures += 1
+            if h.online or h.consecutive_failures == 1:
+                log.warning("%s: poll failed: %s (logged once while it lasts)", d.id, error)
+                self._status_dirty = True
+            h.online = False
+            h.last_error = error
+            self.publish_status()
+            return False
+        if not h.online:
+            log.info("%s: answering", d.id)
+            self._status_dirty = True
+        if result.errors != h.field_errors:
+            if result.errors:
+                log.warning("%s: %s", d.id, "; ".join(result.errors))
+            self._status_dirty = True
+        h.online = True
+        h.consecutive_failures = 0
+        h.field_errors = list(result.errors)
+        h.last_error = result.errors[0] if result.errors else None
+        self.seq += 1
+        reading = Reading(ts_ms, self.seq, d.kind, result.fields, d.role)
+        self.c.publisher.enqueue(reading_topic(d.site, d.id), reading.to_json(), d.id, self.seq)
+        h.last_reading_ms = ts_ms
+        self.c.readings += 1
+        self.publish_status()
+        return True
+
+    def publish_status(self) -> None:
+        now = time.monotonic()
+        if not self._status_dirty and now - self._last_status_mono < self.c.status_interval_s:
+            return
+        h = self.health
+        body = {
+            "ts": int(self.c.clock.time() * 1000),
+            "online": h.online,
+            "poll_ms": round(h.last_poll_ms or 0.0, 1),
+            "errors": h.errors,
+            "last_error": h.last_error,
+            "field_errors": h.field_errors,
+            "last_reading_ts": h.last_reading_ms,
+            "collector": self.c.collector_id,
+        }
+        self.c.publisher.publish_status(
+            status_topic(self.device.site, self.device.id), json.dumps(body).encode()
+        )
+        self._status_dirty = False
+        self._last_status_mono = now
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.device.interval_s
+        next_due = time.monotonic()
+        while not stop.is_set():
+            delay = next_due - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    return
+                except TimeoutError:
+                    pass
+            ok = await self.poll_once()
+            now = time.monotonic()
+            if ok:
+                next_due += interval
+                if next_due < now:  # missed slots are skipped, not bunched up
+                    next_due = now + interval - ((now - next_due) % interval)
+            else:
+                next_due = now + self.backoff_s()
+
+
+class Collector:
+    def __init__(
+        self, config: Config, clock: Clock | None = None, devices: list[Device] | None = None
+    ):
+        self.config = config
+        svc = config.services.collector
+        self.collector_id = svc.id
+        self.status_interval_s = svc.status_interval_s
+        self.clock = clock or SystemClock()
+        self.spool = Spool(svc.spool_path, svc.spool_max_readings)
+        self.seqs = self.spool.last_seqs()
+        self.devices = list(config.devices if devices is None else devices)
+        self.readings = 0
+        self.publisher: Publisher
+        self.pollers: list[DevicePoller] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.publisher = Publisher(self.config, self.spool)
+        self.publisher.start()
+        links: dict[tuple, ModbusLink] = {}
+        for d in self.devices:
+            key = link_key(d)
+            if key not in links:
+                links[key] = ModbusLink(d)
+            self.pollers.append(DevicePoller(d, links[key], self))
+        log.info(
+            "collector %s: %d devices, %d links, spool %s (%d waiting)",
+            self.collector_id,
+            len(self.pollers),
+            len(links),
+            self.spool.path,
+            self.spool.depth,
+        )
+        tasks = [asyncio.create_task(p.run(stop), name=p.device.id) for p in self.pollers]
+        forwarder = asyncio.create_task(self.publisher.run(stop), name="forwarder")
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            forwarder.cancel()
+            await asyncio.gather(forwarder, return_exceptions=True)
+            await self.publisher.close()
+            for link in links.values():
+                link.close()
+            log.info(
+                "collector stopped: %d readings taken, %d left in the spool",
+                self.readings,
+                self.spool.depth,
+            )

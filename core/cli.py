@@ -1,0 +1,153 @@
+"""The ``foursave`` command line (DESIGN.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+log = logging.getLogger("foursave")
+
+NOT_YET = {
+    "rules": "the rules engine (issue: rules engine)",
+    "api": "the HTTP API and display page (issue: API, display and reports)",
+    "backfill": "history backfill (issue: simulated site and history)",
+    "report": "four-saving reports (issue: API, display and reports)",
+    "dashboards": "Grafana dashboards as code (issue: Grafana dashboards)",
+}
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for noisy in ("pymodbus", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"foursave: configuration {path} has {len(exc.issues)} problem(s):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _run_until_signal(main) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await main(stop)
+
+
+def cmd_check_config(args) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.issues)} problem(s)")
+        for issue in exc.issues:
+            print(f"  {issue}")
+        return 2
+    sims = sum(1 for d in cfg.devices if d.simulate)
+    print(
+        f"{args.file}: OK — {len(cfg.sites)} site(s), {len(cfg.devices)} device(s) "
+        f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
+        f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
+    )
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from simulators.server import Simulator
+
+    cfg = _load(args.config)
+    only = set(args.device) if args.device else None
+    sim = Simulator(cfg, only=only)
+    if not sim.devices:
+        print("no device with a 'simulate' section in the configuration", file=sys.stderr)
+        return 2
+    for sd in sim.devices.values():
+        d = sd.device
+        print(f"sim {d.id:<14} {d.kind:<9} {d.profile:<22} {d.transport} {d.host}:{d.port}")
+    asyncio.run(_run_until_signal(sim.run))
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from collector.service import Collector
+
+    cfg = _load(args.config)
+    devices = [d for d in cfg.devices if not args.device or d.id in args.device]
+    collector = Collector(cfg, devices=devices)
+    asyncio.run(_run_until_signal(collector.run))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from collector.ingest import Ingester
+
+    cfg = _load(args.config)
+    ing = Ingester(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: ing.stop())
+    ing.run()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from core.demo import run_demo
+
+    cfg = _load(args.config)
+    return run_demo(cfg, args.config, Path(args.var))
+
+
+def cmd_not_yet(args) -> int:
+    print(f"foursave {args.command}: {NOT_YET[args.command]} is not built yet.", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="foursave", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_: str, config: bool = True):
+        sp = sub.add_parser(name, help=help_)
+        if config:
+            sp.add_argument("--config", default=DEFAULT_CONFIG, help="configuration YAML file")
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("check-config", cmd_check_config, "validate a configuration file", config=False)
+    sp.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    sp = add("sim", cmd_sim, "serve the simulated devices over Modbus")
+    sp.add_argument("--device", action="append", help="only this device (repeatable)")
+    sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
+    sp.add_argument("--device", action="append", help="only this device (repeatable)")
+    add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
+    sp = add("demo", cmd_demo, "run everything on this machine with simulated devices")
+    sp.add_argument("--var", default="var/demo", help="data directory for the demo services")
+    for name in NOT_YET:
+        add(name, cmd_not_yet, f"{NOT_YET[name]} (not built yet)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,387 @@
+"""The one YAML file that describes sites, devices and services.
+
+``load_config(path)`` returns a validated, frozen :class:`Config` or raises
+:class:`ConfigError`, whose ``errors`` name the file, the line, the path inside the
+file (``devices[3].port``) and what was expected.  Environment variables override the
+service addresses so one file runs in compose, CI and tests alike (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DEFAULT_CONFIG = "config/demo.yaml"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttService(_Frozen):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password_env: str | None = Field(
+        None, description="name of the environment variable that holds the password"
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise ValueError("expected mqtt://host:port")
+        return v
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 1883
+
+    @property
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+class InfluxService(_Frozen):
+    url: str = "http://127.0.0.1:8086"
+    database: str = Field("foursave", pattern=r"^[A-Za-z0-9_-]+$")
+    username: str | None = None
+    password_env: str | None = None
+    token_env: str | None = Field(None, description="InfluxDB 2.x/3.x token, v1-compat API")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected http://host:port")
+        return v.rstrip("/")
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 8086
+
+
+class CollectorService(_Frozen):
+    id: str = Field("collector-1", pattern=SLUG)
+    spool_path: str = "var/collector-spool.sqlite"
+    spool_max_readings: int = Field(500_000, ge=10)
+    status_interval_s: float = Field(30.0, gt=0)
+    max_inflight: int = Field(1000, ge=1, le=65535)
+
+
+class IngesterService(_Frozen):
+    id: str = Field("ingester-1", pattern=SLUG)
+    client_id: str = "foursave-ingester-1"
+    batch_max_lines: int = Field(5000, ge=1, le=100_000)
+    batch_max_ms: int = Field(250, ge=1, le=60_000)
+    dead_letter_path: str = "var/dead-letters.sqlite"
+    retry_max_s: float = Field(30.0, gt=0)
+
+
+class SimulatorService(_Frozen):
+    speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
+    start: str | None = Field(None, description="ISO date-time the simulated clock starts at")
+    seed: int = 2026
+
+
+class Services(_Frozen):
+    mqtt: MqttService = MqttService()
+    influxdb: InfluxService = InfluxService()
+    collector: CollectorService = CollectorService()
+    ingester: IngesterService = IngesterService()
+    simulator: SimulatorService = SimulatorService()
+
+
+class Site(_Frozen):
+    id: str = Field(pattern=SLUG)
+    name: str
+    name_en: str | None = None
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    timezone: str = "Asia/Taipei"
+    floor_area_m2: float | None = Field(None, gt=0)
+    contract_capacity_kw: float | None = Field(None, gt=0)
+    pv_capacity_kwp: float | None = Field(None, gt=0)
+
+
+class SerialLine(_Frozen):
+    port: str = Field(description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class Simulation(_Frozen):
+    """How ``foursave sim`` serves this device (absent for real devices)."""
+
+    model: Literal["pv", "load", "weather", "water"]
+    rated_power_w: float = Field(5000.0, gt=0)
+    sunspec_models: tuple[int, ...] | None = None
+    listen_host: str = "127.0.0.1"
+    listen_port: int | None = Field(None, ge=1, le=65535)
+    serial_port: str | None = Field(None, description="rtu: the simulator's end of the line")
+
+
+Transport = Literal["tcp", "rtu", "rtu-over-tcp"]
+Kind = Literal["inverter", "meter", "weather", "water"]
+
+
+class Device(_Frozen):
+    id: str = Field(pattern=SLUG)
+    site: str
+    kind: Kind
+    role: str | None = Field(None, pattern=SLUG)
+    profile: str = Field(description="'sunspec' or a file name in collector/profiles/")
+    transport: Transport = "tcp"
+    host: str | None = None
+    port: int = Field(502, ge=1, le=65535)
+    serial: SerialLine | None = None
+    unit_id: int = Field(1, ge=0, le=247)
+    interval_s: float = Field(5.0, ge=0.05, le=86_400)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    backoff_max_s: float = Field(60.0, gt=0)
+    sunspec_base: int | None = Field(None, description="skip discovery: 0, 40000 or 50000")
+    simulate: Simulation | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> Device:
+        if self.transport in ("tcp", "rtu-over-tcp") and not self.host:
+            raise ValueError(f"transport {self.transport!r} needs 'host'")
+        if self.transport == "rtu" and self.serial is None:
+            raise ValueError("transport 'rtu' needs a 'serial' section (port, baudrate, ...)")
+        if self.kind == "meter" and not self.role:
+            raise ValueError("a meter needs a 'role' (main, hvac, lighting, pv, ev_charging, ...)")
+        return self
+
+
+class Config(_Frozen):
+    services: Services = Services()
+    sites: tuple[Site, ...] = Field(min_length=1)
+    devices: tuple[Device, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        errors: list[tuple[tuple[Any, ...], str]] = []
+        site_ids = [s.id for s in self.sites]
+        for i, sid in enumerate(site_ids):
+            if site_ids.index(sid) != i:
+                errors.append((("sites", i, "id"), f"duplicate site id {sid!r}"))
+        seen: dict[str, int] = {}
+        endpoints: dict[tuple, int] = {}
+        for i, d in enumerate(self.devices):
+            if d.id in seen:
+                errors.append(
+                    (
+                        ("devices", i, "id"),
+                        f"duplicate device id {d.id!r} (also devices[{seen[d.id]}])",
+                    )
+                )
+            seen.setdefault(d.id, i)
+            if d.site not in site_ids:
+                errors.append(
+                    (("devices", i, "site"), f"unknown site {d.site!r}; sites are {site_ids}")
+                )
+            ep = (d.transport, d.host, d.port, d.serial.port if d.serial else None, d.unit_id)
+            if ep in endpoints:
+                errors.append(
+                    (
+                        ("devices", i, "unit_id"),
+                        f"same address and unit id as devices[{endpoints[ep]}]",
+                    )
+                )
+            endpoints.setdefault(ep, i)
+            if d.profile != "sunspec":
+                from collector.profiles import available_profiles
+
+                names = available_profiles()
+                if d.profile not in names:
+                    errors.append(
+                        (
+                            ("devices", i, "profile"),
+                            f"unknown profile {d.profile!r}; expected 'sunspec' or one of "
+                            f"{sorted(names)}",
+                        )
+                    )
+        if errors:
+            raise _CrossErrors(errors)
+        return self
+
+    def site(self, site_id: str) -> Site:
+        return next(s for s in self.sites if s.id == site_id)
+
+    def device(self, device_id: str) -> Device:
+        return next(d for d in self.devices if d.id == device_id)
+
+
+class _CrossErrors(ValueError):
+    def __init__(self, errors: list[tuple[tuple[Any, ...], str]]):
+        super().__init__("; ".join(m for _, m in errors))
+        self.errors = errors
+
+
+# ---------------------------------------------------------------- errors and loading
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used, with every problem found in it."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_index(node: yaml.Node, prefix: tuple = (), into: dict | None = None) -> dict:
+    """Map each path inside the YAML document to its 1-based line number."""
+    into = {} if into is None else into
+    into[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = (*prefix, key.value)
+            into[k] = key.start_mark.line + 1
+            _line_index(value, k, into)
+            into[k] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*prefix, i), into)
+    return into
+
+
+def _line_for(lines: Mapping[tuple, int], loc: tuple) -> int | None:
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+_PYDANTIC_NOISE = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def _explain(err: Mapping[str, Any]) -> str:
+    msg = _PYDANTIC_NOISE.sub("", err["msg"])
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config/demo.yaml for the keys)"
+    if kind == "missing":
+        return "required key is missing"
+    if "input" in err and kind not in ("model_type", "dict_type", "value_error"):
+        given = err["input"]
+        if not isinstance(given, (dict, list)):
+            msg += f" (got {given!r})"
+    return msg
+
+
+def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Let FOURSAVE_* environment variables override service addresses."""
+    services = raw.setdefault("services", {}) or {}
+    raw["services"] = services
+    if not isinstance(services, dict):
+        return raw
+    overrides = {
+        "FOURSAVE_MQTT_URL": ("mqtt", "url"),
+        "FOURSAVE_MQTT_USERNAME": ("mqtt", "username"),
+        "FOURSAVE_INFLUXDB_URL": ("influxdb", "url"),
+        "FOURSAVE_INFLUXDB_DATABASE": ("influxdb", "database"),
+        "FOURSAVE_INFLUXDB_USERNAME": ("influxdb", "username"),
+    }
+    for var, (section, key) in overrides.items():
+        if env.get(var):
+            sect = services.setdefault(section, {}) or {}
+            if isinstance(sect, dict):
+                sect[key] = env[var]
+                services[section] = sect
+    return raw
+
+
+def parse_config(
+    text: str, filename: str = "<config>", env: Mapping[str, str] | None = None
+) -> Config:
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(filename, line, "", f"not valid YAML: {problem}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [ConfigIssue(filename, 1, "", "expected a mapping with 'sites' and 'devices'")]
+        )
+    lines = _line_index(node) if node is not None else {}
+    raw = apply_env(raw, os.environ if env is None else env)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _CrossErrors):
+                for loc, message in ctx_err.errors:
+                    issues.append(
+                        ConfigIssue(filename, _line_for(lines, loc), format_path(loc), message)
+                    )
+                continue
+            loc = tuple(err["loc"])
+            issues.append(
+                ConfigIssue(filename, _line_for(lines, loc), format_path(loc), _explain(err))
+            )
+        raise ConfigError(issues) from None
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(p), None, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc}")]) from None
+    return parse_config(text, str(p), env)

@@ -1,0 +1,193 @@
+"""Start a real mosquitto and a real influxd as local processes (demo and tests).
+
+No Docker engine exists on the development machines (DESIGN.md): the binaries come from
+the Debian packages ``mosquitto`` and ``influxdb`` and run on the given ports with
+their data in the given directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _find(binary: str, *extra: str) -> str:
+    for cand in (shutil.which(binary), *extra):
+        if cand and Path(cand).exists():
+            return cand
+    raise ServiceError(
+        f"{binary} not found; install the Debian package "
+        f"({'mosquitto' if binary == 'mosquitto' else 'influxdb'}) or run ./scripts/test"
+    )
+
+
+def wait_until(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(f"{what}: process exited with code {proc.returncode}")
+        time.sleep(delay)  # polling a child process we started; nothing to wait on
+        delay = min(delay * 1.5, 0.25)
+    raise ServiceError(f"{what}: not ready after {timeout_s:.0f} s")
+
+
+@dataclass
+class LocalService:
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    workdir: Path
+    log_path: Path
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def ready(self) -> bool:
+        return port_open(self.host, self.port)
+
+    def start(self, timeout_s: float = 30.0) -> LocalService:
+        if self.proc and self.proc.poll() is None:
+            return self
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        wait_until(self.ready, timeout_s, f"{self.name} on port {self.port}", self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+        if not self.proc or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        # the port must be free before anybody restarts us
+        with contextlib.suppress(ServiceError):
+            wait_until(lambda: not port_open(self.host, self.port), 5, f"{self.name} stop")
+
+    @property
+    def running(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def mosquitto(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService:
+    datadir.mkdir(parents=True, exist_ok=True)
+    conf = datadir / "mosquitto.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listener {port} {host}",
+                "allow_anonymous true",
+                "persistence true",
+                f"persistence_location {datadir}/",
+                "autosave_interval 5",
+                # the ingester acknowledges only after InfluxDB accepted a batch: let a
+                # whole batch be in flight, and keep everything queued for its session
+                "max_inflight_messages 0",
+                "max_queued_messages 0",
+                "max_queued_bytes 0",
+                "log_dest stderr",
+                "log_type error",
+                "log_type warning",
+                "",
+            ]
+        )
+    )
+    return LocalService(
+        "mosquitto",
+        [_find("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)],
+        host,
+        port,
+        datadir,
+        datadir / "mosquitto.log",
+    )
+
+
+def influxd(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService:
+    datadir.mkdir(parents=True, exist_ok=True)
+    rpc_port = free_port()
+    conf = datadir / "influxdb.conf"
+    conf.write_text(
+        f"""reporting-disabled = true
+bind-address = "{host}:{rpc_port}"
+[meta]
+  dir = "{datadir}/meta"
+[data]
+  dir = "{datadir}/data"
+  wal-dir = "{datadir}/wal"
+  query-log-enabled = false
+  cache-snapshot-write-cold-duration = "1m"
+[coordinator]
+  query-timeout = "60s"
+[monitor]
+  store-enabled = false
+[http]
+  enabled = true
+  bind-address = "{host}:{port}"
+  log-enabled = false
+  max-body-size = 0
+[continuous_queries]
+  log-enabled = false
+[logging]
+  level = "warn"
+"""
+    )
+    svc = LocalService(
+        "influxd",
+        [_find("influxd", "/usr/bin/influxd"), "-config", str(conf)],
+        host,
+        port,
+        datadir,
+        datadir / "influxd.log",
+    )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://{host}:{port}/ping", timeout=0.5).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    svc.ready = ready  # type: ignore[method-assign]
+    return svc

@@ -1,0 +1,56 @@
+"""MQTT topics (DESIGN.md, "MQTT").  Pure: build and parse, no broker."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "foursave/v1"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+READINGS_FILTER = f"{PREFIX}/+/+/reading"
+STATUS_FILTER = f"{PREFIX}/+/+/status"
+
+
+def reading_topic(site: str, device: str) -> str:
+    return f"{PREFIX}/{site}/{device}/reading"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{PREFIX}/{site}/{device}/status"
+
+
+def collector_topic(collector_id: str) -> str:
+    return f"{PREFIX}/_collector/{collector_id}/status"
+
+
+def ingester_topic(ingester_id: str) -> str:
+    return f"{PREFIX}/_ingester/{ingester_id}/status"
+
+
+def alert_topic(site: str, rule_id: str) -> str:
+    return f"{PREFIX}/{site}/alert/{rule_id}"
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    site: str
+    device: str
+    kind: str  # "reading" | "status"
+
+
+class TopicError(ValueError):
+    pass
+
+
+def parse_device_topic(topic: str) -> DeviceTopic:
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != PREFIX:
+        raise TopicError(f"topic {topic!r} is not {PREFIX}/<site>/<device>/<reading|status>")
+    site, device, kind = parts[2:]
+    if kind not in ("reading", "status"):
+        raise TopicError(f"topic {topic!r}: last level must be 'reading' or 'status'")
+    for name, value in (("site", site), ("device", device)):
+        if not _SLUG.match(value):
+            raise TopicError(f"topic {topic!r}: {name} {value!r} is not a lower-case slug")
+    return DeviceTopic(site, device, kind)

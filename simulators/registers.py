@@ -1,0 +1,210 @@
+"""Register images of simulated devices.
+
+SunSpec devices are laid out by pysunspec2 itself: each model is a
+``sunspec2.device.Model`` built from the SunSpec Alliance's JSON definition, its
+points set from canonical values and encoded with ``Model.get_mb()`` — the "SunS"
+marker, the Common model, the device models and the end marker.  Vendor devices are
+encoded from the same register-map profile the collector reads.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pymodbus.client.mixin import ModbusClientMixin
+from sunspec2 import device as ss_device
+
+from collector.profiles import Profile, load_sunspec_map
+from collector.sunspec import END_MODEL_ID, SUNS_MARKER, model_layout
+
+DEFAULT_MODELS = {
+    "inverter": (1, 103),
+    "meter": (1, 203),
+    "weather": (1, 307, 302, 303),
+}
+
+# Scale factors the simulated devices publish (raw = value / 10^SF).  Power-like scale
+# factors grow with the device rating so int16 registers do not overflow.
+_FIXED_SF = {
+    "A_SF": -2,
+    "V_SF": -1,
+    "Hz_SF": -2,
+    "PF_SF": -1,
+    "DCA_SF": -2,
+    "DCV_SF": -1,
+    "Tmp_SF": -1,
+}
+_ENERGY_SF = {"WH_SF", "TotWh_SF", "TotVAh_SF", "TotVArh_SF"}
+_POWER_SF = {"W_SF", "VA_SF", "VAr_SF", "VAR_SF", "DCW_SF"}
+
+
+def _power_sf(rated_w: float) -> int:
+    return max(0, math.ceil(math.log10(rated_w * 1.25 / 32767))) if rated_w > 0 else 0
+
+
+def _energy_sf(rated_w: float) -> int:
+    """acc32 counters: 20 years at the rating fit before the first rollover."""
+    wh_20y = rated_w * 24 * 365 * 20
+    return max(0, math.ceil(math.log10(wh_20y / 4_294_967_295))) if rated_w > 0 else 0
+
+
+def _regs(data: bytes) -> list[int]:
+    return list(struct.unpack(f">{len(data) // 2}H", data))
+
+
+@dataclass(frozen=True)
+class Block:
+    """Registers of one function's address space: first address and values."""
+
+    start: int
+    registers: list[int]
+
+
+class SunSpecImage:
+    """A SunSpec register map at ``base`` built from pysunspec2 models."""
+
+    def __init__(
+        self,
+        kind: str,
+        models: tuple[int, ...] | None,
+        *,
+        base: int = 40000,
+        rated_power_w: float = 5000.0,
+        manufacturer: str = "foursave",
+        model_name: str = "simulator",
+        serial: str = "SIM-0001",
+        unit_id: int = 1,
+    ):
+        self.base = base
+        self.model_ids = tuple(models or DEFAULT_MODELS[kind])
+        if self.model_ids[0] != 1:
+            raise ValueError("a SunSpec device starts with the Common model (1)")
+        smap = load_sunspec_map()
+        self.models: list[ss_device.Model] = []
+        # canonical field -> (model, group, point, scale)
+        self._targets: dict[str, tuple[ss_device.Model, str | None, str, float]] = {}
+        for mid in self.model_ids:
+            groups = ss_device.get_model_def(mid)["group"].get("groups")
+            # one instance of each repeating group (302 irradiance, 303 module temps)
+            length = _one_instance_length(mid) if groups else model_layout(mid).length
+            m = ss_device.Model(mid, model_len=length)
+            m.points["ID"].set_value(mid)
+            m.points["L"].set_value(length)
+            self.models.append(m)
+            for name, p in m.points.items():
+                if p.pdef.get("type") == "sunssf":
+                    if name in _POWER_SF:
+                        sf = _power_sf(rated_power_w)
+                    elif name in _ENERGY_SF:
+                        sf = _energy_sf(rated_power_w)
+                    else:
+                        sf = _FIXED_SF.get(name, 0)
+                    p.set_value(sf)
+            if mid in smap.models:
+                for sp in smap.models[mid].points:
+                    self._targets[sp.field] = (m, sp.group, sp.point, sp.scale)
+        common = self.models[0]
+        for point, value in (
+            ("Mn", manufacturer),
+            ("Md", model_name),
+            ("Vr", "0.1.0"),
+            ("SN", serial),
+            ("DA", unit_id),
+            ("Opt", "foursave-sim"),
+        ):
+            if point in common.points:
+                common.points[point].set_value(value)
+
+    def update(self, values: Mapping[str, float | int | None]) -> Block:
+        for field_name, value in values.items():
+            target = self._targets.get(field_name)
+            if target is None:
+                continue
+            model, group, point, scale = target
+            grp = model.groups[group][0] if group else model
+            if isinstance(grp, list):
+                grp = grp[0]
+            p = grp.points[point]
+            if value is None:
+                p.set_value(None)
+                continue
+            raw_value = value / scale
+            ptype = p.pdef["type"]
+            if p.sf_required:
+                sf = p.sf_value if p.sf is None else _sf_of(model, grp, p.sf)
+                raw = round(raw_value / 10.0**sf)
+            else:
+                raw = round(raw_value)
+            if ptype.startswith("acc"):
+                raw %= 1 << (16 * int(p.len))  # accumulators roll over like the real thing
+            try:
+                p.info.to_data(raw, int(p.len) * 2)
+            except (struct.error, OverflowError, ValueError):
+                raw = None  # out of the register's range: served as not implemented
+            p.set_value(raw)
+        regs = [*SUNS_MARKER]
+        for m in self.models:
+            regs.extend(_regs(m.get_mb()))
+        regs.extend([END_MODEL_ID, 0])
+        return Block(self.base, regs)
+
+
+def _sf_of(model, grp, name: str) -> int:
+    p = grp.points.get(name) or model.points.get(name)
+    return int(p.value)
+
+
+def _one_instance_length(mid: int) -> int:
+    mdef = ss_device.get_model_def(mid)["group"]
+    fixed = sum(int(p.get("size", 1)) for p in mdef["points"]) - 2
+    for g in mdef.get("groups", []):
+        fixed += sum(int(p.get("size", 1)) for p in g["points"])
+    return fixed
+
+
+_PYMODBUS_TYPE = {
+    "int16": ModbusClientMixin.DATATYPE.INT16,
+    "uint16": ModbusClientMixin.DATATYPE.UINT16,
+    "int32": ModbusClientMixin.DATATYPE.INT32,
+    "uint32": ModbusClientMixin.DATATYPE.UINT32,
+    "int64": ModbusClientMixin.DATATYPE.INT64,
+    "uint64": ModbusClientMixin.DATATYPE.UINT64,
+    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
+    "float64": ModbusClientMixin.DATATYPE.FLOAT64,
+}
+
+
+class ProfileImage:
+    """Holding and input registers laid out from a vendor register-map profile."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.blocks: dict[str, Block] = {}
+        for function in ("holding", "input"):
+            pts = [p for p in profile.points if p.function == function]
+            if not pts:
+                continue
+            start = min(p.address for p in pts)
+            end = max(p.address + p.count for p in pts)
+            self.blocks[function] = Block(start, [0] * (end - start))
+
+    def update(self, values: Mapping[str, float | int | None]) -> dict[str, Block]:
+        for p in self.profile.points:
+            value = values.get(p.field)
+            if value is None:
+                continue
+            raw = value / p.scale
+            if not p.type.startswith("float"):
+                raw = round(raw)
+                if p.type.startswith("uint"):
+                    raw %= 1 << (16 * p.count)  # counters roll over
+            regs = ModbusClientMixin.convert_to_registers(
+                raw, _PYMODBUS_TYPE[p.type], word_order=p.word_order
+            )
+            block = self.blocks[p.function]
+            o = p.address - block.start
+            block.registers[o : o + p.count] = regs
+        return self.blocks

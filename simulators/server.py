@@ -1,0 +1,218 @@
+"""Modbus servers (pymodbus) for every simulated device in a configuration.
+
+Each device's registers are refreshed from its value source at most once per
+simulated tick, when a request arrives (pymodbus ``SimDevice.action``).  Devices that
+share an endpoint (a serial line or an RTU gateway) share one server, as on site.
+Faults are injected per device and show on the wire as a real device shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from collector.profiles import load_profile
+from core.clock import Clock, SimClock, parse_start
+from core.config import Config, Device
+from simulators.models import ValueSource, source_for
+from simulators.registers import Block, ProfileImage, SunSpecImage
+
+log = logging.getLogger("foursave.sim")
+
+
+@dataclass
+class Faults:
+    """Faults a device shows on the wire (the physics issue adds more kinds)."""
+
+    exceptions: dict[int, int] = field(default_factory=dict)  # address -> exception code
+    delay_s: float = 0.0
+
+
+class SimulatedDevice:
+    def __init__(self, device: Device, clock: Clock, tick_s: float = 1.0, history: int = 4096):
+        if device.simulate is None:
+            raise ValueError(f"device {device.id} has no 'simulate' section")
+        self.device = device
+        self.clock = clock
+        self.tick_s = tick_s
+        self.source: ValueSource = source_for(device.simulate.model, device.simulate.rated_power_w)
+        if device.profile == "sunspec":
+            self.image: SunSpecImage | ProfileImage = SunSpecImage(
+                device.kind,
+                device.simulate.sunspec_models,
+                base=device.sunspec_base if device.sunspec_base is not None else 40000,
+                rated_power_w=device.simulate.rated_power_w,
+                model_name=f"foursave-sim-{device.simulate.model}",
+                serial=device.id,
+                unit_id=device.unit_id,
+            )
+        else:
+            self.image = ProfileImage(load_profile(device.profile))
+        self.faults = Faults()
+        self.writes_refused = 0
+        self.requests = 0
+        # (simulated time of the tick, canonical values served during it)
+        self.served: deque[tuple[float, dict[str, float | int]]] = deque(maxlen=history)
+        self._tick: int | None = None
+        self._blocks: dict[str, Block] = self._refresh()
+
+    def _refresh(self) -> dict[str, Block]:
+        tick = math.floor(self.clock.time() / self.tick_s)
+        if tick == self._tick:
+            return self._blocks
+        t = tick * self.tick_s
+        values = self.source.values(t)
+        if isinstance(self.image, SunSpecImage):
+            blocks = {"holding": self.image.update(values)}
+        else:
+            blocks = dict(self.image.update(values))
+        self._tick = tick
+        self._blocks = blocks
+        self.served.append((t, values))
+        return blocks
+
+    def simdevice(self) -> SimDevice:
+        blocks = self._blocks
+        holding = [
+            SimData(b.start, values=list(b.registers), datatype=DataType.REGISTERS)
+            for k, b in blocks.items()
+            if k == "holding"
+        ] or [SimData(0, datatype=DataType.INVALID)]
+        inputs = [
+            SimData(b.start, values=list(b.registers), datatype=DataType.REGISTERS)
+            for k, b in blocks.items()
+            if k == "input"
+        ] or [SimData(0, datatype=DataType.INVALID)]
+        bits = [SimData(0, values=False, datatype=DataType.BITS)]
+        return SimDevice(
+            id=self.device.unit_id,
+            simdata=(bits, list(bits), holding, inputs),
+            action=self.action,
+        )
+
+    async def action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        self.requests += 1
+        if set_values is not None:
+            self.writes_refused += 1
+            return ExcCodes.ILLEGAL_FUNCTION
+        faults = self.faults
+        if faults.delay_s:
+            await asyncio.sleep(faults.delay_s)  # a slow device, as seen on the wire
+        for fault_address, code in faults.exceptions.items():
+            if address <= fault_address < address + count:
+                return ExcCodes(code)
+        blocks = self._refresh()
+        block = blocks.get("input" if function_code == 4 else "holding")
+        if block is not None and block.start == start_address:
+            registers[: len(block.registers)] = block.registers
+        return None
+
+
+def _endpoint(d: Device) -> tuple:
+    sim = d.simulate
+    assert sim is not None
+    if d.transport == "rtu":
+        return ("rtu", sim.serial_port or (d.serial.port if d.serial else ""))
+    return (d.transport, sim.listen_host, sim.listen_port or d.port)
+
+
+class Simulator:
+    """All simulated devices of a configuration, served over Modbus."""
+
+    def __init__(self, config: Config, clock: Clock | None = None, only: set[str] | None = None):
+        svc = config.services.simulator
+        self.clock = clock or SimClock(parse_start(svc.start), svc.speed)
+        self.devices: dict[str, SimulatedDevice] = {
+            d.id: SimulatedDevice(d, self.clock)
+            for d in config.devices
+            if d.simulate is not None and (only is None or d.id in only)
+        }
+        self._servers: list = []
+
+    def endpoints(self) -> dict[tuple, list[SimulatedDevice]]:
+        groups: dict[tuple, list[SimulatedDevice]] = {}
+        for sd in self.devices.values():
+            groups.setdefault(_endpoint(sd.device), []).append(sd)
+        return groups
+
+    async def start(self) -> None:
+        for ep, devices in self.endpoints().items():
+            context = [sd.simdevice() for sd in devices]
+            if ep[0] == "rtu":
+                line = devices[0].device.serial
+                server = ModbusSerialServer(
+                    context,
+                    framer=FramerType.RTU,
+                    port=ep[1],
+                    baudrate=line.baudrate if line else 9600,
+                    parity=line.parity if line else "N",
+                    stopbits=line.stopbits if line else 1,
+                    bytesize=line.bytesize if line else 8,
+                )
+            else:
+                framer = FramerType.RTU if ep[0] == "rtu-over-tcp" else FramerType.SOCKET
+                server = ModbusTcpServer(context, framer=framer, address=(ep[1], ep[2]))
+            await server.serve_forever(background=True)
+            self._servers.append(server)
+            log.info("serving %s on %s", ", ".join(sd.device.id for sd in devices), ep)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            await server.shutdown()
+        self._servers.clear()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+class SimulatorThread:
+    """A simulator on its own event loop thread (tests, benchmarks): real Modbus TCP."""
+
+    def __init__(self, config: Config, clock: Clock | None = None, only: set[str] | None = None):
+        self.sim = Simulator(config, clock, only)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="simulator", daemon=True)
+
+    def __enter__(self) -> SimulatorThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def call(self, fn, *args):
+        """Run ``fn(*args)`` on the simulator's loop (e.g. to change faults) and wait."""
+
+        async def _run():
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(_run(), self.loop).result(10)
+
+    @property
+    def devices(self) -> dict[str, SimulatedDevice]:
+        return self.sim.devices
