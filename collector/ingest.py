@@ -132,6 +132,7 @@ class Ingester:
         svc = config.services
         self.cfg = svc.ingester
         self.mqtt_cfg = svc.mqtt
+        self._own_influx = influx is None
         self.influx = influx or InfluxClient.from_config(svc.influxdb)
         self.dead = DeadLetters(self.cfg.dead_letter_path)
         self.seq = SeqTracker(self._load_seq_state())
@@ -345,6 +346,8 @@ class Ingester:
             self.client.disconnect()
             self.client.loop_stop()
             self.dead.close()
+            if self._own_influx:
+                self.influx.close()
             log.info("ingester stopped: %d lines written in %d batches", self.written, self.batches)
 
     def stop(self) -> None:

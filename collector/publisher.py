@@ -153,16 +153,19 @@ class Publisher:
             self.step()
 
     async def close(self, drain_s: float = 5.0) -> None:
-        """Keep what is accepted: spool pending readings, wait a little for acks, leave."""
+        """Keep what is accepted: spool pending readings, hand over what the broker can
+        take within ``drain_s``, and leave the rest in the spool for the next start."""
         self._flush()
         deadline = time.monotonic() + drain_s
-        while self._inflight and self.connected and time.monotonic() < deadline:
+        while (
+            self.connected and (self._inflight or self.spool.depth) and time.monotonic() < deadline
+        ):
             self._wake.clear()
+            self.step()
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.1)
             except TimeoutError:
                 pass
-            self._process_acks()
         self._process_acks()
         if self.connected:
             info = self.client.publish(

@@ -8,6 +8,7 @@ their data in the given directory.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import shutil
 import signal
 import socket
@@ -120,6 +121,8 @@ def mosquitto(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService
             [
                 f"listener {port} {host}",
                 "allow_anonymous true",
+                # as root mosquitto would drop to user 'mosquitto', who cannot write here
+                f"user {getpass.getuser()}",
                 "persistence true",
                 f"persistence_location {datadir}/",
                 "autosave_interval 5",

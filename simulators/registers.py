@@ -118,6 +118,14 @@ class SunSpecImage:
             if point in common.points:
                 common.points[point].set_value(value)
 
+    def resolution(self, field_name: str, value: float) -> float:
+        """Smallest step of ``field_name`` on the wire (10^SF times the map's scale)."""
+        model, group, point, scale = self._targets[field_name]
+        grp = model.groups[group][0] if group else model
+        p = grp.points[point]
+        sf = (p.sf_value if p.sf is None else _sf_of(model, grp, p.sf)) if p.sf_required else 0
+        return 10.0 ** (sf or 0) * scale
+
     def update(self, values: Mapping[str, float | int | None]) -> Block:
         for field_name, value in values.items():
             target = self._targets.get(field_name)
@@ -190,6 +198,14 @@ class ProfileImage:
             start = min(p.address for p in pts)
             end = max(p.address + p.count for p in pts)
             self.blocks[function] = Block(start, [0] * (end - start))
+
+    def resolution(self, field_name: str, value: float) -> float:
+        p = next(p for p in self.profile.points if p.field == field_name)
+        if p.type == "float32":
+            return max(abs(value), 1e-30) * 2.0**-23
+        if p.type == "float64":
+            return max(abs(value), 1e-300) * 2.0**-52
+        return abs(p.scale)
 
     def update(self, values: Mapping[str, float | int | None]) -> dict[str, Block]:
         for p in self.profile.points:

@@ -1,0 +1,148 @@
+"""Test helpers: configurations on free ports, the services in threads, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.ingest import Ingester
+from collector.service import Collector
+from core.config import Config, load_config
+from core.services import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
+    """Wait on a condition with a deadline (never a bare sleep)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+
+
+def demo_raw() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+
+
+def make_config(
+    tmp_path: Path,
+    mqtt_port: int,
+    influx_url: str,
+    database: str,
+    *,
+    interval_s: float = 0.2,
+    devices: list[dict] | None = None,
+    extra_services: dict | None = None,
+) -> Config:
+    """The demo configuration on free ports, with its files under ``tmp_path``."""
+    raw = demo_raw()
+    raw["services"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{mqtt_port}"
+    raw["services"]["influxdb"] = {"url": influx_url, "database": database}
+    raw["services"]["collector"]["spool_path"] = str(tmp_path / "spool.sqlite")
+    raw["services"]["ingester"]["dead_letter_path"] = str(tmp_path / "dead.sqlite")
+    raw["services"]["ingester"]["client_id"] = f"ingest-{database}"
+    raw["services"]["ingester"]["batch_max_ms"] = 100
+    raw["services"]["collector"]["status_interval_s"] = 1
+    for section, values in (extra_services or {}).items():
+        raw["services"].setdefault(section, {}).update(values)
+    devs = copy.deepcopy(devices if devices is not None else raw["devices"])
+    for d in devs:
+        if d.get("transport", "tcp") != "rtu":
+            d["port"] = free_port()
+        d["interval_s"] = d.get("interval_s_override", interval_s)
+        d.pop("interval_s_override", None)
+        d.setdefault("timeout_s", 0.5)
+    raw["devices"] = devs
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    return load_config(path, env={})
+
+
+class CollectorThread:
+    """``foursave collect`` on its own event loop thread."""
+
+    def __init__(self, config: Config, **kw):
+        self.collector = Collector(config, **kw)
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, name="collector", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+
+        async def main():
+            self.stop_event = asyncio.Event()
+            await self.collector.run(self.stop_event)
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+        finally:
+            self.loop.close()
+
+    def start(self) -> CollectorThread:
+        self.thread.start()
+        wait_for(lambda: self.stop_event is not None, 10, "collector start")
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+            self.thread.join(30)
+        assert not self.thread.is_alive(), "collector did not stop"
+        if self.error:
+            raise self.error
+
+    def published_counts(self) -> dict[str, int]:
+        """Readings taken per device = last seq + 1 (seq starts at 0)."""
+        return {p.device.id: p.seq + 1 for p in self.collector.pollers}
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class IngesterThread:
+    def __init__(self, config: Config, **kw):
+        self.ingester = Ingester(config, **kw)
+        self.thread = threading.Thread(target=self._run, name="ingester", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self):
+        try:
+            self.ingester.run(stats_interval_s=1.0)
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> IngesterThread:
+        self.thread.start()
+        wait_for(self.ingester.connected.is_set, 20, "ingester connected")
+        return self
+
+    def stop(self) -> None:
+        self.ingester.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "ingester did not stop"
+        if self.error:
+            raise self.error
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,238 @@
+"""A reading travels from a simulated device over Modbus and MQTT into InfluxDB.
+
+Real mosquitto, real influxd, the simulators over real Modbus TCP; nothing mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from core.influx import InfluxClient
+from core.services import free_port, influxd
+from simulators.server import SimulatorThread
+from tests.helpers import CollectorThread, IngesterThread, make_config, wait_for
+
+pytestmark = pytest.mark.integration
+
+MEASUREMENTS = ("inverter", "meter", "weather", "water")
+
+
+def stored_counts(influx: InfluxClient) -> dict[str, int]:
+    """Points per device: the largest per-field count (every reading has fields)."""
+    out: dict[str, int] = {}
+    for m in MEASUREMENTS:
+        for row in influx.rows(f'SELECT count(*) FROM "{m}" GROUP BY "device"'):
+            out[row["device"]] = max(v or 0 for k, v in row.items() if k.startswith("count_"))
+    return out
+
+
+def run_until(collector: CollectorThread, n: int, timeout_s: float = 30) -> None:
+    wait_for(
+        lambda: min(collector.published_counts().values(), default=0) >= n,
+        timeout_s,
+        f"{n} readings from every device",
+    )
+
+
+def drain(influx: InfluxClient, published: dict[str, int], timeout_s: float = 30) -> None:
+    seen: list[dict[str, int]] = [{}]
+
+    def done() -> bool:
+        seen[0] = stored_counts(influx)
+        return seen[0] == published
+
+    try:
+        wait_for(done, timeout_s, f"InfluxDB to hold {published}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; stored {seen[0]}") from None
+
+
+def test_every_reading_arrives_with_the_simulators_values(
+    tmp_path, broker, influx_url, database, influx
+):
+    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    with SimulatorThread(cfg) as sim, IngesterThread(cfg) as ing:
+        collector = CollectorThread(cfg).start()
+        run_until(collector, 10)
+        collector.stop()
+        published = collector.published_counts()
+        assert set(published) == {d.id for d in cfg.devices}
+        drain(influx, published)
+        stats = ing.ingester.seq.devices
+    assert all(s.gaps == 0 and s.duplicates == 0 for s in stats.values()), stats
+    assert {k.split("/")[1]: s.received for k, s in stats.items()} == published
+
+    # stored values equal what the simulator served, within register resolution
+    for d in cfg.devices:
+        sd = sim.devices[d.id]
+        served = list(sd.served)
+        rows = influx.rows(f'SELECT * FROM "{d.kind}" WHERE "device" = \'{d.id}\'')
+        assert len(rows) == published[d.id]
+        for row in rows:
+            ts = row["time"] / 1000
+            fields = {
+                k: v
+                for k, v in row.items()
+                if k not in ("time", "site", "device", "role") and v is not None
+            }
+            candidates = [vals for t, vals in served if ts - 2.0 <= t <= ts + 0.5]
+            assert candidates, f"{d.id}: no simulator tick near {ts}"
+
+            def matches(truth):
+                for name, value in fields.items():
+                    if name not in truth:
+                        return False
+                    res = sd.image.resolution(name, truth[name])
+                    if abs(value - truth[name]) > res * 1.0001 + 1e-9:
+                        return False
+                return True
+
+            assert any(matches(c) for c in candidates), (d.id, fields, candidates[-1])
+        assert rows[-1]["site"] == "demo"
+        if d.kind == "meter":
+            assert rows[-1]["role"] == d.role
+
+
+def test_exception_02_leaves_that_field_absent_and_stores_the_others(
+    tmp_path, broker, influx_url, database, influx
+):
+    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    with SimulatorThread(cfg) as sim, IngesterThread(cfg):
+        # the SDM630 refuses its "total export kWh" register (0x004A) with exception 02
+        sim.call(lambda: sim.devices["meter-hvac"].faults.exceptions.update({0x4A: 2}))
+        collector = CollectorThread(cfg).start()
+        run_until(collector, 5)
+        collector.stop()
+        drain(influx, collector.published_counts())
+        status = collector.collector.pollers[3].health
+    rows = influx.rows("SELECT * FROM meter WHERE \"device\" = 'meter-hvac'")
+    assert rows and all(r.get("export_energy_wh") is None for r in rows)
+    assert all(r["import_energy_wh"] is not None and r["active_power_w"] is not None for r in rows)
+    assert status.online and any("exception 02" in e for e in status.field_errors)
+    # the other meter is untouched
+    main = influx.rows("SELECT * FROM meter WHERE \"device\" = 'meter-main'")
+    assert main and all(r["active_power_w"] is not None for r in main)
+    # the device status reached InfluxDB too
+    st = influx.rows(
+        "SELECT last(online), last(errors) FROM device_status WHERE \"device\" = 'meter-hvac'"
+    )
+    assert st and st[0]["last"] is True
+
+
+@pytest.mark.slow
+def test_broker_down_for_10_s_loses_and_duplicates_nothing(
+    tmp_path, broker, influx_url, database, influx
+):
+    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    with SimulatorThread(cfg), IngesterThread(cfg):
+        collector = CollectorThread(cfg).start()
+        run_until(collector, 5)
+        broker.stop()
+        down_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - down_at >= 10, 15, "10 s without a broker")
+        spooled = collector.collector.spool.depth
+        assert spooled > 0, "readings taken while the broker was away must wait in the spool"
+        broker.start()
+        wait_for(
+            lambda: collector.collector.publisher.connected, 30, "collector back on the broker"
+        )
+        wait_for(lambda: collector.collector.spool.depth < 30, 30, "the spool replayed")
+        before = collector.published_counts()
+        wait_for(
+            lambda: min(collector.published_counts()[k] - before[k] for k in before) >= 5,
+            30,
+            "readings after the broker came back",
+        )
+        collector.stop()
+        published = collector.published_counts()
+        drain(influx, published, timeout_s=60)
+    assert collector.collector.spool.depth == 0
+    assert sum(published.values()) > 6 * 50  # 10 s at 5 readings/s per device were in the outage
+
+
+@pytest.mark.slow
+def test_influxd_down_and_restarted_loses_nothing(tmp_path, broker, database):
+    own = influxd(free_port(), tmp_path / "influxd-own")
+    own.start(timeout_s=60)
+    try:
+        url = f"http://127.0.0.1:{own.port}"
+        influx = InfluxClient(url, database)
+        cfg = make_config(tmp_path, broker.port, url, database)
+        with SimulatorThread(cfg), IngesterThread(cfg) as ing:
+            collector = CollectorThread(cfg).start()
+            run_until(collector, 5)
+            own.stop()
+            down_at = time.monotonic()
+            wait_for(lambda: time.monotonic() - down_at >= 5, 10, "5 s without InfluxDB")
+            assert ing.ingester.write_retries > 0
+            own.start(timeout_s=60)
+            before = collector.published_counts()
+            wait_for(
+                lambda: min(collector.published_counts()[k] - before[k] for k in before) >= 5,
+                30,
+                "readings after InfluxDB came back",
+            )
+            collector.stop()
+            drain(influx, collector.published_counts(), timeout_s=60)
+            assert all(s.gaps == 0 for s in ing.ingester.seq.devices.values())
+        influx.close()
+    finally:
+        own.stop()
+
+
+def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
+    tmp_path, broker, influx_url, database, influx
+):
+    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=[])
+    # a field whose type InfluxDB already knows as float: a boolean makes /write answer 400
+    influx.write(["meter,site=demo,device=m1,role=main odd_field=1.5 1700000000000"])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        with IngesterThread(cfg) as ing:
+
+            def pub(topic, payload):
+                client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+            good = {
+                "ts": 1700000001000,
+                "kind": "meter",
+                "role": "main",
+                "fields": {"active_power_w": 10.0},
+            }
+            pub("foursave/v1/demo/m1/reading", b"{not json")
+            pub(
+                "foursave/v1/demo/m1/reading",
+                json.dumps({"ts": 5, "seq": 0, "kind": "meter", "fields": {}}),
+            )
+            pub("foursave/v1/Demo Site/m1/reading", json.dumps({**good, "seq": 0}))
+            pub(
+                "foursave/v1/demo/m1/reading",
+                json.dumps({**good, "seq": 1, "fields": {"odd_field": True}}),
+            )
+            pub("foursave/v1/demo/m1/reading", json.dumps({**good, "seq": 2, "ts": 1700000002000}))
+            wait_for(lambda: ing.ingester.dead.count() == 4, 20, "4 dead letters")
+            wait_for(
+                lambda: (
+                    influx.rows("SELECT count(active_power_w) FROM meter")[0]["count"] == 1
+                    if influx.rows("SELECT count(active_power_w) FROM meter")
+                    else False
+                ),
+                20,
+                "the good reading stored",
+            )
+            rows = ing.ingester.dead.rows()
+        errors = [r[3] for r in rows]
+        assert "not JSON" in errors[0]
+        assert "ts:" in errors[1]
+        assert "site 'Demo Site'" in errors[2]
+        assert "HTTP 400" in errors[3] and "conflict" in errors[3]
+        assert rows[3][2].startswith("meter,")  # the offending line is kept with the error
+    finally:
+        client.loop_stop()
+        client.disconnect()
