@@ -82,7 +82,7 @@ def test_every_reading_arrives_with_the_simulators_values(
             candidates = [vals for t, vals in served if ts - 2.0 <= t <= ts + 0.5]
             assert candidates, f"{d.id}: no simulator tick near {ts}"
 
-            def matches(truth):
+            def matches(truth, fields=fields, sd=sd):
                 for name, value in fields.items():
                     if name not in truth:
                         return False
