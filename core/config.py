@@ -168,14 +168,25 @@ class Device(_Frozen):
     simulate: Simulation | None = None
 
     @model_validator(mode="after")
-    def _transport(self) -> Device:
-        if self.transport in ("tcp", "rtu-over-tcp") and not self.host:
-            raise ValueError(f"transport {self.transport!r} needs 'host'")
-        if self.transport == "rtu" and self.serial is None:
-            raise ValueError("transport 'rtu' needs a 'serial' section (port, baudrate, ...)")
-        if self.kind == "meter" and not self.role:
-            raise ValueError("a meter needs a 'role' (main, hvac, lighting, pv, ev_charging, ...)")
+    def _requirements(self) -> Device:
+        problems = device_requirements(self.model_dump())
+        if problems:
+            raise ValueError(problems[0])
         return self
+
+
+def device_requirements(raw: Mapping[str, Any]) -> list[str]:
+    """Keys a device needs together.  Also run on the raw file, before the fields are
+    validated, so that a wrong field elsewhere in the device does not hide these."""
+    problems = []
+    transport = raw.get("transport", "tcp")
+    if transport in ("tcp", "rtu-over-tcp") and not raw.get("host"):
+        problems.append(f"transport {transport!r} needs 'host'")
+    if transport == "rtu" and not raw.get("serial"):
+        problems.append("transport 'rtu' needs a 'serial' section (port, baudrate, ...)")
+    if raw.get("kind") == "meter" and not raw.get("role"):
+        problems.append("a meter needs a 'role' (main, hvac, lighting, pv, ev_charging, ...)")
+    return problems
 
 
 class Config(_Frozen):
@@ -311,7 +322,7 @@ def _explain(err: Mapping[str, Any]) -> str:
         return "unknown key (check the spelling; see config/demo.yaml for the keys)"
     if kind == "missing":
         return "required key is missing"
-    if "input" in err and kind not in ("model_type", "dict_type", "value_error"):
+    if "input" in err and kind not in ("model_type", "dict_type"):
         given = err["input"]
         if not isinstance(given, (dict, list)):
             msg += f" (got {given!r})"
@@ -357,10 +368,20 @@ def parse_config(
         )
     lines = _line_index(node) if node is not None else {}
     raw = apply_env(raw, os.environ if env is None else env)
+    early: list[ConfigIssue] = []
+    devices = raw.get("devices")
+    if isinstance(devices, list):
+        for i, d in enumerate(devices):
+            if isinstance(d, dict):
+                for problem in device_requirements(d):
+                    loc = ("devices", i)
+                    early.append(
+                        ConfigIssue(filename, _line_for(lines, loc), format_path(loc), problem)
+                    )
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        issues = []
+        issues = list(early)
         for err in exc.errors():
             ctx_err = (err.get("ctx") or {}).get("error")
             if isinstance(ctx_err, _CrossErrors):
@@ -370,10 +391,13 @@ def parse_config(
                     )
                 continue
             loc = tuple(err["loc"])
-            issues.append(
-                ConfigIssue(filename, _line_for(lines, loc), format_path(loc), _explain(err))
-            )
-        raise ConfigError(issues) from None
+            issue = ConfigIssue(filename, _line_for(lines, loc), format_path(loc), _explain(err))
+            if issue not in issues:
+                issues.append(issue)
+        raise ConfigError(sorted(issues, key=lambda i: i.line or 0)) from None
+    if early:
+        raise ConfigError(early)
+    return cfg
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:

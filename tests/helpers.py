@@ -95,7 +95,12 @@ class CollectorThread:
 
     def start(self) -> CollectorThread:
         self.thread.start()
-        wait_for(lambda: self.stop_event is not None, 10, "collector start")
+        n = len(self.collector.devices)
+        wait_for(
+            lambda: self.stop_event is not None and len(self.collector.pollers) == n,
+            10,
+            "collector start",
+        )
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,93 @@
+"""Readings, topics and line protocol: pure, no broker or database."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.reading import PayloadError, Reading, decode_reading, reading_line, to_line
+from core.topics import TopicError, parse_device_topic, reading_topic
+
+
+def test_reading_round_trip():
+    r = Reading(
+        1_790_000_000_000, 7, "meter", {"active_power_w": 1.5, "import_energy_wh": 10}, "main"
+    )
+    assert decode_reading(r.to_json()) == r
+    assert json.loads(r.to_json())["role"] == "main"
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"ts": 1790000000000, "seq": 1, "kind": "meter"}', "missing key(s) ['fields']"),
+        (
+            b'{"ts": 1790000000, "seq": 1, "kind": "meter", "fields": {"a": 1}}',
+            "ts: expected epoch milliseconds",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": -1, "kind": "meter", "fields": {"a": 1}}',
+            "seq: expected a non-negative",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "boiler", "fields": {"a": 1}}',
+            "kind: expected one of",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {}}',
+            "fields: expected a non-empty",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"a": "1"}}',
+            "fields.a: expected a finite number",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"a": NaN}}',
+            "fields.a: expected a finite number",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"A b": 1}}',
+            "not a valid field name",
+        ),
+        (
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "role": "Main", "fields": {"a": 1}}',
+            "role:",
+        ),
+    ],
+)
+def test_bad_payloads_are_named(payload, error):
+    with pytest.raises(PayloadError, match=None) as exc:
+        decode_reading(payload)
+    assert error in str(exc.value)
+
+
+def test_line_protocol_types_follow_the_glossary():
+    r = Reading(1_790_000_000_123, 1, "inverter", {"ac_power_w": 4200, "state": 4, "events": 0})
+    line = reading_line("yonghua", "inv-01", r)
+    # power is a float even when the device sent an integer; St and Evt1 are integers
+    assert (
+        line
+        == "inverter,device=inv-01,site=yonghua ac_power_w=4200.0,state=4i,events=0i 1790000000123"
+    )
+    with pytest.raises(PayloadError, match=r"fields\.state: expected an integer"):
+        reading_line("s", "d", Reading(1_790_000_000_000, 1, "inverter", {"state": 4.5}))
+
+
+def test_line_protocol_escapes_tags():
+    assert to_line("m", {"site": "a b,c=d"}, {"x": True}, 1) == r"m,site=a\ b\,c\=d x=true 1"
+
+
+def test_topics():
+    t = parse_device_topic(reading_topic("yonghua", "inv-01"))
+    assert (t.site, t.device, t.kind) == ("yonghua", "inv-01", "reading")
+    for bad in (
+        "foursave/v1/yonghua/inv-01",
+        "foursave/v2/a/b/reading",
+        "foursave/v1/A/b/reading",
+        "foursave/v1/a/b/alarm",
+    ):
+        with pytest.raises(TopicError):
+            parse_device_topic(bad)

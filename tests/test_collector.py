@@ -1,0 +1,230 @@
+"""The collector against the simulators over real Modbus: TCP, RTU on a serial line
+(socat pty pair), RTU over TCP; read-only; a dead or slow device delays nobody."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
+)
+from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
+
+from collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
+from core.clock import ManualClock
+from core.services import free_port
+from simulators.server import SimulatorThread
+from tests.helpers import CollectorThread, demo_raw, make_config, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def read_all(cfg, device_ids=None):
+    async def main():
+        out = {}
+        for d in cfg.devices:
+            if device_ids and d.id not in device_ids:
+                continue
+            link = ModbusLink(d)
+            try:
+                out[d.id] = await reader_for(d).read(link)
+            finally:
+                link.close()
+        return out
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        WriteSingleRegisterRequest(address=1, registers=[5]),
+        WriteMultipleRegistersRequest(address=1, registers=[5, 6]),
+        WriteSingleCoilRequest(address=1, bits=[True]),
+        WriteMultipleCoilsRequest(address=1, bits=[True] * 8),
+    ],
+    ids=lambda p: f"fc{p.function_code}",
+)
+def test_read_only_guard_refuses_every_write_function(pdu):
+    with pytest.raises(WriteRefused, match=f"function code {pdu.function_code} is not a read"):
+        read_only_guard(True, pdu)
+
+
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        ReadHoldingRegistersRequest(address=0, count=2),
+        ReadInputRegistersRequest(address=0, count=2),
+    ],
+)
+def test_read_only_guard_lets_reads_through(pdu):
+    assert read_only_guard(True, pdu) is pdu
+
+
+def test_collector_link_cannot_send_a_write(tmp_path):
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=[demo_raw()["devices"][0]])
+    d = cfg.devices[0]
+    with SimulatorThread(cfg) as sim:
+
+        async def attempt():
+            link = ModbusLink(d)
+            try:
+                await link.client.connect()
+                with pytest.raises(WriteRefused):
+                    await link.client.write_register(40070, 1, device_id=1)
+            finally:
+                link.close()
+
+        before = sim.devices[d.id].requests
+        asyncio.run(attempt())
+        assert sim.devices[d.id].requests == before  # nothing reached the device
+        assert sim.devices[d.id].writes_refused == 0
+
+
+def test_sunspec_discovery_at_every_base_address(tmp_path):
+    raw = demo_raw()["devices"][0]
+    devices = [dict(raw, id=f"inv-{b}", sunspec_base=b) for b in (40000, 0, 50000)]
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devices)
+    # the collector does not know where the map is: discovery must find it
+    plain = cfg.model_copy(
+        update={"devices": tuple(d.model_copy(update={"sunspec_base": None}) for d in cfg.devices)}
+    )
+    with SimulatorThread(cfg):
+        results = read_all(plain)
+    for d in cfg.devices:
+        assert results[d.id].fields["state"] in (2, 4), d.id
+        assert "ac_energy_wh" in results[d.id].fields
+
+
+def test_pysunspec2_client_reads_what_the_collector_reads(tmp_path):
+    """An external client (SunSpec Alliance's own) scans the simulated inverter and
+    meter; on a frozen clock both see exactly the same values."""
+    devs = [d for d in demo_raw()["devices"] if d["id"] in ("inv-01", "meter-main")]
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devs)
+    noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))  # a Tuesday
+    clock = ManualClock(noon.timestamp())
+    with SimulatorThread(cfg, clock=clock):
+        ours = read_all(cfg)
+        inv_dev = cfg.device("inv-01")
+        client = SunSpecModbusClientDeviceTCP(
+            slave_id=1, ipaddr="127.0.0.1", ipport=inv_dev.port, timeout=5
+        )
+        client.scan()
+        inv = client.models[103][0]
+        meter_dev = cfg.device("meter-main")
+        mclient = SunSpecModbusClientDeviceTCP(
+            slave_id=1, ipaddr="127.0.0.1", ipport=meter_dev.port, timeout=5
+        )
+        mclient.scan()
+        meter = mclient.models[203][0]
+        client.close()
+        mclient.close()
+    assert 1 in client.models and 103 in client.models
+    f = ours["inv-01"].fields
+    assert f["ac_power_w"] == pytest.approx(inv.W.cvalue) and f["ac_power_w"] > 0
+    assert f["ac_energy_wh"] == pytest.approx(inv.WH.cvalue)
+    assert f["dc_voltage_v"] == pytest.approx(inv.DCV.cvalue)
+    assert f["state"] == inv.St.cvalue == 4
+    assert f["power_factor"] == pytest.approx(inv.PF.cvalue / 100)
+    m = ours["meter-main"].fields
+    assert m["active_power_w"] == pytest.approx(meter.W.cvalue)
+    assert m["import_energy_wh"] == pytest.approx(meter.TotWhImp.cvalue)
+    assert m["frequency_hz"] == pytest.approx(meter.Hz.cvalue)
+    assert client.common[0].SN.cvalue == "inv-01"
+
+
+@pytest.mark.skipif(
+    shutil.which("socat") is None, reason="needs socat (installed by scripts/bootstrap)"
+)
+def test_rtu_on_a_serial_line_with_two_devices(tmp_path):
+    dev_end, sim_end = tmp_path / "ttyCollector", tmp_path / "ttySim"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={dev_end}", f"pty,raw,echo=0,link={sim_end}"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: dev_end.exists() and sim_end.exists(), 10, "socat pty pair")
+        raw = demo_raw()["devices"]
+        serial = {"port": str(dev_end), "baudrate": 38400}
+        devices = [
+            dict(
+                raw[3],
+                transport="rtu",
+                serial=serial,
+                unit_id=1,
+                simulate=dict(raw[3]["simulate"], serial_port=str(sim_end)),
+            ),
+            dict(
+                raw[5],
+                transport="rtu",
+                serial=serial,
+                unit_id=2,
+                simulate=dict(raw[5]["simulate"], serial_port=str(sim_end)),
+            ),
+        ]
+        for d in devices:
+            d.pop("host")
+        cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devices)
+        with SimulatorThread(cfg) as sim:
+            results = read_all(cfg)
+            truth_meter = sim.devices["meter-hvac"].served[-1][1]
+        assert results["meter-hvac"].fields["active_power_w"] == pytest.approx(
+            truth_meter["active_power_w"], rel=1e-6
+        )
+        assert results["water-01"].fields["volume_m3"] > 0
+    finally:
+        socat.terminate()
+        socat.wait(5)
+
+
+def test_rtu_over_tcp_gateway(tmp_path):
+    raw = demo_raw()["devices"]
+    port = free_port()
+    devices = [
+        dict(raw[0], transport="rtu-over-tcp", unit_id=1),
+        dict(raw[5], transport="rtu-over-tcp", unit_id=7),
+    ]
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devices)
+    # both behind the same gateway port
+    cfg = cfg.model_copy(
+        update={"devices": tuple(d.model_copy(update={"port": port}) for d in cfg.devices)}
+    )
+    with SimulatorThread(cfg):
+        results = read_all(cfg)
+    assert results["inv-01"].fields["state"] in (2, 4)
+    assert results["water-01"].fields["volume_m3"] > 0
+
+
+def test_dead_and_slow_devices_do_not_delay_the_others(tmp_path, broker, caplog):
+    raw = demo_raw()["devices"]
+    devices = [
+        dict(raw[0], id="healthy", interval_s_override=0.1),
+        dict(raw[1], id="dead", simulate=None, interval_s_override=0.1),  # nobody listens there
+        dict(raw[5], id="slow", interval_s_override=0.1),
+    ]
+    cfg = make_config(tmp_path, broker.port, "http://127.0.0.1:1", "x", devices=devices)
+    with SimulatorThread(cfg) as sim:
+        sim.call(lambda: setattr(sim.devices["slow"].faults, "delay_s", 2.0))  # > timeout 0.5 s
+        caplog.set_level(logging.WARNING, logger="foursave.collector")
+        collector = CollectorThread(cfg).start()
+        dead = next(p for p in collector.collector.pollers if p.device.id == "dead")
+        slow = next(p for p in collector.collector.pollers if p.device.id == "slow")
+        wait_for(lambda: dead.health.errors >= 3 and slow.health.errors >= 2, 60, "failed polls")
+        healthy = collector.published_counts()["healthy"]
+        collector.stop()
+    # each failed poll of the slow device costs 3 x 0.75 s; meanwhile the healthy one
+    # kept its 0.1 s interval
+    assert healthy >= 20, healthy
+    assert not dead.health.online and dead.health.last_error
+    assert dead.backoff_s() > dead.device.interval_s  # backing off exponentially
+    failures = [r for r in caplog.records if r.getMessage().startswith("dead: poll failed")]
+    assert len(failures) == 1  # logged once while it lasts
