@@ -141,9 +141,6 @@ def test_pysunspec2_client_reads_what_the_collector_reads(tmp_path):
     assert client.common[0].SN.cvalue == "inv-01"
 
 
-@pytest.mark.skipif(
-    shutil.which("socat") is None, reason="needs socat (installed by scripts/bootstrap)"
-)
 def test_rtu_on_a_serial_line_with_two_devices(tmp_path):
     dev_end, sim_end = tmp_path / "ttyCollector", tmp_path / "ttySim"
     socat = subprocess.Popen(

@@ -1,0 +1,107 @@
+"""The command line and the demo, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from core.cli import build_parser
+from core.services import free_port, port_open
+from tests.helpers import ROOT, demo_raw, wait_for
+
+CONTRACT_SUBCOMMANDS = {
+    "sim",
+    "collect",
+    "ingest",
+    "rules",
+    "api",
+    "backfill",
+    "report",
+    "dashboards",
+    "check-config",
+    "demo",
+}
+
+
+def test_every_contract_subcommand_exists():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) >= CONTRACT_SUBCOMMANDS
+
+
+def test_compose_file_runs_the_services_with_real_subcommands():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"mosquitto", "influxdb", "sim", "collect", "ingest"} <= set(services)
+    assert services["influxdb"]["image"] == "influxdb:1.8"
+    for name in ("sim", "collect", "ingest"):
+        assert services[name]["command"][0] in CONTRACT_SUBCOMMANDS
+    for name in ("mosquitto", "influxdb", "sim"):
+        assert "healthcheck" in services[name]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
+    raw = demo_raw()
+    mqtt_port, influx_port = free_port(), free_port()
+    raw["services"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{mqtt_port}"
+    raw["services"]["influxdb"]["url"] = f"http://127.0.0.1:{influx_port}"
+    raw["services"]["collector"]["spool_path"] = str(tmp_path / "spool.sqlite")
+    raw["services"]["ingester"]["dead_letter_path"] = str(tmp_path / "dead.sqlite")
+    for d in raw["devices"]:
+        d["port"] = free_port()
+        d["interval_s"] = 0.5
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOURSAVE_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "demo",
+            "--config",
+            str(cfg),
+            "--var",
+            str(tmp_path / "var"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def stored() -> int:
+            try:
+                r = httpx.post(
+                    f"http://127.0.0.1:{influx_port}/query",
+                    data={"db": "foursave", "q": "SELECT count(ac_power_w) FROM inverter"},
+                    timeout=2,
+                )
+                series = r.json()["results"][0].get("series")
+                return series[0]["values"][0][1] if series else 0
+            except (httpx.HTTPError, KeyError, ValueError):
+                return 0
+
+        wait_for(lambda: stored() >= 6, 90, "the demo to store inverter readings")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "foursave demo is running" in out and "stopped." in out
+    assert f"mqtt://127.0.0.1:{mqtt_port}" in out
+    assert "Traceback" not in out
+    assert not port_open("127.0.0.1", mqtt_port) and not port_open("127.0.0.1", influx_port)
+    collect_log = Path(tmp_path / "var" / "collect.log").read_text()
+    assert "collector stopped" in collect_log
