@@ -143,7 +143,9 @@ class Ingester:
         self.write_retries = 0
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
-        self.on_batch: Callable[[int], None] | None = None
+        # called after each stored batch with (reading ts, received) [epoch ms] per reading
+        self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
+        self._batch_ts: list[tuple[int, float]] = []
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.cfg.client_id,
@@ -199,6 +201,7 @@ class Ingester:
             if t.kind == "reading":
                 r = decode_reading(msg.payload)
                 self.seq.see(f"{t.site}/{t.device}", r.seq)
+                self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
                 return [reading_line(t.site, t.device, r)], None
             status = decode_status(msg.payload)
@@ -270,6 +273,7 @@ class Ingester:
     def process(self, batch: list[Message]) -> None:
         lines: list[str] = []
         owners: list[Message] = []
+        self._batch_ts = []
         for msg in batch:
             msg_lines, error = self._to_lines(msg)
             if error is not None:
@@ -286,7 +290,7 @@ class Ingester:
                 self.client.ack(msg.mid, msg.qos)
         self.batches += 1
         if self.on_batch:
-            self.on_batch(len(batch))
+            self.on_batch(self._batch_ts)
 
     def write_stats(self) -> None:
         now_ms = int(time.time() * 1000)

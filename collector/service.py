@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from collector.modbus import (
@@ -127,9 +128,13 @@ class DevicePoller:
         self._status_dirty = False
         self._last_status_mono = now
 
+    def phase_s(self) -> float:
+        """A stable offset within the interval, so devices do not all poll at once."""
+        return zlib.crc32(self.device.id.encode()) % 1000 / 1000 * self.device.interval_s
+
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.device.interval_s
-        next_due = time.monotonic()
+        next_due = time.monotonic() + self.phase_s()
         while not stop.is_set():
             delay = next_due - time.monotonic()
             if delay > 0:
