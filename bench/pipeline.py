@@ -163,7 +163,7 @@ def main() -> int:
             [sys.executable, "-m", "core.cli", "sim", "--config", str(cfg_path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "sim.log", "wb"),
+            stderr=open(tmp / "sim.log", "wb"),  # noqa: SIM115 - owned by the child
         )
         procs.append(sim)
         last = cfg.devices[-1]
@@ -200,7 +200,7 @@ def main() -> int:
             [sys.executable, "-m", "core.cli", "collect", "--config", str(cfg_path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "collect.log", "wb"),
+            stderr=open(tmp / "collect.log", "wb"),  # noqa: SIM115 - owned by the child
         )
         procs.append(col)
         time.sleep(args.warmup)  # a benchmark's warm-up period, not a test wait
