@@ -25,7 +25,15 @@ import paho.mqtt.client as mqtt
 
 from core.config import Config
 from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from core.reading import PayloadError, decode_reading, decode_status, reading_line, to_line
+from core.reading import (
+    TS_MAX_MS,
+    TS_MIN_MS,
+    PayloadError,
+    decode_reading,
+    decode_status,
+    reading_line,
+    to_line,
+)
 from core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
@@ -35,7 +43,28 @@ from core.topics import (
 )
 
 log = logging.getLogger("foursave.ingest")
-SYSTEM_PREFIXES = ("foursave/v1/_collector/", "foursave/v1/_ingester/")
+COLLECTOR_PREFIX = "foursave/v1/_collector/"
+INGESTER_PREFIX = "foursave/v1/_ingester/"
+
+
+def collector_status_line(topic: str, payload: bytes) -> str:
+    """A collector's retained presence -> ``collector_status`` (spool depth, drops)."""
+    collector_id = topic[len(COLLECTOR_PREFIX) :].split("/", 1)[0]
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("state") not in ("online", "offline"):
+        raise PayloadError("collector status: expected 'state' online or offline")
+    ts = body.get("ts")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not TS_MIN_MS <= ts < TS_MAX_MS:
+        raise PayloadError(f"collector status.ts: expected epoch milliseconds, got {ts!r}")
+    fields: dict[str, int | bool] = {"online": body["state"] == "online"}
+    for key in ("spool_depth", "spool_dropped", "readings", "devices_online"):
+        v = body.get(key)
+        if isinstance(v, int) and not isinstance(v, bool):
+            fields[key] = v
+    return to_line("collector_status", {"collector": collector_id}, fields, ts)
 
 
 @dataclass
@@ -194,8 +223,13 @@ class Ingester:
     # writer thread ----------------------------------------------------------------
     def _to_lines(self, msg: Message) -> tuple[list[str], str | None]:
         """Line protocol for a message, or an error for the dead-letter store."""
-        if msg.topic.startswith(SYSTEM_PREFIXES):
-            return [], None  # presence of collectors and ingesters: not device data
+        if msg.topic.startswith(COLLECTOR_PREFIX):
+            try:
+                return [collector_status_line(msg.topic, msg.payload)], None
+            except PayloadError as exc:
+                return [], str(exc)
+        if msg.topic.startswith(INGESTER_PREFIX):
+            return [], None  # our own kind's counters are written directly
         try:
             t = parse_device_topic(msg.topic)
             if t.kind == "reading":

@@ -24,9 +24,9 @@ from core.topics import collector_topic
 log = logging.getLogger("foursave.collector.mqtt")
 
 
-def presence(state: str, collector_id: str) -> bytes:
+def presence(state: str, collector_id: str, **counters: int) -> bytes:
     return json.dumps(
-        {"state": state, "collector": collector_id, "ts": int(time.time() * 1000)}
+        {"state": state, "collector": collector_id, "ts": int(time.time() * 1000), **counters}
     ).encode()
 
 
@@ -71,7 +71,15 @@ class Publisher:
             log.warning("broker refused the connection: %s", reason_code)
             return
         client.publish(
-            collector_topic(self.collector_id), presence("online", self.collector_id), 1, True
+            collector_topic(self.collector_id),
+            presence(
+                "online",
+                self.collector_id,
+                spool_depth=self.spool.depth,
+                spool_dropped=self.spool.dropped,
+            ),
+            1,
+            True,
         )
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
@@ -97,6 +105,19 @@ class Publisher:
         self._pending.append((topic, payload))
         self._seqs[device] = seq
         self._wake.set()
+
+    def publish_presence(self, **counters: int) -> None:
+        """Retained collector status: online, with the spool's depth and drops."""
+        self.publish_status(
+            collector_topic(self.collector_id),
+            presence(
+                "online",
+                self.collector_id,
+                spool_depth=self.spool.depth,
+                spool_dropped=self.spool.dropped,
+                **counters,
+            ),
+        )
 
     def publish_status(self, topic: str, payload: bytes) -> None:
         """Retained, not spooled: a status is only worth its latest value."""

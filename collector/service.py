@@ -169,6 +169,18 @@ class Collector:
         self.publisher: Publisher
         self.pollers: list[DevicePoller] = []
 
+    async def _report(self, stop: asyncio.Event) -> None:
+        """Publish the collector's own health (spool depth, drops) now and then."""
+        while not stop.is_set():
+            self.publisher.publish_presence(
+                readings=self.readings,
+                devices_online=sum(p.health.online for p in self.pollers),
+            )
+            try:
+                await asyncio.wait_for(stop.wait(), self.status_interval_s)
+            except TimeoutError:
+                pass
+
     async def run(self, stop: asyncio.Event) -> None:
         self.publisher = Publisher(self.config, self.spool)
         self.publisher.start()
@@ -187,6 +199,7 @@ class Collector:
             self.spool.depth,
         )
         tasks = [asyncio.create_task(p.run(stop), name=p.device.id) for p in self.pollers]
+        tasks.append(asyncio.create_task(self._report(stop), name="presence"))
         forwarder = asyncio.create_task(self.publisher.run(stop), name="forwarder")
         try:
             await stop.wait()

@@ -83,6 +83,16 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
             _f("errors", "count", "failed polls since the collector started", "int"),
         )
     },
+    "collector_status": {
+        f.name: f
+        for f in (
+            _f("online", "bool", "the collector is connected (false: its last will)", "bool"),
+            _f("spool_depth", "count", "readings waiting in the spool for the broker", "int"),
+            _f("spool_dropped", "count", "readings dropped beyond the spool's bound", "int"),
+            _f("readings", "count", "readings taken since the collector started", "int"),
+            _f("devices_online", "count", "devices that answered their last poll", "int"),
+        )
+    },
 }
 
 

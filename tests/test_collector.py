@@ -22,7 +22,7 @@ from collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_f
 from core.clock import ManualClock
 from core.services import free_port
 from simulators.server import SimulatorThread
-from tests.helpers import CollectorThread, demo_raw, make_config, wait_for
+from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -104,41 +104,54 @@ def test_sunspec_discovery_at_every_base_address(tmp_path):
         assert "ac_energy_wh" in results[d.id].fields
 
 
-def test_pysunspec2_client_reads_what_the_collector_reads(tmp_path):
-    """An external client (SunSpec Alliance's own) scans the simulated inverter and
-    meter; on a frozen clock both see exactly the same values."""
+def test_pysunspec2_client_reads_what_the_collector_stored(
+    tmp_path, broker, influx_url, database, influx
+):
+    """The SunSpec Alliance's own client scans the simulated inverter and meter; on a
+    frozen clock it reads exactly the values the pipeline stored in InfluxDB."""
     devs = [d for d in demo_raw()["devices"] if d["id"] in ("inv-01", "meter-main")]
-    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devs)
+    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=devs)
     noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))  # a Tuesday
-    clock = ManualClock(noon.timestamp())
-    with SimulatorThread(cfg, clock=clock):
-        ours = read_all(cfg)
-        inv_dev = cfg.device("inv-01")
-        client = SunSpecModbusClientDeviceTCP(
-            slave_id=1, ipaddr="127.0.0.1", ipport=inv_dev.port, timeout=5
-        )
-        client.scan()
-        inv = client.models[103][0]
-        meter_dev = cfg.device("meter-main")
-        mclient = SunSpecModbusClientDeviceTCP(
-            slave_id=1, ipaddr="127.0.0.1", ipport=meter_dev.port, timeout=5
-        )
-        mclient.scan()
-        meter = mclient.models[203][0]
-        client.close()
-        mclient.close()
-    assert 1 in client.models and 103 in client.models
-    f = ours["inv-01"].fields
-    assert f["ac_power_w"] == pytest.approx(inv.W.cvalue) and f["ac_power_w"] > 0
-    assert f["ac_energy_wh"] == pytest.approx(inv.WH.cvalue)
-    assert f["dc_voltage_v"] == pytest.approx(inv.DCV.cvalue)
-    assert f["state"] == inv.St.cvalue == 4
-    assert f["power_factor"] == pytest.approx(inv.PF.cvalue / 100)
-    m = ours["meter-main"].fields
-    assert m["active_power_w"] == pytest.approx(meter.W.cvalue)
-    assert m["import_energy_wh"] == pytest.approx(meter.TotWhImp.cvalue)
-    assert m["frequency_hz"] == pytest.approx(meter.Hz.cvalue)
-    assert client.common[0].SN.cvalue == "inv-01"
+    with SimulatorThread(cfg, clock=ManualClock(noon.timestamp())), IngesterThread(cfg):
+        collector = CollectorThread(cfg).start()
+        wait_for(lambda: min(collector.published_counts().values()) >= 3, 30, "3 readings each")
+        collector.stop()
+        total = sum(collector.published_counts().values())
+
+        def stored() -> int:
+            rows = influx.rows('SELECT count(*) FROM "inverter"') + influx.rows(
+                'SELECT count(*) FROM "meter"'
+            )
+            return sum(max(v or 0 for k, v in r.items() if k.startswith("count_")) for r in rows)
+
+        wait_for(lambda: stored() == total, 30, f"{total} readings stored")
+        clients = {}
+        for dev_id in ("inv-01", "meter-main"):
+            c = SunSpecModbusClientDeviceTCP(
+                slave_id=1, ipaddr="127.0.0.1", ipport=cfg.device(dev_id).port, timeout=5
+            )
+            c.scan()
+            clients[dev_id] = c
+            c.close()
+    inv_row = influx.rows(
+        "SELECT * FROM inverter WHERE \"device\" = 'inv-01' ORDER BY time DESC LIMIT 1"
+    )[0]
+    inv = clients["inv-01"].models[103][0]
+    assert 1 in clients["inv-01"].models
+    assert inv_row["ac_power_w"] == pytest.approx(inv.W.cvalue) and inv_row["ac_power_w"] > 0
+    assert inv_row["ac_energy_wh"] == pytest.approx(inv.WH.cvalue)
+    assert inv_row["dc_voltage_v"] == pytest.approx(inv.DCV.cvalue)
+    assert inv_row["ac_frequency_hz"] == pytest.approx(inv.Hz.cvalue)
+    assert inv_row["state"] == inv.St.cvalue == 4
+    assert inv_row["power_factor"] == pytest.approx(inv.PF.cvalue / 100)
+    m_row = influx.rows(
+        "SELECT * FROM meter WHERE \"device\" = 'meter-main' ORDER BY time DESC LIMIT 1"
+    )[0]
+    meter = clients["meter-main"].models[203][0]
+    assert m_row["active_power_w"] == pytest.approx(meter.W.cvalue)
+    assert m_row["import_energy_wh"] == pytest.approx(meter.TotWhImp.cvalue)
+    assert m_row["frequency_hz"] == pytest.approx(meter.Hz.cvalue)
+    assert clients["inv-01"].common[0].SN.cvalue == "inv-01"
 
 
 def test_rtu_on_a_serial_line_with_two_devices(tmp_path):

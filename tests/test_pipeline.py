@@ -64,6 +64,9 @@ def test_every_reading_arrives_with_the_simulators_values(
         drain(influx, published)
         stats = ing.ingester.seq.devices
     assert all(s.gaps == 0 and s.duplicates == 0 for s in stats.values()), stats
+    # the collector's own health (spool depth and drops) is stored beside the readings
+    cs = influx.rows("SELECT last(spool_depth), last(spool_dropped) FROM collector_status")
+    assert cs and cs[0]["last"] is not None
     assert {k.split("/")[1]: s.received for k, s in stats.items()} == published
 
     # stored values equal what the simulator served, within register resolution
