@@ -76,7 +76,9 @@ class InfluxClient:
             resp = self._http.post(path, **kw)
         except httpx.HTTPError as exc:
             raise InfluxUnavailable(f"{self.url}{path}: {exc!r}") from None
-        if resp.status_code >= 500:
+        if resp.status_code >= 500 or resp.status_code in (401, 403):
+            # 5xx: the server is unwell; 401/403: credentials to fix. Neither is the
+            # data's fault: retry, never dead-letter
             raise InfluxUnavailable(f"{self.url}{path}: HTTP {resp.status_code} {resp.text[:200]}")
         return resp
 

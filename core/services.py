@@ -126,9 +126,10 @@ def mosquitto(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService
                 "persistence true",
                 f"persistence_location {datadir}/",
                 "autosave_interval 5",
-                # the ingester acknowledges only after InfluxDB accepted a batch: let a
-                # whole batch be in flight, and keep everything queued for its session
-                "max_inflight_messages 0",
+                # the ingester acknowledges only after InfluxDB accepted a batch: let
+                # several batches be in flight, and keep everything else queued (and
+                # persisted) for its session rather than in the ingester's memory
+                "max_inflight_messages 10000",
                 "max_queued_messages 0",
                 "max_queued_bytes 0",
                 "log_dest stderr",
