@@ -70,17 +70,7 @@ class Publisher:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        client.publish(
-            collector_topic(self.collector_id),
-            presence(
-                "online",
-                self.collector_id,
-                spool_depth=self.spool.depth,
-                spool_dropped=self.spool.dropped,
-            ),
-            1,
-            True,
-        )
+        client.publish(collector_topic(self.collector_id), self._online(), 1, True)
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
@@ -106,18 +96,18 @@ class Publisher:
         self._seqs[device] = seq
         self._wake.set()
 
+    def _online(self, **counters: int) -> bytes:
+        return presence(
+            "online",
+            self.collector_id,
+            spool_depth=self.spool.depth,
+            spool_dropped=self.spool.dropped,
+            **counters,
+        )
+
     def publish_presence(self, **counters: int) -> None:
         """Retained collector status: online, with the spool's depth and drops."""
-        self.publish_status(
-            collector_topic(self.collector_id),
-            presence(
-                "online",
-                self.collector_id,
-                spool_depth=self.spool.depth,
-                spool_dropped=self.spool.dropped,
-                **counters,
-            ),
-        )
+        self.publish_status(collector_topic(self.collector_id), self._online(**counters))
 
     def publish_status(self, topic: str, payload: bytes) -> None:
         """Retained, not spooled: a status is only worth its latest value."""
