@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -104,6 +105,11 @@ class SimulatorService(_Frozen):
     speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
     start: str | None = Field(None, description="ISO date-time the simulated clock starts at")
     seed: int = 2026
+    climate: Literal["tainan"] = "tainan"
+    control_host: str = "127.0.0.1"
+    control_port: int | None = Field(
+        15080, ge=0, le=65535, description="HTTP fault-injection interface; null: none"
+    )
 
 
 class Services(_Frozen):
@@ -135,10 +141,33 @@ class SerialLine(_Frozen):
 
 
 class Simulation(_Frozen):
-    """How ``foursave sim`` serves this device (absent for real devices)."""
+    """How ``foursave sim`` and ``foursave backfill`` simulate this device (absent for
+    real devices).  Models: ``pv`` (an inverter), load sub-meters ``hvac``,
+    ``lighting``, ``plugs``, ``ev_charging`` (``load``: a generic office load),
+    ``main`` (sum of the site's load meters + unmetered - PV behind it), ``pv_meter``
+    (sum of the site's inverters), ``weather``, ``water``."""
 
-    model: Literal["pv", "load", "weather", "water"]
-    rated_power_w: float = Field(5000.0, gt=0)
+    model: Literal[
+        "pv",
+        "hvac",
+        "lighting",
+        "plugs",
+        "ev_charging",
+        "load",
+        "main",
+        "pv_meter",
+        "weather",
+        "water",
+    ]
+    rated_power_w: float = Field(5000.0, gt=0, description="inverter AC rating or peak load")
+    dc_kwp: float | None = Field(None, gt=0, description="pv: array size (default 1.2 x AC)")
+    tilt_deg: float = Field(10.0, ge=0, le=90)
+    azimuth_deg: float = Field(180.0, ge=0, lt=360, description="180 = facing south")
+    behind_main: bool = Field(True, description="pv: the main meter sees this inverter")
+    unmetered_w: float = Field(0.0, ge=0, description="main: load without a sub-meter")
+    peak_flow_m3h: float = Field(2.0, gt=0)
+    night_flow_m3h: float = Field(0.02, ge=0)
+    commissioned: date = Field(date(2025, 1, 1), description="counters start from 0 here")
     sunspec_models: tuple[int, ...] | None = None
     listen_host: str = "127.0.0.1"
     listen_port: int | None = Field(None, ge=1, le=65535)

@@ -118,6 +118,21 @@ class SunSpecImage:
             if point in common.points:
                 common.points[point].set_value(value)
 
+    def counter_limits(self) -> dict[str, float]:
+        """Largest value of each accumulator field before its register rolls over."""
+        out = {}
+        for name, (model, group, point, scale) in self._targets.items():
+            grp = model.groups[group][0] if group else model
+            p = grp.points[point]
+            if p.pdef["type"].startswith("acc"):
+                sf = (
+                    (p.sf_value if p.sf is None else _sf_of(model, grp, p.sf))
+                    if p.sf_required
+                    else 0
+                )
+                out[name] = ((1 << (16 * int(p.len))) - 1) * 10.0 ** (sf or 0) * scale
+        return out
+
     def resolution(self, field_name: str, value: float) -> float:
         """Smallest step of ``field_name`` on the wire (10^SF times the map's scale)."""
         model, group, point, scale = self._targets[field_name]
@@ -198,6 +213,14 @@ class ProfileImage:
             start = min(p.address for p in pts)
             end = max(p.address + p.count for p in pts)
             self.blocks[function] = Block(start, [0] * (end - start))
+
+    def counter_limits(self) -> dict[str, float]:
+        """Largest value of each unsigned integer field before its register rolls over."""
+        return {
+            p.field: ((1 << (16 * p.count)) - 1) * p.scale
+            for p in self.profile.points
+            if p.type.startswith("uint") and p.count >= 2
+        }
 
     def resolution(self, field_name: str, value: float) -> float:
         p = next(p for p in self.profile.points if p.field == field_name)

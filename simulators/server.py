@@ -13,7 +13,6 @@ import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -23,28 +22,28 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collector.profiles import load_profile
 from core.clock import Clock, SimClock, parse_start
 from core.config import Config, Device
-from simulators.models import ValueSource, source_for
+from simulators.faults import Faults, ValueFaults
 from simulators.registers import Block, ProfileImage, SunSpecImage
+from simulators.site import SiteModel, ValueSource, site_models
 
 log = logging.getLogger("foursave.sim")
 
 
-@dataclass
-class Faults:
-    """Faults a device shows on the wire (the physics issue adds more kinds)."""
-
-    exceptions: dict[int, int] = field(default_factory=dict)  # address -> exception code
-    delay_s: float = 0.0
-
-
 class SimulatedDevice:
-    def __init__(self, device: Device, clock: Clock, tick_s: float = 1.0, history: int = 4096):
+    def __init__(
+        self,
+        device: Device,
+        clock: Clock,
+        source: ValueSource,
+        tick_s: float = 1.0,
+        history: int = 4096,
+    ):
         if device.simulate is None:
             raise ValueError(f"device {device.id} has no 'simulate' section")
         self.device = device
         self.clock = clock
         self.tick_s = tick_s
-        self.source: ValueSource = source_for(device.simulate.model, device.simulate.rated_power_w)
+        self.source = source
         if device.profile == "sunspec":
             self.image: SunSpecImage | ProfileImage = SunSpecImage(
                 device.kind,
@@ -57,7 +56,7 @@ class SimulatedDevice:
             )
         else:
             self.image = ProfileImage(load_profile(device.profile))
-        self.faults = Faults()
+        self.value_faults = ValueFaults()
         self.writes_refused = 0
         self.requests = 0
         # (simulated time of the tick, canonical values served during it)
@@ -65,12 +64,16 @@ class SimulatedDevice:
         self._tick: int | None = None
         self._blocks: dict[str, Block] = self._refresh()
 
-    def _refresh(self) -> dict[str, Block]:
+    @property
+    def faults(self) -> Faults:
+        return self.value_faults.faults
+
+    def _refresh(self, force: bool = False) -> dict[str, Block]:
         tick = math.floor(self.clock.time() / self.tick_s)
-        if tick == self._tick:
+        if tick == self._tick and not force:
             return self._blocks
         t = tick * self.tick_s
-        values = self.source.values(t)
+        values = self.value_faults.apply(t, self.source.values(t))
         if isinstance(self.image, SunSpecImage):
             blocks = {"holding": self.image.update(values)}
         else:
@@ -79,6 +82,9 @@ class SimulatedDevice:
         self._blocks = blocks
         self.served.append((t, values))
         return blocks
+
+    def counter_limits(self) -> dict[str, float]:
+        return self.image.counter_limits()
 
     def simdevice(self) -> SimDevice:
         blocks = self._blocks
@@ -115,6 +121,8 @@ class SimulatedDevice:
         faults = self.faults
         if faults.delay_s:
             await asyncio.sleep(faults.delay_s)  # a slow device, as seen on the wire
+        if faults.exception:
+            return ExcCodes(faults.exception)
         for fault_address, code in faults.exceptions.items():
             if address <= fault_address < address + count:
                 return ExcCodes(code)
@@ -139,8 +147,9 @@ class Simulator:
     def __init__(self, config: Config, clock: Clock | None = None, only: set[str] | None = None):
         svc = config.services.simulator
         self.clock = clock or SimClock(parse_start(svc.start), svc.speed)
+        self.sites: dict[str, SiteModel] = site_models(config)
         self.devices: dict[str, SimulatedDevice] = {
-            d.id: SimulatedDevice(d, self.clock)
+            d.id: SimulatedDevice(d, self.clock, self.sites[d.site].source(d))
             for d in config.devices
             if d.simulate is not None and (only is None or d.id in only)
         }
