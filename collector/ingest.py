@@ -74,6 +74,7 @@ class Message:
     topic: str
     payload: bytes
     received: float
+    connection: int = 0  # which broker connection delivered it (acks go on that one only)
 
 
 class DeadLetters:
@@ -120,6 +121,7 @@ class SeqStats:
     received: int = 1
     gaps: int = 0  # seq numbers never (yet) received
     duplicates: int = 0
+    resets: int = 0  # the sender started counting again (a new spool)
     missing: set[int] = field(default_factory=set)
 
 
@@ -131,6 +133,7 @@ class SeqTracker:
     """
 
     MAX_MISSING = 100_000  # remembered gap numbers per device, to recognise late fills
+    RESET_BELOW = 10_000  # a seq this far below the last one means the sender restarted
 
     def __init__(self, state: dict[str, SeqStats] | None = None):
         self.devices: dict[str, SeqStats] = state or {}
@@ -152,6 +155,11 @@ class SeqTracker:
             s.missing.discard(seq)
             s.gaps -= 1
             s.received += 1
+        elif seq < s.last_seq - self.RESET_BELOW:
+            s.resets += 1  # far below anything recent: the collector lost its spool
+            s.last_seq = seq
+            s.received += 1
+            s.missing.clear()
         else:
             s.duplicates += 1
 
@@ -172,6 +180,7 @@ class Ingester:
         self.write_retries = 0
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
+        self.connection = 0
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
@@ -213,12 +222,15 @@ class Ingester:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        # messages from an earlier connection are redelivered on this one: their ids
+        # mean nothing now, so they are neither acknowledged nor written twice
+        self.connection += 1
         client.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)])
         self.connected.set()
         log.info("subscribed (session present: %s)", flags.session_present)
 
     def _on_message(self, client, userdata, msg):
-        self.q.put(Message(msg.mid, msg.qos, msg.topic, msg.payload, time.time()))
+        self.q.put(Message(msg.mid, msg.qos, msg.topic, msg.payload, time.time(), self.connection))
 
     # writer thread ----------------------------------------------------------------
     def _to_lines(self, msg: Message) -> tuple[list[str], str | None]:
@@ -259,6 +271,9 @@ class Ingester:
             except InfluxRejected as exc:
                 if exc.status == 404 or "database not found" in exc.text:
                     self._ensure_database()
+                    if self.stop_event.wait(delay):
+                        raise InfluxUnavailable("stopping while the database is missing") from None
+                    delay = min(delay * 2, self.cfg.retry_max_s)
                     continue
                 if len(lines) == 1:
                     log.warning("InfluxDB refused %s: %s", owners[0].topic, exc.text)
@@ -278,12 +293,28 @@ class Ingester:
                 delay = min(delay * 2, self.cfg.retry_max_s)
 
     def _ensure_database(self) -> None:
+        """CREATE DATABASE (idempotent), waiting for InfluxDB; a user without the right
+        to create databases is told once and assumed to write to an existing one."""
         delay = 0.2
         while not self.stop_event.is_set():
             try:
                 self.influx.create_database()
                 return
-            except InfluxUnavailable:
+            except InfluxRejected as exc:
+                log.warning(
+                    "cannot create database %r (%s); assuming it exists", self.influx.database, exc
+                )
+                return
+            except InfluxUnavailable as exc:
+                if "HTTP 401" in str(exc) or "HTTP 403" in str(exc):
+                    log.warning(
+                        "not allowed to create database %r (%s); assuming it exists",
+                        self.influx.database,
+                        exc,
+                    )
+                    return
+                if delay == 0.2:
+                    log.warning("waiting for InfluxDB: %s", exc)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, self.cfg.retry_max_s)
 
@@ -305,6 +336,9 @@ class Ingester:
         return batch
 
     def process(self, batch: list[Message]) -> None:
+        batch = [m for m in batch if m.connection == self.connection]
+        if not batch:
+            return
         lines: list[str] = []
         owners: list[Message] = []
         self._batch_ts = []
@@ -320,7 +354,7 @@ class Ingester:
         self._write(lines, owners)  # returns only when stored (or dead-lettered)
         self._save_seq_state()
         for msg in batch:
-            if msg.qos > 0:
+            if msg.qos > 0 and msg.connection == self.connection:
                 self.client.ack(msg.mid, msg.qos)
         self.batches += 1
         if self.on_batch:

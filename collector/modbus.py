@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -172,6 +173,9 @@ class ProfileReader:
         }
         self.plan = plan_requests(self._point_spans.values(), max_gap=self.profile.max_gap)
 
+    def reset(self) -> None:
+        self.plan = plan_requests(self._point_spans.values(), max_gap=self.profile.max_gap)
+
     async def read(self, link: ModbusLink) -> ReadResult:
         d = self.device
         result = ReadResult({})
@@ -198,7 +202,7 @@ class ProfileReader:
             value = ModbusClientMixin.convert_from_registers(
                 block, _DT[p.type], word_order=p.word_order
             )
-            if isinstance(value, float) and value != value:  # NaN: not a value
+            if isinstance(value, float) and not math.isfinite(value):  # NaN/Inf: not a value
                 continue
             result.fields[p.field] = value * p.scale if p.scale != 1 else value
         return result
@@ -230,26 +234,37 @@ class SunSpecReader:
         self.plan: list[Span] = []
         self.measurement: str | None = None
 
+    def reset(self) -> None:
+        self.models = None  # rediscover on the next poll
+
     async def discover(self, link: ModbusLink) -> list[ModelRef]:
         d = self.device
         bases = (d.sunspec_base,) if d.sunspec_base is not None else BASE_ADDRESSES
         base = None
+        last_error: Exception | None = None
         for candidate in bases:
             try:
                 regs = await link.read(Span(FC_HOLDING, candidate, 2), d.unit_id, d.timeout_s)
-            except DeviceException:
+            except (DeviceException, TransportError) as exc:
+                last_error = exc
                 continue
             if tuple(regs) == SUNS_MARKER:
                 base = candidate
                 break
         if base is None:
+            if isinstance(last_error, TransportError):
+                raise last_error
             raise DiscoveryError(f"{d.id}: no SunSpec marker 'SunS' at {list(bases)}")
         models: list[ModelRef] = []
         address = base + 2
         for _ in range(256):  # a chain longer than this is a broken device
+            if address + 2 > 65536:
+                raise DiscoveryError(f"{d.id}: SunSpec model chain runs past address 65535")
             mid, length = await link.read(Span(FC_HOLDING, address, 2), d.unit_id, d.timeout_s)
             if mid == END_MODEL_ID:
                 break
+            if address + 2 + length > 65536:
+                raise DiscoveryError(f"{d.id}: model {mid} (L={length}) runs past address 65535")
             models.append(ModelRef(mid, address, length))
             address += 2 + length
         else:

@@ -38,7 +38,11 @@ class Publisher:
         self.max_inflight = svc.collector.max_inflight
         self._pending: list[tuple[str, bytes]] = []
         self._seqs: dict[str, int] = {}
-        self._acked: deque[int] = deque()
+        self._acked: deque[tuple[int, int]] = deque()  # (mid, PUBACK reason code)
+        self._retry_from: int | None = None  # spool id to publish again from
+        self._retry_at = 0.0
+        self._retry_delay = 1.0
+        self.refused = 0  # PUBACKs that did not accept the reading
         self._inflight: dict[int, int] = {}  # mqtt mid -> spool id
         self._cursor = 0  # last spool id handed to the client
         self._wake = asyncio.Event()
@@ -46,10 +50,12 @@ class Publisher:
         self.connected = False
         self.published = 0
         self.acked = 0
+        # MQTT 5: a PUBACK carries a reason code, so "no subscriber" or "not authorised"
+        # keeps the reading in the spool instead of deleting it (3.1.1 acks them all)
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"foursave-collector-{self.collector_id}",
-            clean_session=True,
+            protocol=mqtt.MQTTv5,
         )
         if svc.mqtt.username:
             c.username_pw_set(svc.mqtt.username, svc.mqtt.password)
@@ -77,7 +83,7 @@ class Publisher:
         self._loop.call_soon_threadsafe(self._set_connected, False)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._acked.append(mid)
+        self._acked.append((mid, reason_code.value))
         self._loop.call_soon_threadsafe(self._wake.set)
 
     # the event loop -------------------------------------------------------------
@@ -88,7 +94,7 @@ class Publisher:
         self._wake.set()
 
     def start(self) -> None:
-        self.client.connect_async(self._host, self._port, self._keepalive)
+        self.client.connect_async(self._host, self._port, self._keepalive, clean_start=True)
         self.client.loop_start()
 
     def enqueue(self, topic: str, payload: bytes, device: str, seq: int) -> None:
@@ -130,14 +136,38 @@ class Publisher:
     def _process_acks(self) -> None:
         done = []
         while self._acked:
-            sid = self._inflight.pop(self._acked.popleft(), None)
-            if sid is not None:
+            mid, code = self._acked.popleft()
+            sid = self._inflight.pop(mid, None)
+            if sid is None:
+                continue
+            if code == 0:
                 done.append(sid)
+                continue
+            # 0x10 no matching subscribers (no ingester session yet), 0x87 not
+            # authorised, ...: the broker did not take it; keep it and try again later
+            self.refused += 1
+            if self._retry_from is None:
+                log.warning(
+                    "broker did not accept readings (PUBACK reason 0x%02x); keeping them in "
+                    "the spool and retrying in %.0f s",
+                    code,
+                    self._retry_delay,
+                )
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, 60.0)
+            self._retry_from = sid if self._retry_from is None else min(self._retry_from, sid)
         if done:
             self.spool.delete(done)
             self.acked += len(done)
+            if self._retry_from is None:
+                self._retry_delay = 1.0
 
     def _feed(self) -> None:
+        if self._retry_from is not None:
+            if time.monotonic() < self._retry_at:
+                return
+            self._cursor = min(self._cursor, self._retry_from - 1)  # publish again, in order
+            self._retry_from = None
         room = self.max_inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return

@@ -75,6 +75,11 @@ class DevicePoller:
                 error = str(exc)
                 if attempt < d.retries:
                     await asyncio.sleep(min(0.1 * 2**attempt, d.interval_s / 2))
+            except Exception as exc:  # a device answering nonsense must not end its task
+                log.exception("%s: unexpected error while reading", d.id)
+                error = f"unexpected error: {exc!r}"
+                self.reader.reset()
+                break
         h.polls += 1
         h.last_poll_ms = (time.monotonic() - started) * 1000
         if result is None or not result.fields:

@@ -95,13 +95,13 @@ def model_layout(model_id: int, length: int | None = None) -> ModelLayout:
 
 def _raw(regs: Sequence[int], pl: PointLayout) -> int | float | str | None:
     info = ss_mb.point_type_info.get(pl.type)
-    if info is None:
-        return None
+    if info is None or pl.offset + pl.size > len(regs):
+        return None  # unknown type, or a model shorter than its definition: absent
     data = struct.pack(f">{pl.size}H", *regs[pl.offset : pl.offset + pl.size])
     value = info.data_to(data)
     if not info.is_impl(value):
         return None
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
@@ -110,10 +110,6 @@ def decode_points(
     layout: ModelLayout, regs: Sequence[int], wanted: Sequence[tuple[str | None, str]]
 ) -> dict[tuple[str | None, str], float | int | str | None]:
     """Computed values of ``wanted`` points from the model's registers (ID first)."""
-    if len(regs) < layout.total:
-        raise SunSpecError(
-            f"model {layout.model_id}: {len(regs)} registers given, {layout.total} needed"
-        )
     out: dict[tuple[str | None, str], float | int | str | None] = {}
     for key in wanted:
         pl = layout.points.get(key)

@@ -31,6 +31,13 @@ SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 DEFAULT_CONFIG = "config/demo.yaml"
 
 
+def _check_port(parts) -> None:
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,6 +56,7 @@ class MqttService(_Frozen):
         parts = urlsplit(v)
         if parts.scheme != "mqtt" or not parts.hostname:
             raise ValueError("expected mqtt://host:port")
+        _check_port(parts)
         return v
 
     @property
@@ -77,6 +85,7 @@ class InfluxService(_Frozen):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("expected http://host:port")
+        _check_port(parts)
         return v.rstrip("/")
 
     @property
@@ -106,6 +115,16 @@ class SimulatorService(_Frozen):
     start: str | None = Field(None, description="ISO date-time the simulated clock starts at")
     seed: int = 2026
     climate: Literal["tainan"] = "tainan"
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str | None) -> str | None:
+        if v is not None:
+            from core.clock import parse_start
+
+            parse_start(v)  # ValueError names what is wrong
+        return v
+
     control_host: str = "127.0.0.1"
     control_port: int | None = Field(
         15080, ge=0, le=65535, description="HTTP fault-injection interface; null: none"
@@ -188,12 +207,14 @@ class Device(_Frozen):
     host: str | None = None
     port: int = Field(502, ge=1, le=65535)
     serial: SerialLine | None = None
-    unit_id: int = Field(1, ge=0, le=247)
+    unit_id: int = Field(1, ge=0, le=255, description="RTU: 1-247; Modbus TCP also 0 or 255")
     interval_s: float = Field(5.0, ge=0.05, le=86_400)
     timeout_s: float = Field(1.0, gt=0, le=60)
     retries: int = Field(2, ge=0, le=10)
     backoff_max_s: float = Field(60.0, gt=0)
-    sunspec_base: int | None = Field(None, description="skip discovery: 0, 40000 or 50000")
+    sunspec_base: Literal[0, 40000, 50000] | None = Field(
+        None, description="skip discovery: 0, 40000 or 50000"
+    )
     simulate: Simulation | None = None
 
     @model_validator(mode="after")
@@ -255,9 +276,24 @@ class Config(_Frozen):
                 )
             endpoints.setdefault(ep, i)
             if d.profile != "sunspec":
-                from collector.profiles import available_profiles
+                from collector.profiles import ProfileError, available_profiles, load_profile
 
                 names = available_profiles()
+                if d.profile in names:
+                    try:
+                        prof = load_profile(d.profile)
+                    except ProfileError as exc:
+                        errors.append(
+                            (("devices", i, "profile"), f"profile file is invalid: {exc}")
+                        )
+                    else:
+                        if prof.measurement != d.kind:
+                            errors.append(
+                                (
+                                    ("devices", i, "profile"),
+                                    f"profile {d.profile!r} is for a {prof.measurement}, not a {d.kind}",
+                                )
+                            )
                 if d.profile not in names:
                     errors.append(
                         (
@@ -316,19 +352,28 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _line_index(node: yaml.Node, prefix: tuple = (), into: dict | None = None) -> dict:
-    """Map each path inside the YAML document to its 1-based line number."""
+def _line_index(
+    node: yaml.Node, prefix: tuple = (), into: dict | None = None, dups: list | None = None
+) -> dict:
+    """Map each path inside the YAML document to its 1-based line number; collect
+    duplicate keys in ``dups`` (YAML would silently keep the last one)."""
     into = {} if into is None else into
     into[prefix] = node.start_mark.line + 1
+    if len(prefix) > 50:
+        raise ConfigError([ConfigIssue("", node.start_mark.line + 1, "", "nesting too deep")])
     if isinstance(node, yaml.MappingNode):
+        seen_keys: set = set()
         for key, value in node.value:
             k = (*prefix, key.value)
+            if dups is not None and key.value in seen_keys:
+                dups.append((k, key.start_mark.line + 1))
+            seen_keys.add(key.value)
             into[k] = key.start_mark.line + 1
-            _line_index(value, k, into)
+            _line_index(value, k, into, dups)
             into[k] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _line_index(item, (*prefix, i), into)
+            _line_index(item, (*prefix, i), into, dups)
     return into
 
 
@@ -395,7 +440,21 @@ def parse_config(
         raise ConfigError(
             [ConfigIssue(filename, 1, "", "expected a mapping with 'sites' and 'devices'")]
         )
-    lines = _line_index(node) if node is not None else {}
+    dups: list = []
+    try:
+        lines = _line_index(node, dups=dups) if node is not None else {}
+    except (ConfigError, RecursionError):
+        raise ConfigError(
+            [ConfigIssue(filename, None, "", "aliases refer to themselves or nest too deep")]
+        ) from None
+    if dups:
+        raise ConfigError(
+            [ConfigIssue(filename, line, format_path(k), "key given twice") for k, line in dups]
+        )
+    if "services" in raw and not isinstance(raw["services"], dict):
+        raise ConfigError(
+            [ConfigIssue(filename, lines.get(("services",)), "services", "expected a mapping")]
+        )
     raw = apply_env(raw, os.environ if env is None else env)
     early: list[ConfigIssue] = []
     devices = raw.get("devices")

@@ -99,6 +99,9 @@ class InfluxClient:
         resp = self._post("/query", params={"q": f'CREATE DATABASE "{self.database}"'})
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)
+        results = resp.json().get("results", [{}])
+        if results and "error" in results[0]:
+            raise InfluxRejected(200, results[0]["error"])
 
     def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run InfluxQL; return the series of the first statement (may be empty)."""

@@ -22,7 +22,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from collector.profiles import load_profile
 from core.clock import Clock, SimClock, parse_start
 from core.config import Config, Device
-from simulators.faults import Faults, ValueFaults
+from simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
 from simulators.registers import Block, ProfileImage, SunSpecImage
 from simulators.site import SiteModel, ValueSource, site_models
 
@@ -146,6 +146,7 @@ class Simulator:
 
     def __init__(self, config: Config, clock: Clock | None = None, only: set[str] | None = None):
         svc = config.services.simulator
+        self.config = config
         self.clock = clock or SimClock(parse_start(svc.start), svc.speed)
         self.sites: dict[str, SiteModel] = site_models(config)
         self.devices: dict[str, SimulatedDevice] = {
@@ -153,7 +154,9 @@ class Simulator:
             for d in config.devices
             if d.simulate is not None and (only is None or d.id in only)
         }
-        self._servers: list = []
+        self._servers: dict[tuple, object] = {}
+        self._control = None
+        self._control_task: asyncio.Task | None = None
 
     def endpoints(self) -> dict[tuple, list[SimulatedDevice]]:
         groups: dict[tuple, list[SimulatedDevice]] = {}
@@ -161,31 +164,113 @@ class Simulator:
             groups.setdefault(_endpoint(sd.device), []).append(sd)
         return groups
 
+    async def _start_endpoint(self, ep: tuple, devices: list[SimulatedDevice]) -> None:
+        context = [sd.simdevice() for sd in devices]
+        if ep[0] == "rtu":
+            line = devices[0].device.serial
+            server = ModbusSerialServer(
+                context,
+                framer=FramerType.RTU,
+                port=ep[1],
+                baudrate=line.baudrate if line else 9600,
+                parity=line.parity if line else "N",
+                stopbits=line.stopbits if line else 1,
+                bytesize=line.bytesize if line else 8,
+            )
+        else:
+            framer = FramerType.RTU if ep[0] == "rtu-over-tcp" else FramerType.SOCKET
+            server = ModbusTcpServer(context, framer=framer, address=(ep[1], ep[2]))
+        await server.serve_forever(background=True)
+        self._servers[ep] = server
+        log.info("serving %s on %s", ", ".join(sd.device.id for sd in devices), ep)
+
+    async def _stop_endpoint(self, ep: tuple) -> None:
+        server = self._servers.pop(ep, None)
+        if server is not None:
+            await server.shutdown()  # closes the listener and every open connection
+
     async def start(self) -> None:
         for ep, devices in self.endpoints().items():
-            context = [sd.simdevice() for sd in devices]
-            if ep[0] == "rtu":
-                line = devices[0].device.serial
-                server = ModbusSerialServer(
-                    context,
-                    framer=FramerType.RTU,
-                    port=ep[1],
-                    baudrate=line.baudrate if line else 9600,
-                    parity=line.parity if line else "N",
-                    stopbits=line.stopbits if line else 1,
-                    bytesize=line.bytesize if line else 8,
-                )
-            else:
-                framer = FramerType.RTU if ep[0] == "rtu-over-tcp" else FramerType.SOCKET
-                server = ModbusTcpServer(context, framer=framer, address=(ep[1], ep[2]))
-            await server.serve_forever(background=True)
-            self._servers.append(server)
-            log.info("serving %s on %s", ", ".join(sd.device.id for sd in devices), ep)
+            await self._start_endpoint(ep, devices)
+        svc = self.config.services.simulator
+        if svc.control_port:
+            import uvicorn
+
+            from simulators.control import control_app
+
+            cfg = uvicorn.Config(
+                control_app(self),
+                host=svc.control_host,
+                port=svc.control_port,
+                log_level="warning",
+                lifespan="off",
+            )
+            self._control = uvicorn.Server(cfg)
+            self._control_task = asyncio.create_task(self._control.serve())
+            log.info("fault control on http://%s:%d", svc.control_host, svc.control_port)
 
     async def stop(self) -> None:
-        for server in self._servers:
-            await server.shutdown()
-        self._servers.clear()
+        for ep in list(self._servers):
+            await self._stop_endpoint(ep)
+        if self._control is not None:
+            self._control.should_exit = True
+            await asyncio.gather(self._control_task, return_exceptions=True)
+            self._control = None
+
+    async def apply_faults(self, device_id: str, update: FaultUpdate) -> None:
+        """Apply a fault update (control interface); validation errors are ValueError."""
+        sd = self.devices[device_id]
+        f = sd.faults
+        fields = update.model_fields_set
+        if "trip" in fields:
+            if update.trip is not None and sd.device.kind != "inverter":
+                raise ValueError(f"{device_id} is a {sd.device.kind}; only inverters trip")
+            f.trip_events = evt1_bits(update.trip) if update.trip is not None else None
+        if "delay_s" in fields:
+            f.delay_s = update.delay_s or 0.0
+        if "exception" in fields:
+            f.exception = update.exception or None
+        if "exception_at" in fields:
+            f.exceptions = dict(update.exception_at or {})
+        if "derate_pct" in fields:
+            f.derate_pct = update.derate_pct or 0.0
+        if "stuck" in fields:
+            f.stuck = bool(update.stuck)
+        if "leak_m3h" in fields:
+            if update.leak_m3h and sd.device.kind != "water":
+                raise ValueError(f"{device_id} is a {sd.device.kind}; only water meters leak")
+            f.leak_m3h = update.leak_m3h or 0.0
+        if "spike_w" in fields:
+            if update.spike_w and sd.device.kind != "meter":
+                raise ValueError(f"{device_id} is a {sd.device.kind}; demand spikes are for meters")
+            f.spike_w = update.spike_w or 0.0
+        if update.counter_reset:
+            sd.value_faults.reset_counters()
+        if update.counter_rollover:
+            sd.value_faults.rollover(sd.counter_limits(), margin_s=120)
+        if "offline" in fields:
+            f.offline = bool(update.offline)
+            await self._sync_endpoint(sd)
+        sd._refresh(force=True)
+
+    async def clear_faults(self, device_id: str) -> None:
+        sd = self.devices[device_id]
+        was_offline = sd.faults.offline
+        sd.value_faults.faults = Faults()
+        if was_offline:
+            await self._sync_endpoint(sd)
+        sd._refresh(force=True)
+
+    async def _sync_endpoint(self, sd: SimulatedDevice) -> None:
+        """An endpoint answers unless one of its devices is offline (a shared gateway or
+        serial line goes quiet as a whole)."""
+        ep = _endpoint(sd.device)
+        devices = self.endpoints()[ep]
+        offline = any(d.faults.offline for d in devices)
+        if offline and ep in self._servers:
+            await self._stop_endpoint(ep)
+        elif not offline and ep not in self._servers:
+            await self._start_endpoint(ep, devices)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -220,6 +305,14 @@ class SimulatorThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+    def faults(self, device_id: str, **update) -> None:
+        """Apply a fault update as the control interface would."""
+        coro = self.sim.apply_faults(device_id, FaultUpdate(**update))
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def clear(self, device_id: str) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.clear_faults(device_id), self.loop).result(30)
 
     def call(self, fn, *args):
         """Run ``fn(*args)`` on the simulator's loop (e.g. to change faults) and wait."""

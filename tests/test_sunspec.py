@@ -109,3 +109,40 @@ def test_repeating_group_of_302_irradiance():
     m.groups["repeating"][0].points["POAI"].set_value(943)
     out = decode_points(layout, regs_of(m), [("repeating", "POAI"), ("repeating", "GHI")])
     assert out == {("repeating", "POAI"): 943, ("repeating", "GHI"): None}
+
+
+def test_power_factor_scale_follows_each_models_units():
+    """PF is 'Pct' in 103 and 203, a plain ratio ('PF') in the float meter 213."""
+    from collector.profiles import load_sunspec_map
+
+    units = {
+        mid: next(p for p in ss_device.get_model_def(mid)["group"]["points"] if p["name"] == "PF")[
+            "units"
+        ]
+        for mid in (103, 113, 203, 213)
+    }
+    smap = load_sunspec_map()
+    for mid, unit in units.items():
+        scale = next(p.scale for p in smap.models[mid].points if p.point == "PF")
+        assert scale == (0.01 if unit == "Pct" else 1.0), (mid, unit, scale)
+
+
+def test_float_model_113_and_non_finite_values():
+    m = ss_device.Model(113)
+    m.points["ID"].set_value(113)
+    m.points["L"].set_value(model_layout(113).length)
+    m.points["W"].set_value(4237.5)
+    m.points["Hz"].set_value(float("inf"))
+    regs = regs_of(m)
+    out = decode_points(model_layout(113), regs, [(None, "W"), (None, "Hz"), (None, "A")])
+    assert out[(None, "W")] == pytest.approx(4237.5)
+    assert out[(None, "Hz")] is None  # +Inf is not a measurement
+    assert out[(None, "A")] is None  # NaN: not implemented
+
+
+def test_a_model_shorter_than_its_definition_gives_absent_points():
+    m = model_with(103, {"W": 100, "W_SF": 0, "St": 4})
+    regs = regs_of(m)[:20]  # L claims 18: the device stops early
+    out = decode_points(model_layout(103, 18), regs, [(None, "A"), (None, "W"), (None, "St")])
+    assert out[(None, "W")] == 100  # inside the 20 registers given
+    assert out[(None, "St")] is None  # beyond them: absent, not garbage
