@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.mixin import ModbusClientMixin
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
@@ -121,7 +121,14 @@ class ModbusLink:
                 resp = await asyncio.wait_for(
                     call(span.address, count=span.count, device_id=unit_id), timeout_s * 1.5
                 )
-            except (TimeoutError, ModbusException, OSError) as exc:
+            except (TimeoutError, ModbusIOException) as exc:
+                self.client.close()  # a late answer must not be taken for the next one
+                if isinstance(exc, ModbusIOException) and "No response" not in str(exc):
+                    raise TransportError(f"{self.key} unit {unit_id}: {exc}") from None
+                raise TransportError(
+                    f"{self.key} unit {unit_id}: timeout, no answer within {timeout_s:g} s"
+                ) from None
+            except (ModbusException, OSError) as exc:
                 self.client.close()
                 raise TransportError(f"{self.key} unit {unit_id}: {exc!r}") from None
         if resp.isError():
