@@ -16,7 +16,6 @@ log = logging.getLogger("foursave")
 NOT_YET = {
     "rules": "the rules engine (issue: rules engine)",
     "api": "the HTTP API and display page (issue: API, display and reports)",
-    "backfill": "history backfill (issue: simulated site and history)",
     "report": "four-saving reports (issue: API, display and reports)",
     "dashboards": "Grafana dashboards as code (issue: Grafana dashboards)",
 }
@@ -112,6 +111,54 @@ def cmd_demo(args) -> int:
     return run_demo(cfg, args.config, Path(args.var))
 
 
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date like 2025-01-31, got {text!r}") from None
+
+
+def cmd_backfill(args) -> int:
+    from tqdm import tqdm
+
+    from core.influx import InfluxUnavailable
+    from simulators.backfill import run_backfill
+
+    cfg = _load(args.config)
+    if args.to <= args.start:
+        print(
+            f"foursave backfill: --to ({args.to}) must be after --from ({args.start})",
+            file=sys.stderr,
+        )
+        return 2
+    if not any(d.simulate for d in cfg.devices):
+        print("foursave backfill: no device with a 'simulate' section", file=sys.stderr)
+        return 2
+    bar = tqdm(total=(args.to - args.start).days, unit="day", disable=args.quiet)
+
+    def progress(done: int, total: int, lines: int) -> None:
+        bar.update(done - bar.n)
+        bar.set_postfix_str(f"{lines:,} lines")
+
+    try:
+        result = run_backfill(
+            cfg, args.start, args.to, step_s=args.step_s, writers=args.writers, progress=progress
+        )
+    except InfluxUnavailable as exc:
+        print(f"\nfoursave backfill: InfluxDB unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    print(
+        f"backfilled {result.days} days, {result.lines:,} points in {result.seconds:.1f} s "
+        f"({result.lines_per_s:,.0f} points/s) into {cfg.services.influxdb.url}/"
+        f"{cfg.services.influxdb.database}, tagged source=backfill"
+    )
+    return 0
+
+
 def cmd_not_yet(args) -> int:
     print(f"foursave {args.command}: {NOT_YET[args.command]} is not built yet.", file=sys.stderr)
     return 2
@@ -136,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
+    sp = add("backfill", cmd_backfill, "write simulated history straight into InfluxDB")
+    sp.add_argument("--from", dest="start", type=_date, required=True, help="first day (local)")
+    sp.add_argument("--to", type=_date, required=True, help="day after the last one")
+    sp.add_argument("--step-s", type=int, default=60, help="seconds between points (60)")
+    sp.add_argument("--writers", type=int, default=2, help="parallel /write requests")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = add("demo", cmd_demo, "run everything on this machine with simulated devices")
     sp.add_argument("--var", default="var/demo", help="data directory for the demo services")
     for name in NOT_YET:

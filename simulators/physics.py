@@ -316,6 +316,9 @@ def water_flow(
     hours = np.tile(np.arange(MINUTES_PER_DAY) / 60, ndays)
     occ = _office_occupancy(hours) * np.repeat(w.workday, MINUTES_PER_DAY)
     lunch = _lunch(hours) * np.repeat(w.workday, MINUTES_PER_DAY)
-    rng = day_rng(seed, key + "/water", w.index[0].date())
-    noise = np.clip(1 + 0.35 * _smooth(rng.standard_normal(len(hours)), 5), 0.2, None)
+    noise = np.empty(len(hours))
+    for k in range(ndays):  # drawn per day: a day is the same in any window
+        rng = day_rng(seed, key + "/water", w.index[k * MINUTES_PER_DAY].date())
+        sl = slice(k * MINUTES_PER_DAY, (k + 1) * MINUTES_PER_DAY)
+        noise[sl] = np.clip(1 + 0.35 * _smooth(rng.standard_normal(MINUTES_PER_DAY), 5), 0.2, None)
     return night_m3h + peak_m3h * occ * (0.7 + 0.6 * lunch) * noise

@@ -1,0 +1,217 @@
+"""``foursave backfill``: years of simulated history straight into InfluxDB.
+
+The same physics as the live simulators (``SiteModel.frame``), vectorised a week at a
+time, written in the measurements and fields the collector produces, tagged
+``source=backfill`` so history can be told from live data.  Counters start from each
+device's commissioning date exactly as the live simulator's do, so live data continues
+where history ends.  Line protocol is built while earlier batches are being written
+(a small pool of writer threads), so the run is bound by InfluxDB, not by Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+
+from core.config import Config
+from core.glossary import FIELDS
+from core.influx import InfluxClient, InfluxUnavailable
+from simulators.physics import MINUTES_PER_DAY
+from simulators.site import SiteModel, site_models
+
+log = logging.getLogger("foursave.backfill")
+
+COUNTERS = ("ac_energy_wh", "import_energy_wh", "export_energy_wh", "volume_m3")
+SOURCE_TAG = "backfill"
+
+
+@dataclass
+class BackfillResult:
+    lines: int
+    seconds: float
+    days: int
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds if self.seconds else 0.0
+
+
+def _escape(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+# decimals written per field: finer than any simulated register's resolution
+DECIMALS = {
+    "power_factor": 4,
+    "volume_m3": 4,
+    "flow_m3h": 4,
+    "dc_current_a": 3,
+    "ac_current_a": 3,
+    "current_a": 3,
+    "ac_frequency_hz": 3,
+    "frequency_hz": 3,
+}
+
+
+def device_lines(
+    kind: str, tags: str, vals: dict[str, np.ndarray], ts_ms: np.ndarray, step: int
+) -> list[str]:
+    """Line protocol for one device, fields typed as the glossary says (floats without
+    an "i" suffix, integers with it), one C-level %-format per line."""
+    parts, columns = [], []
+    for name, fdef in FIELDS[kind].items():
+        if name not in vals:
+            continue
+        arr = vals[name][::step]
+        if fdef.type == "int":
+            parts.append(f"{name}=%di")
+            columns.append(arr.astype(np.int64).tolist())
+        else:
+            parts.append(f"{name}=%.{DECIMALS.get(name, 2)}f")
+            columns.append(arr.astype(float).tolist())
+    template = f"{tags} {','.join(parts)} %d"
+    columns.append(ts_ms[::step].tolist())
+    return [template % row for row in zip(*columns, strict=True)]
+
+
+def _chunks(start: date, end: date, days: int) -> Iterator[tuple[date, int]]:
+    d = start
+    while d < end:
+        n = min(days, (end - d).days)
+        yield d, n
+        d += timedelta(days=n)
+
+
+def generate(
+    config: Config, start: date, end: date, step_s: int = 60, chunk_days: int = 7
+) -> Iterator[tuple[int, list[str]]]:
+    """(days done, lines) per chunk for every simulated device of every site."""
+    if step_s % 60 or step_s <= 0:
+        raise ValueError("step must be a whole number of minutes")
+    step = step_s // 60
+    models = site_models(config)
+    running: dict[str, dict[str, float]] = {}
+    for sm in models.values():
+        if sm.devices:
+            running.update(sm.counters_at(start))
+    done = 0
+    for chunk_start, n in _chunks(start, end, chunk_days):
+        lines: list[str] = []
+        for sm in models.values():
+            if not sm.devices:
+                continue
+            lines.extend(_site_lines(sm, chunk_start, n, step, running))
+        done += n
+        yield done, lines
+
+
+def _site_lines(
+    sm: SiteModel, start: date, ndays: int, step: int, running: dict[str, dict[str, float]]
+) -> list[str]:
+    frame = sm.frame(start, ndays)
+    ts_ms = frame.weather.index.as_unit("ms").asi8.astype(np.int64)
+    out: list[str] = []
+    for d in sm.devices:
+        vals = dict(frame.devices[d.id])
+        base = running.setdefault(d.id, {})
+        for name in COUNTERS:
+            if name in vals:
+                inc = vals[name]
+                cum = np.cumsum(inc)
+                start_val = base.get(name, 0.0)
+                # the counter a reading shows at the start of each minute
+                vals[name] = start_val + np.concatenate(([0.0], cum[:-1]))
+                base[name] = start_val + float(cum[-1])
+        tags = f"{d.kind},device={_escape(d.id)}"
+        if d.role:
+            tags += f",role={_escape(d.role)}"
+        tags += f",site={_escape(d.site)},source={SOURCE_TAG}"
+        out.extend(device_lines(d.kind, tags, vals, ts_ms, step))
+    return out
+
+
+def run_backfill(
+    config: Config,
+    start: date,
+    end: date,
+    *,
+    step_s: int = 60,
+    batch_lines: int = 5000,
+    writers: int = 2,
+    progress: Callable[[int, int, int], None] | None = None,
+    influx: InfluxClient | None = None,
+) -> BackfillResult:
+    """Generate and write [start, end); ``progress(days_done, days_total, lines)``."""
+    if end <= start:
+        raise ValueError(f"--to ({end}) must be after --from ({start})")
+    total_days = (end - start).days
+    own = influx is None
+    clients = [InfluxClient.from_config(config.services.influxdb) for _ in range(writers)]
+    if influx is not None:
+        clients[0].close()
+        clients[0] = influx
+    clients[0].create_database()
+    q: queue.Queue[list[str] | None] = queue.Queue(maxsize=writers * 4)
+    errors: list[BaseException] = []
+    written = [0]
+    lock = threading.Lock()
+
+    def writer(client: InfluxClient) -> None:
+        while True:
+            batch = q.get()
+            if batch is None:
+                return
+            delay = 0.5
+            while True:
+                try:
+                    client.write(batch)
+                    break
+                except InfluxUnavailable as exc:
+                    log.warning("InfluxDB unavailable, retrying: %s", exc)
+                    time.sleep(delay)  # back off before retrying the same batch
+                    delay = min(delay * 2, 30)
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+            with lock:
+                written[0] += len(batch)
+
+    threads = [threading.Thread(target=writer, args=(c,), daemon=True) for c in clients]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    lines_total = 0
+    try:
+        for days_done, lines in generate(config, start, end, step_s):
+            for i in range(0, len(lines), batch_lines):
+                if errors:
+                    raise errors[0]
+                q.put(lines[i : i + batch_lines])
+            lines_total += len(lines)
+            if progress:
+                progress(days_done, total_days, lines_total)
+    finally:
+        for _ in threads:
+            q.put(None)
+        for t in threads:
+            t.join()
+        if own:
+            for c in clients:
+                c.close()
+        else:
+            for c in clients[1:]:
+                c.close()
+    if errors:
+        raise errors[0]
+    return BackfillResult(written[0], time.monotonic() - t0, total_days)
+
+
+def minutes_in(start: date, end: date) -> int:
+    return (end - start).days * MINUTES_PER_DAY
