@@ -82,6 +82,9 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
             print(
                 f"  simulator     {d.id:<12} {d.kind:<9} modbus {d.transport} {d.host}:{d.port} unit {d.unit_id} ({d.profile})"
             )
+    if svc.simulator.control_port:
+        host, port = svc.simulator.control_host, svc.simulator.control_port
+        print(f"  faults        http://{host}:{port}/devices  (README: Faults on demand)")
     print(f"  logs          {var}/{{sim,collect,ingest}}.log")
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
     print(

@@ -46,6 +46,7 @@ def make_config(
     devices: list[dict] | None = None,
     extra_services: dict | None = None,
     control_port: int | None = None,
+    sites: list[dict] | None = None,
 ) -> Config:
     """The demo configuration on free ports, with its files under ``tmp_path``."""
     raw = demo_raw()
@@ -71,6 +72,8 @@ def make_config(
         d.pop("interval_s_override", None)
         d.setdefault("timeout_s", 2.0)
     raw["devices"] = devs
+    if sites is not None:
+        raw["sites"] = sites
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
     return load_config(path, env={})

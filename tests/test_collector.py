@@ -20,9 +20,10 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
 from core.clock import ManualClock
+from core.config import load_config
 from core.services import free_port
 from simulators.server import SimulatorThread
-from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
+from tests.helpers import ROOT, CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +239,24 @@ def test_dead_and_slow_devices_do_not_delay_the_others(tmp_path, broker, caplog)
     assert dead.backoff_s() > dead.device.interval_s  # backing off exponentially
     failures = [r for r in caplog.records if r.getMessage().startswith("dead: poll failed")]
     assert len(failures) == 1  # logged once while it lasts
+
+
+def test_the_tainan_city_hall_is_served_and_read(tmp_path):
+    """config/tainan.yaml (the real shape: 3 sites, 19 devices) runs on simulators."""
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "config" / "tainan.yaml").read_text())
+    devices = raw["devices"]
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:1", "x", devices=devices, sites=raw["sites"])
+    assert load_config(ROOT / "config" / "tainan.yaml", env={}).devices  # valid as shipped
+    with SimulatorThread(cfg):
+        results = read_all(cfg)
+    assert set(results) == {d["id"] for d in devices}
+    for dev_id, r in results.items():
+        assert r.fields and not r.errors, (dev_id, r.errors)
+    assert results["lm-weather"].fields.keys() >= {
+        "poa_irradiance_wm2",
+        "module_temp_c",
+        "ambient_temp_c",
+    }
+    assert results["yh-ev"].fields["active_power_w"] >= 0
