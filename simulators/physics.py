@@ -111,7 +111,14 @@ class WeatherFrame:
     workday: np.ndarray  # one per day
 
     def poa(self, tilt_deg: float, azimuth_deg: float, albedo: float = 0.2) -> np.ndarray:
-        """Plane-of-array global irradiance [W/m²], isotropic sky."""
+        """Plane-of-array global irradiance [W/m²], isotropic sky (cached per plane)."""
+        key = (tilt_deg, azimuth_deg, albedo)
+        cache = self.__dict__.setdefault("_poa_cache", {})
+        if key not in cache:
+            cache[key] = self._poa(tilt_deg, azimuth_deg, albedo)
+        return cache[key]
+
+    def _poa(self, tilt_deg: float, azimuth_deg: float, albedo: float) -> np.ndarray:
         irr = pvlib.irradiance.get_total_irradiance(
             tilt_deg,
             azimuth_deg,
