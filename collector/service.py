@@ -26,7 +26,7 @@ from collector.modbus import (
 )
 from collector.publisher import Publisher
 from collector.spool import Spool
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock, simulated_clock
 from core.config import Config, Device
 from core.reading import Reading
 from core.topics import reading_topic, status_topic
@@ -166,7 +166,17 @@ class Collector:
         svc = config.services.collector
         self.collector_id = svc.id
         self.status_interval_s = svc.status_interval_s
-        self.clock = clock or SystemClock()
+        if clock is None:
+            if svc.clock == "simulated":
+                clock = simulated_clock(config.services.simulator)
+                if config.services.simulator.anchor is None:
+                    log.warning(
+                        "collector clock 'simulated' without services.simulator.anchor: it "
+                        "starts now and may be offset from the simulators' clock"
+                    )
+            else:
+                clock = SystemClock()
+        self.clock = clock
         self.spool = Spool(svc.spool_path, svc.spool_max_readings)
         self.seqs = self.spool.last_seqs()
         self.devices = list(config.devices if devices is None else devices)

@@ -18,19 +18,40 @@ class SystemClock:
 
 
 class SimClock:
-    """Simulated time: starts at ``start`` and runs ``speed`` times faster than real time.
+    """Simulated time: ``start`` at the real instant ``anchor``, running ``speed`` times
+    faster than real time.
 
-    All simulated devices share one instance so their counters stay consistent.
+    All simulated devices share one instance so their counters stay consistent.  With
+    an ``anchor`` (epoch seconds) several processes — simulators and a collector that
+    stamps readings in simulated time — agree on the clock; without one it starts now
+    and runs on the monotonic clock.
     """
 
-    def __init__(self, start: float | None = None, speed: float = 1.0, real=time.monotonic):
-        self._real = real
-        self._real0 = real()
-        self._start = time.time() if start is None else start
+    def __init__(
+        self,
+        start: float | None = None,
+        speed: float = 1.0,
+        real=time.monotonic,
+        anchor: float | None = None,
+    ):
         self.speed = speed
+        if anchor is not None:
+            self._real = time.time
+            self._real0 = anchor
+        else:
+            self._real = real
+            self._real0 = real()
+        self._start = (
+            (self._real0 if anchor is not None else time.time()) if start is None else start
+        )
 
     def time(self) -> float:
         return self._start + (self._real() - self._real0) * self.speed
+
+
+def simulated_clock(svc) -> SimClock:
+    """The simulated clock a configuration's ``services.simulator`` describes."""
+    return SimClock(parse_start(svc.start), svc.speed, anchor=parse_start(svc.anchor))
 
 
 class ManualClock:

@@ -95,6 +95,9 @@ class InfluxService(_Frozen):
 
 class CollectorService(_Frozen):
     id: str = Field("collector-1", pattern=SLUG)
+    clock: Literal["system", "simulated"] = Field(
+        "system", description="stamp readings in real time, or in the simulators' time"
+    )
     spool_path: str = "var/collector-spool.sqlite"
     spool_max_readings: int = Field(500_000, ge=10)
     status_interval_s: float = Field(30.0, gt=0)
@@ -113,10 +116,15 @@ class IngesterService(_Frozen):
 class SimulatorService(_Frozen):
     speed: float = Field(1.0, gt=0, description="simulated seconds per real second")
     start: str | None = Field(None, description="ISO date-time the simulated clock starts at")
+    anchor: str | None = Field(
+        None,
+        description="real ISO date-time at which simulated time is 'start'; lets separate "
+        "processes share the clock (FOURSAVE_SIM_ANCHOR)",
+    )
     seed: int = 2026
     climate: Literal["tainan"] = "tainan"
 
-    @field_validator("start")
+    @field_validator("start", "anchor")
     @classmethod
     def _start(cls, v: str | None) -> str | None:
         if v is not None:
@@ -415,6 +423,7 @@ def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         "FOURSAVE_INFLUXDB_URL": ("influxdb", "url"),
         "FOURSAVE_INFLUXDB_DATABASE": ("influxdb", "database"),
         "FOURSAVE_INFLUXDB_USERNAME": ("influxdb", "username"),
+        "FOURSAVE_SIM_ANCHOR": ("simulator", "anchor"),
     }
     for var, (section, key) in overrides.items():
         if env.get(var):

@@ -8,10 +8,12 @@ everything cleanly on Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.config import Config
@@ -56,6 +58,8 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
             influxd(svc.influxdb.port, (var / "influxdb").resolve(), influx_host).start()
         )
 
+    # one simulated clock for every process (matters when simulated time runs fast)
+    os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
     procs: dict[str, subprocess.Popen] = {}
     for name in ("sim", "ingest", "collect"):
         procs[name] = _spawn(name, [name, "--config", config_path], var)

@@ -20,7 +20,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from collector.profiles import load_profile
-from core.clock import Clock, SimClock, parse_start
+from core.clock import Clock, simulated_clock
 from core.config import Config, Device
 from simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
 from simulators.registers import Block, ProfileImage, SunSpecImage
@@ -147,7 +147,7 @@ class Simulator:
     def __init__(self, config: Config, clock: Clock | None = None, only: set[str] | None = None):
         svc = config.services.simulator
         self.config = config
-        self.clock = clock or SimClock(parse_start(svc.start), svc.speed)
+        self.clock = clock or simulated_clock(svc)
         self.sites: dict[str, SiteModel] = site_models(config)
         self.devices: dict[str, SimulatedDevice] = {
             d.id: SimulatedDevice(d, self.clock, self.sites[d.site].source(d))

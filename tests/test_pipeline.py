@@ -14,7 +14,7 @@ import pytest
 from core.influx import InfluxClient
 from core.services import free_port, influxd
 from simulators.server import SimulatorThread
-from tests.helpers import CollectorThread, IngesterThread, make_config, wait_for
+from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -270,3 +270,37 @@ def test_readings_wait_in_the_spool_until_an_ingester_subscribes(
             )
             collector.stop()
             drain(influx, collector.published_counts(), timeout_s=60)
+
+
+def test_fast_simulated_time_through_the_whole_pipeline(
+    tmp_path, broker, influx_url, database, influx
+):
+    """Simulators at 600x from a chosen date; the collector stamps readings in the same
+    simulated time (shared anchor), so stored counters and timestamps agree."""
+    from datetime import UTC, datetime
+
+    anchor = datetime.now(UTC).isoformat()
+    cfg = make_config(
+        tmp_path,
+        broker.port,
+        influx_url,
+        database,
+        devices=[d for d in demo_raw()["devices"] if d["id"] == "inv-01"],
+        extra_services={
+            "simulator": {"speed": 600, "start": "2025-07-01T10:00:00+08:00", "anchor": anchor},
+            "collector": {"clock": "simulated"},
+        },
+    )
+    with SimulatorThread(cfg), IngesterThread(cfg):
+        collector = CollectorThread(cfg).start()
+        run_until(collector, 8)
+        collector.stop()
+        drain(influx, collector.published_counts())
+    rows = influx.rows("SELECT ac_power_w, ac_energy_wh FROM inverter ORDER BY time")
+    t0 = datetime(2025, 7, 1, 2, 0, tzinfo=UTC).timestamp() * 1000
+    assert all(t0 <= r["time"] < t0 + 3_600_000 for r in rows)  # within the first simulated hour
+    span_s = (rows[-1]["time"] - rows[0]["time"]) / 1000
+    assert span_s > 8 * 0.2 * 600 * 0.5  # 8 polls 0.2 s apart at 600x: minutes, not seconds
+    energy = rows[-1]["ac_energy_wh"] - rows[0]["ac_energy_wh"]
+    mean_power = sum(r["ac_power_w"] for r in rows) / len(rows)
+    assert energy == pytest.approx(mean_power * span_s / 3600, rel=0.25)
