@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,6 @@ from core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 log = logging.getLogger("foursave")
 
 NOT_YET = {
-    "rules": "the rules engine (issue: rules engine)",
     "api": "the HTTP API and display page (issue: API, display and reports)",
     "report": "four-saving reports (issue: API, display and reports)",
     "dashboards": "Grafana dashboards as code (issue: Grafana dashboards)",
@@ -159,6 +159,86 @@ def cmd_backfill(args) -> int:
     return 0
 
 
+def cmd_rules(args) -> int:
+    import threading
+
+    from core.influx import InfluxClient, InfluxUnavailable
+    from rules.engine import run_forever, run_once
+    from rules.records import RecordStore
+
+    cfg = _load(args.config)
+    if args.once:
+        influx = InfluxClient.from_config(cfg.services.influxdb)
+        records = RecordStore(cfg.services.rules.records_path)
+        try:
+            rows = run_once(cfg, influx, records, args.start, args.to)
+        except InfluxUnavailable as exc:
+            print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            records.close()
+            influx.close()
+        print(
+            f"ledger: {len(rows)} rows written to {cfg.services.influxdb.url}/"
+            f"{cfg.services.influxdb.database} (measurement 'ledger')"
+        )
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    run_forever(cfg, stop)
+    return 0
+
+
+def cmd_records(args) -> int:
+    from pydantic import ValidationError
+
+    from rules.records import RecordError, RecordIn, RecordStore, import_csv
+
+    cfg = _load(args.config)
+    store = RecordStore(cfg.services.rules.records_path)
+    try:
+        if args.action == "import":
+            result = import_csv(store, args.file, args.by)
+            if result.errors:
+                print(
+                    f"{args.file}: {len(result.errors)} problem(s); nothing imported:",
+                    file=sys.stderr,
+                )
+                for e in result.errors:
+                    print(f"  {e}", file=sys.stderr)
+                return 2
+            print(f"imported {len(result.added)} record(s) from {args.file}")
+        elif args.action == "add":
+            try:
+                rid = store.add(
+                    RecordIn(
+                        site=args.site,
+                        period=args.period,
+                        kind=args.kind,
+                        value=args.value,
+                        entered_by=args.by,
+                        evidence=args.evidence,
+                        supersedes=args.supersedes,
+                    )
+                )
+            except (ValidationError, RecordError, ValueError) as exc:
+                print(f"foursave records add: {exc}", file=sys.stderr)
+                return 2
+            print(f"record {rid} stored")
+        else:
+            for r in store.history(args.site):
+                print(
+                    f"{r.id:>5} {r.site:<10} {r.period} {r.kind:<26} {r.value:>12g}  "
+                    f"by {r.entered_by} at {r.entered_at}"
+                    + (f"  corrects {r.supersedes}" if r.supersedes else "")
+                    + (f"  [{r.evidence}]" if r.evidence else "")
+                )
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_not_yet(args) -> int:
     print(f"foursave {args.command}: {NOT_YET[args.command]} is not built yet.", file=sys.stderr)
     return 2
@@ -183,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
+    sp = add("rules", cmd_rules, "compute the four-saving ledger (and, next, PV KPIs, alerts)")
+    sp.add_argument("--once", action="store_true", help="one pass over the data present, then exit")
+    sp.add_argument("--from", dest="start", type=_date, help="first day (default: first data)")
+    sp.add_argument("--to", type=_date, help="day after the last one (default: last data)")
+    sp = add("records", cmd_records, "manual records: fuel, paper, bills, adjustments")
+    sp.add_argument("action", choices=["import", "add", "list"])
+    sp.add_argument("file", nargs="?", help="import: CSV file")
+    sp.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who enters them")
+    sp.add_argument("--site")
+    sp.add_argument("--period", help="month, e.g. 2025-07")
+    sp.add_argument("--kind")
+    sp.add_argument("--value", type=float)
+    sp.add_argument("--evidence")
+    sp.add_argument("--supersedes", type=int, help="id of the record this one corrects")
     sp = add("backfill", cmd_backfill, "write simulated history straight into InfluxDB")
     sp.add_argument("--from", dest="start", type=_date, required=True, help="first day (local)")
     sp.add_argument("--to", type=_date, required=True, help="day after the last one")

@@ -139,12 +139,33 @@ class SimulatorService(_Frozen):
     )
 
 
+class RulesService(_Frozen):
+    records_path: str = "var/records.sqlite"
+    state_path: str = "var/rules-state.sqlite"
+    interval_s: float = Field(60.0, gt=0, description="evaluation period of `foursave rules`")
+
+
 class Services(_Frozen):
     mqtt: MqttService = MqttService()
     influxdb: InfluxService = InfluxService()
     collector: CollectorService = CollectorService()
     ingester: IngesterService = IngesterService()
     simulator: SimulatorService = SimulatorService()
+    rules: RulesService = RulesService()
+
+
+class LedgerSettings(_Frozen):
+    """How the four-saving ledger judges this site (presets: rules/data/factors.yaml)."""
+
+    preset: Literal["plan_2011", "plan_2016"] = "plan_2016"
+    base_year: int = Field(2024, ge=2000, le=2100, description="EUI base year (2016 plan)")
+    exclusions: tuple[str, ...] = Field(
+        ("ev_charging",), description="sub-meter roles subtracted from electricity"
+    )
+    parking_area_m2: float = Field(0.0, ge=0, description="indoor parking, excluded from EUI")
+    water_factor_source: str | None = Field(
+        None, description="where the tap-water CO2e factor comes from, if not the default"
+    )
 
 
 class Site(_Frozen):
@@ -157,6 +178,7 @@ class Site(_Frozen):
     floor_area_m2: float | None = Field(None, gt=0)
     contract_capacity_kw: float | None = Field(None, gt=0)
     pv_capacity_kwp: float | None = Field(None, gt=0)
+    ledger: LedgerSettings = LedgerSettings()
 
 
 class SerialLine(_Frozen):

@@ -132,7 +132,7 @@ def _site_lines(
         tags = f"{d.kind},device={_escape(d.id)}"
         if d.role:
             tags += f",role={_escape(d.role)}"
-        tags += f",site={_escape(d.site)},source={SOURCE_TAG}"
+        tags += f",site={_escape(d.site)},source={SOURCE_TAG},step_s={step * 60}"
         out.extend(device_lines(d.kind, tags, vals, ts_ms, step))
     return out
 

@@ -1,0 +1,90 @@
+"""``foursave rules``: compute derived results and write them to InfluxDB.
+
+This stage computes the four-saving ledger (monthly and yearly rows) from the data
+present — live and backfilled — and the manual records, and writes it to the
+``ledger`` measurement so Grafana and the API read it without recomputing.  PV
+performance, demand watch and alerts come next (rules-engine issue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, date, datetime, timedelta
+
+from core.config import Config
+from core.influx import InfluxClient
+from rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
+from rules.records import RecordStore
+
+log = logging.getLogger("foursave.rules")
+
+
+def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date] | None:
+    """First and last local day with meter, inverter or water data."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    firsts, lasts = [], []
+    for m, f in (
+        ("meter", "import_energy_wh"),
+        ("inverter", "ac_energy_wh"),
+        ("water", "volume_m3"),
+    ):
+        for agg, acc in (("first", firsts), ("last", lasts)):
+            rows = influx.rows(f'SELECT {agg}("{f}") FROM "{m}"')
+            if rows:
+                acc.append(datetime.fromtimestamp(rows[0]["time"] / 1000, zone).date())
+    if not firsts:
+        return None
+    return min(firsts), max(lasts) + timedelta(days=1)
+
+
+def run_once(
+    config: Config,
+    influx: InfluxClient,
+    records: RecordStore,
+    start: date | None = None,
+    end: date | None = None,
+) -> list[LedgerRow]:
+    """One evaluation pass over [start, end) (default: all data present)."""
+    if start is None or end is None:
+        span = data_span(influx)
+        if span is None:
+            log.info("no meter data yet: nothing to compute")
+            return []
+        start, end = start or span[0], end or span[1]
+    ledger = Ledger(config, influx, records)
+    # load one extra year before: previous-year baselines come from the same data
+    ledger.load(date(start.year - 1, 1, 1), end)
+    periods = months_between(start, end) + [year(y) for y in range(start.year, end.year + 1)]
+    rows = ledger.rows(periods)
+    lines = ledger_lines(rows)
+    for i in range(0, len(lines), 5000):
+        influx.write(lines[i : i + 5000])
+    log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)
+    return rows
+
+
+def run_forever(config: Config, stop: threading.Event) -> None:
+    """Recompute the current and previous month (and their years) every interval."""
+    influx = InfluxClient.from_config(config.services.influxdb)
+    records = RecordStore(config.services.rules.records_path)
+    try:
+        while not stop.is_set():
+            today = datetime.now(UTC).date()
+            first = date(today.year, today.month, 1) - timedelta(days=1)
+            try:
+                run_once(
+                    config,
+                    influx,
+                    records,
+                    date(first.year, first.month, 1),
+                    today + timedelta(days=1),
+                )
+            except Exception:  # one bad pass must not end the engine
+                log.exception("evaluation pass failed; retrying next interval")
+            stop.wait(config.services.rules.interval_s)
+    finally:
+        records.close()
+        influx.close()

@@ -1,0 +1,475 @@
+"""The four-saving ledger: electricity, water, fuel and paper per site and period,
+against baseline and target, with CO2e, adjustments, data completeness and the method
+version, so a past committee report can be reproduced exactly.
+
+Aggregation is pushed into InfluxDB: one query per counter field returns each device's
+counter at the end of every local day and how many readings it had.  Days become
+months and years here.  Counter resets (a day whose end is below the previous day's)
+count the energy since the reset and are flagged.
+"""
+
+from __future__ import annotations
+
+import calendar
+import itertools
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from core.config import Config, Site
+from core.influx import InfluxClient
+from core.reading import to_line
+from rules import formulas
+from rules.factors import emission_factor, load_factors
+from rules.records import RecordStore
+
+METHOD_VERSION = "ledger/1"
+BACKFILL_STEP_S = 60  # foursave backfill's default: one point a minute
+
+COUNTERS = (
+    ("meter", "import_energy_wh"),
+    ("meter", "export_energy_wh"),
+    ("inverter", "ac_energy_wh"),
+    ("water", "volume_m3"),
+)
+
+
+@dataclass
+class DeviceDays:
+    """Per device and local day: the quantity and the share of expected readings."""
+
+    quantity: dict[date, float] = field(default_factory=dict)
+    completeness: dict[date, float] = field(default_factory=dict)
+    resets: list[date] = field(default_factory=list)
+
+
+def _utc(d: date, tz: ZoneInfo) -> str:
+    return (
+        datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+
+
+def daily_quantities(
+    influx: InfluxClient, config: Config, start: date, end: date, tz: str = "Asia/Taipei"
+) -> dict[tuple[str, str], DeviceDays]:
+    """(device, field) -> per-day quantity for local days in [start, end)."""
+    zone = ZoneInfo(tz)
+    intervals = {d.id: d.interval_s for d in config.devices}
+    out: dict[tuple[str, str], DeviceDays] = {}
+    for measurement, fname in COUNTERS:
+        q = (
+            f'SELECT first("{fname}") AS f, last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
+            f"WHERE time >= '{_utc(start - timedelta(days=1), zone)}' AND time < '{_utc(end, zone)}' "
+            f'GROUP BY time(1d), "device", "source", "step_s" tz(\'{tz}\')'
+        )
+        per: dict[str, dict[date, tuple[float, float, float]]] = defaultdict(dict)
+        for row in influx.rows(q):
+            if row["c"] is None:
+                continue
+            day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
+            dev = row["device"]
+            backfilled = row.get("source") == "backfill"
+            step = (
+                float(row.get("step_s") or BACKFILL_STEP_S)
+                if backfilled
+                else intervals.get(dev, 60)
+            )
+            expected = 86400 / step
+            share = min(1.0, row["n"] / expected)
+            prev = per[dev].get(day)
+            # live data wins over history for the same day; completeness: the better
+            if prev is None or not backfilled:
+                per[dev][day] = (row["c"], max(share, prev[1] if prev else 0.0), row["f"])
+        for dev, days in per.items():
+            dd = DeviceDays()
+            ordered = sorted(days)
+            for i, day in enumerate(ordered):
+                if day < start:
+                    continue
+                prev_day = ordered[i - 1] if i else None
+                c = days[day][0]
+                if prev_day is not None and (day - prev_day).days == 1:
+                    c_prev = days[prev_day][0]
+                else:  # the first day of data (or after a gap): from its own first reading
+                    c_prev = days[day][2]
+                if c < c_prev:  # the counter restarted: count what it shows since
+                    dd.resets.append(day)
+                    dd.quantity[day] = c
+                else:
+                    dd.quantity[day] = c - c_prev
+                dd.completeness[day] = days[day][1]
+            out[(dev, fname)] = dd
+    return out
+
+
+@dataclass(frozen=True)
+class Period:
+    label: str  # "2025" or "2025-07"
+    start: date
+    end: date  # exclusive
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    @property
+    def months(self) -> list[str]:
+        out, d = [], self.start
+        while d < self.end:
+            out.append(f"{d.year:04d}-{d.month:02d}")
+            d = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+        return out
+
+    def shifted_years(self, years: int) -> Period:
+        s, e = self.start, self.end
+        return Period(
+            str(int(self.label[:4]) - years) + self.label[4:],
+            s.replace(year=s.year - years),
+            e.replace(year=e.year - years),
+        )
+
+
+def month(y: int, m: int) -> Period:
+    return Period(f"{y:04d}-{m:02d}", date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1))
+
+
+def year(y: int) -> Period:
+    return Period(f"{y:04d}", date(y, 1, 1), date(y + 1, 1, 1))
+
+
+@dataclass
+class LedgerRow:
+    site: str
+    item: str  # electricity | water | fuel | paper
+    period: str
+    unit: str
+    actual: float | None
+    baseline: float | None = None
+    baseline_rule: str = ""
+    savings_rate: float | None = None
+    target_rate: float | None = None
+    met: bool | None = None
+    co2e_kg: float | None = None
+    completeness: float | None = None
+    adjustments: float = 0.0
+    details: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    method_version: str = METHOD_VERSION
+
+
+class Ledger:
+    """Computes ledger rows for a configuration from InfluxDB and the record store."""
+
+    def __init__(self, config: Config, influx: InfluxClient, records: RecordStore):
+        self.config = config
+        self.influx = influx
+        self.records = records
+        self.factors = load_factors()
+        self._days: dict[tuple[str, str], DeviceDays] = {}
+        self._loaded: tuple[date, date] | None = None
+
+    def load(self, start: date, end: date) -> None:
+        """Fetch the daily quantities once for every period computed afterwards."""
+        self._days = daily_quantities(self.influx, self.config, start, end)
+        self._loaded = (start, end)
+
+    # ------------------------------------------------------------------ sums
+    def _sum(
+        self, site: Site, p: Period, fname: str, roles=None, kinds=None
+    ) -> tuple[float | None, float | None, list[str]]:
+        devices = [
+            d
+            for d in self.config.devices
+            if d.site == site.id
+            and (roles is None or d.role in roles)
+            and (kinds is None or d.kind in kinds)
+        ]
+        total, shares, notes, seen = 0.0, [], [], False
+        for d in devices:
+            dd = self._days.get((d.id, fname))
+            day = p.start
+            while day < p.end:
+                if dd and day in dd.quantity:
+                    total += dd.quantity[day]
+                    shares.append(dd.completeness[day])
+                    seen = True
+                else:
+                    shares.append(0.0)
+                day += timedelta(days=1)
+            if dd:
+                resets = [r for r in dd.resets if p.start <= r < p.end]
+                if resets:
+                    notes.append(f"{d.id}: counter restarted on {', '.join(map(str, resets))}")
+        if not seen:
+            return None, (0.0 if devices else None), notes
+        return total, sum(shares) / len(shares), notes
+
+    def _adjustments(self, site: Site, p: Period, item: str) -> tuple[float, list[str]]:
+        rs = [
+            r
+            for r in self.records.current(site.id, p.months)
+            if r.kind == "adjustment" and r.item == item
+        ]
+        notes = [
+            f"adjustment {r.value:+g}: {r.reason} (approved by {r.approved_by} on {r.approved_on})"
+            for r in rs
+        ]
+        return sum(r.value for r in rs), notes
+
+    # ------------------------------------------------------------------ items
+    def electricity(self, site: Site, p: Period) -> LedgerRow:
+        st = site.ledger
+        imp, comp, notes = self._sum(site, p, "import_energy_wh", roles={"main"})
+        exp_, _, _ = self._sum(site, p, "export_energy_wh", roles={"main"})
+        excl, _, _ = self._sum(site, p, "import_energy_wh", roles=set(st.exclusions))
+        pv, _, _ = self._sum(site, p, "import_energy_wh", roles={"pv"})
+        if pv is None:
+            pv, _, _ = self._sum(site, p, "ac_energy_wh", kinds={"inverter"})
+        source = "main meters"
+        if imp is None:
+            bill = self.records.totals(site.id, p.months, "electricity_bill_kwh")
+            imp_kwh = bill
+            source, comp = ("Taipower bills", 1.0) if bill is not None else ("no data", 0.0)
+        else:
+            imp_kwh = imp / 1000
+        adj, adj_notes = self._adjustments(site, p, "electricity")
+        actual = None if imp_kwh is None else imp_kwh - (excl or 0) / 1000 + adj
+        row = LedgerRow(
+            site.id,
+            "electricity",
+            p.label,
+            "kWh",
+            actual,
+            completeness=comp,
+            adjustments=adj,
+            notes=notes + adj_notes,
+        )
+        row.details = {
+            "grid_import_kwh": imp_kwh or 0.0,
+            "grid_export_kwh": (exp_ or 0) / 1000,
+            "excluded_kwh": (excl or 0) / 1000,
+            "pv_generation_kwh": (pv or 0) / 1000,
+        }
+        if excl:
+            row.notes.append(f"excluded sub-meters {list(st.exclusions)}: {excl / 1000:.1f} kWh")
+        row.notes.append(f"source: {source}")
+        if site.floor_area_m2 and actual is not None:
+            row.details["eui_kwh_m2"] = formulas.eui_kwh_m2(
+                actual, site.floor_area_m2, st.parking_area_m2
+            )
+        if actual is not None:
+            f = emission_factor("grid_electricity", p.start)
+            row.co2e_kg = formulas.co2e_kg(actual, f.value)
+            row.details["pv_co2e_avoided_kg"] = formulas.co2e_kg(
+                row.details["pv_generation_kwh"], f.value
+            )
+            row.notes.append(f"grid factor {f.value} {f.unit} ({f.basis}; {f.confidence})")
+        self._judge(site, p, row, "electricity")
+        return row
+
+    def water(self, site: Site, p: Period) -> LedgerRow:
+        vol, comp, notes = self._sum(site, p, "volume_m3", kinds={"water"})
+        source = "water meters"
+        if vol is None:
+            vol = self.records.totals(site.id, p.months, "water_bill_m3")
+            source, comp = ("water bills", 1.0) if vol is not None else ("no data", 0.0)
+        adj, adj_notes = self._adjustments(site, p, "water")
+        actual = None if vol is None else vol + adj
+        row = LedgerRow(
+            site.id,
+            "water",
+            p.label,
+            "m³",
+            actual,
+            completeness=comp,
+            adjustments=adj,
+            notes=[*notes, *adj_notes, f"source: {source}"],
+        )
+        if actual is not None:
+            f = emission_factor("tap_water", p.start)
+            row.co2e_kg = formulas.co2e_kg(actual, f.value)
+            row.notes.append(
+                f"tap-water factor {f.value} {f.unit} ({f.confidence}: {site.ledger.water_factor_source or f.source})"
+            )
+        self._judge(site, p, row, "water")
+        return row
+
+    def fuel(self, site: Site, p: Period) -> LedgerRow:
+        gas = self.records.totals(site.id, p.months, "gasoline_l")
+        diesel = self.records.totals(site.id, p.months, "diesel_l")
+        adj, adj_notes = self._adjustments(site, p, "fuel")
+        actual = None if gas is None and diesel is None else (gas or 0) + (diesel or 0) + adj
+        row = LedgerRow(
+            site.id,
+            "fuel",
+            p.label,
+            "L",
+            actual,
+            adjustments=adj,
+            notes=adj_notes,
+            completeness=1.0 if actual is not None else 0.0,
+        )
+        row.details = {"gasoline_l": gas or 0.0, "diesel_l": diesel or 0.0}
+        if actual is not None:
+            g, d = emission_factor("gasoline", p.start), emission_factor("diesel", p.start)
+            row.co2e_kg = formulas.co2e_kg(gas or 0, g.value) + formulas.co2e_kg(
+                diesel or 0, d.value
+            )
+        self._judge(site, p, row, "fuel")
+        return row
+
+    def paper(self, site: Site, p: Period) -> LedgerRow:
+        counts = {
+            k: self.records.totals(site.id, p.months, k)
+            for k in (
+                "docs_online_signed",
+                "docs_electronic_received",
+                "docs_paper_to_online",
+                "docs_self_created",
+            )
+        }
+        reams = self.records.totals(site.id, p.months, "paper_reams")
+        rate = None
+        if all(v is not None for v in counts.values()):
+            rate = formulas.online_signing_rate(*(int(v) for v in counts.values()))
+        row = LedgerRow(
+            site.id,
+            "paper",
+            p.label,
+            "online-signing rate",
+            rate,
+            completeness=1.0 if rate is not None else 0.0,
+        )
+        row.details = {k: float(v or 0) for k, v in counts.items()} | {"paper_reams": reams or 0.0}
+        target = self._paper_target(site, int(p.label[:4]))
+        if rate is not None and target is not None:
+            row.target_rate = target
+            row.met = rate >= target
+            row.baseline_rule = "online-signing rate against the year's target"
+        return row
+
+    # ------------------------------------------------------------------ targets
+    def _preset(self, site: Site) -> dict:
+        return self.factors["target_presets"][site.ledger.preset]
+
+    def _paper_target(self, site: Site, y: int) -> float | None:
+        table = {int(k): v for k, v in self._preset(site)["paper"]["online_signing_rate"].items()}
+        return _interpolate(table, y)
+
+    def _judge(self, site: Site, p: Period, row: LedgerRow, item: str) -> None:
+        rule = self._preset(site)[item]
+        if row.actual is None:
+            return
+        if rule["baseline"] == "previous_year":
+            base_p = p.shifted_years(1)
+            row.baseline = self._quantity(site, base_p, item)
+            row.baseline_rule = f"previous year ({base_p.label})"
+            row.target_rate = rule["reduction_per_year"]
+        elif rule["baseline"] == "base_year_eui":
+            y = site.ledger.base_year
+            base_p = p.shifted_years(int(p.label[:4]) - y)
+            row.baseline = self._quantity(site, base_p, item)
+            row.baseline_rule = f"base year {y} (EUI no growth)"
+            row.target_rate = 0.0
+        else:  # plan 2011: base year 2007, reduction ramping to the target year
+            y0 = int(rule["base_year"])
+            base_p = p.shifted_years(int(p.label[:4]) - y0)
+            row.baseline = self._quantity(site, base_p, item)
+            row.baseline_rule = f"base year {y0}"
+            targets = {2010: 0.0} | {int(k): v for k, v in rule["reduction_by_year"].items()}
+            row.target_rate = _interpolate(targets, int(p.label[:4]))
+        if row.baseline:
+            row.savings_rate = formulas.savings_rate(row.baseline, row.actual)
+            row.met = row.savings_rate >= (row.target_rate or 0.0) - 1e-12
+        else:
+            row.notes.append(f"no baseline data for {row.baseline_rule}")
+
+    def _quantity(self, site: Site, p: Period, item: str) -> float | None:
+        """The item's actual for another period (baselines), without judging it: meter
+        data when loaded for that period, otherwise the records (bills)."""
+        raw = {"electricity": self.electricity_raw, "water": self.water_raw, "fuel": self.fuel_raw}
+        return raw[item](site, p)
+
+    def electricity_raw(self, site: Site, p: Period) -> float | None:
+        imp, _, _ = self._sum(site, p, "import_energy_wh", roles={"main"})
+        excl, _, _ = self._sum(site, p, "import_energy_wh", roles=set(site.ledger.exclusions))
+        adj, _ = self._adjustments(site, p, "electricity")
+        if imp is None:
+            bill = self.records.totals(site.id, p.months, "electricity_bill_kwh")
+            return None if bill is None else bill + adj
+        return imp / 1000 - (excl or 0) / 1000 + adj
+
+    def water_raw(self, site: Site, p: Period) -> float | None:
+        vol, _, _ = self._sum(site, p, "volume_m3", kinds={"water"})
+        if vol is None:
+            vol = self.records.totals(site.id, p.months, "water_bill_m3")
+        adj, _ = self._adjustments(site, p, "water")
+        return None if vol is None else vol + adj
+
+    def fuel_raw(self, site: Site, p: Period) -> float | None:
+        gas = self.records.totals(site.id, p.months, "gasoline_l")
+        diesel = self.records.totals(site.id, p.months, "diesel_l")
+        adj, _ = self._adjustments(site, p, "fuel")
+        return None if gas is None and diesel is None else (gas or 0) + (diesel or 0) + adj
+
+    # ------------------------------------------------------------------ all
+    def rows(self, periods: list[Period]) -> list[LedgerRow]:
+        out = []
+        for site in self.config.sites:
+            for p in periods:
+                for item in ("electricity", "water", "fuel", "paper"):
+                    out.append(getattr(self, item)(site, p))
+        return out
+
+
+def _interpolate(table: dict[int, float], y: int) -> float:
+    ys = sorted(table)
+    if y <= ys[0]:
+        return table[ys[0]]
+    if y >= ys[-1]:
+        return table[ys[-1]]
+    for a, b in itertools.pairwise(ys):
+        if a <= y <= b:
+            return table[a] + (table[b] - table[a]) * (y - a) / (b - a)
+    return table[ys[-1]]
+
+
+def ledger_lines(rows: list[LedgerRow], tz: str = "Asia/Taipei") -> list[str]:
+    """Ledger rows as the ``ledger`` measurement (time = period start, local)."""
+    zone = ZoneInfo(tz)
+    lines = []
+    for r in rows:
+        y = int(r.period[:4])
+        m = int(r.period[5:7]) if len(r.period) > 4 else 1
+        ts = int(datetime(y, m, 1, tzinfo=zone).timestamp() * 1000)
+        fields: dict[str, float | int | bool] = {}
+        for k in ("actual", "baseline", "savings_rate", "target_rate", "co2e_kg", "completeness"):
+            v = getattr(r, k)
+            if v is not None:
+                fields[k] = float(v)
+        if r.met is not None:
+            fields["met"] = r.met
+        fields["adjustments"] = float(r.adjustments)
+        fields.update({k: float(v) for k, v in r.details.items()})
+        tags = {
+            "site": r.site,
+            "item": r.item,
+            "period": r.period,
+            "granularity": "year" if len(r.period) == 4 else "month",
+            "method": r.method_version,
+        }
+        lines.append(to_line("ledger", tags, fields, ts))
+    return lines
+
+
+def months_between(start: date, end: date) -> list[Period]:
+    out, d = [], date(start.year, start.month, 1)
+    while d < end:
+        out.append(month(d.year, d.month))
+        d = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
+    return out
+
+
+def days_in_month(y: int, m: int) -> int:
+    return calendar.monthrange(y, m)[1]

@@ -1,0 +1,169 @@
+"""The four-saving ledger from backfilled history and manual records, on a real influxd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+import yaml
+
+from core.config import parse_config
+from rules.ledger import Ledger, month, year
+from rules.records import RecordIn, RecordStore, import_csv
+from simulators.backfill import run_backfill
+from simulators.site import SiteModel
+from tests.helpers import ROOT
+from tests.test_physics import CONFIG
+
+SITE_CONFIG = CONFIG.replace("commissioned: 2025-01-01", "commissioned: 2024-01-01").replace(
+    "pv_capacity_kwp: 24}",
+    "pv_capacity_kwp: 24, floor_area_m2: 12000, "
+    "ledger: {preset: plan_2016, base_year: 2024, exclusions: [ev_charging], parking_area_m2: 2000}}",
+)
+
+
+def test_records_keep_an_audit_trail(tmp_path):
+    store = RecordStore(tmp_path / "r.sqlite")
+    first = store.add(
+        RecordIn(
+            site="yonghua",
+            period="2025-01",
+            kind="gasoline_l",
+            value=120,
+            entered_by="chen",
+            evidence="INV-001",
+        )
+    )
+    fixed = store.add(
+        RecordIn(
+            site="yonghua",
+            period="2025-01",
+            kind="gasoline_l",
+            value=125,
+            entered_by="lin",
+            supersedes=first,
+        )
+    )
+    assert [r.id for r in store.history("yonghua")] == [first, fixed]  # nothing overwritten
+    assert [r.value for r in store.current("yonghua")] == [125]
+    assert store.totals("yonghua", ["2025-01"], "gasoline_l") == 125
+    with pytest.raises(ValueError, match="an adjustment needs"):
+        RecordIn(site="yonghua", period="2025-01", kind="adjustment", value=-100, entered_by="x")
+
+
+def test_csv_import_is_all_or_nothing_and_names_the_line(tmp_path):
+    store = RecordStore(tmp_path / "r.sqlite")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "site,period,kind,value\nyonghua,2025-01,gasoline_l,100\nyonghua,2025-13,diesel_l,5\n"
+        "yonghua,2025-02,petrol,7\n"
+    )
+    result = import_csv(store, bad, "chen")
+    assert result.added == [] and store.history() == []
+    assert any(e.startswith(f"{bad}:3: period: expected a month") for e in result.errors)
+    assert any(e.startswith(f"{bad}:4: kind:") for e in result.errors)
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "site,period,kind,value,evidence\nyonghua,2025-01,gasoline_l,100,R-1\n"
+        "yonghua,2025-01,diesel_l,20,R-2\n"
+    )
+    assert len(import_csv(store, good, "chen").added) == 2
+
+
+@pytest.mark.integration
+def test_ledger_from_history_and_records(tmp_path, influx_url, database, influx):
+    cfg = parse_config(
+        SITE_CONFIG,
+        env={"FOURSAVE_INFLUXDB_URL": influx_url, "FOURSAVE_INFLUXDB_DATABASE": database},
+    )
+    run_backfill(cfg, date(2024, 1, 1), date(2025, 2, 1), step_s=900)
+    store = RecordStore(tmp_path / "records.sqlite")
+    for period, gas in (("2024-01", 400.0), ("2025-01", 380.0)):
+        store.add(
+            RecordIn(site="yonghua", period=period, kind="gasoline_l", value=gas, entered_by="chen")
+        )
+    for kind, n in (
+        ("docs_online_signed", 950),
+        ("docs_electronic_received", 700),
+        ("docs_paper_to_online", 150),
+        ("docs_self_created", 150),
+    ):
+        store.add(RecordIn(site="yonghua", period="2025-01", kind=kind, value=n, entered_by="wu"))
+    store.add(
+        RecordIn(
+            site="yonghua",
+            period="2025-01",
+            kind="adjustment",
+            item="electricity",
+            value=-1000,
+            entered_by="chen",
+            reason="new server room (one-off)",
+            approved_by="director Huang",
+            approved_on=date(2025, 2, 10),
+        )
+    )
+
+    ledger = Ledger(cfg, influx, store)
+    ledger.load(date(2024, 1, 1), date(2025, 2, 1))
+    rows = {(r.item, r.period): r for r in ledger.rows([month(2025, 1), year(2024)])}
+
+    # electricity = main meter import - EV sub-meter + adjustment, from the same physics
+    model = SiteModel(cfg, cfg.sites[0])
+    days = [date(2025, 1, d) for d in range(1, 32)]
+    main = sum(model.daily_totals(d)["main"]["import_energy_wh"] for d in days) / 1000
+    ev = sum(model.daily_totals(d)["ev"]["import_energy_wh"] for d in days) / 1000
+    pv = sum(model.daily_totals(d)["pvm"]["import_energy_wh"] for d in days) / 1000
+    e = rows[("electricity", "2025-01")]
+    assert e.details["grid_import_kwh"] == pytest.approx(main, rel=1e-6)
+    assert e.details["excluded_kwh"] == pytest.approx(ev, rel=1e-6)
+    assert e.details["pv_generation_kwh"] == pytest.approx(pv, rel=1e-6)
+    assert e.actual == pytest.approx(main - ev - 1000, rel=1e-6)
+    assert e.details["eui_kwh_m2"] == pytest.approx(e.actual / 10_000)
+    assert e.completeness == pytest.approx(1.0)
+    assert any("director Huang" in n for n in e.notes)
+    assert any("not yet published" in n for n in e.notes)  # 2025 grid factor
+    assert e.co2e_kg == pytest.approx(e.actual * 0.474)
+    # 2016 plan: electricity judged against the base year's same month, target no growth
+    assert e.baseline_rule.startswith("base year 2024") and e.target_rate == 0.0
+    assert e.savings_rate == pytest.approx((e.baseline - e.actual) / e.baseline)
+    # fuel against the previous year: 400 -> 380 L is 5 % saved, target 1 %
+    f = rows[("fuel", "2025-01")]
+    assert (f.actual, f.baseline, f.target_rate, f.met) == (380.0, 400.0, 0.01, True)
+    assert f.savings_rate == pytest.approx(0.05)
+    # paper: 950 / (700 + 150 + 150) = 0.95 against 2025's target of 100 %: not met
+    p = rows[("paper", "2025-01")]
+    assert p.actual == pytest.approx(0.95) and p.target_rate == 1.0 and p.met is False
+    assert rows[("electricity", "2024")].completeness == pytest.approx(1.0)
+
+
+@pytest.mark.integration
+def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
+    raw = yaml.safe_load(SITE_CONFIG)
+    raw["services"]["rules"] = {"records_path": str(tmp_path / "records.sqlite")}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    env = {
+        **os.environ,
+        "FOURSAVE_INFLUXDB_URL": influx_url,
+        "FOURSAVE_INFLUXDB_DATABASE": database,
+    }
+    cfg = parse_config(path.read_text(), env=env)
+    run_backfill(cfg, date(2024, 12, 1), date(2025, 1, 1), step_s=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "core.cli", "rules", "--once", "--config", str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = influx.rows(
+        "SELECT actual, completeness FROM ledger WHERE item = 'electricity' AND granularity = 'month'"
+    )
+    assert (
+        len(rows) == 1 and rows[0]["actual"] > 0 and rows[0]["completeness"] == pytest.approx(1.0)
+    )
