@@ -159,6 +159,29 @@ def cmd_backfill(args) -> int:
     return 0
 
 
+def _alerts_once(cfg) -> int:
+    from core.influx import InfluxClient
+    from rules.engine import build_alerts, engine_clock
+
+    influx = InfluxClient.from_config(cfg.services.influxdb)
+    try:
+        engine, client = build_alerts(cfg, influx, engine_clock(cfg))
+    except ValueError as exc:
+        print(f"foursave rules: {exc}", file=sys.stderr)
+        influx.close()
+        return 2
+    try:
+        events = engine.evaluate()
+        print(f"alerts: {len(events)} event(s); {len(engine.store.all('firing'))} firing")
+    finally:
+        engine.store.close()
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+        influx.close()
+    return 0
+
+
 def cmd_rules(args) -> int:
     import threading
 
@@ -187,6 +210,40 @@ def cmd_rules(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     run_forever(cfg, stop)
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from datetime import UTC, datetime
+
+    from rules.alerts import IncidentStore
+
+    cfg = _load(args.config)
+    store = IncidentStore(cfg.services.rules.state_path)
+    try:
+        if args.action == "ack":
+            if args.incident is None:
+                print("foursave alerts ack: give the incident id", file=sys.stderr)
+                return 2
+            try:
+                inc = store.acknowledge(
+                    args.incident, args.by, args.comment or "", datetime.now(UTC).timestamp()
+                )
+            except (LookupError, ValueError) as exc:
+                print(f"foursave alerts ack: {exc}", file=sys.stderr)
+                return 2
+            print(f"incident {inc.id} acknowledged by {inc.acked_by}")
+            return 0
+        for i in store.all(None if args.all else "firing"):
+            when = datetime.fromtimestamp(i.fired_at or i.pending_since, UTC).isoformat(
+                timespec="seconds"
+            )
+            ack = f"  ack {i.acked_by}: {i.ack_comment}" if i.acked_by else ""
+            print(
+                f"{i.id:>5} {i.state:<9} {i.rule_id:<22} {i.site}/{i.device:<14} since {when}{ack}"
+            )
+    finally:
+        store.close()
     return 0
 
 
@@ -265,8 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
     sp = add("rules", cmd_rules, "compute the four-saving ledger (and, next, PV KPIs, alerts)")
     sp.add_argument("--once", action="store_true", help="one pass over the data present, then exit")
+    sp.add_argument("--no-alerts", action="store_true", help="--once: the ledger only")
     sp.add_argument("--from", dest="start", type=_date, help="first day (default: first data)")
     sp.add_argument("--to", type=_date, help="day after the last one (default: last data)")
+    sp = add("alerts", cmd_alerts, "list or acknowledge alert incidents")
+    sp.add_argument("action", choices=["list", "ack"])
+    sp.add_argument("incident", nargs="?", type=int)
+    sp.add_argument("--by", default=os.environ.get("USER", "unknown"))
+    sp.add_argument("--comment")
+    sp.add_argument("--all", action="store_true", help="list: also resolved and cancelled")
     sp = add("records", cmd_records, "manual records: fuel, paper, bills, adjustments")
     sp.add_argument("action", choices=["import", "add", "list"])
     sp.add_argument("file", nargs="?", help="import: CSV file")

@@ -142,7 +142,13 @@ class SimulatorService(_Frozen):
 class RulesService(_Frozen):
     records_path: str = "var/records.sqlite"
     state_path: str = "var/rules-state.sqlite"
-    interval_s: float = Field(60.0, gt=0, description="evaluation period of `foursave rules`")
+    alerts_path: str = Field(
+        "config/alerts.yaml", description="alert rules and notification targets"
+    )
+    alert_interval_s: float = Field(10.0, gt=0, description="alert evaluation period")
+    interval_s: float = Field(600.0, gt=0, description="ledger recomputation period")
+    clock: Literal["system", "simulated"] = "system"
+    smtp_password_env: str | None = None
 
 
 class Services(_Frozen):

@@ -1,9 +1,9 @@
-"""``foursave rules``: compute derived results and write them to InfluxDB.
+"""``foursave rules``: alerts and derived results.
 
-This stage computes the four-saving ledger (monthly and yearly rows) from the data
-present — live and backfilled — and the manual records, and writes it to the
-``ledger`` measurement so Grafana and the API read it without recomputing.  PV
-performance, demand watch and alerts come next (rules-engine issue).
+Alerts are evaluated every ``alert_interval_s`` (``rules/alerts.py``); the four-saving
+ledger (monthly and yearly rows, from live and backfilled data and the manual records)
+is recomputed every ``interval_s`` and written to the ``ledger`` measurement so Grafana
+and the API read it without recomputing.
 """
 
 from __future__ import annotations

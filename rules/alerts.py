@@ -1,0 +1,504 @@
+"""Alert rules (YAML), their lifecycle and their notifications.
+
+Rules are data (``config/alerts.yaml``).  Each pass evaluates every rule for every
+device it matches against InfluxDB, at the engine's clock (real or simulated):
+
+- ``threshold``: a field above/below a value for ``for_s``; it clears only past
+  ``clear_value`` (hysteresis);
+- ``state``: SunSpec ``St`` in given states or ``Evt1`` bits set (inverter faults);
+- ``stale``: no reading for ``stale_s`` (a dead device);
+- any rule may be ``daylight_only`` (no "zero output" at night: the sun is computed for
+  the site with pvlib) or limited to ``hours`` (night water flow = leak);
+- maintenance windows silence chosen rules and devices.
+
+Lifecycle per rule and device: pending -> firing -> resolved, one incident and one
+notification per incident (repeats only if asked for, never once acknowledged),
+acknowledgement with who, when and a comment; incidents live in SQLite and survive a
+restart.  Notifications: an MQTT event on ``foursave/v1/{site}/alert/{rule_id}``, a
+webhook (HTTP POST, JSON) and e-mail over SMTP.  Every transition is also written to
+InfluxDB (``alert_events``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import httpx
+import pandas as pd
+import pvlib
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.clock import Clock
+from core.config import Config, Device
+from core.influx import InfluxClient
+from core.reading import to_line
+from core.topics import alert_topic
+
+log = logging.getLogger("foursave.alerts")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Match(_Strict):
+    kind: str | None = None
+    role: str | None = None
+    site: str | None = None
+    device: str | None = None
+
+    def __call__(self, d: Device) -> bool:
+        return all(
+            want is None or want == have
+            for want, have in (
+                (self.kind, d.kind),
+                (self.role, d.role),
+                (self.site, d.site),
+                (self.device, d.id),
+            )
+        )
+
+
+class RuleSpec(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    kind: Literal["threshold", "state", "stale"]
+    title: str
+    title_zh: str | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    match: Match = Match()
+    measurement: str | None = None
+    field: str | None = None
+    op: Literal[">", "<"] = ">"
+    value: float | None = None
+    clear_value: float | None = Field(None, description="hysteresis: clears only past this")
+    relative_to: Literal["contract_capacity_w"] | None = Field(
+        None, description="value and clear_value are shares of the site's contract capacity"
+    )
+    for_s: float = Field(0, ge=0)
+    states: tuple[int, ...] = ()
+    event_mask: int = 0
+    stale_s: float = Field(300, gt=0)
+    daylight_only: bool = False
+    hours: tuple[int, int] | None = Field(None, description="local [from, to) hours, e.g. [0, 5]")
+    repeat_s: float | None = Field(
+        None, gt=0, description="notify again while firing, unacknowledged"
+    )
+
+
+class SmtpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = 25
+    sender: str = "foursave@localhost"
+    to: tuple[str, ...] = ()
+    username: str | None = None
+    password_env: str | None = None
+    starttls: bool = False
+
+
+class Maintenance(_Strict):
+    start: datetime
+    end: datetime
+    rules: tuple[str, ...] = ()  # empty: every rule
+    devices: tuple[str, ...] = ()  # empty: every device
+    reason: str
+
+
+class AlertSettings(_Strict):
+    rules: tuple[RuleSpec, ...] = ()
+    webhook_url: str | None = None
+    smtp: SmtpSettings | None = None
+    mqtt: bool = True
+    maintenance: tuple[Maintenance, ...] = ()
+
+
+def load_alert_settings(path: str | Path) -> AlertSettings:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        return AlertSettings.model_validate(raw)
+    except FileNotFoundError:
+        raise ValueError(f"{p}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        msgs = [f"{p}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ValueError("\n".join(msgs)) from None
+
+
+# ------------------------------------------------------------------ incidents
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule_id TEXT NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL,
+    state TEXT NOT NULL, value REAL,
+    pending_since REAL NOT NULL, fired_at REAL, resolved_at REAL,
+    acked_by TEXT, acked_at REAL, ack_comment TEXT,
+    last_notified_at REAL, notifications INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS open_incidents ON incidents (rule_id, device, state);
+"""
+
+
+@dataclass
+class Incident:
+    id: int
+    rule_id: str
+    site: str
+    device: str
+    state: str  # pending | firing | resolved | cancelled
+    value: float | None
+    pending_since: float
+    fired_at: float | None
+    resolved_at: float | None
+    acked_by: str | None
+    acked_at: float | None
+    ack_comment: str | None
+    last_notified_at: float | None
+    notifications: int
+
+
+class IncidentStore:
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def open_for(self, rule_id: str, device: str) -> Incident | None:
+        row = self.db.execute(
+            "SELECT * FROM incidents WHERE rule_id=? AND device=? AND state IN ('pending','firing') "
+            "ORDER BY id DESC LIMIT 1",
+            (rule_id, device),
+        ).fetchone()
+        return Incident(*row) if row else None
+
+    def create(
+        self, rule_id: str, site: str, device: str, now: float, value: float | None
+    ) -> Incident:
+        cur = self.db.execute(
+            "INSERT INTO incidents (rule_id, site, device, state, value, pending_since) VALUES (?,?,?,?,?,?)",
+            (rule_id, site, device, "pending", value, now),
+        )
+        return self.get(int(cur.lastrowid))
+
+    def get(self, incident_id: int) -> Incident | None:
+        row = self.db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        return Incident(*row) if row else None
+
+    def update(self, inc: Incident) -> None:
+        self.db.execute(
+            "UPDATE incidents SET state=?, value=?, fired_at=?, resolved_at=?, acked_by=?, acked_at=?, "
+            "ack_comment=?, last_notified_at=?, notifications=? WHERE id=?",
+            (
+                inc.state,
+                inc.value,
+                inc.fired_at,
+                inc.resolved_at,
+                inc.acked_by,
+                inc.acked_at,
+                inc.ack_comment,
+                inc.last_notified_at,
+                inc.notifications,
+                inc.id,
+            ),
+        )
+
+    def all(self, state: str | None = None) -> list[Incident]:
+        q = "SELECT * FROM incidents" + (" WHERE state=?" if state else "") + " ORDER BY id"
+        return [Incident(*r) for r in self.db.execute(q, (state,) if state else ())]
+
+    def acknowledge(self, incident_id: int, by: str, comment: str, now: float) -> Incident:
+        inc = self.get(incident_id)
+        if inc is None:
+            raise LookupError(f"no incident {incident_id}")
+        if inc.state not in ("pending", "firing", "resolved"):
+            raise ValueError(f"incident {incident_id} is {inc.state}; nothing to acknowledge")
+        inc.acked_by, inc.acked_at, inc.ack_comment = by, now, comment
+        self.update(inc)
+        return inc
+
+
+# ------------------------------------------------------------------ notifications
+
+
+class Notifier:
+    """Delivers incident events; a failing channel is logged, never fatal."""
+
+    def __init__(self, settings: AlertSettings, mqtt_client=None, smtp_password: str | None = None):
+        self.s = settings
+        self.mqtt = mqtt_client
+        self.smtp_password = smtp_password
+        self.failures = 0
+
+    def send(self, event: dict) -> None:
+        if self.s.mqtt and self.mqtt is not None:
+            try:
+                info = self.mqtt.publish(
+                    alert_topic(event["site"], event["rule"]),
+                    json.dumps(event, ensure_ascii=False),
+                    qos=1,
+                )
+                info.wait_for_publish(5)
+            except Exception as exc:
+                self._failed("mqtt", exc)
+        if self.s.webhook_url:
+            try:
+                r = httpx.post(self.s.webhook_url, json=event, timeout=5)
+                r.raise_for_status()
+            except httpx.HTTPError as exc:
+                self._failed("webhook", exc)
+        if self.s.smtp and self.s.smtp.to:
+            try:
+                self._email(event)
+            except (OSError, smtplib.SMTPException) as exc:
+                self._failed("email", exc)
+
+    def _failed(self, channel: str, exc: Exception) -> None:
+        self.failures += 1
+        log.warning("alert notification over %s failed: %s", channel, exc)
+
+    def _email(self, event: dict) -> None:
+        smtp = self.s.smtp
+        msg = EmailMessage()
+        state = {
+            "firing": "告警 FIRING",
+            "resolved": "解除 RESOLVED",
+            "repeat": "告警 STILL FIRING",
+        }[event["event"]]
+        msg["Subject"] = f"[foursave] {state}: {event['title']} — {event['site']}/{event['device']}"
+        msg["From"] = smtp.sender
+        msg["To"] = ", ".join(smtp.to)
+        msg.set_content(json.dumps(event, ensure_ascii=False, indent=2))
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as s:
+            if smtp.starttls:
+                s.starttls()
+            if smtp.username:
+                s.login(smtp.username, self.smtp_password or "")
+            s.send_message(msg)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+@dataclass(frozen=True)
+class Observation:
+    active: bool  # the condition holds now
+    sustained: bool  # ... and for the whole for_s window
+    clear: bool  # the clear (hysteresis) condition holds
+    value: float | None
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        config: Config,
+        settings: AlertSettings,
+        influx: InfluxClient,
+        store: IncidentStore,
+        notifier: Notifier,
+        clock: Clock,
+    ):
+        self.config = config
+        self.s = settings
+        self.influx = influx
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.sites = {s.id: s for s in config.sites}
+
+    # -------------------------------------------------------------- conditions
+    def _daylight(self, site_id: str, now: float) -> bool:
+        site = self.sites[site_id]
+        t = pd.DatetimeIndex([pd.Timestamp(now, unit="s", tz="UTC")])
+        elev = pvlib.solarposition.get_solarposition(t, site.lat, site.lon)[
+            "apparent_elevation"
+        ].iloc[0]
+        return bool(elev > 5.0)
+
+    def _in_hours(self, rule: RuleSpec, site_id: str, now: float) -> bool:
+        if rule.hours is None:
+            return True
+        h = datetime.fromtimestamp(now, ZoneInfo(self.sites[site_id].timezone)).hour
+        a, b = rule.hours
+        return a <= h < b if a <= b else (h >= a or h < b)
+
+    def _maintained(self, rule: RuleSpec, device: str, now: float) -> str | None:
+        for m in self.s.maintenance:
+            if (
+                m.start.timestamp() <= now < m.end.timestamp()
+                and (not m.rules or rule.id in m.rules)
+                and (not m.devices or device in m.devices)
+            ):
+                return m.reason
+        return None
+
+    def _observe(self, rule: RuleSpec, devices: list[Device], now: float) -> dict[str, Observation]:
+        now_ms = int(now * 1000)
+        ids = "|".join(d.id for d in devices)
+        where = f'"device" =~ /^({ids})$/ AND time <= {now_ms}ms'
+        out: dict[str, Observation] = {}
+        if rule.kind == "stale":
+            m = rule.measurement or devices[0].kind
+            rows = self.influx.rows(
+                f'SELECT last(*) FROM "{m}" WHERE {where} AND time > {now_ms - 86_400_000}ms GROUP BY "device"'
+            )
+            last = {r["device"]: r["time"] for r in rows}
+            for d in devices:
+                t = last.get(d.id)
+                age = None if t is None else (now_ms - t) / 1000
+                stale = age is None or age > rule.stale_s
+                out[d.id] = Observation(stale, stale, not stale, age)
+            return out
+        if rule.kind == "state":
+            rows = self.influx.rows(
+                f'SELECT last("state") AS st, last("events") AS ev FROM "inverter" WHERE {where} '
+                f'AND time > {now_ms - int(max(rule.stale_s, 600) * 1000)}ms GROUP BY "device"'
+            )
+            for r in rows:
+                st, ev = r.get("st"), r.get("ev") or 0
+                bad = (st in rule.states) or bool(rule.event_mask and (int(ev) & rule.event_mask))
+                out[r["device"]] = Observation(
+                    bad, bad, not bad, float(st) if st is not None else None
+                )
+            return out
+        # threshold
+        window_ms = int(max(rule.for_s, 1) * 1000)
+        fld, m = rule.field, rule.measurement or devices[0].kind
+        rows = self.influx.rows(
+            f'SELECT last("{fld}") AS v, min("{fld}") AS lo, max("{fld}") AS hi, first("{fld}") AS f, '
+            f'count("{fld}") AS n FROM "{m}" WHERE {where} AND time > {now_ms - window_ms}ms GROUP BY "device"'
+        )
+        site_of = {d.id: d.site for d in devices}
+        for r in rows:
+            v = r["v"]
+            if v is None:
+                continue
+            limit = rule.value
+            clear_value = rule.clear_value if rule.clear_value is not None else rule.value
+            if rule.relative_to == "contract_capacity_w":
+                cap = self.sites[site_of[r["device"]]].contract_capacity_kw
+                if not cap:
+                    continue  # no contract capacity configured: nothing to compare with
+                limit, clear_value = limit * cap * 1000, clear_value * cap * 1000
+            if rule.op == ">":
+                active, sustained, clear = v > limit, r["lo"] > limit, v < clear_value
+            else:
+                active, sustained, clear = v < limit, r["hi"] < limit, v > clear_value
+            sustained = sustained and (rule.for_s == 0 or r["n"] >= 2)
+            out[r["device"]] = Observation(active, sustained, clear, float(v))
+        return out
+
+    # -------------------------------------------------------------- lifecycle
+    def evaluate(self) -> list[dict]:
+        """One pass over every rule; returns the events it sent."""
+        now = self.clock.time()
+        events: list[dict] = []
+        for rule in self.s.rules:
+            devices = [d for d in self.config.devices if rule.match(d)]
+            if not devices:
+                continue
+            try:
+                obs = self._observe(rule, devices, now)
+            except Exception:
+                log.exception("rule %s: evaluation failed", rule.id)
+                continue
+            for d in devices:
+                events.extend(self._step(rule, d, obs.get(d.id), now))
+        if events:
+            self._history(events)
+        return events
+
+    def _step(self, rule: RuleSpec, d: Device, o: Observation | None, now: float) -> list[dict]:
+        inc = self.store.open_for(rule.id, d.id)
+        silenced = self._maintained(rule, d.id, now)
+        applicable = (
+            self._in_hours(rule, d.site, now)
+            and not silenced
+            and (not rule.daylight_only or self._daylight(d.site, now))
+        )
+        active = bool(o and o.active and applicable)
+        events = []
+        if inc is None:
+            if not active:
+                return []
+            inc = self.store.create(rule.id, d.site, d.id, now, o.value)
+        inc.value = o.value if o else inc.value
+        if inc.state == "pending":
+            if not active:
+                inc.state = "cancelled"
+            elif rule.for_s == 0 or (o.sustained and now - inc.pending_since >= rule.for_s):
+                # held for the whole for_s: since the incident opened and, in InfluxDB,
+                # across the window (no dip in between)
+                inc.state, inc.fired_at = "firing", now
+                events.append(self._event("firing", rule, inc, now))
+        elif inc.state == "firing":
+            if o is not None and o.clear:
+                inc.state, inc.resolved_at = "resolved", now
+                events.append(self._event("resolved", rule, inc, now))
+            elif (
+                rule.repeat_s
+                and not inc.acked_by
+                and not silenced
+                and now - (inc.last_notified_at or 0) >= rule.repeat_s
+            ):
+                events.append(self._event("repeat", rule, inc, now))
+        self.store.update(inc)
+        return events
+
+    def _event(self, kind: str, rule: RuleSpec, inc: Incident, now: float) -> dict:
+        event = {
+            "event": kind,
+            "incident": inc.id,
+            "rule": rule.id,
+            "title": rule.title,
+            "title_zh": rule.title_zh,
+            "severity": rule.severity,
+            "site": inc.site,
+            "device": inc.device,
+            "value": inc.value,
+            "ts": int(now * 1000),
+            "since": datetime.fromtimestamp(inc.pending_since, UTC).isoformat(),
+        }
+        self.notifier.send(event)
+        inc.last_notified_at = now
+        inc.notifications += 1
+        log.info("alert %s %s on %s/%s (incident %d)", kind, rule.id, inc.site, inc.device, inc.id)
+        return event
+
+    def _history(self, events: list[dict]) -> None:
+        lines = [
+            to_line(
+                "alert_events",
+                {
+                    "site": e["site"],
+                    "device": e["device"],
+                    "rule": e["rule"],
+                    "event": e["event"],
+                    "severity": e["severity"],
+                },
+                {
+                    "incident": e["incident"],
+                    **({"value": float(e["value"])} if e["value"] is not None else {}),
+                },
+                e["ts"],
+            )
+            for e in events
+        ]
+        try:
+            self.influx.write(lines)
+        except Exception as exc:
+            log.warning("alert history not written: %s", exc)

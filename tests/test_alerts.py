@@ -1,0 +1,293 @@
+"""Alert rules and their lifecycle on a real influxd, delivered over a real mosquitto,
+to a real HTTP webhook receiver and a real SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+
+from core.clock import ManualClock
+from core.config import parse_config
+from core.reading import to_line
+from core.services import free_port
+from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from tests.helpers import wait_for
+from tests.test_mqtt_status import Watcher
+
+pytestmark = pytest.mark.integration
+TAIPEI = timezone(timedelta(hours=8))
+CFG = """
+sites: [{id: demo, name: Demo, lat: 22.992, lon: 120.185, contract_capacity_kw: 300}]
+devices:
+  - {id: inv-01, site: demo, kind: inverter, profile: sunspec, host: h, port: 1}
+  - {id: water-01, site: demo, kind: water, profile: generic_water_meter, host: h, port: 2}
+  - {id: meter-main, site: demo, kind: meter, role: main, profile: sunspec, host: h, port: 3}
+"""
+
+
+class Webhook:
+    def __init__(self):
+        self.bodies: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.bodies.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    def __init__(self):
+        self.messages: list[str] = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                box.messages.append(f"{msg['Subject']}\n{msg.get_content()}")
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def close(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def channels(broker):
+    hook, mail, watcher = Webhook(), Mailbox(), Watcher(broker.port)
+    yield hook, mail, watcher
+    hook.close()
+    mail.close()
+    watcher.close()
+
+
+def make_engine(tmp_path, influx, broker, hook, mail, rules: list[dict], clock) -> AlertEngine:
+    import paho.mqtt.client as mqtt
+
+    cfg = parse_config(CFG, env={})
+    settings = AlertSettings.model_validate(
+        {
+            "rules": rules,
+            "webhook_url": hook.url,
+            "smtp": {"host": "127.0.0.1", "port": mail.port, "to": ["facilities@example.org"]},
+        }
+    )
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rules-{free_port()}")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    store = IncidentStore(tmp_path / "incidents.sqlite")
+    return AlertEngine(cfg, settings, influx, store, Notifier(settings, client), clock)
+
+
+def write(influx, measurement, device, fields, t, role=None):
+    tags = {"site": "demo", "device": device}
+    if role:
+        tags["role"] = role
+    influx.write([to_line(measurement, tags, fields, int(t * 1000))])
+
+
+def at(hour: int, minute: int = 0) -> float:
+    return datetime(2026, 10, 13, hour, minute, tzinfo=TAIPEI).timestamp()
+
+
+FAULT = {
+    "id": "inverter-fault",
+    "kind": "state",
+    "title": "Inverter fault",
+    "severity": "critical",
+    "match": {"kind": "inverter"},
+    "states": [7],
+}
+
+
+def test_fault_fires_once_on_every_channel_is_acknowledged_and_resolves(
+    tmp_path, influx, broker, channels
+):
+    hook, mail, watcher = channels
+    clock = ManualClock(at(11))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [FAULT], clock)
+    write(influx, "inverter", "inv-01", {"state": 4, "ac_power_w": 4000.0}, clock.time())
+    assert engine.evaluate() == []
+    clock.advance(10)
+    write(influx, "inverter", "inv-01", {"state": 7, "events": 1, "ac_power_w": 0.0}, clock.time())
+    events = engine.evaluate()
+    assert [e["event"] for e in events] == ["firing"]
+    for _ in range(3):  # still faulted: one incident, one notification
+        clock.advance(10)
+        write(
+            influx, "inverter", "inv-01", {"state": 7, "events": 1, "ac_power_w": 0.0}, clock.time()
+        )
+        assert engine.evaluate() == []
+    topic = "foursave/v1/demo/alert/inverter-fault"
+    wait_for(lambda: watcher.last(topic), 10, "the MQTT alert event")
+    assert len(hook.bodies) == 1 and hook.bodies[0]["device"] == "inv-01"
+    wait_for(lambda: len(mail.messages) == 1, 10, "one e-mail")
+    assert "Inverter fault" in mail.messages[0] and "FIRING" in mail.messages[0]
+
+    incident = engine.store.all("firing")[0]
+    engine.store.acknowledge(incident.id, "engineer Lee", "crew on the way", clock.time())
+    assert engine.store.get(incident.id).acked_by == "engineer Lee"
+
+    clock.advance(10)
+    write(
+        influx, "inverter", "inv-01", {"state": 4, "events": 0, "ac_power_w": 3900.0}, clock.time()
+    )
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]
+    wait_for(
+        lambda: len(hook.bodies) == 2 and len(mail.messages) == 2, 10, "resolved notifications"
+    )
+    wait_for(lambda: len(watcher.messages.get(topic, [])) == 2, 10, "resolved over MQTT")
+    assert [m["event"] for m in watcher.messages[topic]] == ["firing", "resolved"]
+    history = influx.rows("SELECT * FROM alert_events")
+    assert [r["event"] for r in history] == ["firing", "resolved"]
+
+
+def test_for_duration_and_hysteresis_of_a_night_leak(tmp_path, influx, broker, channels):
+    hook, mail, _ = channels
+    rule = {
+        "id": "water-night-flow",
+        "kind": "threshold",
+        "title": "Night flow",
+        "match": {"kind": "water"},
+        "field": "flow_m3h",
+        "op": ">",
+        "value": 0.3,
+        "clear_value": 0.1,
+        "for_s": 1800,
+        "hours": [0, 5],
+    }
+    clock = ManualClock(at(1))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    for _ in range(20):  # 0.8 m³/h for 19 minutes: pending, not yet firing
+        write(influx, "water", "water-01", {"flow_m3h": 0.8}, clock.time())
+        assert engine.evaluate() == []
+        clock.advance(60)
+    assert engine.store.open_for("water-night-flow", "water-01").state == "pending"
+    fired = []
+    for _ in range(15):
+        write(influx, "water", "water-01", {"flow_m3h": 0.8}, clock.time())
+        fired += engine.evaluate()
+        clock.advance(60)
+    assert [e["event"] for e in fired] == ["firing"]
+    # between the clear value and the threshold: still firing (hysteresis)
+    write(influx, "water", "water-01", {"flow_m3h": 0.2}, clock.time())
+    assert engine.evaluate() == []
+    clock.advance(60)
+    write(influx, "water", "water-01", {"flow_m3h": 0.05}, clock.time())
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]
+    # the same flow in office hours is not a leak
+    clock.t = at(10)
+    for _ in range(40):
+        write(influx, "water", "water-01", {"flow_m3h": 2.0}, clock.time())
+        assert engine.evaluate() == []
+        clock.advance(60)
+
+
+def test_zero_output_is_daylight_only_and_state_survives_a_restart(
+    tmp_path, influx, broker, channels
+):
+    hook, mail, _ = channels
+    rule = {
+        "id": "inverter-zero-output",
+        "kind": "threshold",
+        "title": "No output",
+        "match": {"kind": "inverter"},
+        "field": "ac_power_w",
+        "op": "<",
+        "value": 1,
+        "clear_value": 50,
+        "for_s": 600,
+        "daylight_only": True,
+    }
+    clock = ManualClock(at(21))  # night: zero output is normal
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    for _ in range(30):
+        write(influx, "inverter", "inv-01", {"ac_power_w": 0.0, "state": 2}, clock.time())
+        assert engine.evaluate() == []
+        clock.advance(60)
+    clock.t = at(12)
+    events = []
+    for _ in range(15):
+        write(influx, "inverter", "inv-01", {"ac_power_w": 0.0, "state": 4}, clock.time())
+        events += engine.evaluate()
+        clock.advance(60)
+    assert [e["event"] for e in events] == ["firing"]
+    # a restarted engine finds the incident and does not notify it again
+    again = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    write(influx, "inverter", "inv-01", {"ac_power_w": 0.0, "state": 4}, clock.time())
+    assert again.evaluate() == []
+    assert len(again.store.all("firing")) == 1
+
+
+def test_silent_device_and_maintenance_window(tmp_path, influx, broker, channels):
+    hook, mail, _ = channels
+    stale = {
+        "id": "device-silent",
+        "kind": "stale",
+        "title": "Silent",
+        "match": {"device": "meter-main"},
+        "stale_s": 300,
+    }
+    clock = ManualClock(at(9))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [stale], clock)
+    write(influx, "meter", "meter-main", {"active_power_w": 1e5}, clock.time(), role="main")
+    assert engine.evaluate() == []
+    clock.advance(400)
+    assert [e["event"] for e in engine.evaluate()] == ["firing"]
+    write(influx, "meter", "meter-main", {"active_power_w": 1e5}, clock.time(), role="main")
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]
+    # during maintenance the same silence raises nothing
+    window = {
+        "start": datetime.fromtimestamp(clock.time(), TAIPEI),
+        "end": datetime.fromtimestamp(clock.time() + 3600, TAIPEI),
+        "rules": ["device-silent"],
+        "reason": "meter replacement",
+    }
+    engine.s = AlertSettings.model_validate({**engine.s.model_dump(), "maintenance": [window]})
+    clock.advance(1200)
+    assert engine.evaluate() == []
+
+
+def test_alert_rules_file_is_valid():
+    from rules.alerts import load_alert_settings
+
+    s = load_alert_settings("config/alerts.yaml")
+    assert {r.id for r in s.rules} >= {
+        "inverter-fault",
+        "inverter-zero-output",
+        "device-silent",
+        "water-night-flow",
+        "demand-near-contract",
+    }
+    bad = yaml.safe_dump({"rules": [{"id": "x", "kind": "threshold", "title": "t", "op": ">>"}]})
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        fh.write(bad)
+    with pytest.raises(ValueError, match=r"rules\.0\.op"):
+        load_alert_settings(fh.name)
