@@ -46,6 +46,14 @@ from core.topics import alert_topic
 
 log = logging.getLogger("foursave.alerts")
 
+# a field every reading of the kind carries (stale rules look at its last time)
+STALE_FIELDS = {
+    "inverter": "state",
+    "meter": "active_power_w",
+    "weather": "ambient_temp_c",
+    "water": "volume_m3",
+}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -352,11 +360,15 @@ class AlertEngine:
         where = f'"device" =~ /^({ids})$/ AND time <= {now_ms}ms'
         out: dict[str, Observation] = {}
         if rule.kind == "stale":
-            m = rule.measurement or devices[0].kind
-            rows = self.influx.rows(
-                f'SELECT last(*) FROM "{m}" WHERE {where} AND time > {now_ms - 86_400_000}ms GROUP BY "device"'
-            )
-            last = {r["device"]: r["time"] for r in rows}
+            last: dict[str, int] = {}
+            for m in sorted({rule.measurement or d.kind for d in devices}):  # each kind its own
+                # one selector, so the row's time is the reading's time
+                fld = rule.field or STALE_FIELDS.get(m, "online")
+                rows = self.influx.rows(
+                    f'SELECT last("{fld}") FROM "{m}" WHERE {where} AND time > {now_ms - 86_400_000}ms '
+                    'GROUP BY "device"'
+                )
+                last.update({r["device"]: r["time"] for r in rows})
             for d in devices:
                 t = last.get(d.id)
                 age = None if t is None else (now_ms - t) / 1000
