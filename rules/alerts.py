@@ -79,7 +79,7 @@ class Match(_Strict):
 
 class RuleSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    kind: Literal["threshold", "state", "stale"]
+    kind: Literal["threshold", "state", "stale", "demand_forecast"]
     title: str
     title_zh: str | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -374,6 +374,21 @@ class AlertEngine:
                 age = None if t is None else (now_ms - t) / 1000
                 stale = age is None or age > rule.stale_s
                 out[d.id] = Observation(stale, stale, not stale, age)
+            return out
+        if rule.kind == "demand_forecast":
+            from rules.demand import forecast
+
+            for d in devices:
+                site = self.sites[d.site]
+                fc = forecast(self.config, self.influx, site, now)
+                if fc is None or not site.contract_capacity_kw:
+                    continue
+                cap = site.contract_capacity_kw
+                clear_share = rule.clear_value if rule.clear_value is not None else rule.value
+                active = fc.forecast_kw > rule.value * cap
+                out[d.id] = Observation(
+                    active, active, fc.forecast_kw < clear_share * cap, fc.forecast_kw
+                )
             return out
         if rule.kind == "state":
             rows = self.influx.rows(

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from core.config import Config
 from core.influx import InfluxClient
+from rules.demand import demand_lines, month_demand, months_of
 from rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
 from rules.records import RecordStore
 
@@ -60,6 +61,9 @@ def run_once(
     periods = months_between(start, end) + [year(y) for y in range(start.year, end.year + 1)]
     rows = ledger.rows(periods)
     lines = ledger_lines(rows)
+    for site in config.sites:
+        for y, m in months_of(start, end):
+            lines.extend(demand_lines(month_demand(config, influx, site, y, m), site.timezone))
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)

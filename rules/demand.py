@@ -1,0 +1,164 @@
+"""Demand watch: 15-minute block demand of each site's main meters, the month's
+maximum, the over-contract surcharge estimate, and a forecast of the running block.
+
+Taipower bills the highest 15-minute average demand of the month against the contract
+capacity (DOMAIN.md).  Block energy comes from the main meters' import counters
+(``non_negative_difference`` of the first reading per block, pushed into InfluxDB).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from core.config import Config, Site
+from core.influx import InfluxClient
+from core.reading import to_line
+from rules import formulas
+from rules.factors import is_summer, tariff
+
+BLOCK_S = 900
+
+
+@dataclass(frozen=True)
+class MonthDemand:
+    site: str
+    month: str
+    contract_kw: float | None
+    max_demand_kw: float | None
+    max_at_ms: int | None
+    surcharge_ntd: float | None
+    blocks: dict[int, float]  # block start [epoch ms] -> kW
+
+
+@dataclass(frozen=True)
+class Forecast:
+    site: str
+    block_start_ms: int
+    elapsed_s: float
+    energy_kwh: float
+    power_kw: float
+    forecast_kw: float
+    contract_kw: float | None
+
+
+def _main_devices(config: Config, site: Site) -> list[str]:
+    return [
+        d.id for d in config.devices if d.site == site.id and d.kind == "meter" and d.role == "main"
+    ]
+
+
+def block_demands(
+    influx: InfluxClient, devices: list[str], start_ms: int, end_ms: int
+) -> dict[int, float]:
+    """Block start [ms] -> demand [kW], summed over the given main meters."""
+    if not devices:
+        return {}
+    ids = "|".join(devices)
+    rows = influx.rows(
+        f'SELECT non_negative_difference(first("import_energy_wh")) AS e FROM "meter" '
+        f'WHERE "device" =~ /^({ids})$/ AND time >= {start_ms}ms AND time < {end_ms + BLOCK_S * 1000}ms '
+        f'GROUP BY time(15m), "device"'
+    )
+    out: dict[int, float] = defaultdict(float)
+    for r in rows:
+        if r["e"] is None:
+            continue
+        # the counter's first reading in block k+1 minus that in block k: block k's energy
+        block = r["time"] - BLOCK_S * 1000
+        if start_ms <= block < end_ms:
+            out[block] += formulas.block_demand_kw(r["e"] / 1000)
+    return dict(out)
+
+
+def month_demand(config: Config, influx: InfluxClient, site: Site, y: int, m: int) -> MonthDemand:
+    zone = ZoneInfo(site.timezone)
+    start = datetime(y, m, 1, tzinfo=zone)
+    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=zone)
+    blocks = block_demands(
+        influx,
+        _main_devices(config, site),
+        int(start.timestamp() * 1000),
+        int(end.timestamp() * 1000),
+    )
+    if not blocks:
+        return MonthDemand(
+            site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, None, None, None, {}
+        )
+    at, peak = max(blocks.items(), key=lambda kv: kv[1])
+    surcharge = None
+    if site.contract_capacity_kw:
+        peak_day = datetime.fromtimestamp(at / 1000, zone).date()
+        basic = tariff("high_voltage_two_stage", peak_day)["basic_ntd_per_kw_month"]
+        rate = basic["summer"] if is_summer(peak_day) else basic["non_summer"]
+        oc = tariff("over_contract", peak_day)
+        surcharge = formulas.over_contract_surcharge(
+            peak,
+            site.contract_capacity_kw,
+            rate,
+            oc["within_share"],
+            oc["within_multiplier"],
+            oc["above_multiplier"],
+        ).ntd
+    return MonthDemand(
+        site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, peak, at, surcharge, blocks
+    )
+
+
+def forecast(config: Config, influx: InfluxClient, site: Site, now: float) -> Forecast | None:
+    """The running block's expected final demand from its energy so far and the power now."""
+    devices = _main_devices(config, site)
+    if not devices:
+        return None
+    block_start = math.floor(now / BLOCK_S) * BLOCK_S
+    now_ms, bs_ms = int(now * 1000), int(block_start * 1000)
+    energy_wh, power_w, seen = 0.0, 0.0, False
+    for dev in devices:
+        before = influx.rows(
+            f'SELECT last("import_energy_wh") AS c FROM "meter" WHERE "device" = \'{dev}\' '
+            f"AND time <= {bs_ms}ms AND time > {bs_ms - 3_600_000}ms"
+        )
+        latest = influx.rows(
+            f'SELECT last("import_energy_wh") AS c, last("active_power_w") AS p FROM "meter" '
+            f"WHERE \"device\" = '{dev}' AND time > {bs_ms}ms AND time <= {now_ms}ms"
+        )
+        if not before or not latest or latest[0]["c"] is None:
+            continue
+        seen = True
+        energy_wh += max(0.0, latest[0]["c"] - before[0]["c"])
+        power_w += latest[0]["p"] or 0.0
+    if not seen:
+        return None
+    elapsed = now - block_start
+    fc = formulas.forecast_block_demand_kw(energy_wh / 1000, elapsed / 3600, power_w / 1000)
+    return Forecast(
+        site.id, bs_ms, elapsed, energy_wh / 1000, power_w / 1000, fc, site.contract_capacity_kw
+    )
+
+
+def demand_lines(md: MonthDemand, tz: str = "Asia/Taipei") -> list[str]:
+    lines = [
+        to_line("demand", {"site": md.site}, {"demand_kw": kw}, t)
+        for t, kw in sorted(md.blocks.items())
+    ]
+    if md.max_demand_kw is not None:
+        y, m = int(md.month[:4]), int(md.month[5:])
+        ts = int(datetime(y, m, 1, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+        fields = {"max_demand_kw": md.max_demand_kw, "max_at_ms": md.max_at_ms}
+        if md.contract_kw:
+            fields["contract_kw"] = md.contract_kw
+        if md.surcharge_ntd is not None:
+            fields["surcharge_ntd"] = md.surcharge_ntd
+        lines.append(to_line("demand_month", {"site": md.site, "month": md.month}, fields, ts))
+    return lines
+
+
+def months_of(start: date, end: date) -> list[tuple[int, int]]:
+    out, y, m = [], start.year, start.month
+    while date(y, m, 1) < end:
+        out.append((y, m))
+        y, m = y + (m == 12), m % 12 + 1
+    return out
