@@ -229,6 +229,17 @@ class Simulation(_Frozen):
     serial_port: str | None = Field(None, description="rtu: the simulator's end of the line")
 
 
+class ArraySpec(_Frozen):
+    """The PV array behind an inverter, as installed (PV performance needs P0)."""
+
+    dc_kwp: float = Field(gt=0, description="P0: array rated power at STC")
+    tilt_deg: float = Field(10.0, ge=0, le=90)
+    azimuth_deg: float = Field(180.0, ge=0, lt=360)
+    gamma_pdc: float = Field(
+        -0.0037, lt=0, gt=-0.02, description="power temperature coefficient [1/°C]"
+    )
+
+
 Transport = Literal["tcp", "rtu", "rtu-over-tcp"]
 Kind = Literal["inverter", "meter", "weather", "water"]
 
@@ -248,6 +259,7 @@ class Device(_Frozen):
     timeout_s: float = Field(1.0, gt=0, le=60)
     retries: int = Field(2, ge=0, le=10)
     backoff_max_s: float = Field(60.0, gt=0)
+    array: ArraySpec | None = Field(None, description="inverters: the array as installed")
     sunspec_base: Literal[0, 40000, 50000] | None = Field(
         None, description="skip discovery: 0, 40000 or 50000"
     )

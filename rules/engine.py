@@ -1,9 +1,10 @@
 """``foursave rules``: alerts and derived results.
 
-Alerts are evaluated every ``alert_interval_s`` (``rules/alerts.py``); the four-saving
-ledger (monthly and yearly rows, from live and backfilled data and the manual records)
-is recomputed every ``interval_s`` and written to the ``ledger`` measurement so Grafana
-and the API read it without recomputing.
+Alerts are evaluated every ``alert_interval_s`` (``rules/alerts.py``).  Every
+``interval_s`` the derived results are recomputed from live and backfilled data and
+the manual records, and written to InfluxDB so Grafana and the API read them without
+recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
+(``demand``, ``demand_month``) and daily PV performance (``pv_daily``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from core.config import Config
 from core.influx import InfluxClient
 from rules.demand import demand_lines, month_demand, months_of
 from rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
+from rules.pv import pv_days, pv_lines
 from rules.records import RecordStore
 
 log = logging.getLogger("foursave.rules")
@@ -64,6 +66,7 @@ def run_once(
     for site in config.sites:
         for y, m in months_of(start, end):
             lines.extend(demand_lines(month_demand(config, influx, site, y, m), site.timezone))
+    lines.extend(pv_lines(pv_days(config, influx, start, end)))
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)

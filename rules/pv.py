@@ -1,0 +1,276 @@
+"""PV performance per inverter and day (IEC 61724-1), from what InfluxDB holds.
+
+- final yield Y_f = E_AC / P0 from the inverter's energy counter;
+- reference yield Y_r = H_POA / G_STC from the site's weather station (plane-of-array
+  irradiance integrated per day; where only GHI is measured it is transposed to the
+  array's plane with pvlib: Erbs decomposition, isotropic sky);
+- PR = Y_f / Y_r and the temperature-corrected PR with hourly irradiance and cell
+  temperature (back-of-module + 3 °C at 1,000 W/m², Sandia);
+- expected energy (PVWatts with the measured weather and 14 % losses), availability
+  (15-minute blocks producing while POA > 50 W/m²), clipping (St THROTTLED) and outage
+  (St FAULT, or no power in sunshine) minutes — labelled, not counted as
+  under-performance — and, on clear days only, each inverter against its peers.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pvlib
+
+from core.config import Config, Device, Site
+from core.influx import InfluxClient
+from core.reading import to_line
+from rules import formulas
+from rules.ledger import daily_quantities
+
+SANDIA_DELTA_T_C = 3.0  # cell minus back-of-module at 1,000 W/m² (open rack)
+SYSTEM_LOSSES = 0.14  # PVWatts default
+CLEAR_DAY_KT = 0.75  # daily GHI / clear-sky GHI above this: a clear day
+PEER_LOW = 0.9  # Y_f below 90 % of the peers' median on a clear day: under-performing
+
+
+@dataclass
+class PvDay:
+    site: str
+    device: str
+    day: date
+    e_ac_kwh: float
+    p0_kwp: float
+    y_f: float
+    y_r: float | None = None
+    pr: float | None = None
+    pr_temp: float | None = None
+    expected_kwh: float | None = None
+    availability: float | None = None
+    clipping_min: float = 0.0
+    outage_min: float = 0.0
+    clear_day: bool = False
+    peer_ratio: float | None = None
+    labels: list[str] = field(default_factory=list)
+
+
+def array_of(d: Device, site: Site, n_inverters: int):
+    """The array as installed; else the simulated one; else an even share of the site."""
+    if d.array:
+        return d.array.dc_kwp, d.array.tilt_deg, d.array.azimuth_deg, d.array.gamma_pdc
+    sim = d.simulate
+    if sim and (sim.dc_kwp or sim.rated_power_w):
+        return (
+            (sim.dc_kwp or sim.rated_power_w / 1000 * 1.2),
+            sim.tilt_deg,
+            sim.azimuth_deg,
+            -0.0037,
+        )
+    if site.pv_capacity_kwp:
+        return site.pv_capacity_kwp / n_inverters, 10.0, 180.0, -0.0037
+    return None
+
+
+def _hourly(influx: InfluxClient, q: str, zone: ZoneInfo) -> dict[str, pd.Series]:
+    out = {}
+    for s in influx.query(q):
+        key = s.get("tags", {}).get("site") or s.get("tags", {}).get("device")
+        idx = pd.to_datetime([v[0] for v in s["values"]], unit="ms", utc=True).tz_convert(zone)
+        out[key] = pd.Series([v[1] for v in s["values"]], index=idx, dtype=float)
+    return out
+
+
+def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> list[PvDay]:
+    out: list[PvDay] = []
+    energy = daily_quantities(influx, config, start, end)
+    for site in config.sites:
+        zone = ZoneInfo(site.timezone)
+        invs = [d for d in config.devices if d.site == site.id and d.kind == "inverter"]
+        if not invs:
+            continue
+        t0 = int(datetime(start.year, start.month, start.day, tzinfo=zone).timestamp() * 1000)
+        t1 = int(datetime(end.year, end.month, end.day, tzinfo=zone).timestamp() * 1000)
+        rng = f"time >= {t0}ms AND time < {t1}ms"
+        wx = f"\"site\" = '{site.id}'"
+        poa = _hourly(
+            influx,
+            f'SELECT mean("poa_irradiance_wm2") FROM "weather" WHERE {wx} AND {rng} '
+            f'GROUP BY time(1h), "site" fill(none)',
+            zone,
+        ).get(site.id)
+        ghi = _hourly(
+            influx,
+            f'SELECT mean("ghi_wm2") FROM "weather" WHERE {wx} AND {rng} '
+            f'GROUP BY time(1h), "site" fill(none)',
+            zone,
+        ).get(site.id)
+        tmod = _hourly(
+            influx,
+            f'SELECT mean("module_temp_c") FROM "weather" WHERE {wx} AND {rng} '
+            f'GROUP BY time(1h), "site" fill(none)',
+            zone,
+        ).get(site.id)
+        p15 = _hourly(
+            influx,
+            f'SELECT mean("ac_power_w") FROM "inverter" WHERE {wx} AND {rng} '
+            f'GROUP BY time(15m), "device" fill(none)',
+            zone,
+        )
+        clip = _state_minutes(influx, site, rng, 5)
+        fault = _state_minutes(influx, site, rng, 7)
+        clear_days = _clear_days(site, ghi, zone)
+        for d in invs:
+            arr = array_of(d, site, len(invs))
+            if arr is None:
+                continue
+            p0, tilt, az, gamma = arr
+            plane = poa if poa is not None else _transpose(site, ghi, tilt, az)
+            dd = energy.get((d.id, "ac_energy_wh"))
+            if dd is None:
+                continue
+            for day, wh in sorted(dd.quantity.items()):
+                kwh = wh / 1000
+                row = PvDay(site.id, d.id, day, kwh, p0, formulas.final_yield(kwh, p0))
+                g = _day(plane, day)
+                if g is not None and g.sum() > 0:
+                    row.y_r = formulas.reference_yield(g.sum() / 1000)  # hourly means x 1 h
+                    row.pr = formulas.performance_ratio(row.y_f, row.y_r)
+                    t = _day(tmod, day)
+                    if t is not None and len(t) == len(g):
+                        t_cell = t.to_numpy() + SANDIA_DELTA_T_C * g.to_numpy() / 1000
+                        row.pr_temp = formulas.temperature_corrected_pr(
+                            kwh, p0, g.to_numpy(), t_cell, gamma, 1.0
+                        )
+                        row.expected_kwh = float(
+                            np.sum(p0 * g.to_numpy() / 1000 * (1 + gamma * (t_cell - 25)))
+                        ) * (1 - SYSTEM_LOSSES)
+                    pw = _day(p15.get(d.id), day)
+                    g15 = g.resample("15min").ffill() if len(g) else g
+                    if pw is not None and len(g15):
+                        sun = g15.reindex(pw.index, method="ffill").fillna(0)
+                        try:
+                            row.availability = formulas.availability(
+                                pw.to_numpy() > 0, sun.to_numpy()
+                            )
+                        except formulas.FormulaError:
+                            row.availability = None
+                        row.outage_min = 15.0 * float(
+                            ((pw.to_numpy() <= 0) & (sun.to_numpy() > 50)).sum()
+                        )
+                row.clipping_min = clip.get((d.id, day), 0.0)
+                row.outage_min = max(row.outage_min, fault.get((d.id, day), 0.0))
+                row.clear_day = day in clear_days
+                if row.clipping_min:
+                    row.labels.append("clipping")
+                if row.outage_min:
+                    row.labels.append("outage")
+                out.append(row)
+        _peers(out, site.id)
+    return out
+
+
+def _state_minutes(
+    influx: InfluxClient, site: Site, rng: str, state: int
+) -> dict[tuple[str, date], float]:
+    """Minutes per device and day in SunSpec state ``state`` (1-minute points)."""
+    zone = ZoneInfo(site.timezone)
+    rows = influx.rows(
+        f'SELECT count("state") AS n FROM "inverter" WHERE "site" = \'{site.id}\' AND {rng} '
+        f'AND "state" = {state} GROUP BY time(1d), "device" tz(\'{site.timezone}\')'
+    )
+    return {
+        (r["device"], datetime.fromtimestamp(r["time"] / 1000, zone).date()): float(r["n"])
+        for r in rows
+        if r["n"]
+    }
+
+
+def _day(s: pd.Series | None, day: date) -> pd.Series | None:
+    if s is None:
+        return None
+    part = s[s.index.date == day]
+    return part if len(part) else None
+
+
+def _transpose(site: Site, ghi: pd.Series | None, tilt: float, az: float) -> pd.Series | None:
+    """Hourly POA from hourly GHI (Erbs, isotropic) where no POA sensor exists."""
+    if ghi is None:
+        return None
+    mid = ghi.index + pd.Timedelta(minutes=30)
+    sp = pvlib.solarposition.get_solarposition(mid, site.lat, site.lon)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dec = pvlib.irradiance.erbs(
+            ghi.to_numpy(), sp["apparent_zenith"].to_numpy(), mid.day_of_year.to_numpy()
+        )
+        irr = pvlib.irradiance.get_total_irradiance(
+            tilt,
+            az,
+            sp["apparent_zenith"].to_numpy(),
+            sp["azimuth"].to_numpy(),
+            np.nan_to_num(np.asarray(dec["dni"])),
+            ghi.to_numpy(),
+            np.nan_to_num(np.asarray(dec["dhi"])),
+        )
+    return pd.Series(np.nan_to_num(np.asarray(irr["poa_global"])).clip(min=0), index=ghi.index)
+
+
+def _clear_days(site: Site, ghi: pd.Series | None, zone: ZoneInfo) -> set[date]:
+    if ghi is None or not len(ghi):
+        return set()
+    mid = ghi.index + pd.Timedelta(minutes=30)
+    zen = pvlib.solarposition.get_solarposition(mid, site.lat, site.lon)["apparent_zenith"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cs = np.nan_to_num(pvlib.clearsky.haurwitz(zen)["ghi"].to_numpy())
+    by_day: dict[date, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for t, g, c in zip(ghi.index, ghi.to_numpy(), cs, strict=True):
+        by_day[t.date()][0] += g
+        by_day[t.date()][1] += c
+    return {d for d, (g, c) in by_day.items() if c > 0 and g / c > CLEAR_DAY_KT}
+
+
+def _peers(rows: list[PvDay], site_id: str) -> None:
+    """On clear days, each inverter's Y_f against the median of its site's others."""
+    by_day: dict[date, list[PvDay]] = defaultdict(list)
+    for r in rows:
+        if r.site == site_id:
+            by_day[r.day].append(r)
+    for day_rows in by_day.values():
+        if len(day_rows) < 2 or not day_rows[0].clear_day:
+            continue
+        for r in day_rows:
+            others = [o.y_f for o in day_rows if o is not r and "outage" not in o.labels]
+            if others and statistics.median(others) > 0:
+                r.peer_ratio = r.y_f / statistics.median(others)
+                if (
+                    r.peer_ratio < PEER_LOW
+                    and "outage" not in r.labels
+                    and "clipping" not in r.labels
+                ):
+                    r.labels.append("under-performing vs peers")
+
+
+def pv_lines(rows: list[PvDay], tz: str = "Asia/Taipei") -> list[str]:
+    zone = ZoneInfo(tz)
+    lines = []
+    for r in rows:
+        ts = int(datetime(r.day.year, r.day.month, r.day.day, tzinfo=zone).timestamp() * 1000)
+        fields: dict[str, float | bool] = {
+            "e_ac_kwh": r.e_ac_kwh,
+            "p0_kwp": r.p0_kwp,
+            "y_f": r.y_f,
+            "clipping_min": r.clipping_min,
+            "outage_min": r.outage_min,
+            "clear_day": r.clear_day,
+        }
+        for k in ("y_r", "pr", "pr_temp", "expected_kwh", "availability", "peer_ratio"):
+            v = getattr(r, k)
+            if v is not None:
+                fields[k] = float(v)
+        lines.append(to_line("pv_daily", {"site": r.site, "device": r.device}, fields, ts))
+    return lines
+
+
+def pv_span(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=k) for k in range((end - start).days)]
