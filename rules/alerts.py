@@ -79,7 +79,9 @@ class Match(_Strict):
 
 class RuleSpec(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    kind: Literal["threshold", "state", "stale", "demand_forecast"]
+    kind: Literal[
+        "threshold", "state", "stale", "demand_forecast", "rate_of_change", "peer_deviation"
+    ]
     title: str
     title_zh: str | None = None
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -96,6 +98,8 @@ class RuleSpec(_Strict):
     states: tuple[int, ...] = ()
     event_mask: int = 0
     stale_s: float = Field(300, gt=0)
+    window_s: float = Field(900, gt=0, description="rate_of_change / peer_deviation window")
+    min_peer_w_per_kwp: float = Field(100, ge=0, description="peer_deviation: ignore dim skies")
     daylight_only: bool = False
     hours: tuple[int, int] | None = Field(None, description="local [from, to) hours, e.g. [0, 5]")
     repeat_s: float | None = Field(
@@ -388,6 +392,57 @@ class AlertEngine:
                 active = fc.forecast_kw > rule.value * cap
                 out[d.id] = Observation(
                     active, active, fc.forecast_kw < clear_share * cap, fc.forecast_kw
+                )
+            return out
+        if rule.kind == "rate_of_change":
+            w = int(rule.window_s * 1000)
+            m = rule.measurement or devices[0].kind
+            rows = self.influx.rows(
+                f'SELECT first("{rule.field}") AS a, last("{rule.field}") AS b FROM "{m}" '
+                f'WHERE {where} AND time > {now_ms - w}ms GROUP BY "device"'
+            )
+            clear_value = rule.clear_value if rule.clear_value is not None else rule.value
+            for r in rows:
+                if r["a"] is None or r["b"] is None:
+                    continue
+                per_h = (r["b"] - r["a"]) / (rule.window_s / 3600)
+                mag = abs(per_h)
+                out[r["device"]] = Observation(
+                    mag > rule.value, mag > rule.value, mag < clear_value, per_h
+                )
+            return out
+        if rule.kind == "peer_deviation":
+            from rules.pv import array_of
+
+            w = int(rule.window_s * 1000)
+            rows = self.influx.rows(
+                f'SELECT mean("ac_power_w") AS p FROM "inverter" WHERE {where} AND time > {now_ms - w}ms '
+                'GROUP BY "device"'
+            )
+            by_dev = {d.id: d for d in devices}
+            specific: dict[str, tuple[str, float]] = {}
+            for r in rows:
+                d = by_dev.get(r["device"])
+                site_invs = [x for x in devices if x.site == d.site] if d else []
+                arr = array_of(d, self.sites[d.site], len(site_invs)) if d else None
+                if arr and r["p"] is not None:
+                    specific[d.id] = (d.site, r["p"] / arr[0])  # W per kWp
+            clear_value = rule.clear_value if rule.clear_value is not None else rule.value
+            for dev, (site, wkwp) in specific.items():
+                peers = [v for k, (s2, v) in specific.items() if s2 == site and k != dev]
+                if not peers:
+                    continue
+                med = (
+                    sorted(peers)[len(peers) // 2]
+                    if len(peers) % 2
+                    else sum(sorted(peers)[len(peers) // 2 - 1 : len(peers) // 2 + 1]) / 2
+                )
+                if med < rule.min_peer_w_per_kwp:
+                    out[dev] = Observation(False, False, True, None)  # too dim to judge
+                    continue
+                ratio = wkwp / med
+                out[dev] = Observation(
+                    ratio < rule.value, ratio < rule.value, ratio > clear_value, ratio
                 )
             return out
         if rule.kind == "state":

@@ -50,49 +50,122 @@ def _utc(d: date, tz: ZoneInfo) -> str:
     )
 
 
-def daily_quantities(
-    influx: InfluxClient, config: Config, start: date, end: date, tz: str = "Asia/Taipei"
-) -> dict[tuple[str, str], DeviceDays]:
-    """(device, field) -> per-day quantity for local days in [start, end)."""
-    zone = ZoneInfo(tz)
+ROLLUP = "counter_daily"  # per device, counter field and closed local day: end value, completeness
+OPEN_DAYS = 2  # the last days before "end" are always recomputed (data may still arrive)
+
+
+def _raw_days(
+    influx: InfluxClient,
+    config: Config,
+    measurement: str,
+    fname: str,
+    start: date,
+    end: date,
+    zone: ZoneInfo,
+    tz: str,
+) -> dict[str, dict[date, tuple[float, float]]]:
+    """Device -> day -> (counter at the day's end, share of expected readings), from
+    the raw points (one aggregation pass per selector, pushed into InfluxDB)."""
     intervals = {d.id: d.interval_s for d in config.devices}
+    q = (
+        f'SELECT last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
+        f"WHERE time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
+        f'GROUP BY time(1d), "device", "source", "step_s" tz(\'{tz}\')'
+    )
+    per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
+    for row in influx.rows(q):
+        if row["c"] is None:
+            continue
+        day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
+        dev = row["device"]
+        backfilled = row.get("source") == "backfill"
+        step = float(row.get("step_s") or BACKFILL_STEP_S) if backfilled else intervals.get(dev, 60)
+        share = min(1.0, row["n"] / (86400 / step))
+        prev = per[dev].get(day)
+        # live data wins over history for the same day; completeness: the better
+        if prev is None or not backfilled:
+            per[dev][day] = (row["c"], max(share, prev[1] if prev else 0.0))
+    return per
+
+
+def daily_quantities(
+    influx: InfluxClient,
+    config: Config,
+    start: date,
+    end: date,
+    tz: str = "Asia/Taipei",
+    use_rollup: bool = True,
+) -> dict[tuple[str, str], DeviceDays]:
+    """(device, field) -> per-day quantity for local days in [start, end).
+
+    Closed days are kept in the ``counter_daily`` rollup: a second ledger over the
+    same history reads a few thousand rows instead of every reading.  The last
+    ``OPEN_DAYS`` days before ``end`` are always recomputed.
+    """
+    zone = ZoneInfo(tz)
     out: dict[tuple[str, str], DeviceDays] = {}
+    lo = start - timedelta(days=1)
+    all_days = [lo + timedelta(days=k) for k in range((end - lo).days)]
+    open_from = end - timedelta(days=OPEN_DAYS)
     for measurement, fname in COUNTERS:
-        q = (
-            f'SELECT first("{fname}") AS f, last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
-            f"WHERE time >= '{_utc(start - timedelta(days=1), zone)}' AND time < '{_utc(end, zone)}' "
-            f'GROUP BY time(1d), "device", "source", "step_s" tz(\'{tz}\')'
-        )
-        per: dict[str, dict[date, tuple[float, float, float]]] = defaultdict(dict)
-        for row in influx.rows(q):
-            if row["c"] is None:
-                continue
-            day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
-            dev = row["device"]
-            backfilled = row.get("source") == "backfill"
-            step = (
-                float(row.get("step_s") or BACKFILL_STEP_S)
-                if backfilled
-                else intervals.get(dev, 60)
+        per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
+        scanned: set[date] = set()
+        if use_rollup:
+            for row in influx.rows(
+                f'SELECT c, share, "device" FROM "{ROLLUP}" WHERE "field" = \'{fname}\' '
+                f"AND time >= '{_utc(lo, zone)}' AND time < '{_utc(open_from, zone)}'"
+            ):
+                day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
+                if row["device"] == "_scanned":
+                    scanned.add(day)
+                else:
+                    per[row["device"]][day] = (row["c"], row["share"])
+        missing = [d for d in all_days if d not in scanned]
+        if missing:
+            raw = _raw_days(
+                influx,
+                config,
+                measurement,
+                fname,
+                missing[0],
+                missing[-1] + timedelta(days=1),
+                zone,
+                tz,
             )
-            expected = 86400 / step
-            share = min(1.0, row["n"] / expected)
-            prev = per[dev].get(day)
-            # live data wins over history for the same day; completeness: the better
-            if prev is None or not backfilled:
-                per[dev][day] = (row["c"], max(share, prev[1] if prev else 0.0), row["f"])
+            lines = []
+            for dev, days in raw.items():
+                for day, (c, share) in days.items():
+                    per[dev][day] = (c, share)
+                    if day < open_from:
+                        lines.append(_rollup_line(dev, fname, day, c, share, zone))
+            if use_rollup:
+                lines += [
+                    _rollup_line("_scanned", fname, d, 0.0, 0.0, zone)
+                    for d in missing
+                    if d < open_from
+                ]
+                for i in range(0, len(lines), 5000):
+                    influx.write(lines[i : i + 5000])
+        firsts = None
         for dev, days in per.items():
             dd = DeviceDays()
             ordered = sorted(days)
             for i, day in enumerate(ordered):
                 if day < start:
                     continue
-                prev_day = ordered[i - 1] if i else None
                 c = days[day][0]
-                if prev_day is not None and (day - prev_day).days == 1:
-                    c_prev = days[prev_day][0]
-                else:  # the first day of data (or after a gap): from its own first reading
-                    c_prev = days[day][2]
+                if i:
+                    c_prev = days[ordered[i - 1]][0]  # after a gap: the energy lands here
+                else:  # the first day of data (commissioning): from its first reading
+                    if firsts is None:
+                        firsts = {
+                            r["device"]: r["first"]
+                            for r in influx.rows(
+                                f'SELECT first("{fname}") FROM "{measurement}" '
+                                f"WHERE time >= '{_utc(lo, zone)}' AND time < '{_utc(end, zone)}' GROUP BY \"device\""
+                            )
+                        }
+                    c_prev = firsts.get(dev, c)
                 if c < c_prev:  # the counter restarted: count what it shows since
                     dd.resets.append(day)
                     dd.quantity[day] = c
@@ -101,6 +174,13 @@ def daily_quantities(
                 dd.completeness[day] = days[day][1]
             out[(dev, fname)] = dd
     return out
+
+
+def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: ZoneInfo) -> str:
+    ts = int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
+    return to_line(
+        ROLLUP, {"device": device, "field": fname}, {"c": float(c), "share": float(share)}, ts
+    )
 
 
 @dataclass(frozen=True)

@@ -291,3 +291,52 @@ def test_alert_rules_file_is_valid():
         fh.write(bad)
     with pytest.raises(ValueError, match=r"rules\.0\.op"):
         load_alert_settings(fh.name)
+
+
+def test_peer_deviation_and_rate_of_change(tmp_path, influx, broker, channels):
+    hook, mail, _ = channels
+    cfg_text = CFG.replace(
+        "  - {id: inv-01, site: demo, kind: inverter, profile: sunspec, host: h, port: 1}",
+        "  - {id: inv-01, site: demo, kind: inverter, profile: sunspec, host: h, port: 1, array: {dc_kwp: 10}}\n"
+        "  - {id: inv-02, site: demo, kind: inverter, profile: sunspec, host: h, port: 4, array: {dc_kwp: 10}}\n"
+        "  - {id: inv-03, site: demo, kind: inverter, profile: sunspec, host: h, port: 5, array: {dc_kwp: 20}}",
+    )
+    rules = [
+        {
+            "id": "below-peers",
+            "kind": "peer_deviation",
+            "title": "Below peers",
+            "match": {"kind": "inverter"},
+            "value": 0.8,
+            "clear_value": 0.9,
+            "window_s": 600,
+            "daylight_only": True,
+        },
+        {
+            "id": "water-jump",
+            "kind": "rate_of_change",
+            "title": "Jump",
+            "match": {"kind": "water"},
+            "field": "volume_m3",
+            "value": 20,
+            "clear_value": 10,
+            "window_s": 900,
+        },
+    ]
+    clock = ManualClock(at(12))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, rules, clock)
+    engine.config = parse_config(cfg_text, env={})
+    for k in range(10):
+        t = clock.time() + 60 * k
+        # per kWp: inv-01 600 W/kWp, inv-02 390 (65 %), inv-03 600 (twice the size, twice the power)
+        write(influx, "inverter", "inv-01", {"ac_power_w": 6000.0}, t)
+        write(influx, "inverter", "inv-02", {"ac_power_w": 3900.0}, t)
+        write(influx, "inverter", "inv-03", {"ac_power_w": 12000.0}, t)
+        write(influx, "water", "water-01", {"volume_m3": 100.0 + 0.8 * k}, t)  # 48 m³/h
+    clock.advance(600)
+    events = engine.evaluate()
+    assert sorted((e["rule"], e["device"]) for e in events) == [
+        ("below-peers", "inv-02"),
+        ("water-jump", "water-01"),
+    ]
+    assert [e["value"] for e in events if e["rule"] == "below-peers"] == [pytest.approx(0.65)]

@@ -138,6 +138,15 @@ def test_ledger_from_history_and_records(tmp_path, influx_url, database, influx)
     assert p.actual == pytest.approx(0.95) and p.target_rate == 1.0 and p.met is False
     assert rows[("electricity", "2024")].completeness == pytest.approx(1.0)
 
+    # a second ledger reads the closed days from the counter_daily rollup: same numbers
+    assert influx.rows("SELECT count(c) FROM counter_daily")[0]["count"] > 0
+    again = Ledger(cfg, influx, store)
+    again.load(date(2024, 1, 1), date(2025, 2, 1))
+    rows2 = {(r.item, r.period): r for r in again.rows([month(2025, 1), year(2024)])}
+    for key in (("electricity", "2025-01"), ("electricity", "2024"), ("water", "2024")):
+        assert rows2[key].actual == pytest.approx(rows[key].actual, rel=1e-12)
+        assert rows2[key].completeness == pytest.approx(rows[key].completeness)
+
 
 @pytest.mark.integration
 def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
