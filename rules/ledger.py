@@ -253,6 +253,60 @@ class Ledger:
         """Fetch the daily quantities once for every period computed afterwards."""
         self._days = daily_quantities(self.influx, self.config, start, end)
         self._loaded = (start, end)
+        self._temps = self._daily_temps(start, end)
+
+    def _daily_temps(self, start: date, end: date) -> dict[str, dict[date, float]]:
+        """Site -> day -> mean outdoor temperature from the site's own weather station."""
+        out: dict[str, dict[date, float]] = {}
+        for site in self.config.sites:
+            zone = ZoneInfo(site.timezone)
+            rows = self.influx.rows(
+                f'SELECT mean("ambient_temp_c") AS t FROM "weather" WHERE "site" = \'{site.id}\' '
+                f"AND time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
+                f"GROUP BY time(1d) tz('{site.timezone}')"
+            )
+            out[site.id] = {
+                datetime.fromtimestamp(r["time"] / 1000, zone).date(): r["t"]
+                for r in rows
+                if r["t"] is not None
+            }
+        return out
+
+    def weather_normalised(self, site: Site, p: Period, actual: float) -> dict[str, float] | None:
+        """Savings against a cooling-degree-day regression of the base year's months
+        (ASHRAE Guideline 14: CV(RMSE), NMBE and the savings' uncertainty with it)."""
+        temps = getattr(self, "_temps", {}).get(site.id, {})
+        if not temps:
+            return None
+        base_y = site.ledger.base_year
+        energy, days, cdd = [], [], []
+        for m in range(1, 13):
+            bp = month(base_y, m)
+            e = self.electricity_raw(site, bp)
+            t = [temps[d] for d in _days(bp) if d in temps]
+            if e is None or len(t) < 0.9 * bp.days:
+                continue
+            energy.append(e)
+            days.append(bp.days)
+            cdd.append(formulas.cooling_degree_days(t) * bp.days / len(t))
+        if len(energy) < 6:
+            return None
+        fit = formulas.fit_cdd_baseline(energy, days, cdd)
+        t_rep = [temps[d] for d in _days(p) if d in temps]
+        if len(t_rep) < 0.9 * p.days:
+            return None
+        predicted = fit.predict(p.days, formulas.cooling_degree_days(t_rep) * p.days / len(t_rep))
+        saved = formulas.savings_rate(predicted, actual)
+        months = max(1, round(p.days / 30.4))
+        return {
+            "normalised_baseline_kwh": predicted,
+            "normalised_savings_rate": saved,
+            "normalised_savings_uncertainty": fit.savings_uncertainty(months, saved) * abs(saved)
+            if saved
+            else float("nan"),
+            "baseline_cv_rmse": fit.cv_rmse,
+            "baseline_nmbe": fit.nmbe,
+        }
 
     # ------------------------------------------------------------------ sums
     def _sum(
@@ -339,6 +393,13 @@ class Ledger:
                 actual, site.floor_area_m2, st.parking_area_m2
             )
         if actual is not None:
+            wn = self.weather_normalised(site, p, actual)
+            if wn:
+                row.details.update({k: v for k, v in wn.items() if v == v})  # drop NaN
+                row.notes.append(
+                    f"weather-normalised against {site.ledger.base_year} (CDD base 24 °C, own "
+                    f"weather station): CV(RMSE) {wn['baseline_cv_rmse']:.1%}, NMBE {wn['baseline_nmbe']:.2%}"
+                )
             f = emission_factor("grid_electricity", p.start)
             row.co2e_kg = formulas.co2e_kg(actual, f.value)
             row.details["pv_co2e_avoided_kg"] = formulas.co2e_kg(
@@ -501,6 +562,10 @@ class Ledger:
                 for item in ("electricity", "water", "fuel", "paper"):
                     out.append(getattr(self, item)(site, p))
         return out
+
+
+def _days(p: Period) -> list[date]:
+    return [p.start + timedelta(days=k) for k in range(p.days)]
 
 
 def _interpolate(table: dict[int, float], y: int) -> float:

@@ -129,6 +129,13 @@ def test_ledger_from_history_and_records(tmp_path, influx_url, database, influx)
     # 2016 plan: electricity judged against the base year's same month, target no growth
     assert e.baseline_rule.startswith("base year 2024") and e.target_rate == 0.0
     assert e.savings_rate == pytest.approx((e.baseline - e.actual) / e.baseline)
+    # weather normalisation against a CDD regression of 2024's months (same building):
+    # the normalised savings are ~0 within their uncertainty; the fit statistics are reported
+    assert e.details["baseline_cv_rmse"] < 0.15 and abs(e.details["baseline_nmbe"]) < 0.005
+    unadjusted = (e.details["normalised_baseline_kwh"] - (e.actual + 1000)) / e.details[
+        "normalised_baseline_kwh"
+    ]
+    assert abs(unadjusted) < max(0.05, e.details.get("normalised_savings_uncertainty", 0))
     # fuel against the previous year: 400 -> 380 L is 5 % saved, target 1 %
     f = rows[("fuel", "2025-01")]
     assert (f.actual, f.baseline, f.target_rate, f.met) == (380.0, 400.0, 0.01, True)
