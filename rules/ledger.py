@@ -392,6 +392,14 @@ class Ledger:
             row.details["eui_kwh_m2"] = formulas.eui_kwh_m2(
                 actual, site.floor_area_m2, st.parking_area_m2
             )
+            if len(p.label) == 7:  # a month: also the rolling 12 months ending with it
+                y, m = int(p.label[:4]), int(p.label[5:])
+                months12 = [month(y - (m - k <= 0), (m - k - 1) % 12 + 1) for k in range(12)]
+                vals = [self.electricity_raw(site, q) for q in months12]
+                if all(v is not None for v in vals):
+                    row.details["eui_rolling_12m_kwh_m2"] = formulas.eui_kwh_m2(
+                        sum(vals), site.floor_area_m2, st.parking_area_m2
+                    )
         if actual is not None:
             wn = self.weather_normalised(site, p, actual)
             if wn:

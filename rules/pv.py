@@ -143,9 +143,9 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
                         row.pr_temp = formulas.temperature_corrected_pr(
                             kwh, p0, g.to_numpy(), t_cell, gamma, 1.0
                         )
-                        row.expected_kwh = float(
-                            np.sum(p0 * g.to_numpy() / 1000 * (1 + gamma * (t_cell - 25)))
-                        ) * (1 - SYSTEM_LOSSES)
+                        # pvlib's PVWatts DC model on the measured weather, less system losses
+                        dc_w = pvlib.pvsystem.pvwatts_dc(g.to_numpy(), t_cell, p0 * 1000, gamma)
+                        row.expected_kwh = float(np.sum(dc_w)) / 1000 * (1 - SYSTEM_LOSSES)
                     pw = _day(p15.get(d.id), day)
                     g15 = g.resample("15min").ffill() if len(g) else g
                     if pw is not None and len(g15):

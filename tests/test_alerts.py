@@ -340,3 +340,22 @@ def test_peer_deviation_and_rate_of_change(tmp_path, influx, broker, channels):
         ("water-jump", "water-01"),
     ]
     assert [e["value"] for e in events if e["rule"] == "below-peers"] == [pytest.approx(0.65)]
+
+
+def test_repeat_until_acknowledged(tmp_path, influx, broker, channels):
+    hook, mail, _ = channels
+    rule = {**FAULT, "repeat_s": 600}
+    clock = ManualClock(at(11))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    kinds = []
+    for _ in range(25):  # 25 minutes faulted: firing, then a reminder every 10 minutes
+        write(influx, "inverter", "inv-01", {"state": 7, "events": 1}, clock.time())
+        kinds += [e["event"] for e in engine.evaluate()]
+        clock.advance(60)
+    assert kinds == ["firing", "repeat", "repeat"]
+    inc = engine.store.all("firing")[0]
+    engine.store.acknowledge(inc.id, "lee", "on it", clock.time())
+    for _ in range(25):  # acknowledged: no more reminders
+        write(influx, "inverter", "inv-01", {"state": 7, "events": 1}, clock.time())
+        assert engine.evaluate() == []
+        clock.advance(60)

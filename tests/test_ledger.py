@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 import yaml
@@ -122,6 +122,10 @@ def test_ledger_from_history_and_records(tmp_path, influx_url, database, influx)
     assert e.details["pv_generation_kwh"] == pytest.approx(pv, rel=1e-6)
     assert e.actual == pytest.approx(main - ev - 1000, rel=1e-6)
     assert e.details["eui_kwh_m2"] == pytest.approx(e.actual / 10_000)
+    # rolling 12 months: February 2024 .. January 2025 over the same 10,000 m²
+    months12 = [month(2024, m) for m in range(2, 13)] + [month(2025, 1)]
+    rolling = sum(ledger.electricity_raw(cfg.sites[0], q) for q in months12) / 10_000
+    assert e.details["eui_rolling_12m_kwh_m2"] == pytest.approx(rolling)
     assert e.completeness == pytest.approx(1.0)
     assert any("director Huang" in n for n in e.notes)
     assert any("not yet published" in n for n in e.notes)  # 2025 grid factor
@@ -183,3 +187,50 @@ def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
     assert (
         len(rows) == 1 and rows[0]["actual"] > 0 and rows[0]["completeness"] == pytest.approx(1.0)
     )
+
+
+@pytest.mark.integration
+def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
+    tmp_path, broker, influx_url, database, influx
+):
+    import signal
+
+    from tests.helpers import wait_for
+
+    raw = yaml.safe_load(SITE_CONFIG)
+    raw["services"]["mqtt"] = {"url": f"mqtt://127.0.0.1:{broker.port}"}
+    raw["services"]["rules"] = {
+        "records_path": str(tmp_path / "r.sqlite"),
+        "state_path": str(tmp_path / "s.sqlite"),
+        "alert_interval_s": 0.5,
+        "interval_s": 600,
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    env = {
+        **os.environ,
+        "FOURSAVE_INFLUXDB_URL": influx_url,
+        "FOURSAVE_INFLUXDB_DATABASE": database,
+    }
+    today = date.today()
+    run_backfill(
+        parse_config(path.read_text(), env=env),
+        today - timedelta(days=3),
+        today,
+    )
+    with open(tmp_path / "rules.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "rules", "--config", str(path)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: influx.rows("SELECT count(actual) FROM ledger"), 60, "the ledger written")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in (tmp_path / "rules.log").read_text()
