@@ -62,7 +62,7 @@ def run_once(
     ledger.load(date(start.year - 1, 1, 1), end)
     periods = months_between(start, end) + [year(y) for y in range(start.year, end.year + 1)]
     rows = ledger.rows(periods)
-    lines = ledger_lines(rows)
+    lines = ledger_lines(rows) + ledger.daily_lines(start, end)
     for site in config.sites:
         for y, m in months_of(start, end):
             lines.extend(demand_lines(month_demand(config, influx, site, y, m), site.timezone))

@@ -562,6 +562,47 @@ class Ledger:
         adj, _ = self._adjustments(site, p, "fuel")
         return None if gas is None and diesel is None else (gas or 0) + (diesel or 0) + adj
 
+    # ------------------------------------------------------------------ daily
+    def daily_lines(self, start: date, end: date) -> list[str]:
+        """``ledger_daily``: per site and local day, the quantities behind the ledger."""
+        lines = []
+        for site in self.config.sites:
+            zone = ZoneInfo(site.timezone)
+            d = start
+            while d < end:
+                p = Period(d.isoformat(), d, d + timedelta(days=1))
+                imp, comp, _ = self._sum(site, p, "import_energy_wh", roles={"main"})
+                excl, _, _ = self._sum(
+                    site, p, "import_energy_wh", roles=set(site.ledger.exclusions)
+                )
+                exp_, _, _ = self._sum(site, p, "export_energy_wh", roles={"main"})
+                pv, _, _ = self._sum(site, p, "import_energy_wh", roles={"pv"})
+                if pv is None:
+                    pv, _, _ = self._sum(site, p, "ac_energy_wh", kinds={"inverter"})
+                water, wcomp, _ = self._sum(site, p, "volume_m3", kinds={"water"})
+                fields: dict[str, float] = {}
+                if imp is not None:
+                    fields.update(
+                        electricity_kwh=(imp - (excl or 0)) / 1000,
+                        grid_import_kwh=imp / 1000,
+                        grid_export_kwh=(exp_ or 0) / 1000,
+                        excluded_kwh=(excl or 0) / 1000,
+                        completeness=comp or 0.0,
+                    )
+                if pv is not None:
+                    fields["pv_generation_kwh"] = pv / 1000
+                if water is not None:
+                    fields.update(water_m3=water, water_completeness=wcomp or 0.0)
+                if fields:
+                    ts = int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp() * 1000)
+                    lines.append(
+                        to_line(
+                            "ledger_daily", {"site": site.id, "method": METHOD_VERSION}, fields, ts
+                        )
+                    )
+                d += timedelta(days=1)
+        return lines
+
     # ------------------------------------------------------------------ all
     def rows(self, periods: list[Period]) -> list[LedgerRow]:
         out = []
