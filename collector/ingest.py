@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from core.reading import (
     reading_line,
     to_line,
 )
+from core.store import open_db
 from core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
@@ -81,10 +81,8 @@ class DeadLetters:
     """Messages that cannot be stored, kept with the reason (SQLite)."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(
+        self.db = open_db(
+            path,
             """CREATE TABLE IF NOT EXISTS dead_letters (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
                  received_ms INTEGER NOT NULL,
@@ -94,7 +92,7 @@ class DeadLetters:
                  error TEXT NOT NULL);
                CREATE TABLE IF NOT EXISTS seq_state (
                  device TEXT PRIMARY KEY, last_seq INTEGER NOT NULL,
-                 received INTEGER NOT NULL, gaps INTEGER NOT NULL, duplicates INTEGER NOT NULL);"""
+                 received INTEGER NOT NULL, gaps INTEGER NOT NULL, duplicates INTEGER NOT NULL);""",
         )
 
     def add(self, msg: Message, error: str, line: str | None = None) -> None:

@@ -7,8 +7,9 @@ and the per-device sequence counters survive a restart of the collector.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+from core.store import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -24,13 +25,9 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 class Spool:
     def __init__(self, path: str | Path, max_rows: int):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed reading survives a power cut (one fsync per flush, ~50 ms)
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.db = open_db(self.path, SCHEMA, synchronous="FULL")
         self._depth = self.db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
         self.dropped = self._counter("dropped")
 

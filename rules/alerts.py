@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -42,6 +41,7 @@ from core.clock import Clock
 from core.config import Config, Device
 from core.influx import InfluxClient
 from core.reading import to_line
+from core.store import open_db
 from core.topics import alert_topic
 
 log = logging.getLogger("foursave.alerts")
@@ -182,10 +182,7 @@ class Incident:
 
 class IncidentStore:
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.db = open_db(path, SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -9,14 +9,22 @@ one, so the trail stays (the API issue adds HTTP endpoints on top of this store)
 from __future__ import annotations
 
 import csv
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.store import open_db
 
 RecordKind = Literal[
     "gasoline_l",  # litres of gasoline bought for official vehicles
@@ -61,7 +69,8 @@ class RecordIn(BaseModel):
             raise ValueError("expected a month like 2025-07") from None
         return v
 
-    def model_post_init(self, _ctx) -> None:
+    @model_validator(mode="after")
+    def _complete(self) -> RecordIn:
         if self.kind == "adjustment":
             missing = [
                 k for k in ("item", "reason", "approved_by", "approved_on") if not getattr(self, k)
@@ -70,6 +79,7 @@ class RecordIn(BaseModel):
                 raise ValueError(f"an adjustment needs {missing}")
         elif self.value < 0:
             raise ValueError("a quantity cannot be negative (use an adjustment)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,7 @@ class RecordError(ValueError):
 
 class RecordStore:
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+        self.db = open_db(path, SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -234,3 +234,13 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         if proc.poll() is None:
             proc.kill()
     assert "Traceback" not in (tmp_path / "rules.log").read_text()
+
+
+def test_csv_adjustment_without_approval_is_refused_by_line(tmp_path):
+    store = RecordStore(tmp_path / "r.sqlite")
+    f = tmp_path / "adj.csv"
+    f.write_text("site,period,kind,value,item,reason\nyonghua,2025-01,adjustment,-500,electricity,new servers\n")
+    result = import_csv(store, f, "chen")
+    assert result.added == [] and any(
+        e.startswith(f"{f}:2:") and "approved_by" in e for e in result.errors
+    ), result.errors
