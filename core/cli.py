@@ -194,6 +194,11 @@ def cmd_rules(args) -> int:
         influx = InfluxClient.from_config(cfg.services.influxdb)
         records = RecordStore(cfg.services.rules.records_path)
         try:
+            if args.rebuild:
+                from rules.ledger import ROLLUP
+
+                influx.query(f'DROP MEASUREMENT "{ROLLUP}"')
+                print(f"dropped the {ROLLUP} rollup: every day is recomputed from the readings")
             rows = run_once(cfg, influx, records, args.start, args.to)
         except InfluxUnavailable as exc:
             print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
@@ -323,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rules", cmd_rules, "compute the four-saving ledger (and, next, PV KPIs, alerts)")
     sp.add_argument("--once", action="store_true", help="one pass over the data present, then exit")
     sp.add_argument("--no-alerts", action="store_true", help="--once: the ledger only")
+    sp.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="--once: forget the daily rollup first (after late data, e.g. a backfill into the past)",
+    )
     sp.add_argument("--from", dest="start", type=_date, help="first day (default: first data)")
     sp.add_argument("--to", type=_date, help="day after the last one (default: last data)")
     sp = add("alerts", cmd_alerts, "list or acknowledge alert incidents")

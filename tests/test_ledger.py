@@ -239,7 +239,9 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
 def test_csv_adjustment_without_approval_is_refused_by_line(tmp_path):
     store = RecordStore(tmp_path / "r.sqlite")
     f = tmp_path / "adj.csv"
-    f.write_text("site,period,kind,value,item,reason\nyonghua,2025-01,adjustment,-500,electricity,new servers\n")
+    f.write_text(
+        "site,period,kind,value,item,reason\nyonghua,2025-01,adjustment,-500,electricity,new servers\n"
+    )
     result = import_csv(store, f, "chen")
     assert result.added == [] and any(
         e.startswith(f"{f}:2:") and "approved_by" in e for e in result.errors
