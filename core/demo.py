@@ -61,7 +61,7 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
     # one simulated clock for every process (matters when simulated time runs fast)
     os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
     procs: dict[str, subprocess.Popen] = {}
-    for name in ("sim", "ingest", "collect"):
+    for name in ("sim", "ingest", "collect", "rules"):
         procs[name] = _spawn(name, [name, "--config", config_path], var)
 
     print("foursave demo is running (Ctrl-C stops everything)\n")
@@ -89,7 +89,8 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
     if svc.simulator.control_port:
         host, port = svc.simulator.control_host, svc.simulator.control_port
         print(f"  faults        http://{host}:{port}/devices  (README: Faults on demand)")
-    print(f"  logs          {var}/{{sim,collect,ingest}}.log")
+    print("  alerts        mqtt topic foursave/v1/+/alert/#; foursave alerts list")
+    print(f"  logs          {var}/{{sim,collect,ingest,rules}}.log")
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
     print(
         f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute 'SELECT * FROM inverter ORDER BY time DESC LIMIT 3'\n"
@@ -118,7 +119,7 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
             print(f"\r{line:<100}", end="", flush=True)
     finally:
         print("\nstopping ...")
-        for name in ("collect", "ingest", "sim"):  # the collector first: it drains to the broker
+        for name in ("rules", "collect", "ingest", "sim"):  # collector before ingester: it drains
             p = procs[name]
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -328,6 +328,7 @@ class AlertEngine:
         self.notifier = notifier
         self.clock = clock
         self.sites = {s.id: s for s in config.sites}
+        self.started = clock.time()  # a device never heard from is stale only after stale_s
 
     # -------------------------------------------------------------- conditions
     def _daylight(self, site_id: str, now: float) -> bool:
@@ -373,7 +374,11 @@ class AlertEngine:
             for d in devices:
                 t = last.get(d.id)
                 age = None if t is None else (now_ms - t) / 1000
-                stale = age is None or age > rule.stale_s
+                if age is None:  # never heard from: give a fresh start stale_s
+                    age = now - self.started if now - self.started > rule.stale_s else None
+                    stale = age is not None
+                else:
+                    stale = age > rule.stale_s
                 out[d.id] = Observation(stale, stale, not stale, age)
             return out
         if rule.kind == "demand_forecast":
