@@ -17,7 +17,6 @@ log = logging.getLogger("foursave")
 NOT_YET = {
     "api": "the HTTP API and display page (issue: API, display and reports)",
     "report": "four-saving reports (issue: API, display and reports)",
-    "dashboards": "Grafana dashboards as code (issue: Grafana dashboards)",
 }
 
 
@@ -301,6 +300,44 @@ def cmd_records(args) -> int:
     return 0
 
 
+def cmd_dashboards(args) -> int:
+    if args.action == "build":
+        from dashboards.build import write_all
+
+        for p in write_all():
+            print(f"wrote {p}")
+        return 0
+    from grafana_client.client import GrafanaClientError
+
+    from dashboards.push import push
+
+    cfg = _load(args.config)
+    token = os.environ.get("FOURSAVE_GRAFANA_TOKEN")
+    if token:
+        credential = token
+    elif args.user:
+        credential = (args.user, os.environ.get("FOURSAVE_GRAFANA_PASSWORD", ""))
+    else:
+        print(
+            "foursave dashboards push: set FOURSAVE_GRAFANA_TOKEN, or --user with "
+            "FOURSAVE_GRAFANA_PASSWORD",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        for line in push(
+            args.url,
+            credential,
+            args.influx_url or cfg.services.influxdb.url,
+            cfg.services.influxdb.database,
+        ):
+            print(line)
+    except (GrafanaClientError, OSError) as exc:
+        print(f"foursave dashboards push: {args.url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_not_yet(args) -> int:
     print(f"foursave {args.command}: {NOT_YET[args.command]} is not built yet.", file=sys.stderr)
     return 2
@@ -341,6 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--by", default=os.environ.get("USER", "unknown"))
     sp.add_argument("--comment")
     sp.add_argument("--all", action="store_true", help="list: also resolved and cancelled")
+    sp = add("dashboards", cmd_dashboards, "build the Grafana JSON, or push it to a Grafana")
+    sp.add_argument("action", choices=["build", "push"])
+    sp.add_argument("--url", default="http://127.0.0.1:3000", help="push: Grafana's address")
+    sp.add_argument("--user", help="push: basic-auth user (password: FOURSAVE_GRAFANA_PASSWORD)")
+    sp.add_argument("--influx-url", help="push: InfluxDB as Grafana reaches it (default: config)")
     sp = add("records", cmd_records, "manual records: fuel, paper, bills, adjustments")
     sp.add_argument("action", choices=["import", "add", "list"])
     sp.add_argument("file", nargs="?", help="import: CSV file")

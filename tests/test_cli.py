@@ -38,9 +38,15 @@ def test_every_contract_subcommand_exists():
 def test_compose_file_runs_the_services_with_real_subcommands():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"mosquitto", "influxdb", "sim", "collect", "ingest"} <= set(services)
+    assert {"mosquitto", "influxdb", "sim", "collect", "ingest", "rules", "grafana"} <= set(
+        services
+    )
+    graf = services["grafana"]
+    assert graf["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    for mount in graf["volumes"][:3]:  # the provisioning it mounts exists in the repository
+        assert (ROOT / mount.split(":")[0].removeprefix("./")).exists(), mount
     assert services["influxdb"]["image"] == "influxdb:1.8"
-    for name in ("sim", "collect", "ingest"):
+    for name in ("sim", "collect", "ingest", "rules"):
         assert services[name]["command"][0] in CONTRACT_SUBCOMMANDS
     for name in ("mosquitto", "influxdb", "sim"):
         assert "healthcheck" in services[name]
