@@ -209,12 +209,35 @@ def cmd_rules(args) -> int:
             f"ledger: {len(rows)} rows written to {cfg.services.influxdb.url}/"
             f"{cfg.services.influxdb.database} (measurement 'ledger')"
         )
-        return 0
+        return 0 if args.no_alerts else _alerts_once(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     run_forever(cfg, stop)
     return 0
+
+
+def _ack_event(cfg, inc) -> None:
+    """The acknowledgement into alert history (dashboards show who and why)."""
+    from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from core.reading import to_line
+
+    line = to_line(
+        "alert_events",
+        {"site": inc.site, "device": inc.device, "rule": inc.rule_id, "event": "acknowledged"},
+        {"incident": inc.id},
+        int(inc.acked_at * 1000),
+    )
+    by = inc.acked_by.replace("\\", "\\\\").replace('"', '\\"')
+    comment = (inc.ack_comment or "").replace("\\", "\\\\").replace('"', '\\"')
+    line = line.replace(" incident=", f' by="{by}",comment="{comment}",incident=', 1)
+    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=5)
+    try:
+        influx.write([line])
+    except (InfluxUnavailable, InfluxRejected) as exc:
+        print(f"(acknowledgement not written to InfluxDB: {exc})", file=sys.stderr)
+    finally:
+        influx.close()
 
 
 def cmd_alerts(args) -> int:
@@ -237,6 +260,7 @@ def cmd_alerts(args) -> int:
                 print(f"foursave alerts ack: {exc}", file=sys.stderr)
                 return 2
             print(f"incident {inc.id} acknowledged by {inc.acked_by}")
+            _ack_event(cfg, inc)
             return 0
         for i in store.all(None if args.all else "firing"):
             when = datetime.fromtimestamp(i.fired_at or i.pending_since, UTC).isoformat(
@@ -362,9 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
-    sp = add("rules", cmd_rules, "compute the four-saving ledger (and, next, PV KPIs, alerts)")
+    sp = add("rules", cmd_rules, "alerts, four-saving ledger, demand and PV performance")
     sp.add_argument("--once", action="store_true", help="one pass over the data present, then exit")
-    sp.add_argument("--no-alerts", action="store_true", help="--once: the ledger only")
+    sp.add_argument("--no-alerts", action="store_true", help="--once: derived results only")
     sp.add_argument(
         "--rebuild",
         action="store_true",

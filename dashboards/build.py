@@ -19,7 +19,14 @@ from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DataTransformerConfig,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+)
+from sunspec2 import device as ss_device
 
 DS_UID = "foursave-influxdb"
 DS = DataSourceRef(type_val="influxdb", uid=DS_UID)
@@ -107,6 +114,20 @@ def _device_var(measurement: str) -> db.QueryVariable:
     )
 
 
+def sunspec_states() -> ValueMap:
+    """SunSpec St as text, from model 103's own symbol table (pysunspec2)."""
+    st = next(p for p in ss_device.get_model_def(103)["group"]["points"] if p["name"] == "St")
+    colours = {"FAULT": "red", "THROTTLED": "orange", "MPPT": "green", "SLEEPING": "blue"}
+    return ValueMap(
+        {
+            str(sym["value"]): ValueMappingResult(
+                text=sym["name"], color=colours.get(sym["name"]), index=i
+            )
+            for i, sym in enumerate(st["symbols"])
+        }
+    )
+
+
 SITE = '"site" =~ /^$site$/'
 DEVICE = '"device" =~ /^$device$/'
 
@@ -128,6 +149,17 @@ def facilities() -> db.Dashboard:
                 f'SELECT sum("p") AS "pv" FROM (SELECT mean("ac_power_w") AS "p" FROM "inverter" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)) WHERE $timeFilter GROUP BY time($__interval)',
                 w=24,
             )
+            # building load = grid import + the PV behind the meter
+            .with_transformation(
+                DataTransformerConfig(
+                    id_val="calculateField",
+                    options={
+                        "mode": "binary",
+                        "alias": "building load",
+                        "binary": {"left": "grid", "operator": "+", "right": "pv"},
+                    },
+                )
+            )
         )
         .with_panel(
             _ts(
@@ -135,6 +167,7 @@ def facilities() -> db.Dashboard:
                 "kwatt",
                 f'SELECT max("demand_kw") AS "demand" FROM "demand" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
                 f'SELECT last("contract_kw") AS "contract" FROM "demand_month" WHERE {SITE} AND $timeFilter GROUP BY time(1d) fill(previous)',
+                f'SELECT max("forecast_kw") AS "forecast" FROM "demand_forecast" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
             )
         )
         .with_panel(
@@ -202,10 +235,10 @@ def solar() -> db.Dashboard:
         )
         .with_panel(
             _ts(
-                "運轉狀態 SunSpec state (4 MPPT, 5 THROTTLED, 7 FAULT)",
+                "運轉狀態 SunSpec state",
                 "none",
                 f'SELECT last("state") FROM "inverter" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)',
-            )
+            ).mappings([sunspec_states()])
         )
         .with_panel(
             _ts(
@@ -248,9 +281,9 @@ def solar() -> db.Dashboard:
 def four_saving() -> db.Dashboard:
     def item(name: str, zh: str, unit: str) -> timeseries.Panel:
         return _ts(
-            f"{zh} {name.capitalize()}: actual vs baseline",
+            f"{zh} {name.capitalize()}: actual vs baseline and target",
             unit,
-            f'SELECT last("actual") AS "actual", last("baseline") AS "baseline" FROM "ledger" WHERE {SITE} AND "item" = \'{name}\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
+            f'SELECT last("actual") AS "actual", last("baseline") AS "baseline", last("target") AS "target" FROM "ledger" WHERE {SITE} AND "item" = \'{name}\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
         )
 
     return (
@@ -328,9 +361,9 @@ def alerts() -> db.Dashboard:
         )
         .with_panel(
             _table(
-                "事件 Events (firing, repeat, resolved)",
+                "事件與確認 Events and acknowledgements",
                 "none",
-                f'SELECT "incident", "event", "rule", "device", "severity", "value" FROM "alert_events" WHERE {SITE} AND $timeFilter',
+                f'SELECT "incident", "event", "rule", "device", "severity", "value", "by", "comment" FROM "alert_events" WHERE {SITE} AND $timeFilter',
             )
         )
     )

@@ -254,7 +254,9 @@ class Notifier:
         self.failures = 0
 
     def send(self, event: dict) -> None:
-        if self.s.mqtt and self.mqtt is not None:
+        if self.s.mqtt and self.mqtt is not None and not self.mqtt.is_connected():
+            self._failed("mqtt", ConnectionError("not connected to the broker"))
+        elif self.s.mqtt and self.mqtt is not None:
             try:
                 info = self.mqtt.publish(
                     alert_topic(event["site"], event["rule"]),

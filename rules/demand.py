@@ -162,3 +162,21 @@ def months_of(start: date, end: date) -> list[tuple[int, int]]:
         out.append((y, m))
         y, m = y + (m == 12), m % 12 + 1
     return out
+
+
+def forecast_lines(config: Config, influx: InfluxClient, now: float) -> list[str]:
+    """The running block's forecast per site (``demand_forecast``), for dashboards."""
+    lines = []
+    for site in config.sites:
+        fc = forecast(config, influx, site, now)
+        if fc is None:
+            continue
+        fields = {
+            "forecast_kw": fc.forecast_kw,
+            "energy_kwh": fc.energy_kwh,
+            "power_kw": fc.power_kw,
+        }
+        if fc.contract_kw:
+            fields["contract_kw"] = fc.contract_kw
+        lines.append(to_line("demand_forecast", {"site": site.id}, fields, int(now * 1000)))
+    return lines

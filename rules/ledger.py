@@ -644,6 +644,8 @@ def ledger_lines(rows: list[LedgerRow], tz: str = "Asia/Taipei") -> list[str]:
                 fields[k] = float(v)
         if r.met is not None:
             fields["met"] = r.met
+        if r.baseline and r.target_rate is not None and r.item != "paper":
+            fields["target"] = float(r.baseline * (1 - r.target_rate))  # the quantity to stay under
         fields["adjustments"] = float(r.adjustments)
         fields.update({k: float(v) for k, v in r.details.items()})
         tags = {

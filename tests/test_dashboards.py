@@ -19,6 +19,7 @@ from core.reading import to_line
 from core.services import free_port
 from dashboards.build import DASHBOARDS, DS_UID, OUT, dashboard_json, write_all
 from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from rules.demand import forecast_lines
 from rules.engine import run_once
 from rules.records import RecordIn, RecordStore
 from simulators.backfill import run_backfill
@@ -143,14 +144,23 @@ def test_every_panel_query_returns_data(
             ],
         }
     )
-    AlertEngine(
+    engine = AlertEngine(
         cfg,
         settings,
         influx,
         IncidentStore(tmp_path / "i.sqlite"),
         Notifier(settings),
         ManualClock(t_alert + 1),
-    ).evaluate()
+    )
+    engine.evaluate()
+    from core.cli import _ack_event
+
+    inc = engine.store.acknowledge(
+        engine.store.all("firing")[0].id, "lee", "crew sent", t_alert + 60
+    )
+    _ack_event(cfg, inc)
+    # the running block's demand forecast, as the engine writes it every pass
+    influx.write(forecast_lines(cfg, influx, datetime(2025, 10, 28, 14, 7, tzinfo=tz).timestamp()))
 
     # monthly results are stamped at the start of their month: the range starts before it
     start_ms = int(datetime(2025, 9, 1, tzinfo=tz).timestamp() * 1000)

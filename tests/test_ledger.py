@@ -173,7 +173,7 @@ def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
     cfg = parse_config(path.read_text(), env=env)
     run_backfill(cfg, date(2024, 12, 1), date(2025, 1, 1), step_s=900)
     out = subprocess.run(
-        [sys.executable, "-m", "core.cli", "rules", "--once", "--no-alerts", "--config", str(path)],
+        [sys.executable, "-m", "core.cli", "rules", "--once", "--config", str(path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -181,6 +181,8 @@ def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
+    # the alert pass ran too (no broker here: MQTT fails fast, the others would deliver)
+    assert "alerts:" in out.stdout and "firing" in out.stdout
     rows = influx.rows(
         "SELECT actual, completeness FROM ledger WHERE item = 'electricity' AND granularity = 'month'"
     )
@@ -228,6 +230,14 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         )
     try:
         wait_for(lambda: influx.rows("SELECT count(actual) FROM ledger"), 60, "the ledger written")
+        # the alert pass runs too: history stopped at midnight, so every device is silent
+        wait_for(
+            lambda: influx.rows(
+                "SELECT count(incident) FROM alert_events WHERE rule = 'device-silent'"
+            ),
+            60,
+            "device-silent alerts",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
