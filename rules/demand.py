@@ -18,7 +18,7 @@ from core.config import Config, Site
 from core.influx import InfluxClient
 from core.reading import to_line
 from rules import formulas
-from rules.factors import is_summer, tariff
+from rules.factors import FactorError, is_summer, tariff
 
 BLOCK_S = 900
 
@@ -59,18 +59,23 @@ def block_demands(
         return {}
     ids = "|".join(devices)
     rows = influx.rows(
-        f'SELECT non_negative_difference(first("import_energy_wh")) AS e FROM "meter" '
+        f'SELECT first("import_energy_wh") AS c FROM "meter" '
         f'WHERE "device" =~ /^({ids})$/ AND time >= {start_ms}ms AND time < {end_ms + BLOCK_S * 1000}ms '
-        f'GROUP BY time(15m), "device"'
+        f'GROUP BY time(15m), "device" fill(none)'
     )
-    out: dict[int, float] = defaultdict(float)
+    firsts: dict[str, dict[int, float]] = defaultdict(dict)
     for r in rows:
-        if r["e"] is None:
-            continue
-        # the counter's first reading in block k+1 minus that in block k: block k's energy
-        block = r["time"] - BLOCK_S * 1000
-        if start_ms <= block < end_ms:
-            out[block] += formulas.block_demand_kw(r["e"] / 1000)
+        if r["c"] is not None:
+            firsts[r["device"]][r["time"]] = r["c"]
+    out: dict[int, float] = defaultdict(float)
+    step = BLOCK_S * 1000
+    for per_block in firsts.values():
+        # the counter's first reading in block k+1 minus that in block k: block k's energy;
+        # only between adjacent blocks (a gap's energy is not one block's) and never negative
+        for block, c in per_block.items():
+            nxt = per_block.get(block + step)
+            if nxt is not None and nxt >= c and start_ms <= block < end_ms:
+                out[block] += formulas.block_demand_kw((nxt - c) / 1000)
     return dict(out)
 
 
@@ -92,9 +97,14 @@ def month_demand(config: Config, influx: InfluxClient, site: Site, y: int, m: in
     surcharge = None
     if site.contract_capacity_kw:
         peak_day = datetime.fromtimestamp(at / 1000, zone).date()
-        basic = tariff("high_voltage_two_stage", peak_day)["basic_ntd_per_kw_month"]
+        try:
+            basic = tariff("high_voltage_two_stage", peak_day)["basic_ntd_per_kw_month"]
+            oc = tariff("over_contract", peak_day)
+        except FactorError:  # no tariff on record for that day: no surcharge estimate
+            return MonthDemand(
+                site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, peak, at, None, blocks
+            )
         rate = basic["summer"] if is_summer(peak_day) else basic["non_summer"]
-        oc = tariff("over_contract", peak_day)
         surcharge = formulas.over_contract_surcharge(
             peak,
             site.contract_capacity_kw,

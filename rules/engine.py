@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
@@ -65,7 +66,8 @@ def run_once(
         start, end = start or span[0], end or span[1]
     ledger = Ledger(config, influx, records)
     # load one extra year before: previous-year baselines come from the same data
-    ledger.load(date(start.year - 1, 1, 1), end)
+    base_years = [st.ledger.base_year for st in config.sites]
+    ledger.load(date(min([start.year - 1, *base_years]), 1, 1), end)
     periods = months_between(start, end) + [year(y) for y in range(start.year, end.year + 1)]
     rows = ledger.rows(periods)
     lines = ledger_lines(rows) + ledger.daily_lines(start, end)
@@ -122,7 +124,8 @@ def run_forever(config: Config, stop: threading.Event) -> None:
             except Exception:  # one bad pass must not end the engine
                 log.exception("alert pass failed; retrying next interval")
             if time.monotonic() >= next_derived:
-                today = datetime.fromtimestamp(clock.time(), UTC).date()
+                tz = ZoneInfo(config.sites[0].timezone) if config.sites else UTC
+                today = datetime.fromtimestamp(clock.time(), tz).date()  # the local day
                 first = date(today.year, today.month, 1) - timedelta(days=1)
                 try:
                     run_once(

@@ -21,7 +21,7 @@ from core.config import Config, Site
 from core.influx import InfluxClient
 from core.reading import to_line
 from rules import formulas
-from rules.factors import emission_factor, load_factors
+from rules.factors import FactorError, emission_factor, load_factors
 from rules.records import RecordStore
 
 METHOD_VERSION = "ledger/1"
@@ -50,6 +50,8 @@ def _utc(d: date, tz: ZoneInfo) -> str:
     )
 
 
+COMPLETE_ENOUGH = 0.98  # a period is judged (savings, met) only with this much data
+RESET_NEAR_ZERO = 0.01  # a counter falling below 1 % of its last value restarted from zero
 ROLLUP = "counter_daily"  # per device, counter field and closed local day: end value, completeness
 OPEN_DAYS = 2  # the last days before "end" are always recomputed (data may still arrive)
 
@@ -106,7 +108,9 @@ def daily_quantities(
     out: dict[tuple[str, str], DeviceDays] = {}
     lo = start - timedelta(days=1)
     all_days = [lo + timedelta(days=k) for k in range((end - lo).days)]
-    open_from = end - timedelta(days=OPEN_DAYS)
+    today = datetime.now(zone).date()
+    # days still open: near the requested end, or near today (data may still arrive)
+    open_from = min(end, today) - timedelta(days=OPEN_DAYS)
     for measurement, fname in COUNTERS:
         per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
         scanned: set[date] = set()
@@ -139,10 +143,11 @@ def daily_quantities(
                     if day < open_from:
                         lines.append(_rollup_line(dev, fname, day, c, share, zone))
             if use_rollup:
+                with_data = {day for days in raw.values() for day in days}
                 lines += [
                     _rollup_line("_scanned", fname, d, 0.0, 0.0, zone)
                     for d in missing
-                    if d < open_from
+                    if d < open_from and d in with_data  # a day without data may yet get some
                 ]
                 for i in range(0, len(lines), 5000):
                     influx.write(lines[i : i + 5000])
@@ -166,9 +171,12 @@ def daily_quantities(
                             )
                         }
                     c_prev = firsts.get(dev, c)
-                if c < c_prev:  # the counter restarted: count what it shows since
+                if c < c_prev:
                     dd.resets.append(day)
-                    dd.quantity[day] = c
+                    if c <= RESET_NEAR_ZERO * max(c_prev, 1.0):
+                        dd.quantity[day] = c  # restarted from zero: count what it shows since
+                    else:
+                        continue  # stepped back (replaced meter? rewritten history?): unknown
                 else:
                     dd.quantity[day] = c - c_prev
                 dd.completeness[day] = days[day][1]
@@ -334,7 +342,10 @@ class Ledger:
             if dd:
                 resets = [r for r in dd.resets if p.start <= r < p.end]
                 if resets:
-                    notes.append(f"{d.id}: counter restarted on {', '.join(map(str, resets))}")
+                    notes.append(
+                        f"{d.id}: counter went back on {', '.join(map(str, resets))} "
+                        "(restart counted from zero; any other step back leaves that day unknown)"
+                    )
         if not seen:
             return None, (0.0 if devices else None), notes
         return total, sum(shares) / len(shares), notes
@@ -408,7 +419,12 @@ class Ledger:
                     f"weather-normalised against {site.ledger.base_year} (CDD base 24 °C, own "
                     f"weather station): CV(RMSE) {wn['baseline_cv_rmse']:.1%}, NMBE {wn['baseline_nmbe']:.2%}"
                 )
-            f = emission_factor("grid_electricity", p.start)
+            try:
+                f = emission_factor("grid_electricity", p.start)
+            except FactorError as exc:
+                row.notes.append(f"no CO2e: {exc}")
+                self._judge(site, p, row, "electricity")
+                return row
             row.co2e_kg = formulas.co2e_kg(actual, f.value)
             row.details["pv_co2e_avoided_kg"] = formulas.co2e_kg(
                 row.details["pv_generation_kwh"], f.value
@@ -528,7 +544,15 @@ class Ledger:
             row.baseline_rule = f"base year {y0}"
             targets = {2010: 0.0} | {int(k): v for k, v in rule["reduction_by_year"].items()}
             row.target_rate = _interpolate(targets, int(p.label[:4]))
-        if row.baseline:
+        if row.baseline and base_p.days != p.days:  # e.g. February of a leap base year
+            row.baseline *= p.days / base_p.days
+            row.notes.append(f"baseline pro-rated from {base_p.days} to {p.days} days")
+        if row.completeness is not None and row.completeness < COMPLETE_ENOUGH:
+            row.notes.append(
+                f"data {row.completeness:.0%} complete: not judged until the period is complete"
+            )
+            return
+        if row.baseline and row.baseline > 0:
             row.savings_rate = formulas.savings_rate(row.baseline, row.actual)
             row.met = row.savings_rate >= (row.target_rate or 0.0) - 1e-12
         else:

@@ -114,6 +114,15 @@ class SiteModel:
                 hours = np.tile(np.arange(MINUTES_PER_DAY) / 60, ndays)
                 unmetered = sim.unmetered_w * (0.8 + 0.2 * np.cos(2 * np.pi * (hours - 14) / 24))
                 out[d.id] = self._meter(loads + unmetered - pv_behind)
+        # counters count from the commissioning date: before it, nothing accumulates, so
+        # live simulation and backfill agree wherever a window starts
+        for d in self.devices:
+            c = d.simulate.commissioned
+            if start < c and d.id in out:
+                k = min((c - start).days, ndays) * MINUTES_PER_DAY
+                for name in _counter_fields(out[d.id]):
+                    out[d.id][name] = out[d.id][name].copy()
+                    out[d.id][name][:k] = 0.0
         return SiteFrame(start, ndays, w, out)
 
     def _inverter(self, w: WeatherFrame, d: Device) -> Fields:

@@ -201,3 +201,12 @@ def test_same_seed_same_day_whatever_the_window(site, device, field):
     a = site.frame(date(2025, 10, 14), 1).devices[device][field]
     b = site.frame(date(2025, 10, 10), 7).devices[device][field][4 * 1440 : 5 * 1440]
     np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-6)
+
+
+def test_counters_do_not_move_before_commissioning(site):
+    """Live and backfill agree even for a window that starts before commissioning."""
+    f = site.frame(date(2024, 12, 30), 4)  # commissioned 2025-01-01
+    inc = f.devices["inv-a"]["ac_energy_wh"]
+    assert inc[: 2 * 1440].sum() == 0 and inc[2 * 1440 :].sum() > 0
+    t = datetime(2024, 12, 31, 12, 0, tzinfo=TAIPEI).timestamp()
+    assert site.values_at("inv-a", t)["ac_energy_wh"] == 0
