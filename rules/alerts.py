@@ -47,6 +47,14 @@ from core.topics import alert_topic
 log = logging.getLogger("foursave.alerts")
 
 # a field every reading of the kind carries (stale rules look at its last time)
+LATEST_WINDOW_S = 120  # a threshold rule without for_s looks at the last value in this window
+
+
+def _epoch(t: datetime, tz) -> float:
+    """Maintenance times without a UTC offset are the site's local time, not the host's."""
+    return (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+
+
 STALE_FIELDS = {
     "inverter": "state",
     "meter": "active_power_w",
@@ -348,10 +356,11 @@ class AlertEngine:
         a, b = rule.hours
         return a <= h < b if a <= b else (h >= a or h < b)
 
-    def _maintained(self, rule: RuleSpec, device: str, now: float) -> str | None:
+    def _maintained(self, rule: RuleSpec, device: str, now: float, site_id: str = "") -> str | None:
+        tz = ZoneInfo(self.sites[site_id].timezone) if site_id in self.sites else UTC
         for m in self.s.maintenance:
             if (
-                m.start.timestamp() <= now < m.end.timestamp()
+                _epoch(m.start, tz) <= now < _epoch(m.end, tz)
                 and (not m.rules or rule.id in m.rules)
                 and (not m.devices or device in m.devices)
             ):
@@ -462,7 +471,8 @@ class AlertEngine:
                 )
             return out
         # threshold
-        window_ms = int(max(rule.for_s, 1) * 1000)
+        # the last value within a few poll intervals; the whole for_s window if longer
+        window_ms = int(max(rule.for_s, LATEST_WINDOW_S) * 1000)
         fld, m = rule.field, rule.measurement or devices[0].kind
         rows = self.influx.rows(
             f'SELECT last("{fld}") AS v, min("{fld}") AS lo, max("{fld}") AS hi, first("{fld}") AS f, '
@@ -510,7 +520,7 @@ class AlertEngine:
 
     def _step(self, rule: RuleSpec, d: Device, o: Observation | None, now: float) -> list[dict]:
         inc = self.store.open_for(rule.id, d.id)
-        silenced = self._maintained(rule, d.id, now)
+        silenced = self._maintained(rule, d.id, now, d.site)
         applicable = (
             self._in_hours(rule, d.site, now)
             and not silenced
@@ -539,6 +549,7 @@ class AlertEngine:
                 rule.repeat_s
                 and not inc.acked_by
                 and not silenced
+                and applicable
                 and now - (inc.last_notified_at or 0) >= rule.repeat_s
             ):
                 events.append(self._event("repeat", rule, inc, now))

@@ -359,3 +359,37 @@ def test_repeat_until_acknowledged(tmp_path, influx, broker, channels):
         write(influx, "inverter", "inv-01", {"state": 7, "events": 1}, clock.time())
         assert engine.evaluate() == []
         clock.advance(60)
+
+
+def test_threshold_without_for_s_and_naive_maintenance_in_site_time(
+    tmp_path, influx, broker, channels
+):
+    hook, mail, _ = channels
+    rule = {
+        "id": "hot",
+        "kind": "threshold",
+        "title": "Hot",
+        "match": {"kind": "meter"},
+        "field": "active_power_w",
+        "op": ">",
+        "value": 1000,
+    }
+    clock = ManualClock(at(9))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    write(influx, "meter", "meter-main", {"active_power_w": 5000.0}, clock.time() - 30, role="main")
+    assert [e["event"] for e in engine.evaluate()] == ["firing"]  # a reading 30 s old counts
+    clock.advance(60)
+    write(influx, "meter", "meter-main", {"active_power_w": 10.0}, clock.time() - 20, role="main")
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]
+    # "09:00 to 10:00" without an offset is Taipei time: at 09:30 Taipei it silences
+    engine.s = AlertSettings.model_validate(
+        {
+            **engine.s.model_dump(),
+            "maintenance": [
+                {"start": "2026-10-13T09:00:00", "end": "2026-10-13T10:00:00", "reason": "works"}
+            ],
+        }
+    )
+    clock.t = at(9, 30)
+    write(influx, "meter", "meter-main", {"active_power_w": 5000.0}, clock.time() - 10, role="main")
+    assert engine.evaluate() == []
