@@ -118,8 +118,9 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
             f'GROUP BY time(15m), "device" fill(none)',
             zone,
         )
-        clip = _state_minutes(influx, site, rng, 5)
-        fault = _state_minutes(influx, site, rng, 7)
+        intervals = {d.id: d.interval_s for d in config.devices}
+        clip = _state_minutes(influx, site, rng, 5, intervals)
+        fault = _state_minutes(influx, site, rng, 7, intervals)
         clear_days = _clear_days(site, ghi, zone)
         for d in invs:
             arr = array_of(d, site, len(invs))
@@ -148,8 +149,14 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
                         row.expected_kwh = float(np.sum(dc_w)) / 1000 * (1 - SYSTEM_LOSSES)
                     pw = _day(p15.get(d.id), day)
                     g15 = g.resample("15min").ffill() if len(g) else g
-                    if pw is not None and len(g15):
-                        sun = g15.reindex(pw.index, method="ffill").fillna(0)
+                    if len(g15):
+                        # every sunny block counts: one without power data is not producing
+                        sun = g15
+                        pw = (
+                            (pw if pw is not None else pd.Series(dtype=float))
+                            .reindex(sun.index)
+                            .fillna(0)
+                        )
                         try:
                             row.availability = formulas.availability(
                                 pw.to_numpy() > 0, sun.to_numpy()
@@ -162,6 +169,9 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
                 row.clipping_min = clip.get((d.id, day), 0.0)
                 row.outage_min = max(row.outage_min, fault.get((d.id, day), 0.0))
                 row.clear_day = day in clear_days
+                if dd.completeness.get(day, 1.0) < 0.95:  # a gap's energy lands here: not a PR
+                    row.pr = row.pr_temp = None
+                    row.labels.append("incomplete data")
                 if row.clipping_min:
                     row.labels.append("clipping")
                 if row.outage_min:
@@ -172,19 +182,24 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
 
 
 def _state_minutes(
-    influx: InfluxClient, site: Site, rng: str, state: int
+    influx: InfluxClient, site: Site, rng: str, state: int, intervals: dict[str, float]
 ) -> dict[tuple[str, date], float]:
-    """Minutes per device and day in SunSpec state ``state`` (1-minute points)."""
+    """Minutes per device and day in SunSpec state ``state``: readings in that state
+    times the time each stands for (the poll interval, or the backfill step)."""
     zone = ZoneInfo(site.timezone)
     rows = influx.rows(
         f'SELECT count("state") AS n FROM "inverter" WHERE "site" = \'{site.id}\' AND {rng} '
-        f'AND "state" = {state} GROUP BY time(1d), "device" tz(\'{site.timezone}\')'
+        f'AND "state" = {state} GROUP BY time(1d), "device", "source", "step_s" tz(\'{site.timezone}\')'
     )
-    return {
-        (r["device"], datetime.fromtimestamp(r["time"] / 1000, zone).date()): float(r["n"])
-        for r in rows
-        if r["n"]
-    }
+    out: dict[tuple[str, date], float] = defaultdict(float)
+    for r in rows:
+        if not r["n"]:
+            continue
+        step = float(r.get("step_s") or 0) or intervals.get(r["device"], 60.0)
+        out[(r["device"], datetime.fromtimestamp(r["time"] / 1000, zone).date())] += (
+            r["n"] * step / 60
+        )
+    return dict(out)
 
 
 def _day(s: pd.Series | None, day: date) -> pd.Series | None:

@@ -52,6 +52,13 @@ def test_pv_kpis_peers_clipping_and_gHI_transposition(influx_url, database, infl
         assert b[d].peer_ratio < 0.9 and "under-performing vs peers" in b[d].labels
         assert a[d].peer_ratio > 1.0 and "under-performing vs peers" not in a[d].labels
     assert any(a[d].clipping_min > 0 and "clipping" in a[d].labels for d in clear)
+    # clipping minutes are minutes: the model's THROTTLED minutes for that day
+    from simulators.site import SiteModel
+
+    frame = SiteModel(cfg, cfg.sites[0]).frame(start, 14)
+    st = frame.devices["inv-a"]["state"]
+    for k, d in enumerate(sorted(a)):
+        assert a[d].clipping_min == pytest.approx(float((st[k * 1440 : (k + 1) * 1440] == 5).sum()))
 
     # only GHI measured: transposing it with pvlib lands near the measured POA
     from zoneinfo import ZoneInfo
