@@ -47,6 +47,7 @@ def make_config(
     extra_services: dict | None = None,
     control_port: int | None = None,
     sites: list[dict] | None = None,
+    commissioned: date | None = None,
 ) -> Config:
     """The demo configuration on free ports, with its files under ``tmp_path``."""
     raw = demo_raw()
@@ -60,7 +61,8 @@ def make_config(
     for section, values in (extra_services or {}).items():
         raw["services"].setdefault(section, {}).update(values)
     devs = copy.deepcopy(devices if devices is not None else raw["devices"])
-    recent = (date.today() - timedelta(days=3)).isoformat()
+    # counters start a few days before the simulated time: no years of history per test
+    recent = (commissioned or date.today() - timedelta(days=3)).isoformat()
     raw["services"]["simulator"]["control_port"] = control_port
     for d in devs:
         if d.get("simulate"):

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -134,6 +134,7 @@ def pipeline(tmp_path, broker, influx_url, database, start: str) -> Pipeline:
             "simulator": {"speed": 60, "start": start, "anchor": datetime.now(UTC).isoformat()},
             "collector": {"clock": "simulated"},
         },
+        commissioned=date(2026, 10, 10),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
@@ -111,7 +111,9 @@ def test_pysunspec2_client_reads_what_the_collector_stored(
     """The SunSpec Alliance's own client scans the simulated inverter and meter; on a
     frozen clock it reads exactly the values the pipeline stored in InfluxDB."""
     devs = [d for d in demo_raw()["devices"] if d["id"] in ("inv-01", "meter-main")]
-    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=devs)
+    cfg = make_config(
+        tmp_path, broker.port, influx_url, database, devices=devs, commissioned=date(2026, 9, 19)
+    )
     noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))  # a Tuesday
     with SimulatorThread(cfg, clock=ManualClock(noon.timestamp())), IngesterThread(cfg):
         collector = CollectorThread(cfg).start()

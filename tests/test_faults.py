@@ -3,7 +3,7 @@ collector path: Modbus -> collector -> MQTT -> ingester -> InfluxDB."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -30,7 +30,9 @@ def status(p: Pipeline, device: str) -> dict:
 
 
 def test_offline_slow_and_exception_codes(tmp_path, broker, influx_url, database):
-    with Pipeline(tmp_path, broker, influx_url, database, clock=sim_clock()) as p:
+    with Pipeline(
+        tmp_path, broker, influx_url, database, clock=sim_clock(), commissioned=date(2026, 10, 10)
+    ) as p:
         wait_for(lambda: p.latest("inverter", "inv-01"), 30, "first inverter reading")
         pollers = {x.device.id: x for x in p.collector.collector.pollers}
 
@@ -62,7 +64,9 @@ def test_offline_slow_and_exception_codes(tmp_path, broker, influx_url, database
 
 
 def test_inverter_trip_and_string_derate(tmp_path, broker, influx_url, database):
-    with Pipeline(tmp_path, broker, influx_url, database, clock=sim_clock()) as p:
+    with Pipeline(
+        tmp_path, broker, influx_url, database, clock=sim_clock(), commissioned=date(2026, 10, 10)
+    ) as p:
         wait_for(lambda: p.latest("inverter", "inv-01"), 30, "first reading")
         p.fault("inv-01", trip=["GROUND_FAULT", "OVER_TEMP"])
         wait_for(lambda: p.latest("inverter", "inv-01")[0]["state"] == 7, 30, "St FAULT stored")
@@ -103,7 +107,9 @@ def test_inverter_trip_and_string_derate(tmp_path, broker, influx_url, database)
 
 
 def test_counter_reset_rollover_and_stuck_value(tmp_path, broker, influx_url, database):
-    with Pipeline(tmp_path, broker, influx_url, database, clock=sim_clock()) as p:
+    with Pipeline(
+        tmp_path, broker, influx_url, database, clock=sim_clock(), commissioned=date(2026, 10, 10)
+    ) as p:
         wait_for(lambda: p.latest("water", "water-01"), 30, "first water reading")
         before = p.latest("water", "water-01")[0]["volume_m3"]
         assert before > 1
@@ -139,7 +145,9 @@ def test_counter_reset_rollover_and_stuck_value(tmp_path, broker, influx_url, da
 
 
 def test_leak_and_demand_spike(tmp_path, broker, influx_url, database):
-    with Pipeline(tmp_path, broker, influx_url, database, clock=sim_clock()) as p:
+    with Pipeline(
+        tmp_path, broker, influx_url, database, clock=sim_clock(), commissioned=date(2026, 10, 10)
+    ) as p:
         wait_for(
             lambda: p.latest("water", "water-01") and p.latest("meter", "meter-hvac"),
             30,
@@ -161,7 +169,9 @@ def test_leak_and_demand_spike(tmp_path, broker, influx_url, database):
 
 
 def test_control_interface_rejects_nonsense(tmp_path, broker, influx_url, database):
-    with Pipeline(tmp_path, broker, influx_url, database, clock=sim_clock()) as p:
+    with Pipeline(
+        tmp_path, broker, influx_url, database, clock=sim_clock(), commissioned=date(2026, 10, 10)
+    ) as p:
         bad = [
             ("inv-01", {"exception": 5}, "not one of"),
             ("water-01", {"trip": ["GROUND_FAULT"]}, "only inverters trip"),

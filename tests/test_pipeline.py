@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -290,6 +291,7 @@ def test_fast_simulated_time_through_the_whole_pipeline(
             "simulator": {"speed": 600, "start": "2025-07-01T10:00:00+08:00", "anchor": anchor},
             "collector": {"clock": "simulated"},
         },
+        commissioned=date(2025, 6, 28),
     )
     with SimulatorThread(cfg), IngesterThread(cfg):
         collector = CollectorThread(cfg).start()
