@@ -20,7 +20,6 @@ from sunspec2 import mb as ss_mb
 SUNS_MARKER = (0x5375, 0x6E53)  # "SunS"
 BASE_ADDRESSES = (40000, 0, 50000)  # discovery order (SunSpec Modbus spec)
 END_MODEL_ID = 0xFFFF
-COMMON_MODEL_ID = 1
 
 
 @dataclass(frozen=True)
@@ -133,22 +132,8 @@ def decode_points(
     return out
 
 
-def decode_string(regs: Sequence[int]) -> str:
-    return struct.pack(f">{len(regs)}H", *regs).split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
 @dataclass(frozen=True)
 class ModelRef:
     model_id: int
     address: int  # address of the model's ID register
     length: int
-
-
-def walk_chain(headers: Sequence[tuple[int, int, int]]) -> list[ModelRef]:
-    """Models from (address, id, L) headers, stopping at the end marker."""
-    out = []
-    for address, mid, length in headers:
-        if mid == END_MODEL_ID:
-            break
-        out.append(ModelRef(mid, address, length))
-    return out

@@ -10,7 +10,6 @@ count the energy since the reset and are flagged.
 
 from __future__ import annotations
 
-import calendar
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -689,7 +688,3 @@ def months_between(start: date, end: date) -> list[Period]:
         out.append(month(d.year, d.month))
         d = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
     return out
-
-
-def days_in_month(y: int, m: int) -> int:
-    return calendar.monthrange(y, m)[1]

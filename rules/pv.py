@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -285,7 +285,3 @@ def pv_lines(rows: list[PvDay], tz: str = "Asia/Taipei") -> list[str]:
                 fields[k] = float(v)
         lines.append(to_line("pv_daily", {"site": r.site, "device": r.device}, fields, ts))
     return lines
-
-
-def pv_span(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=k) for k in range((end - start).days)]

@@ -38,7 +38,6 @@ RecordKind = Literal[
     "electricity_bill_kwh",  # Taipower bill (e.g. base years before metering)
     "adjustment",  # non-routine adjustment of an item (amount in its unit)
 ]
-ITEMS = ("electricity", "water", "fuel", "paper")
 
 
 class RecordIn(BaseModel):

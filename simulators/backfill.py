@@ -23,7 +23,6 @@ import numpy as np
 from core.config import Config
 from core.glossary import FIELDS
 from core.influx import InfluxClient, InfluxUnavailable
-from simulators.physics import MINUTES_PER_DAY
 from simulators.site import SiteModel, site_models
 
 log = logging.getLogger("foursave.backfill")
@@ -211,7 +210,3 @@ def run_backfill(
     if errors:
         raise errors[0]
     return BackfillResult(written[0], time.monotonic() - t0, total_days)
-
-
-def minutes_in(start: date, end: date) -> int:
-    return (end - start).days * MINUTES_PER_DAY

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, date, datetime
 
 import paho.mqtt.client as mqtt
@@ -96,6 +95,13 @@ class Alerts:
         )
         self.events: list[dict] = []
 
+    def next_pass(self, sim_s: float = 15.0) -> None:
+        """Wait (with a deadline) until simulated time moved on by one evaluation step."""
+        t = self.clock.time()
+        wait_for(
+            lambda: self.clock.time() >= t + sim_s, 10, "simulated time to pass", interval_s=0.02
+        )
+
     def run_until(self, predicate, sim_minutes: float, what: str):
         """Evaluate until ``predicate(events)``; bounded in simulated time."""
         deadline = self.clock.time() + sim_minutes * 60
@@ -103,7 +109,7 @@ class Alerts:
             self.events += self.engine.evaluate()
             if predicate(self.events):
                 return
-            time.sleep(0.25)  # let simulated time pass between evaluation passes
+            self.next_pass()
         raise AssertionError(
             f"{what}: not within {sim_minutes} simulated minutes; events {self.events}"
         )
@@ -198,7 +204,7 @@ def test_a_night_leak_fires_and_a_night_without_sun_raises_nothing_else(
             end = a.clock.time() + 15 * 60
             while a.clock.time() < end:
                 a.events += a.engine.evaluate()
-                time.sleep(0.25)
+                a.next_pass()
             assert a.events == [], [(e["rule"], e["device"], e["value"]) for e in a.events]
             assert p.latest("inverter", "inv-01")[0]["ac_power_w"] == 0
             p.fault("water-01", leak_m3h=1.0)
