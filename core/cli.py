@@ -14,11 +14,6 @@ from core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 log = logging.getLogger("foursave")
 
-NOT_YET = {
-    "api": "the HTTP API and display page (issue: API, display and reports)",
-    "report": "four-saving reports (issue: API, display and reports)",
-}
-
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -220,20 +215,11 @@ def cmd_rules(args) -> int:
 def _ack_event(cfg, inc) -> None:
     """The acknowledgement into alert history (dashboards show who and why)."""
     from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-    from core.reading import to_line
+    from rules.alerts import ack_line
 
-    line = to_line(
-        "alert_events",
-        {"site": inc.site, "device": inc.device, "rule": inc.rule_id, "event": "acknowledged"},
-        {"incident": inc.id},
-        int(inc.acked_at * 1000),
-    )
-    by = inc.acked_by.replace("\\", "\\\\").replace('"', '\\"')
-    comment = (inc.ack_comment or "").replace("\\", "\\\\").replace('"', '\\"')
-    line = line.replace(" incident=", f' by="{by}",comment="{comment}",incident=', 1)
     influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=5)
     try:
-        influx.write([line])
+        influx.write([ack_line(inc)])
     except (InfluxUnavailable, InfluxRejected) as exc:
         print(f"(acknowledgement not written to InfluxDB: {exc})", file=sys.stderr)
     finally:
@@ -362,9 +348,108 @@ def cmd_dashboards(args) -> int:
     return 0
 
 
-def cmd_not_yet(args) -> int:
-    print(f"foursave {args.command}: {NOT_YET[args.command]} is not built yet.", file=sys.stderr)
-    return 2
+def cmd_api(args) -> int:
+    from api.keys import KeyRequestError
+    from api.main import serve
+
+    cfg = _load(args.config)
+    host = args.host or cfg.services.api.host
+    port = args.port or cfg.services.api.port
+    try:
+        serve(cfg, host, port)
+    except KeyRequestError as exc:
+        print(f"foursave api: {cfg.services.api.bootstrap_key_env}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from api.keys import KeyRequestError, KeyStore
+
+    cfg = _load(args.config)
+    store = KeyStore(cfg.services.api.keys_path)
+    try:
+        if args.action == "create":
+            if not args.role or not args.name:
+                print("foursave keys create: give --role and --name", file=sys.stderr)
+                return 2
+            try:
+                info, key = store.create(args.name, args.role, args.by)
+            except KeyRequestError as exc:
+                print(f"foursave keys create: {exc}", file=sys.stderr)
+                return 2
+            print(key)
+            print(
+                f"(key {info.id} for {info.name!r}, role {info.role}: shown once, stored hashed)",
+                file=sys.stderr,
+            )
+        elif args.action == "revoke":
+            info = store.revoke(args.id or "")
+            if info is None:
+                print(f"foursave keys revoke: no key {args.id!r}", file=sys.stderr)
+                return 2
+            print(f"key {info.id} revoked at {info.revoked_at}")
+        else:
+            for k in store.all():
+                state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+                print(
+                    f"{k.id}  {k.role:<8} {k.name:<24} by {k.created_by} at {k.created_at}  {state}"
+                )
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    from datetime import datetime
+
+    from api.main import app_clock
+    from api.reports import render
+    from api.reports.build import ReportUnchanged, report_for
+    from api.reports.store import ReportStore
+    from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from rules.records import RecordStore
+
+    cfg = _load(args.config)
+    if args.month is not None and not 1 <= args.month <= 12:
+        print(f"foursave report: --month {args.month} is not 1..12", file=sys.stderr)
+        return 2
+    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=60)
+    records = RecordStore(cfg.services.rules.records_path)
+    store = ReportStore(cfg.services.api.reports_path)
+    try:
+        now = datetime.fromtimestamp(app_clock(cfg).time()).astimezone()
+        data = report_for(
+            cfg,
+            influx,
+            records,
+            store,
+            args.year,
+            args.month,
+            now,
+            recompute_reason=args.recompute,
+            by=args.by,
+        )
+        body, _, filename = render(data, args.format, args.lang)
+    except (ReportUnchanged, ValueError) as exc:
+        print(f"foursave report: {exc}", file=sys.stderr)
+        return 2
+    except (InfluxUnavailable, InfluxRejected) as exc:
+        print(f"foursave report: InfluxDB {cfg.services.influxdb.url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+        records.close()
+        influx.close()
+    out = Path(args.out or filename)
+    out.write_bytes(body)
+    state = (
+        f"revision {data.revision} (frozen)" if data.closed else "period still open (provisional)"
+    )
+    print(f"{out}: {data.period}, {state}, fingerprint {data.fingerprint[:12]}")
+    if data.later_data_note:
+        print(f"note: {data.later_data_note}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,8 +510,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = add("demo", cmd_demo, "run everything on this machine with simulated devices")
     sp.add_argument("--var", default="var/demo", help="data directory for the demo services")
-    for name in NOT_YET:
-        add(name, cmd_not_yet, f"{NOT_YET[name]} (not built yet)")
+    sp = add("api", cmd_api, "serve the HTTP API, reports and the /display page")
+    sp.add_argument("--host", help="address to listen on (default: services.api.host)")
+    sp.add_argument("--port", type=int, help="port (default: services.api.port, 8000)")
+    sp = add("keys", cmd_keys, "API keys: create (printed once), list, revoke")
+    sp.add_argument("action", choices=["create", "list", "revoke"])
+    sp.add_argument("id", nargs="?", help="revoke: the key id")
+    sp.add_argument("--role", choices=["viewer", "engineer", "auditor", "admin"])
+    sp.add_argument("--name", help="create: who or what uses the key")
+    sp.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who creates it")
+    sp = add("report", cmd_report, "four-saving report file (monthly or annual)")
+    sp.add_argument("--year", type=int, required=True)
+    sp.add_argument("--month", type=int, help="1-12; omit for the annual report")
+    sp.add_argument("--format", choices=["pdf", "xlsx", "csv"], default="pdf")
+    sp.add_argument("--lang", choices=["zh-TW", "en"], default="zh-TW")
+    sp.add_argument("--out", help="file to write (default: a name with period and revision)")
+    sp.add_argument(
+        "--recompute",
+        metavar="REASON",
+        help="closed period: issue a new revision from the data as it is now, with this reason",
+    )
+    sp.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who recomputes")
     return p
 
 

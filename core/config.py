@@ -151,6 +151,32 @@ class RulesService(_Frozen):
     smtp_password_env: str | None = None
 
 
+class ApiService(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    keys_path: str = Field("var/api-keys.sqlite", description="API keys, stored hashed")
+    reports_path: str = Field("var/reports.sqlite", description="frozen reports of closed periods")
+    bootstrap_key_env: str = Field(
+        "FOURSAVE_API_BOOTSTRAP_KEY",
+        description="environment variable whose value, if set, is accepted as an admin key "
+        "(hashed at start-up; for compose and first set-up)",
+    )
+    display_site: str | None = Field(None, description="site the display shows by default")
+    display_refresh_s: float = Field(5.0, gt=0, description="display snapshot refresh period")
+    display_stale_after_s: float = Field(
+        900.0, gt=0, description="a display value older than this is shown as stale"
+    )
+    display_rate_per_s: float = Field(
+        5.0, gt=0, description="display requests per second allowed per client address"
+    )
+    display_burst: int = Field(20, ge=1, description="display requests a client may burst")
+    close_after_days: int = Field(
+        10, ge=0, description="a month's report freezes this many days after it ends"
+    )
+    max_series_points: int = Field(10_000, ge=10, description="/series: most points per answer")
+    max_series_days: int = Field(400, ge=1, description="/series: longest range")
+
+
 class Services(_Frozen):
     mqtt: MqttService = MqttService()
     influxdb: InfluxService = InfluxService()
@@ -158,6 +184,7 @@ class Services(_Frozen):
     ingester: IngesterService = IngesterService()
     simulator: SimulatorService = SimulatorService()
     rules: RulesService = RulesService()
+    api: ApiService = ApiService()
 
 
 class LedgerSettings(_Frozen):

@@ -249,6 +249,19 @@ class IncidentStore:
         return inc
 
 
+def ack_line(inc: Incident) -> str:
+    """An acknowledgement as an ``alert_events`` point (who, when, why)."""
+    line = to_line(
+        "alert_events",
+        {"site": inc.site, "device": inc.device, "rule": inc.rule_id, "event": "acknowledged"},
+        {"incident": inc.id},
+        int((inc.acked_at or 0) * 1000),
+    )
+    by = (inc.acked_by or "").replace("\\", "\\\\").replace('"', '\\"')
+    comment = (inc.ack_comment or "").replace("\\", "\\\\").replace('"', '\\"')
+    return line.replace(" incident=", f' by="{by}",comment="{comment}",incident=', 1)
+
+
 # ------------------------------------------------------------------ notifications
 
 

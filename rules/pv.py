@@ -205,7 +205,9 @@ def _state_minutes(
 def _day(s: pd.Series | None, day: date) -> pd.Series | None:
     if s is None:
         return None
-    part = s[s.index.date == day]
+    # label slicing on the sorted local index: O(log n), not a comparison per row
+    start = pd.Timestamp(day.isoformat()).tz_localize(s.index.tz)
+    part = s.loc[start : start + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)]
     return part if len(part) else None
 
 

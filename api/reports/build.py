@@ -1,0 +1,266 @@
+"""From the rules engine's ledger to a :class:`ReportData`, and the freezing rule.
+
+The numbers come from :class:`rules.ledger.Ledger` — the same code, data and records
+the rules engine uses for the ``ledger`` measurement — and PV performance from
+:func:`rules.pv.pv_days`, so a report and the engine cannot disagree.
+
+Reproducibility: a period is *closed* ``services.api.close_after_days`` after it ends.
+The first report of a closed period is stored as revision 1; later requests get the
+stored numbers, byte for byte.  If data that arrived since would change a number, the
+report says so (``later_data_note``) but keeps its numbers until someone recomputes it
+with a reason, which issues the next revision and prints the reason on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from api.reports.model import (
+    ITEMS,
+    Adjustment,
+    ItemRow,
+    MonthBar,
+    PvRow,
+    ReportData,
+    SiteInfo,
+)
+from api.reports.store import ReportStore
+from core.config import Config
+from core.influx import InfluxClient
+from rules.factors import FactorError, emission_factor
+from rules.ledger import METHOD_VERSION, Ledger, LedgerRow, Period, month, months_between, year
+from rules.pv import pv_days
+from rules.records import RecordStore
+
+
+class ReportUnchanged(Exception):
+    """A recomputation was asked for but no number would change."""
+
+
+def period_of(y: int, m: int | None) -> Period:
+    if not 2000 <= y <= 2100:
+        raise ValueError(f"year {y} is outside 2000..2100")
+    if m is not None and not 1 <= m <= 12:
+        raise ValueError(f"month {m} is not 1..12")
+    return year(y) if m is None else month(y, m)
+
+
+def _item(r: LedgerRow) -> ItemRow:
+    target = None
+    if r.item == "paper":
+        target = r.target_rate
+    elif r.baseline is not None and r.target_rate is not None:
+        target = r.baseline * (1 - r.target_rate)
+    return ItemRow(
+        site=r.site,
+        item=r.item,
+        period=r.period,
+        unit=r.unit,
+        actual=r.actual,
+        baseline=r.baseline,
+        baseline_rule=r.baseline_rule,
+        target_rate=r.target_rate,
+        target=target,
+        savings_rate=r.savings_rate,
+        met=r.met,
+        co2e_kg=r.co2e_kg,
+        completeness=r.completeness,
+        adjustments=r.adjustments,
+        details=dict(r.details),
+        notes=tuple(r.notes),
+    )
+
+
+def _pv(config: Config, influx: InfluxClient, p: Period, rows: list[ItemRow]) -> list[PvRow]:
+    days = pv_days(config, influx, p.start, p.end)
+    out = []
+    avoided = {r.site: r.details.get("pv_co2e_avoided_kg") for r in rows if r.item == "electricity"}
+    for site in config.sites:
+        mine = [d for d in days if d.site == site.id]
+        if not mine:
+            continue
+        p0 = {d.device: d.p0_kwp for d in mine}
+        energy = sum(d.e_ac_kwh for d in mine)
+        judged = [d for d in mine if d.pr is not None and d.y_r is not None]
+        ref = sum(d.p0_kwp * d.y_r for d in judged)
+        y_r = [d.y_r for d in mine if d.y_r is not None]
+        avail = [d.availability for d in mine if d.availability is not None]
+        out.append(
+            PvRow(
+                site=site.id,
+                energy_kwh=energy,
+                specific_yield_kwh_kwp=energy / sum(p0.values()) if p0 else None,
+                # per inverter-day Y_r averaged over inverters, summed over days
+                reference_yield_h=sum(y_r) / len(p0) if y_r else None,
+                performance_ratio=sum(d.e_ac_kwh for d in judged) / ref if ref > 0 else None,
+                availability=sum(avail) / len(avail) if avail else None,
+                co2e_avoided_kg=avoided.get(site.id),
+            )
+        )
+    return out
+
+
+def _factors(on: date) -> list[str]:
+    out = []
+    for name in ("grid_electricity", "tap_water", "gasoline", "diesel"):
+        try:
+            f = emission_factor(name, on)
+        except FactorError as exc:
+            out.append(f"{name}: {exc}")
+            continue
+        out.append(
+            f"{name}: {f.value} {f.unit} ({f.basis}; {f.source}; confidence {f.confidence}"
+            + ("; provisional" if f.provisional else "")
+            + ")"
+        )
+    return out
+
+
+def fingerprint(data: ReportData) -> str:
+    numbers = {k: asdict(data)[k] for k in ("items", "monthly", "pv", "adjustments")}
+    blob = json.dumps(numbers, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_report(
+    config: Config,
+    influx: InfluxClient,
+    records: RecordStore,
+    y: int,
+    m: int | None,
+    now: datetime,
+) -> ReportData:
+    """The report as the data stands now (not stored: see :func:`report_for`)."""
+    p = period_of(y, m)
+    ledger = Ledger(config, influx, records)
+    base_years = [st.ledger.base_year for st in config.sites]
+    ledger.load(date(min([y - 1, *base_years]), 1, 1), p.end)
+    items = [_item(r) for r in ledger.rows([p])]
+    months = months_between(date(y, 1, 1), p.end)
+    monthly = [
+        MonthBar(r.site, r.item, r.period, r.actual, r.baseline, i.target)
+        for r, i in ((r, _item(r)) for r in ledger.rows(months))
+        if r.item != "paper"
+    ]
+    adjustments = [
+        Adjustment(
+            record_id=r.id,
+            site=r.site,
+            item=r.item or "",
+            period=r.period,
+            amount=r.value,
+            unit={"electricity": "kWh", "water": "m³", "fuel": "L", "paper": "%"}.get(
+                r.item or "", ""
+            ),
+            reason=r.reason or "",
+            approved_by=r.approved_by or "",
+            approved_on=str(r.approved_on or ""),
+        )
+        for site in config.sites
+        for r in records.current(site.id, p.months)
+        if r.kind == "adjustment"
+    ]
+    sites = [
+        SiteInfo(
+            s.id,
+            s.name,
+            s.name_en,
+            s.floor_area_m2,
+            s.ledger.parking_area_m2,
+            s.pv_capacity_kwp,
+            s.ledger.preset,
+        )
+        for s in config.sites
+    ]
+    data = ReportData(
+        year=y,
+        month=m,
+        period=p.label,
+        method_version=METHOD_VERSION,
+        generated_at=now.isoformat(timespec="seconds"),
+        revision=0,
+        closed=False,
+        recomputed_reason=None,
+        fingerprint="",
+        sites=tuple(sites),
+        items=tuple(sorted(items, key=lambda r: (r.site, ITEMS.index(r.item)))),
+        monthly=tuple(monthly),
+        pv=tuple(_pv(config, influx, p, items)),
+        adjustments=tuple(adjustments),
+        factors=tuple(_factors(p.start)),
+    )
+    return replace(data, fingerprint=fingerprint(data))
+
+
+def _changes(old: ReportData, new: ReportData, limit: int = 5) -> str:
+    before = {(r.site, r.item): r.actual for r in old.items}
+    out = []
+    for r in new.items:
+        a = before.get((r.site, r.item))
+        if a != r.actual:
+            out.append(
+                f"{r.site} {r.item} {a if a is None else f'{a:,.6g}'} → "
+                f"{r.actual if r.actual is None else f'{r.actual:,.6g}'}"
+            )
+    if not out:
+        out.append("monthly, PV or adjustment figures")
+    return "; ".join(out[:limit]) + (" …" if len(out) > limit else "")
+
+
+def is_closed(p: Period, today: date, close_after_days: int) -> bool:
+    return today >= p.end + timedelta(days=close_after_days)
+
+
+def report_for(
+    config: Config,
+    influx: InfluxClient,
+    records: RecordStore,
+    store: ReportStore,
+    y: int,
+    m: int | None,
+    now: datetime,
+    recompute_reason: str | None = None,
+    by: str = "",
+) -> ReportData:
+    """The report to hand out: frozen for a closed period, current for an open one."""
+    p = period_of(y, m)
+    tz = ZoneInfo(config.sites[0].timezone) if config.sites else None
+    now = now.astimezone(tz) if tz else now
+    fresh = build_report(config, influx, records, y, m, now)
+    if not is_closed(p, now.date(), config.services.api.close_after_days):
+        if recompute_reason:
+            raise ReportUnchanged(
+                f"{p.label} is still open: its report is recomputed on every request"
+            )
+        return fresh
+    latest = store.latest(p.label)
+    if recompute_reason:
+        if latest is not None and latest.fingerprint == fresh.fingerprint:
+            raise ReportUnchanged(
+                f"recomputing {p.label} changes no number: revision {latest.revision} stands"
+            )
+        rev = (latest.revision if latest else 0) + 1
+        why = f"{recompute_reason} (by {by})" if by else recompute_reason
+        if latest is not None:
+            why += f"; replaces revision {latest.revision}: {_changes(latest, fresh)}"
+        new = replace(fresh, revision=rev, closed=True, recomputed_reason=why)
+        store.save(new)
+        return new
+    if latest is None:
+        new = replace(fresh, revision=1, closed=True)
+        store.save(new)
+        return new
+    if latest.fingerprint != fresh.fingerprint:
+        return replace(
+            latest,
+            later_data_note=(
+                f"data or records changed after this report was issued ({latest.generated_at}) "
+                f"would change: {_changes(latest, fresh)}. The report stays as issued until "
+                "it is recomputed with a reason (a new revision)."
+            ),
+        )
+    return latest

@@ -1,0 +1,339 @@
+"""Labels and number formatting shared by every report format (``zh-TW`` and ``en``).
+
+The renderers take all their words from :func:`t` and all their numbers from :func:`fmt`,
+so the PDF shows exactly the strings a reader (or a test) finds in the other formats.
+"""
+
+from __future__ import annotations
+
+import math
+
+from api.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
+
+LANGS = ("zh-TW", "en")
+DASH = "—"  # a missing value: never shown as 0
+
+MONTHS_EN = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+class ReportError(Exception):
+    """A report cannot be produced (e.g. the CJK font is not installed)."""
+
+
+LABELS: dict[str, dict[str, str]] = {
+    "zh-TW": {
+        "title_year": "{year}年 四省專案執行報告",
+        "title_month": "{year}年{month}月 四省專案執行報告",
+        "month_short": "{month}月",
+        "electricity": "省電",
+        "fuel": "省油",
+        "water": "省水",
+        "paper": "省紙",
+        "online-signing rate": "線上簽核率",
+        "period": "報告期間",
+        "sites": "場址",
+        "site_id": "場址代號",
+        "site_name": "場址名稱",
+        "floor_area": "樓地板面積 (m²)",
+        "pv_capacity": "太陽光電裝置容量 (kWp)",
+        "revision": "版次",
+        "method_version": "計算方法版本",
+        "generated_at": "產製時間",
+        "status": "狀態",
+        "closed": "已結算（數據凍結）",
+        "open": "未結算（暫定數據）",
+        "fingerprint": "數據指紋",
+        "recomputed": "重新計算",
+        "data_note": "資料說明",
+        "item": "項目",
+        "unit": "單位",
+        "actual": "實際值",
+        "baseline": "基準值",
+        "baseline_rule": "基準規則",
+        "target_rate": "目標削減率",
+        "target": "目標值",
+        "savings_rate": "節約率",
+        "result": "達成情形",
+        "met": "達成",
+        "not_met": "未達成",
+        "not_judged": "未判定",
+        "eui": "能源使用強度 EUI (kWh/m²)",
+        "eui_12m": "近12個月 EUI (kWh/m²)",
+        "co2e": "碳排放量 (kg CO2e)",
+        "completeness": "資料完整度",
+        "adjustments": "調整",
+        "notes": "附註",
+        "pv": "太陽光電",
+        "pv_energy": "發電量 (kWh)",
+        "specific_yield": "單位裝置發電量 (kWh/kWp)",
+        "reference_yield": "參考日照量 (h)",
+        "pr": "性能比 PR",
+        "availability": "可用率",
+        "co2_avoided": "減碳量 (kg CO2e)",
+        "no_pv": "本期無太陽光電資料。",
+        "adjustment_records": "調整紀錄",
+        "amount": "調整量",
+        "reason": "原因",
+        "approved_by": "核准人",
+        "approved_on": "核准日期",
+        "no_adjustments": "本期無調整。",
+        "monthly": "月別趨勢",
+        "factors": "排放係數",
+        "no_factors": "本期未使用排放係數。",
+        "signatures": "簽核",
+        "sign_prepared": "承辦人",
+        "sign_reviewed": "審核",
+        "sign_approved": "機關首長",
+        "page": "第 {page} 頁",
+        "summary_sheet": "總表",
+        "monthly_sheet": "月別",
+        "pv_sheet": "PV",
+        "adjustments_sheet": "調整",
+        "notes_sheet": "附註",
+        "month": "月份",
+        "note": "說明",
+        "record_id": "紀錄編號",
+        "colon": "：",
+    },
+    "en": {
+        "title_year": "Four-saving report {year}",
+        "title_month": "Four-saving report {month_name} {year}",
+        "month_short": "{month_abbr}",
+        "electricity": "Electricity",
+        "fuel": "Fuel",
+        "water": "Water",
+        "paper": "Paper",
+        "online-signing rate": "online-signing rate",
+        "period": "Period",
+        "sites": "Sites",
+        "site_id": "Site ID",
+        "site_name": "Site name",
+        "floor_area": "Floor area (m²)",
+        "pv_capacity": "PV capacity (kWp)",
+        "revision": "Revision",
+        "method_version": "Method version",
+        "generated_at": "Generated at",
+        "status": "Status",
+        "closed": "closed (numbers frozen)",
+        "open": "open (provisional numbers)",
+        "fingerprint": "Fingerprint",
+        "recomputed": "Recomputed",
+        "data_note": "Data note",
+        "item": "Item",
+        "unit": "Unit",
+        "actual": "Actual",
+        "baseline": "Baseline",
+        "baseline_rule": "Baseline rule",
+        "target_rate": "Target reduction",
+        "target": "Target",
+        "savings_rate": "Savings rate",
+        "result": "Result",
+        "met": "met",
+        "not_met": "not met",
+        "not_judged": "not judged",
+        "eui": "EUI (kWh/m²)",
+        "eui_12m": "EUI, rolling 12 months (kWh/m²)",
+        "co2e": "CO2e (kg)",
+        "completeness": "Completeness",
+        "adjustments": "Adjustments",
+        "notes": "Notes",
+        "pv": "Solar PV",
+        "pv_energy": "Energy (kWh)",
+        "specific_yield": "Specific yield (kWh/kWp)",
+        "reference_yield": "Reference yield (h)",
+        "pr": "Performance ratio (PR)",
+        "availability": "Availability",
+        "co2_avoided": "CO2 avoided (kg CO2e)",
+        "no_pv": "No PV data for this period.",
+        "adjustment_records": "Adjustments",
+        "amount": "Amount",
+        "reason": "Reason",
+        "approved_by": "Approved by",
+        "approved_on": "Approved on",
+        "no_adjustments": "No adjustments in this period.",
+        "monthly": "Monthly trend",
+        "factors": "Emission factors",
+        "no_factors": "No emission factors used in this period.",
+        "signatures": "Signatures",
+        "sign_prepared": "Prepared by",
+        "sign_reviewed": "Reviewed by",
+        "sign_approved": "Approved by",
+        "page": "Page {page}",
+        "summary_sheet": "Summary",
+        "monthly_sheet": "Monthly",
+        "pv_sheet": "PV",
+        "adjustments_sheet": "Adjustments",
+        "notes_sheet": "Notes",
+        "month": "Month",
+        "note": "Note",
+        "record_id": "Record",
+        "colon": ": ",
+    },
+}
+
+# how each unit or quantity is written by :func:`fmt`
+_RATES = {"rate", "online-signing rate"}
+_DECIMALS = {"eui": 1, "pr": 3}
+
+
+def check_lang(lang: str) -> str:
+    """The language if it is one of :data:`LANGS`, else ``ValueError`` naming it."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown report language {lang!r}: choose one of {', '.join(LANGS)}")
+    return lang
+
+
+def t(lang: str, key: str) -> str:
+    """The label ``key`` in ``lang``."""
+    return LABELS[check_lang(lang)][key]
+
+
+def fmt(value: float | None, kind: str) -> str:
+    """A number as the report writes it; ``kind`` is a unit or quantity.
+
+    ``None`` (and NaN) → "—"; ``rate`` / ``online-signing rate`` → percent with 1 decimal
+    ("8.8%"); ``eui`` [kWh/m²] → 1 decimal; ``pr`` → 3 decimals ("0.812"); any other unit
+    (kWh, m³, L, kg, kWh/kWp, h) → thousands separators, 0 decimals from 1,000, else 1.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if kind in _RATES:
+        text, suffix = f"{value * 100:,.1f}", "%"
+    else:
+        decimals = _DECIMALS.get(kind, 0 if abs(value) >= 999.95 else 1)
+        text, suffix = f"{value:,.{decimals}f}", ""
+    if text.startswith("-") and not text.strip("-0.,"):
+        text = text[1:]  # no "-0.0"
+    return text + suffix
+
+
+def labelled(lang: str, key: str, value: str) -> str:
+    """ "label：value" / "Label: value"."""
+    return f"{t(lang, key)}{t(lang, 'colon')}{value}"
+
+
+def unit_label(lang: str, unit: str) -> str:
+    """A ledger unit in ``lang`` (only the paper rate has words)."""
+    return LABELS[check_lang(lang)].get(unit, unit)
+
+
+def item_label(lang: str, item: str) -> str:
+    return t(lang, item)
+
+
+def met_label(lang: str, met: bool | None) -> str:
+    return t(lang, "not_judged" if met is None else "met" if met else "not_met")
+
+
+def site_name(lang: str, site: SiteInfo) -> str:
+    """zh-TW: the configured name; en: the English name when there is one."""
+    return site.name if check_lang(lang) == "zh-TW" else site.name_en or site.name
+
+
+def month_label(lang: str, month: str) -> str:
+    """A short axis label for "2025-07": "7月" / "Jul"."""
+    m = int(month[5:7])
+    return t(lang, "month_short").format(month=m, month_abbr=MONTHS_EN[m - 1][:3])
+
+
+def title(data: ReportData, lang: str) -> str:
+    """ "2025年7月 四省專案執行報告" / "Four-saving report July 2025"."""
+    if data.month is None:
+        return t(lang, "title_year").format(year=data.year)
+    return t(lang, "title_month").format(
+        year=data.year, month=data.month, month_name=MONTHS_EN[data.month - 1]
+    )
+
+
+def eui(row: ItemRow, key: str = "eui_kwh_m2") -> float | None:
+    """The electricity row's EUI [kWh/m²] (``eui_rolling_12m_kwh_m2`` for 12 months)."""
+    return row.details.get(key) if row.item == "electricity" else None
+
+
+def site_rows(data: ReportData, site: str) -> list[ItemRow]:
+    """The site's ledger rows of the report's period, in the order of ``model.ITEMS``."""
+    rows = [r for r in data.items if r.site == site and r.period == data.period]
+    return sorted(rows, key=lambda r: ITEMS.index(r.item) if r.item in ITEMS else len(ITEMS))
+
+
+def summary_row(data: ReportData, row: ItemRow, lang: str) -> list:
+    """One ItemRow as the xlsx summary and the CSV carry it: raw numbers, words in ``lang``."""
+    sites = {s.id: s for s in data.sites}
+    name = site_name(lang, sites[row.site]) if row.site in sites else row.site
+    return [
+        row.site,
+        name,
+        item_label(lang, row.item),
+        row.period,
+        unit_label(lang, row.unit),
+        row.actual,
+        row.baseline,
+        row.baseline_rule,
+        row.target_rate,
+        row.target,
+        row.savings_rate,
+        met_label(lang, row.met),
+        row.co2e_kg,
+        row.completeness,
+        row.adjustments,
+        eui(row),
+    ]
+
+
+SUMMARY_KEYS = (
+    "site_id",
+    "site_name",
+    "item",
+    "period",
+    "unit",
+    "actual",
+    "baseline",
+    "baseline_rule",
+    "target_rate",
+    "target",
+    "savings_rate",
+    "result",
+    "co2e",
+    "completeness",
+    "adjustments",
+    "eui",
+)
+ADJUSTMENT_KEYS = (
+    "record_id",
+    "site_id",
+    "item",
+    "period",
+    "amount",
+    "unit",
+    "reason",
+    "approved_by",
+    "approved_on",
+)
+
+
+def adjustment_row(adj: Adjustment, lang: str) -> list:
+    """One Adjustment as the xlsx and the CSV carry it (the amount raw)."""
+    return [
+        adj.record_id,
+        adj.site,
+        item_label(lang, adj.item),
+        adj.period,
+        adj.amount,
+        unit_label(lang, adj.unit),
+        adj.reason,
+        adj.approved_by,
+        adj.approved_on,
+    ]

@@ -1,0 +1,100 @@
+"""Alert incidents from the rules engine: list, filter, acknowledge with a comment."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, Field
+
+from api.deps import AlertAcker, Reader, State
+from core.influx import InfluxRejected, InfluxUnavailable
+from rules.alerts import ack_line
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+
+class IncidentOut(BaseModel):
+    id: int
+    rule_id: str
+    site: str
+    device: str
+    state: Literal["pending", "firing", "resolved", "cancelled"]
+    value: float | None
+    pending_since: float  # epoch seconds
+    fired_at: float | None
+    resolved_at: float | None
+    acked_by: str | None
+    acked_at: float | None
+    ack_comment: str | None
+    notifications: int
+
+
+class Ack(BaseModel):
+    comment: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="what was done or why (one line)",
+    )
+
+
+def _out(inc) -> IncidentOut:
+    return IncidentOut(**{k: v for k, v in asdict(inc).items() if k in IncidentOut.model_fields})
+
+
+@router.get("/alerts")
+def list_alerts(
+    who: Reader,
+    state: State,
+    status: Literal["pending", "firing", "resolved", "cancelled"] | None = None,
+    site: str | None = None,
+    rule: str | None = None,
+    device: str | None = None,
+    acknowledged: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[IncidentOut]:
+    """Incidents, newest first, filtered by status, site, rule, device, acknowledgement."""
+    out = []
+    for inc in reversed(state.incidents.all(status)):
+        if (
+            (site and inc.site != site)
+            or (rule and inc.rule_id != rule)
+            or (device and inc.device != device)
+        ):
+            continue
+        if acknowledged is not None and (inc.acked_by is not None) != acknowledged:
+            continue
+        out.append(_out(inc))
+        if len(out) >= limit:
+            break
+    return out
+
+
+@router.get("/alerts/{incident_id}")
+def get_alert(incident_id: int, who: Reader, state: State) -> IncidentOut:
+    """One incident."""
+    inc = state.incidents.get(incident_id)
+    if inc is None:
+        raise HTTPException(404, f"no incident {incident_id}")
+    return _out(inc)
+
+
+@router.post("/alerts/{incident_id}/ack")
+def acknowledge(incident_id: int, body: Ack, who: AlertAcker, state: State) -> IncidentOut:
+    """Acknowledge an incident: stops its reminders; who and why go into alert history."""
+    with state.write_lock:
+        try:
+            inc = state.incidents.acknowledge(
+                incident_id, who.name, body.comment, state.clock.time()
+            )
+        except LookupError:
+            raise HTTPException(404, f"no incident {incident_id}") from None
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+    try:
+        state.influx.write([ack_line(inc)])
+    except (InfluxUnavailable, InfluxRejected):
+        pass  # the acknowledgement itself is stored; history catches up on the next ack
+    return _out(inc)

@@ -1,0 +1,155 @@
+"""The rules engine's derived results: four-saving ledger, PV performance, demand.
+
+These read what ``foursave rules`` wrote to InfluxDB (``ledger``, ``ledger_daily``,
+``pv_daily``, ``demand_month``, ``demand``), so the API shows exactly the engine's
+numbers and never recomputes them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
+from api.deps import Reader, State
+from api.routes.sites import _site
+
+router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
+
+Year = Annotated[int, Query(ge=2000, le=2100)]
+Month = Annotated[int | None, Query(ge=1, le=12)]
+
+
+class LedgerEntry(BaseModel):
+    site: str
+    item: str
+    period: str
+    method: str | None
+    values: dict[str, float | bool]  # actual, baseline, savings_rate, target, met, co2e_kg ...
+
+
+class PvDayOut(BaseModel):
+    site: str
+    device: str
+    day: date
+    values: dict[str, float | bool]  # e_ac_kwh, y_f, y_r, pr, pr_temp, availability ...
+
+
+class DemandOut(BaseModel):
+    site: str
+    month: str
+    values: dict[str, float]  # max_demand_kw, max_at_ms, contract_kw, surcharge_ntd
+    blocks: list[tuple[int, float]]  # 15-minute block start [epoch ms], demand [kW]
+
+
+def _values(row: dict[str, Any], skip: set[str]) -> dict[str, float | bool]:
+    return {k: v for k, v in row.items() if k not in skip and v is not None}
+
+
+def _local_ms(day: date, tz: str) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+@router.get("/ledger")
+def ledger(
+    who: Reader, state: State, site: str, year: Year, month: Month = None
+) -> list[LedgerEntry]:
+    """The four-saving ledger of a site for a year or a month, per item."""
+    _site(state, site)
+    period = f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
+    rows = state.influx.rows(
+        f'SELECT * FROM "ledger" WHERE "site" = \'{site}\' AND "period" = \'{period}\' '
+        "ORDER BY time DESC"
+    )
+    seen: dict[str, LedgerEntry] = {}
+    tags = {"time", "site", "item", "period", "granularity", "method"}
+    for r in rows:  # one point per item (rewritten in place by each engine pass)
+        seen.setdefault(
+            r["item"],
+            LedgerEntry(
+                site=site,
+                item=r["item"],
+                period=period,
+                method=r.get("method"),
+                values=_values(r, tags),
+            ),
+        )
+    order = ("electricity", "water", "fuel", "paper")
+    return sorted(seen.values(), key=lambda e: order.index(e.item) if e.item in order else 9)
+
+
+@router.get("/ledger/daily")
+def ledger_daily(
+    who: Reader, state: State, site: str, start: date, end: date
+) -> list[dict[str, Any]]:
+    """Per local day: the quantities behind the ledger (electricity, grid import and
+    export, PV generation, water, completeness)."""
+    s = _site(state, site)
+    _range(start, end, 400)
+    rows = state.influx.rows(
+        f'SELECT * FROM "ledger_daily" WHERE "site" = \'{site}\' '
+        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+    )
+    zone = ZoneInfo(s.timezone)
+    return [
+        {
+            "day": datetime.fromtimestamp(r["time"] / 1000, zone).date().isoformat(),
+            **_values(r, {"time", "site", "method"}),
+        }
+        for r in rows
+    ]
+
+
+@router.get("/pv")
+def pv(who: Reader, state: State, site: str, start: date, end: date) -> list[PvDayOut]:
+    """Daily PV performance per inverter (IEC 61724-1 yields, PR, availability)."""
+    s = _site(state, site)
+    _range(start, end, 400)
+    rows = state.influx.rows(
+        f'SELECT * FROM "pv_daily" WHERE "site" = \'{site}\' '
+        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+    )
+    zone = ZoneInfo(s.timezone)
+    return [
+        PvDayOut(
+            site=site,
+            device=r["device"],
+            day=datetime.fromtimestamp(r["time"] / 1000, zone).date(),
+            values=_values(r, {"time", "site", "device"}),
+        )
+        for r in rows
+    ]
+
+
+@router.get("/demand")
+def demand(
+    who: Reader, state: State, site: str, year: Year, month: Annotated[int, Query(ge=1, le=12)]
+) -> DemandOut:
+    """A month's maximum 15-minute demand, its surcharge, and every block."""
+    s = _site(state, site)
+    label = f"{year:04d}-{month:02d}"
+    start = date(year, month, 1)
+    end = date(year + (month == 12), month % 12 + 1, 1)
+    m = state.influx.rows(
+        f'SELECT * FROM "demand_month" WHERE "site" = \'{site}\' AND "month" = \'{label}\' '
+        "ORDER BY time DESC LIMIT 1"
+    )
+    blocks = state.influx.rows(
+        f'SELECT "demand_kw" FROM "demand" WHERE "site" = \'{site}\' '
+        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+    )
+    return DemandOut(
+        site=site,
+        month=label,
+        values=_values(m[0], {"time", "site", "month"}) if m else {},
+        blocks=[(r["time"], r["demand_kw"]) for r in blocks if r["demand_kw"] is not None],
+    )
+
+
+def _range(start: date, end: date, max_days: int) -> None:
+    if end <= start:
+        raise HTTPException(422, f"end ({end}) must be after start ({start})")
+    if end - start > timedelta(days=max_days):
+        raise HTTPException(413, f"{(end - start).days} days asked; at most {max_days} per request")

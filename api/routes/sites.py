@@ -1,0 +1,269 @@
+"""Sites, devices with live status, latest readings and time series."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel
+
+from api.deps import Reader, State
+from core.config import Device, Site
+from core.glossary import FIELDS
+
+router = APIRouter(prefix="/api/v1", tags=["sites and devices"])
+
+LATEST_WINDOW_S = 2 * 86_400  # "latest" looks back this far
+
+
+class SitePublic(BaseModel):
+    id: str
+    name: str
+    name_en: str | None
+    lat: float
+    lon: float
+    timezone: str
+    floor_area_m2: float | None
+    contract_capacity_kw: float | None
+    pv_capacity_kwp: float | None
+    devices: int
+
+
+class DeviceStatus(BaseModel):
+    online: bool | None = None
+    poll_ms: float | None = None
+    errors: int | None = None
+    last_error: str | None = None
+    last_reading_ts: int | None = None
+    status_ts: int | None = None
+    collector: str | None = None
+
+
+class DevicePublic(BaseModel):
+    id: str
+    site: str
+    kind: str
+    role: str | None
+    profile: str
+    transport: str
+    interval_s: float
+    fields: list[str]
+    status: DeviceStatus | None  # None: no status message seen since the API started
+
+
+class FieldValue(BaseModel):
+    value: float | int | bool | None
+    unit: str
+
+
+class Latest(BaseModel):
+    device: str
+    ts: int | None  # epoch ms of the reading; None: nothing in the last two days
+    fields: dict[str, FieldValue]
+
+
+class Series(BaseModel):
+    device: str
+    field: str
+    unit: str
+    interval: str | None
+    aggregate: str | None
+    points: list[tuple[int, float | int | bool | None]]
+
+
+def _site(state, site_id: str) -> Site:
+    for s in state.config.sites:
+        if s.id == site_id:
+            return s
+    raise HTTPException(404, f"no site {site_id!r}; sites: {[s.id for s in state.config.sites]}")
+
+
+def device_of(state, device_id: str) -> Device:
+    for d in state.config.devices:
+        if d.id == device_id:
+            return d
+    raise HTTPException(404, f"no device {device_id!r}")
+
+
+def _device_public(state, d: Device) -> DevicePublic:
+    body = state.live.device(d.site, d.id)
+    status = None
+    if body is not None:
+        status = DeviceStatus(
+            **{k: body.get(k) for k in DeviceStatus.model_fields if k != "status_ts"},
+            status_ts=body.get("ts"),
+        )
+    return DevicePublic(
+        id=d.id,
+        site=d.site,
+        kind=d.kind,
+        role=d.role,
+        profile=d.profile,
+        transport=d.transport,
+        interval_s=d.interval_s,
+        fields=sorted(FIELDS[d.kind]),
+        status=status,
+    )
+
+
+@router.get("/sites")
+def list_sites(who: Reader, state: State) -> list[SitePublic]:
+    """The configured sites."""
+    return [_site_public(state, s) for s in state.config.sites]
+
+
+def _site_public(state, s: Site) -> SitePublic:
+    n = sum(d.site == s.id for d in state.config.devices)
+    return SitePublic(
+        **{k: getattr(s, k) for k in SitePublic.model_fields if k != "devices"}, devices=n
+    )
+
+
+@router.get("/sites/{site_id}")
+def get_site(site_id: str, who: Reader, state: State) -> SitePublic:
+    """One site."""
+    return _site_public(state, _site(state, site_id))
+
+
+@router.get("/devices")
+def list_devices(
+    who: Reader, state: State, site: str | None = None, kind: str | None = None
+) -> list[DevicePublic]:
+    """Devices with their live status (from the collector's retained status messages)."""
+    if site is not None:
+        _site(state, site)
+    return [
+        _device_public(state, d)
+        for d in state.config.devices
+        if (site is None or d.site == site) and (kind is None or d.kind == kind)
+    ]
+
+
+@router.get("/devices/{device_id}")
+def get_device(device_id: str, who: Reader, state: State) -> DevicePublic:
+    """One device with its live status."""
+    return _device_public(state, device_of(state, device_id))
+
+
+@router.get("/devices/{device_id}/latest")
+def latest(device_id: str, who: Reader, state: State) -> Latest:
+    """The device's last stored reading (fields that failed to read are absent)."""
+    d = device_of(state, device_id)
+    now_ms = int(state.clock.time() * 1000)
+    rows = state.influx.rows(
+        f'SELECT * FROM "{d.kind}" WHERE "device" = \'{d.id}\' '
+        f"AND time >= {now_ms - LATEST_WINDOW_S * 1000}ms AND time <= {now_ms}ms "
+        "ORDER BY time DESC LIMIT 1"
+    )
+    if not rows:
+        return Latest(device=d.id, ts=None, fields={})
+    row = rows[0]
+    known = FIELDS[d.kind]
+    return Latest(
+        device=d.id,
+        ts=row["time"],
+        fields={
+            k: FieldValue(value=v, unit=known[k].unit)
+            for k, v in row.items()
+            if k in known and v is not None
+        },
+    )
+
+
+_INTERVAL = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@router.get("/series")
+def series(
+    who: Reader,
+    state: State,
+    device: str,
+    field: str,
+    start: AwareDatetime,
+    end: AwareDatetime,
+    interval: Annotated[
+        str | None,
+        Query(
+            description="aggregation interval like 60s, 15m, 1h, 1d; omit for raw points",
+            max_length=8,
+        ),
+    ] = None,
+    aggregate: Literal["mean", "min", "max", "last", "first", "sum", "count"] = "mean",
+) -> Series:
+    """A field of one device over [start, end), raw or aggregated per interval.
+
+    At most ``services.api.max_series_points`` points and ``max_series_days`` days per
+    request: more is refused with 413 and the interval that would fit."""
+    d = device_of(state, device)
+    known = FIELDS[d.kind]
+    if field not in known:
+        raise HTTPException(
+            422, f"field {field!r} is not a {d.kind} field; known: {', '.join(sorted(known))}"
+        )
+    if end <= start:
+        raise HTTPException(
+            422, f"end ({end.isoformat()}) must be after start ({start.isoformat()})"
+        )
+    cfg = state.config.services.api
+    span_s = (end - start).total_seconds()
+    if span_s > cfg.max_series_days * 86400:
+        raise HTTPException(
+            413,
+            f"range of {span_s / 86400:.1f} days exceeds the limit of {cfg.max_series_days} days",
+        )
+    s_ms, e_ms = _epoch_ms(start), _epoch_ms(end)
+    where = f"\"device\" = '{d.id}' AND time >= {s_ms}ms AND time < {e_ms}ms"
+    if interval is None:
+        expected = span_s / d.interval_s
+        if expected > cfg.max_series_points:
+            counted = state.influx.rows(f'SELECT count("{field}") FROM "{d.kind}" WHERE {where}')
+            n = counted[0]["count"] if counted else 0
+            if n > cfg.max_series_points:
+                raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
+        q = f'SELECT "{field}" FROM "{d.kind}" WHERE {where}'
+        points = [(r["time"], r[field]) for r in state.influx.rows(q) if r[field] is not None]
+        return Series(
+            device=d.id,
+            field=field,
+            unit=known[field].unit,
+            interval=None,
+            aggregate=None,
+            points=points,
+        )
+    m = _INTERVAL.match(interval)
+    if not m:
+        raise HTTPException(
+            422, f"interval {interval!r}: expected a number and s, m, h or d (e.g. 15m)"
+        )
+    step_s = int(m.group(1)) * _SECONDS[m.group(2)]
+    n = int(span_s // step_s) + 1
+    if n > cfg.max_series_points:
+        raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
+    if known[field].type == "bool" and aggregate in ("mean", "sum"):
+        raise HTTPException(422, f"{field} is a true/false field: use last, first or count")
+    q = f'SELECT {aggregate}("{field}") FROM "{d.kind}" WHERE {where} GROUP BY time({interval}) fill(none)'
+    points = [(r["time"], r[aggregate]) for r in state.influx.rows(q)]
+    return Series(
+        device=d.id,
+        field=field,
+        unit=known[field].unit,
+        interval=interval,
+        aggregate=aggregate,
+        points=points,
+    )
+
+
+def _epoch_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _too_many(n: int, limit: int, span_s: float) -> str:
+    need = span_s / limit
+    for unit, secs in (("s", 1), ("m", 60), ("h", 3600), ("d", 86400)):
+        if need / secs < 60 or unit == "d":
+            suggestion = f"{max(1, int(-(-need // secs)))}{unit}"
+            break
+    return f"this would return {n} points; the limit is {limit}: ask for interval={suggestion} or a shorter range"
