@@ -62,7 +62,9 @@ class RecordIn(BaseModel):
     @field_validator("period")
     @classmethod
     def _period(cls, v: str) -> str:
-        try:
+        try:  # strptime alone takes "2025-7", which no ledger lookup would ever find
+            if len(v) != 7:
+                raise ValueError
             datetime.strptime(v, "%Y-%m")
         except ValueError:
             raise ValueError("expected a month like 2025-07") from None

@@ -106,3 +106,35 @@ def build_stack(tmp: Path, mqtt_port: int, influx_url: str) -> Stack:
     keys = {role: ks.create(f"test-{role}", role, "fixture")[1] for role in ROLES}
     ks.close()
     return Stack(cfg, influx, keys, ManualClock(NOW.timestamp()), tmp)
+
+
+class ServerThread:
+    """The app served by uvicorn on a free port in a thread: tests talk real HTTP."""
+
+    def __init__(self, app, port: int | None = None):
+        import threading
+
+        import uvicorn
+
+        from core.services import free_port
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            )
+        )
+        self.server.install_signal_handlers = lambda: None  # not the main thread
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        from tests.helpers import wait_for
+
+        self.thread.start()
+        wait_for(lambda: self.server.started, 30, "API server started")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

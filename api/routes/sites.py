@@ -193,7 +193,8 @@ def series(
     ] = None,
     aggregate: Literal["mean", "min", "max", "last", "first", "sum", "count"] = "mean",
 ) -> Series:
-    """A field of one device over [start, end), raw or aggregated per interval.
+    """A field of one device over [start, end), raw or aggregated per interval
+    (intervals are aligned to the site's local time).
 
     At most ``services.api.max_series_points`` points and ``max_series_days`` days per
     request: more is refused with 413 and the interval that would fit."""
@@ -244,7 +245,8 @@ def series(
         raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
     if known[field].type == "bool" and aggregate in ("mean", "sum"):
         raise HTTPException(422, f"{field} is a true/false field: use last, first or count")
-    q = f'SELECT {aggregate}("{field}") FROM "{d.kind}" WHERE {where} GROUP BY time({interval}) fill(none)'
+    tz = _site(state, d.site).timezone  # days and hours start at local midnight
+    q = f'SELECT {aggregate}("{field}") FROM "{d.kind}" WHERE {where} GROUP BY time({interval}) fill(none) tz(\'{tz}\')'
     points = [(r["time"], r[aggregate]) for r in state.influx.rows(q)]
     return Series(
         device=d.id,
