@@ -121,7 +121,7 @@ def requests_for(st) -> dict[tuple[str, str], dict]:
             "json": {"value": 931},
         },
         ("POST", "/api/v1/records/import"): {
-            "content": "site,period,kind,value\ndemo,2026-01,paper_reams,3\n".encode(),
+            "content": b"site,period,kind,value\ndemo,2026-01,paper_reams,3\n",
             "headers": {"Content-Type": "text/csv"},
         },
         ("POST", "/api/v1/adjustments"): {
