@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -266,7 +267,15 @@ class SnapshotBuilder:
             f = emission_factor("grid_electricity", on)
         except FactorError:
             return None
-        return {"value": f.value, "unit": f.unit, "basis": f.basis, "provisional": f.provisional}
+        year = re.search(r"data year (\d{4})", f.basis)
+        return {
+            "value": f.value,
+            "unit": f.unit,
+            "year": int(year.group(1)) if year else None,
+            "basis": f.basis,
+            "source": f.source,
+            "provisional": f.provisional,
+        }
 
     def refresh(self) -> bool:
         """Rebuild every site's snapshot; on failure keep the last good ones."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from api.deps import AlertAcker, Reader, State
 from core.influx import InfluxRejected, InfluxUnavailable
 from rules.alerts import ack_line
+
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -73,7 +75,7 @@ def list_alerts(
 
 
 @router.get("/alerts/{incident_id}")
-def get_alert(incident_id: int, who: Reader, state: State) -> IncidentOut:
+def get_alert(incident_id: RowId, who: Reader, state: State) -> IncidentOut:
     """One incident."""
     inc = state.incidents.get(incident_id)
     if inc is None:
@@ -82,7 +84,7 @@ def get_alert(incident_id: int, who: Reader, state: State) -> IncidentOut:
 
 
 @router.post("/alerts/{incident_id}/ack")
-def acknowledge(incident_id: int, body: Ack, who: AlertAcker, state: State) -> IncidentOut:
+def acknowledge(incident_id: RowId, body: Ack, who: AlertAcker, state: State) -> IncidentOut:
     """Acknowledge an incident: stops its reminders; who and why go into alert history."""
     with state.write_lock:
         try:

@@ -16,13 +16,20 @@ from api.deps import State
 
 STATIC = Path(__file__).resolve().parent.parent / "display" / "static"
 
+# the page loads only its own script and style and talks only to this server
+CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+
 router = APIRouter(tags=["public display"])
 
 
 @router.get("/display", response_class=FileResponse, include_in_schema=True)
 def display_page() -> FileResponse:
     """The full-screen page for lobby screens (1920×1080)."""
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+    return FileResponse(
+        STATIC / "index.html",
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
+    )
 
 
 @router.get(

@@ -12,14 +12,17 @@ import tempfile
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import Adjuster, Reader, RecordWriter, State
 from api.routes.sites import _site
 from rules.records import RecordError, RecordIn, import_csv
+
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="row id")]
 
 router = APIRouter(prefix="/api/v1", tags=["records"])
 
@@ -135,7 +138,7 @@ def list_records(
 
 
 @router.get("/records/{record_id}")
-def get_record(record_id: int, who: Reader, state: State) -> list[RecordOut]:
+def get_record(record_id: RowId, who: Reader, state: State) -> list[RecordOut]:
     """A record with its whole correction trail, oldest first."""
     r = state.records.get(record_id)
     if r is None:
@@ -160,7 +163,7 @@ def create_record(body: RecordCreate, who: RecordWriter, state: State) -> Record
 
 @router.post("/records/{record_id}/correct", status_code=201)
 def correct_record(
-    record_id: int, body: RecordCorrection, who: RecordWriter, state: State
+    record_id: RowId, body: RecordCorrection, who: RecordWriter, state: State
 ) -> RecordOut:
     """Correct a record: a new record supersedes it (the old one stays in the trail)."""
     old = state.records.get(record_id)

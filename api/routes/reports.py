@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import ReportMaker, State
@@ -14,6 +14,7 @@ from api.reports.build import ReportUnchanged, report_for
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
+Year = Annotated[int, Path(ge=2000, le=2100, description="calendar year")]
 Month = Annotated[int | None, Query(ge=1, le=12, description="omit for the annual report")]
 Format = Literal["pdf", "xlsx", "csv"]
 Lang = Literal["zh-TW", "en"]
@@ -45,11 +46,6 @@ def _file(data, fmt: str, lang: str, status_code: int = 200) -> Response:
     )
 
 
-def _check_year(year: int) -> None:
-    if not 2000 <= year <= 2100:
-        raise HTTPException(422, f"year {year} is outside 2000..2100")
-
-
 @router.get("/reports")
 def list_reports(who: ReportMaker, state: State) -> list[RevisionOut]:
     """Every issued (frozen) report revision."""
@@ -70,7 +66,7 @@ def list_reports(who: ReportMaker, state: State) -> list[RevisionOut]:
     },
 )
 def get_report(
-    year: int,
+    year: Year,
     who: ReportMaker,
     state: State,
     month: Month = None,
@@ -79,7 +75,6 @@ def get_report(
 ) -> Response:
     """The monthly or annual report; a closed period's report is frozen (issued once,
     then the same on every request)."""
-    _check_year(year)
     with state.write_lock:  # the first request of a closed period issues revision 1
         data = report_for(
             state.config,
@@ -95,7 +90,7 @@ def get_report(
 
 @router.post("/reports/{year}/recompute", response_class=Response, status_code=201)
 def recompute_report(
-    year: int,
+    year: Year,
     body: Recompute,
     who: ReportMaker,
     state: State,
@@ -105,7 +100,6 @@ def recompute_report(
 ) -> Response:
     """Issue a new revision of a closed period's report from the data as it is now;
     the reason is printed on it.  409 if no number would change."""
-    _check_year(year)
     with state.write_lock:
         try:
             data = report_for(
