@@ -1,6 +1,9 @@
 # One image for foursave's own services (sim, collect, ingest, ...).
 FROM python:3.11-slim
 WORKDIR /app
+# Traditional Chinese TrueType font embedded in the report PDFs
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-arphic-uming \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY core core
 COPY collector collector

@@ -1,9 +1,9 @@
 """``foursave demo``: the whole system on one machine with simulated devices.
 
 Starts mosquitto and influxd on the configured ports unless something already answers
-there, then the simulators, the collector and the ingester as separate processes (as
-they run in production), prints what runs where and a live line of counts, and stops
-everything cleanly on Ctrl-C.
+there, then the simulators, the ingester, the collector, the rules engine and the API as
+separate processes (as they run in production), prints what runs where (with a fresh
+API key per role) and a live line of counts, and stops everything cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -45,6 +45,21 @@ def _counts(influx: InfluxClient) -> dict[str, int]:
     return out
 
 
+def _demo_keys(cfg: Config) -> dict[str, str]:
+    """Fresh random keys, one per role, for this demo run (the last run's are revoked):
+    there is no default key, in the demo either."""
+    from api.keys import ROLES, KeyStore
+
+    store = KeyStore(cfg.services.api.keys_path)
+    try:
+        for k in store.all():
+            if k.created_by == "foursave demo" and k.revoked_at is None:
+                store.revoke(k.id)
+        return {r: store.create(f"demo-{r}", r, "foursave demo")[1] for r in ROLES}
+    finally:
+        store.close()
+
+
 def run_demo(cfg: Config, config_path: str, var: Path) -> int:
     var.mkdir(parents=True, exist_ok=True)
     svc = cfg.services
@@ -60,8 +75,9 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
 
     # one simulated clock for every process (matters when simulated time runs fast)
     os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
+    keys = _demo_keys(cfg)
     procs: dict[str, subprocess.Popen] = {}
-    for name in ("sim", "ingest", "collect", "rules"):
+    for name in ("sim", "ingest", "collect", "rules", "api"):
         procs[name] = _spawn(name, [name, "--config", config_path], var)
 
     print("foursave demo is running (Ctrl-C stops everything)\n")
@@ -89,8 +105,16 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
     if svc.simulator.control_port:
         host, port = svc.simulator.control_host, svc.simulator.control_port
         print(f"  faults        http://{host}:{port}/devices  (README: Faults on demand)")
+    api = f"http://{svc.api.host}:{svc.api.port}"
+    print(f"  display       {api}/display   (public lobby screen, no login)")
+    print(f"  API           {api}/docs      (OpenAPI at {api}/openapi.json)")
+    for role, key in keys.items():
+        print(f"  {role + ' key':<13} {key}")
+    print(
+        f"  report        curl -H 'X-API-Key: <auditor key>' '{api}/api/v1/reports/2026?format=pdf' -o report.pdf"
+    )
     print("  alerts        mqtt topic foursave/v1/+/alert/#; foursave alerts list")
-    print(f"  logs          {var}/{{sim,collect,ingest,rules}}.log")
+    print(f"  logs          {var}/{{sim,collect,ingest,rules,api}}.log")
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
     print(
         f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute 'SELECT * FROM inverter ORDER BY time DESC LIMIT 3'\n"
@@ -119,7 +143,7 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
             print(f"\r{line:<100}", end="", flush=True)
     finally:
         print("\nstopping ...")
-        for name in ("rules", "collect", "ingest", "sim"):  # collector before ingester: it drains
+        for name in ("api", "rules", "collect", "ingest", "sim"):  # collector before ingester
             p = procs[name]
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

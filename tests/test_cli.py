@@ -38,7 +38,7 @@ def test_every_contract_subcommand_exists():
 def test_compose_file_runs_the_services_with_real_subcommands():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"mosquitto", "influxdb", "sim", "collect", "ingest", "rules", "grafana"} <= set(
+    assert {"mosquitto", "influxdb", "sim", "collect", "ingest", "rules", "api", "grafana"} <= set(
         services
     )
     graf = services["grafana"]
@@ -46,10 +46,15 @@ def test_compose_file_runs_the_services_with_real_subcommands():
     for mount in graf["volumes"][:3]:  # the provisioning it mounts exists in the repository
         assert (ROOT / mount.split(":")[0].removeprefix("./")).exists(), mount
     assert services["influxdb"]["image"] == "influxdb:1.8"
-    for name in ("sim", "collect", "ingest", "rules"):
+    for name in ("sim", "collect", "ingest", "rules", "api"):
         assert services[name]["command"][0] in CONTRACT_SUBCOMMANDS
-    for name in ("mosquitto", "influxdb", "sim"):
+    for name in ("mosquitto", "influxdb", "sim", "api"):
         assert "healthcheck" in services[name]
+    # no default secret: compose refuses to start the API without a bootstrap key
+    assert services["api"]["environment"]["FOURSAVE_API_BOOTSTRAP_KEY"].startswith(
+        "${FOURSAVE_API_BOOTSTRAP_KEY:?"
+    )
+    assert "rules-data:/app/var" in services["api"]["volumes"]  # same records as the engine
 
 
 @pytest.mark.integration
@@ -61,6 +66,16 @@ def test_demo_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
     raw["services"]["influxdb"]["url"] = f"http://127.0.0.1:{influx_port}"
     raw["services"]["collector"]["spool_path"] = str(tmp_path / "spool.sqlite")
     raw["services"]["ingester"]["dead_letter_path"] = str(tmp_path / "dead.sqlite")
+    raw["services"]["rules"] = {
+        "records_path": str(tmp_path / "records.sqlite"),
+        "state_path": str(tmp_path / "rules.sqlite"),
+    }
+    api_port = free_port()
+    raw["services"]["api"] = {
+        "port": api_port,
+        "keys_path": str(tmp_path / "keys.sqlite"),
+        "reports_path": str(tmp_path / "reports.sqlite"),
+    }
     for d in raw["devices"]:
         d["port"] = free_port()
         d["interval_s"] = 0.5
@@ -99,6 +114,17 @@ def test_demo_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
                 return 0
 
         wait_for(lambda: stored() >= 6, 90, "the demo to store inverter readings")
+        api = f"http://127.0.0.1:{api_port}"
+        wait_for(lambda: port_open("127.0.0.1", api_port), 60, "the demo's API")
+        display = wait_for(
+            lambda: httpx.get(f"{api}/display/data", timeout=5).json()["values"]["pv_power_w"][
+                "ts"
+            ],
+            60,
+            "the display snapshot to show PV data",
+        )
+        assert display > 0
+        assert httpx.get(f"{api}/api/v1/sites", timeout=5).status_code == 401
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -108,6 +134,8 @@ def test_demo_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert "foursave demo is running" in out and "stopped." in out
     assert f"mqtt://127.0.0.1:{mqtt_port}" in out
     assert "Traceback" not in out
+    viewer = next(line.split()[-1] for line in out.splitlines() if "viewer key" in line)
+    assert viewer.startswith("fsk_") and f"{api}/display" in out
     assert not port_open("127.0.0.1", mqtt_port) and not port_open("127.0.0.1", influx_port)
     collect_log = Path(tmp_path / "var" / "collect.log").read_text()
     assert "collector stopped" in collect_log

@@ -175,7 +175,7 @@ def test_open_period_is_provisional_and_never_stored(stack):
     assert r.status_code == 409 and "still open" in r.json()["detail"]
     for bad in ({"month": 13}, {"format": "docx"}, {"lang": "fr"}):
         r = get(stack, "/api/v1/reports/2025", params=bad)
-        assert r.status_code == 422 and list(bad)[0] in r.text
+        assert r.status_code == 422 and next(iter(bad)) in r.text
 
 
 def test_report_command_writes_the_issued_report(stack, tmp_path):
