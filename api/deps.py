@@ -45,7 +45,7 @@ class AppState:
     mqtt_connected: threading.Event = field(default_factory=threading.Event)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:  # async: no thread hop
     return request.app.state.foursave
 
 

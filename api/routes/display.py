@@ -40,7 +40,7 @@ def display_page() -> FileResponse:
         429: {"description": "too many requests from this address"},
     },
 )
-def display_data(
+async def display_data(  # in-memory only: no thread hop per request
     request: Request,
     state: State,
     site: Annotated[str | None, Query(max_length=63)] = None,
