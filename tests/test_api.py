@@ -83,6 +83,10 @@ def call(st, method: str, path: str, role: str | None = None, key: str | None = 
     return httpx.request(method, st.url + path, headers=headers, timeout=120, **kw)
 
 
+def series(st, params: dict) -> httpx.Response:
+    return call(st, "GET", "/api/v1/series", "viewer", params=params)
+
+
 def requests_for(st) -> dict[tuple[str, str], dict]:
     """A well-formed request for every route (so only the key decides)."""
     day = {"start": "2025-07-01", "end": "2025-07-08"}
@@ -222,32 +226,23 @@ def test_no_default_or_weak_bootstrap_key(tmp_path):
 
 def test_series_validation_is_a_clear_4xx(stack):
     base = {"device": "inv-01", "start": "2025-01-01T00:00:00+08:00"}
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={**base, "field": "volume_m3", "end": "2025-01-02T00:00:00+08:00"},
+        {**base, "field": "volume_m3", "end": "2025-01-02T00:00:00+08:00"},
     )
     assert (
         r.status_code == 422
         and "volume_m3" in r.json()["detail"]
         and "ac_power_w" in r.json()["detail"]
     )
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={**base, "field": "ac_power_w", "end": "2024-12-01T00:00:00+08:00"},
+        {**base, "field": "ac_power_w", "end": "2024-12-01T00:00:00+08:00"},
     )
     assert r.status_code == 422 and "after start" in r.json()["detail"]
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={
+        {
             **base,
             "field": "ac_power_w",
             "end": "2025-12-01T00:00:00+08:00",
@@ -257,12 +252,9 @@ def test_series_validation_is_a_clear_4xx(stack):
     assert r.status_code == 413
     assert "points; the limit is 10000: ask for interval=" in r.json()["detail"]
     suggested = r.json()["detail"].split("interval=")[1].split()[0]
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={
+        {
             **base,
             "field": "ac_power_w",
             "end": "2025-12-01T00:00:00+08:00",
@@ -270,12 +262,9 @@ def test_series_validation_is_a_clear_4xx(stack):
         },
     )
     assert r.status_code == 200 and 0 < len(r.json()["points"]) <= 10000
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={
+        {
             **base,
             "field": "ac_power_w",
             "end": "2026-12-01T00:00:00+08:00",
@@ -283,12 +272,9 @@ def test_series_validation_is_a_clear_4xx(stack):
         },
     )
     assert r.status_code == 413 and "days" in r.json()["detail"]
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={
+        {
             **base,
             "field": "ac_power_w",
             "end": "2025-01-02T00:00:00+08:00",
@@ -296,12 +282,9 @@ def test_series_validation_is_a_clear_4xx(stack):
         },
     )
     assert r.status_code == 422 and "15m" in r.json()["detail"]
-    r = call(
+    r = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={**base, "field": "ac_power_w", "end": "2025-01-02T00:00:00"},
+        {**base, "field": "ac_power_w", "end": "2025-01-02T00:00:00"},
     )
     assert r.status_code == 422  # a time without its offset is ambiguous
     r = call(stack, "GET", "/api/v1/devices/nope/latest", "viewer")
@@ -315,19 +298,16 @@ def test_series_returns_what_is_stored(stack):
         "start": "2025-07-01T00:00:00+08:00",
         "end": "2025-07-02T00:00:00+08:00",
     }
-    raw = call(stack, "GET", "/api/v1/series", "viewer", params=params).json()
+    raw = series(stack, params).json()
     assert len(raw["points"]) == 96  # one a quarter hour, as backfilled
     stored = stack.influx.rows(
         'SELECT "import_energy_wh" FROM "meter" WHERE "device" = \'meter-main\' '
         "AND time >= '2025-06-30T16:00:00Z' AND time < '2025-07-01T16:00:00Z'"
     )
     assert [p[1] for p in raw["points"]] == [r["import_energy_wh"] for r in stored]
-    agg = call(
+    agg = series(
         stack,
-        "GET",
-        "/api/v1/series",
-        "viewer",
-        params={**params, "interval": "1d", "aggregate": "max"},
+        {**params, "interval": "1d", "aggregate": "max"},
     ).json()
     assert agg["points"][0][1] == max(r["import_energy_wh"] for r in stored)
 

@@ -46,6 +46,15 @@ def _file(data, fmt: str, lang: str, status_code: int = 200) -> Response:
     )
 
 
+def _report(state, year: int, month: int | None, **kw):
+    """The report as ``report_for`` decides it; one at a time (it may store a revision)."""
+    now = datetime.fromtimestamp(state.clock.time()).astimezone()
+    with state.write_lock:
+        return report_for(
+            state.config, state.influx, state.records, state.reports, year, month, now, **kw
+        )
+
+
 @router.get("/reports")
 def list_reports(who: ReportMaker, state: State) -> list[RevisionOut]:
     """Every issued (frozen) report revision."""
@@ -75,16 +84,7 @@ def get_report(
 ) -> Response:
     """The monthly or annual report; a closed period's report is frozen (issued once,
     then the same on every request)."""
-    with state.write_lock:  # the first request of a closed period issues revision 1
-        data = report_for(
-            state.config,
-            state.influx,
-            state.records,
-            state.reports,
-            year,
-            month,
-            datetime.fromtimestamp(state.clock.time()).astimezone(),
-        )
+    data = _report(state, year, month)  # the first request of a closed period issues rev 1
     return _file(data, format, lang)
 
 
@@ -100,19 +100,8 @@ def recompute_report(
 ) -> Response:
     """Issue a new revision of a closed period's report from the data as it is now;
     the reason is printed on it.  409 if no number would change."""
-    with state.write_lock:
-        try:
-            data = report_for(
-                state.config,
-                state.influx,
-                state.records,
-                state.reports,
-                year,
-                month,
-                datetime.fromtimestamp(state.clock.time()).astimezone(),
-                recompute_reason=body.reason,
-                by=who.name,
-            )
-        except ReportUnchanged as exc:
-            raise HTTPException(409, str(exc)) from None
+    try:
+        data = _report(state, year, month, recompute_reason=body.reason, by=who.name)
+    except ReportUnchanged as exc:
+        raise HTTPException(409, str(exc)) from None
     return _file(data, format, lang, status_code=201)
