@@ -1,5 +1,6 @@
 """The HTTP API (FastAPI, ``/api/v1``), audit reports and the public display page.
 
-Not built yet: see the issue "What people see: the HTTP API with roles, the public
-display screen, and the audit committee's reports".
+``api.main.create_app`` builds the app; routes live in ``api/routes/``, the role checks
+in ``api/deps.py``, keys in ``api/keys.py``, the display snapshot in ``api/snapshot.py``
+and the report pipeline in ``api/reports/``.
 """
