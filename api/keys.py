@@ -53,6 +53,15 @@ class KeyRequestError(ValueError):
     """A key request that cannot be honoured (bad role, weak bootstrap key)."""
 
 
+def check_bootstrap(key: str) -> None:
+    """Refuse a bootstrap key someone could guess."""
+    if len(key) < 32 or key.lower() in WEAK:
+        raise KeyRequestError(
+            "the bootstrap API key must be at least 32 random characters "
+            "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+
 @dataclass(frozen=True)
 class Principal:
     key_id: str
@@ -82,11 +91,7 @@ class KeyStore:
         self.db = open_db(path, SCHEMA)
         self._bootstrap: str | None = None
         if bootstrap_key:
-            if len(bootstrap_key) < 32 or bootstrap_key.lower() in WEAK:
-                raise KeyRequestError(
-                    "the bootstrap API key must be at least 32 random characters "
-                    "(e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
-                )
+            check_bootstrap(bootstrap_key)
             self._bootstrap = _digest(bootstrap_key)
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import AppState
-from api.keys import KeyStore
+from api.keys import KeyStore, check_bootstrap
 from api.live import LiveStatus, LiveSubscriber
 from api.ratelimit import RateLimiter
 from api.reports.store import ReportStore
@@ -124,6 +124,15 @@ def create_app(
 def serve(config: Config, host: str, port: int) -> None:
     """Run the app until SIGTERM/SIGINT (uvicorn stops accepting, finishes requests,
     then the lifespan closes the clients)."""
+    import signal
+
     import uvicorn
 
+    # uvicorn shuts down gracefully on a signal, then re-raises it to whatever handler
+    # was there before: make that a no-op, so a clean stop exits 0 like every subcommand
+    bootstrap = os.environ.get(config.services.api.bootstrap_key_env)
+    if bootstrap:
+        check_bootstrap(bootstrap)  # refused before anything listens
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)

@@ -511,3 +511,46 @@ def test_devices_show_live_status_and_metrics_from_the_broker(stack):
     assert 'foursave_ingest_dead_letters{ingester="i1"} 2.0' in text
     assert 'foursave_alerts_firing{site="demo"}' in text
     assert 'foursave_completeness_ratio{site="demo"}' in text
+
+
+def test_api_command_serves_and_stops_cleanly_on_sigterm(stack):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.services import port_open
+    from tests.helpers import ROOT
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOURSAVE_")}
+    cmd = [sys.executable, "-m", "core.cli", "api", "--config", str(stack.tmp / "config.yaml")]
+    proc = subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: port_open("127.0.0.1", port), 60, "foursave api listening")
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/api/v1/sites", headers={"X-API-Key": stack.keys["viewer"]}
+        )
+        assert r.status_code == 200 and r.json()[0]["id"] == "demo"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in out, out
+    weak = subprocess.run(
+        [*cmd, "--port", str(free_port())],
+        cwd=ROOT,
+        env={**env, "FOURSAVE_API_BOOTSTRAP_KEY": "changeme"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert weak.returncode == 2 and "at least 32" in weak.stderr and "Traceback" not in weak.stderr
