@@ -9,7 +9,8 @@ one, so the trail stays (the API issue adds HTTP endpoints on top of this store)
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -187,30 +188,42 @@ class ImportResult:
 
 
 def import_csv(store: RecordStore, path: str | Path, entered_by: str) -> ImportResult:
-    """Import records from CSV (header: site,period,kind,value[,evidence,item,reason,
-    approved_by,approved_on]).  All or nothing: any bad row names its line and field,
-    and nothing is stored."""
+    """Import records from a CSV file (see :func:`import_csv_text`); problems are named
+    ``file:line: field: ...``."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    return import_csv_text(store, text, entered_by, lambda n: f"{path}:{n}", str(path))
+
+
+def import_csv_text(
+    store: RecordStore,
+    text: str,
+    entered_by: str,
+    where: Callable[[int], str] = lambda n: f"line {n}",
+    source: str = "CSV",
+) -> ImportResult:
+    """Import records from CSV text (header: site,period,kind,value[,evidence,item,reason,
+    approved_by,approved_on]).  All or nothing: any bad row names its line (``where``)
+    and field, and nothing is stored."""
     rows: list[RecordIn] = []
     errors: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        required = {"site", "period", "kind", "value"}
-        missing = required - set(reader.fieldnames or [])
-        if missing:
-            return ImportResult([], [f"{path}: header misses column(s) {sorted(missing)}"])
-        for n, raw in enumerate(reader, start=2):
-            data = {
-                k: (v.strip() if isinstance(v, str) else v)
-                for k, v in raw.items()
-                if k and v not in ("", None)
-            }
-            data["entered_by"] = entered_by
-            try:
-                rows.append(RecordIn.model_validate(data))
-            except ValidationError as exc:
-                for e in exc.errors():
-                    where = ".".join(str(x) for x in e["loc"]) or "row"
-                    errors.append(f"{path}:{n}: {where}: {e['msg'].removeprefix('Value error, ')}")
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    required = {"site", "period", "kind", "value"}
+    missing = required - set(reader.fieldnames or [])
+    if missing:
+        return ImportResult([], [f"{source}: header misses column(s) {sorted(missing)}"])
+    for n, raw in enumerate(reader, start=2):
+        data = {
+            k: (v.strip() if isinstance(v, str) else v)
+            for k, v in raw.items()
+            if k and v not in ("", None)
+        }
+        data["entered_by"] = entered_by
+        try:
+            rows.append(RecordIn.model_validate(data))
+        except ValidationError as exc:
+            for e in exc.errors():
+                field = ".".join(str(x) for x in e["loc"]) or "row"
+                errors.append(f"{where(n)}: {field}: {e['msg'].removeprefix('Value error, ')}")
     if errors:
         return ImportResult([], errors)
     with store.db:

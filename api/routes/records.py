@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-import tempfile
 from dataclasses import asdict
 from datetime import date
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -20,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.deps import Adjuster, Reader, RecordWriter, State
 from api.routes.sites import _site
-from rules.records import RecordError, RecordIn, import_csv
+from rules.records import RecordError, RecordIn, import_csv_text
 
 RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="row id")]
 
@@ -221,16 +219,10 @@ async def import_records(request: Request, who: RecordWriter, state: State) -> I
         ]
     if problems:
         raise HTTPException(422, {"message": "nothing imported", "errors": problems})
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "upload.csv"
-        path.write_text(text, encoding="utf-8")
-        with state.write_lock:
-            result = import_csv(state.records, path, who.name)
+    with state.write_lock:
+        result = import_csv_text(state.records, text, who.name)
     if result.errors:
-        errors = [
-            e.replace(f"{path}:", "line ", 1).replace(f"{path}", "CSV") for e in result.errors
-        ]
-        raise HTTPException(422, {"message": "nothing imported", "errors": errors})
+        raise HTTPException(422, {"message": "nothing imported", "errors": result.errors})
     return ImportOut(added=result.added)
 
 

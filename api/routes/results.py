@@ -86,13 +86,7 @@ def ledger_daily(
 ) -> list[dict[str, Any]]:
     """Per local day: the quantities behind the ledger (electricity, grid import and
     export, PV generation, water, completeness)."""
-    s = _site(state, site)
-    _range(start, end, 400)
-    rows = state.influx.rows(
-        f'SELECT * FROM "ledger_daily" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
-    )
-    zone = ZoneInfo(s.timezone)
+    rows, zone = _days(state, "ledger_daily", site, start, end)
     return [
         {
             "day": datetime.fromtimestamp(r["time"] / 1000, zone).date().isoformat(),
@@ -105,13 +99,7 @@ def ledger_daily(
 @router.get("/pv")
 def pv(who: Reader, state: State, site: str, start: date, end: date) -> list[PvDayOut]:
     """Daily PV performance per inverter (IEC 61724-1 yields, PR, availability)."""
-    s = _site(state, site)
-    _range(start, end, 400)
-    rows = state.influx.rows(
-        f'SELECT * FROM "pv_daily" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
-    )
-    zone = ZoneInfo(s.timezone)
+    rows, zone = _days(state, "pv_daily", site, start, end)
     return [
         PvDayOut(
             site=site,
@@ -146,6 +134,17 @@ def demand(
         values=_values(m[0], {"time", "site", "month"}) if m else {},
         blocks=[(r["time"], r["demand_kw"]) for r in blocks if r["demand_kw"] is not None],
     )
+
+
+def _days(state, measurement: str, site: str, start: date, end: date):
+    """A daily measurement's rows over local days [start, end), and the site's zone."""
+    s = _site(state, site)
+    _range(start, end, 400)
+    rows = state.influx.rows(
+        f'SELECT * FROM "{measurement}" WHERE "site" = \'{site}\' '
+        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+    )
+    return rows, ZoneInfo(s.timezone)
 
 
 def _range(start: date, end: date, max_days: int) -> None:
