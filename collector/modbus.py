@@ -139,8 +139,20 @@ class ModbusLink:
             raise TransportError(f"{self.key}: short answer {len(regs)} < {span.count}")
         return regs[: span.count]
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close the connection and let the event loop finish closing its socket.
+
+        asyncio closes a transport's socket in a callback on the next loop iteration:
+        without the yield, a loop that ends right after would leave the socket open.
+        """
         self.client.close()
+        await asyncio.sleep(0)
+
+    async def __aenter__(self) -> ModbusLink:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
 
 @dataclass

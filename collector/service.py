@@ -224,7 +224,7 @@ class Collector:
             await asyncio.gather(forwarder, return_exceptions=True)
             await self.publisher.close()
             for link in links.values():
-                link.close()
+                await link.close()
             log.info(
                 "collector stopped: %d readings taken, %d left in the spool",
                 self.readings,

@@ -95,7 +95,12 @@ class LocalService:
             start_new_session=True,
         )
         log.close()
-        wait_until(self.ready, timeout_s, f"{self.name} on port {self.port}", self.proc)
+        try:
+            wait_until(self.ready, timeout_s, f"{self.name} on port {self.port}", self.proc)
+        except BaseException:  # never leave a half-started server behind
+            self.proc.kill()
+            self.proc.wait()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:

@@ -46,6 +46,8 @@ from core.topics import alert_topic
 
 log = logging.getLogger("foursave.alerts")
 
+# stale rules look at the last day first; a device silent for longer is looked up once
+STALE_LOOKBACK_MS = 86_400_000
 # a field every reading of the kind carries (stale rules look at its last time)
 LATEST_WINDOW_S = 120  # a threshold rule without for_s looks at the last value in this window
 
@@ -352,6 +354,8 @@ class AlertEngine:
         self.clock = clock
         self.sites = {s.id: s for s in config.sites}
         self.started = clock.time()  # a device never heard from is stale only after stale_s
+        # (measurement, field, device) -> last reading time before the look-back window
+        self._heard: dict[tuple[str, str, str], int | None] = {}
 
     # -------------------------------------------------------------- conditions
     def _daylight(self, site_id: str, now: float) -> bool:
@@ -386,22 +390,30 @@ class AlertEngine:
         where = f'"device" =~ /^({ids})$/ AND time <= {now_ms}ms'
         out: dict[str, Observation] = {}
         if rule.kind == "stale":
-            last: dict[str, int] = {}
+            last: dict[str, int | None] = {}
             for m in sorted({rule.measurement or d.kind for d in devices}):  # each kind its own
                 # one selector, so the row's time is the reading's time
                 fld = rule.field or STALE_FIELDS.get(m, "online")
+                kind_devices = [d for d in devices if (rule.measurement or d.kind) == m]
                 rows = self.influx.rows(
-                    f'SELECT last("{fld}") FROM "{m}" WHERE {where} AND time > {now_ms - 86_400_000}ms '
-                    'GROUP BY "device"'
+                    f'SELECT last("{fld}") FROM "{m}" WHERE {where} '
+                    f'AND time > {now_ms - STALE_LOOKBACK_MS}ms GROUP BY "device"'
                 )
-                last.update({r["device"]: r["time"] for r in rows})
+                for r in rows:
+                    last[r["device"]] = r["time"]
+                    self._heard[(m, fld, r["device"])] = r["time"]  # the latest known
+                last.update(
+                    self._heard_before(
+                        m, fld, [d for d in kind_devices if d.id not in last], now_ms
+                    )
+                )
             for d in devices:
                 t = last.get(d.id)
                 age = None if t is None else (now_ms - t) / 1000
-                if age is None:  # never heard from: give a fresh start stale_s
+                if age is None:  # never heard from at all: a fresh start gets stale_s
                     age = now - self.started if now - self.started > rule.stale_s else None
                     stale = age is not None
-                else:
+                else:  # heard from, however long ago: its real age
                     stale = age > rule.stale_s
                 out[d.id] = Observation(stale, stale, not stale, age)
             return out
@@ -510,6 +522,29 @@ class AlertEngine:
             sustained = sustained and (rule.for_s == 0 or r["n"] >= 2)
             out[r["device"]] = Observation(active, sustained, clear, float(v))
         return out
+
+    def _heard_before(
+        self, measurement: str, fld: str, devices: list[Device], now_ms: int
+    ) -> dict[str, int | None]:
+        """Last reading time of devices silent for the whole look-back window, found once
+        per engine run without a lower time bound (None: never heard from at all).
+
+        A device that was last heard from a week ago is stale at once with its real
+        age; only one never heard from gets the start-up grace period.  Later readings
+        fall inside the look-back window, so one unbounded query per device suffices.
+        """
+        key = lambda d: (measurement, fld, d.id)  # noqa: E731
+        todo = [d for d in devices if key(d) not in self._heard]
+        if todo:
+            ids = "|".join(d.id for d in todo)
+            rows = self.influx.rows(
+                f'SELECT last("{fld}") FROM "{measurement}" WHERE "device" =~ /^({ids})$/ '
+                f'AND time <= {now_ms}ms GROUP BY "device"'
+            )
+            found = {r["device"]: r["time"] for r in rows}
+            for d in todo:
+                self._heard[key(d)] = found.get(d.id)
+        return {d.id: self._heard[key(d)] for d in devices}
 
     # -------------------------------------------------------------- lifecycle
     def evaluate(self) -> list[dict]:

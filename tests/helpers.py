@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import subprocess
 import threading
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,19 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+
+
+def reap(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    """End a child process on every path: killed if still running, always waited for and
+    its pipes closed (no zombie, no ResourceWarning, whatever the test's outcome)."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout_s)
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def demo_raw() -> dict[str, Any]:
@@ -62,12 +76,13 @@ def make_config(
         raw["services"].setdefault(section, {}).update(values)
     devs = copy.deepcopy(devices if devices is not None else raw["devices"])
     # counters start a few days before the simulated time: no years of history per test
-    recent = (commissioned or date.today() - timedelta(days=3)).isoformat()
+    # (in UTC, not the machine's zone: three days' margin either way)
+    recent = (commissioned or datetime.now(UTC).date() - timedelta(days=3)).isoformat()
     raw["services"]["simulator"]["control_port"] = control_port
     for d in devs:
         if d.get("simulate"):
             # counters start a few days back: no years of history to integrate per test
-            d["simulate"] = {"commissioned": recent, **d["simulate"]}
+            d["simulate"] = {**d["simulate"], "commissioned": recent}
         if d.get("transport", "tcp") != "rtu":
             d["port"] = free_port()
         d["interval_s"] = d.get("interval_s_override", interval_s)

@@ -273,6 +273,40 @@ def test_silent_device_and_maintenance_window(tmp_path, influx, broker, channels
     assert engine.evaluate() == []
 
 
+def test_silent_for_days_is_stale_at_once_never_heard_gets_its_grace(
+    tmp_path, influx, broker, channels
+):
+    hook, mail, _ = channels
+    stale = {
+        "id": "device-silent",
+        "kind": "stale",
+        "title": "Silent",
+        "match": {"kind": "meter"},
+        "stale_s": 300,
+    }
+    clock = ManualClock(at(9))
+    # last heard from three days ago: beyond the engine's one-day look-back window
+    write(influx, "meter", "meter-main", {"active_power_w": 1e5}, clock.time() - 3 * 86400)
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [stale], clock)
+    events = engine.evaluate()  # the engine has only just started
+    assert [(e["device"], e["event"]) for e in events] == [("meter-main", "firing")]
+    assert events[0]["value"] == pytest.approx(3 * 86400)  # its real age, not the grace
+    # a device never heard from at all waits stale_s past the engine's start
+    engine.config = parse_config(
+        CFG + "  - {id: meter-new, site: demo, kind: meter, role: main, profile: sunspec, "
+        "host: h, port: 4}\n",
+        env={},
+    )
+    assert engine.evaluate() == []
+    clock.advance(301)
+    events = engine.evaluate()
+    assert [(e["device"], e["event"]) for e in events] == [("meter-new", "firing")]
+    assert events[0]["value"] == pytest.approx(301)
+    # the long-silent device comes back: resolved, and its age is today's again
+    write(influx, "meter", "meter-main", {"active_power_w": 1e5}, clock.time())
+    assert [(e["device"], e["event"]) for e in engine.evaluate()] == [("meter-main", "resolved")]
+
+
 def test_alert_rules_file_is_valid():
     from rules.alerts import load_alert_settings
 

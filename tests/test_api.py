@@ -16,7 +16,7 @@ from api.main import create_app
 from core.services import free_port, mosquitto
 from rules.alerts import IncidentStore
 from tests.api_fixtures import NOW, ServerThread, build_stack
-from tests.helpers import wait_for
+from tests.helpers import reap, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -542,8 +542,7 @@ def test_api_command_serves_and_stops_cleanly_on_sigterm(stack):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 0 and "Traceback" not in out, out
     weak = subprocess.run(
         [*cmd, "--port", str(free_port())],

@@ -14,7 +14,7 @@ import yaml
 
 from core.cli import build_parser
 from core.services import free_port, port_open
-from tests.helpers import ROOT, demo_raw, wait_for
+from tests.helpers import ROOT, demo_raw, reap, wait_for
 
 CONTRACT_SUBCOMMANDS = {
     "sim",
@@ -128,8 +128,7 @@ def test_demo_runs_everything_and_stops_cleanly_on_ctrl_c(tmp_path):
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert proc.returncode == 0, out
     assert "foursave demo is running" in out and "stopped." in out
     assert f"mqtt://127.0.0.1:{mqtt_port}" in out

@@ -34,11 +34,8 @@ def read_all(cfg, device_ids=None):
         for d in cfg.devices:
             if device_ids and d.id not in device_ids:
                 continue
-            link = ModbusLink(d)
-            try:
+            async with ModbusLink(d) as link:
                 out[d.id] = await reader_for(d).read(link)
-            finally:
-                link.close()
         return out
 
     return asyncio.run(main())
@@ -76,13 +73,10 @@ def test_collector_link_cannot_send_a_write(tmp_path):
     with SimulatorThread(cfg) as sim:
 
         async def attempt():
-            link = ModbusLink(d)
-            try:
+            async with ModbusLink(d) as link:
                 await link.client.connect()
                 with pytest.raises(WriteRefused):
                     await link.client.write_register(40070, 1, device_id=1)
-            finally:
-                link.close()
 
         before = sim.devices[d.id].requests
         asyncio.run(attempt())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 
 import pytest
 import yaml
@@ -15,7 +15,7 @@ from rules.ledger import Ledger, month, year
 from rules.records import RecordIn, RecordStore, import_csv
 from simulators.backfill import run_backfill
 from simulators.site import SiteModel
-from tests.helpers import ROOT
+from tests.helpers import ROOT, reap
 from tests.test_physics import CONFIG
 
 SITE_CONFIG = CONFIG.replace("commissioned: 2025-01-01", "commissioned: 2024-01-01").replace(
@@ -206,6 +206,12 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         "state_path": str(tmp_path / "s.sqlite"),
         "alert_interval_s": 0.5,
         "interval_s": 600,
+        "clock": "simulated",  # "now" is the simulated noon below, at any hour in any zone
+    }
+    raw["services"]["simulator"] = {
+        "start": "2025-07-04T12:00:00+08:00",
+        "speed": 1,
+        "anchor": datetime.now(UTC).isoformat(),
     }
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
@@ -214,12 +220,8 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         "FOURSAVE_INFLUXDB_URL": influx_url,
         "FOURSAVE_INFLUXDB_DATABASE": database,
     }
-    today = date.today()
-    run_backfill(
-        parse_config(path.read_text(), env=env),
-        today - timedelta(days=3),
-        today,
-    )
+    # history up to the simulated day's midnight: every device has been silent 12 h
+    run_backfill(parse_config(path.read_text(), env=env), date(2025, 7, 1), date(2025, 7, 4))
     with open(tmp_path / "rules.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "core.cli", "rules", "--config", str(path)],
@@ -241,8 +243,7 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     assert "Traceback" not in (tmp_path / "rules.log").read_text()
 
 

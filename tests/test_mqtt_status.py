@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from simulators.server import SimulatorThread
-from tests.helpers import ROOT, demo_raw, make_config, wait_for
+from tests.helpers import ROOT, demo_raw, make_config, reap, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,7 @@ def test_status_is_retained_and_the_last_will_says_offline(tmp_path, broker):
             proc.wait(10)
             wait_for(lambda: watcher.last(presence)["state"] == "offline", 30, "last will")
         finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+            reap(proc)
     watcher.close()
     late = Watcher(broker.port)  # a newcomer sees the retained state at once
     try:
