@@ -45,16 +45,24 @@ async def _run_until_signal(main) -> None:
 
 
 def cmd_check_config(args) -> int:
+    if args.file and args.config and args.file != args.config:
+        print(
+            f"foursave check-config: two files given ({args.file}, --config {args.config}); "
+            "name one",
+            file=sys.stderr,
+        )
+        return 2
+    path = args.config or args.file or DEFAULT_CONFIG
     try:
-        cfg = load_config(args.file)
+        cfg = load_config(path)
     except ConfigError as exc:
-        print(f"{args.file}: {len(exc.issues)} problem(s)")
+        print(f"{path}: {len(exc.issues)} problem(s)")
         for issue in exc.issues:
             print(f"  {issue}")
         return 2
     sims = sum(1 for d in cfg.devices if d.simulate)
     print(
-        f"{args.file}: OK — {len(cfg.sites)} site(s), {len(cfg.devices)} device(s) "
+        f"{path}: OK — {len(cfg.sites)} site(s), {len(cfg.devices)} device(s) "
         f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
         f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
     )
@@ -102,7 +110,16 @@ def cmd_demo(args) -> int:
     from core.demo import run_demo
 
     cfg = _load(args.config)
-    return run_demo(cfg, args.config, Path(args.var))
+    if args.history_step_s <= 0 or args.history_step_s % 60:
+        print("foursave demo: --history-step-s must be a whole number of minutes", file=sys.stderr)
+        return 2
+    return run_demo(
+        cfg,
+        args.config,
+        Path(args.var),
+        history=not args.no_history,
+        history_step_s=args.history_step_s,
+    )
 
 
 def _date(text: str):
@@ -465,7 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("check-config", cmd_check_config, "validate a configuration file", config=False)
-    sp.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    # --config like every other subcommand; the positional form stays for existing scripts
+    sp.add_argument("--config", help=f"configuration YAML file (default {DEFAULT_CONFIG})")
+    sp.add_argument("file", nargs="?", help="the same, given without --config")
     sp = add("sim", cmd_sim, "serve the simulated devices over Modbus")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
@@ -510,6 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = add("demo", cmd_demo, "run everything on this machine with simulated devices")
     sp.add_argument("--var", default="var/demo", help="data directory for the demo services")
+    sp.add_argument(
+        "--history-step-s",
+        type=int,
+        default=300,
+        help="seconds between history points (300; 60 for full resolution, slower to fill)",
+    )
+    sp.add_argument(
+        "--no-history", action="store_true", help="live only: no history, no sample records"
+    )
     sp = add("api", cmd_api, "serve the HTTP API, reports and the /display page")
     sp.add_argument("--host", help="address to listen on (default: services.api.host)")
     sp.add_argument("--port", type=int, help="port (default: services.api.port, 8000)")

@@ -107,6 +107,15 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stdout + out.stderr
     assert f"{bad}:9: devices[3].port" in out.stdout
+    # --config, as every other subcommand takes it (DESIGN.md), says the same
+    flag = subprocess.run(
+        [sys.executable, "-m", "core.cli", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert flag.returncode == 2 and flag.stdout == out.stdout
     ok = subprocess.run(
         [sys.executable, "-m", "core.cli", "check-config", "config/demo.yaml"],
         capture_output=True,
@@ -115,6 +124,14 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
         timeout=60,
     )
     assert ok.returncode == 0 and "OK" in ok.stdout
+    ok_flag = subprocess.run(
+        [sys.executable, "-m", "core.cli", "check-config", "--config", "config/demo.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert ok_flag.returncode == 0 and ok_flag.stdout == ok.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "core.cli", "collect", "--config", str(tmp_path / "nope.yaml")],
         capture_output=True,
