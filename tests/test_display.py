@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -193,7 +193,8 @@ def test_display_in_chromium_updates_live_and_shows_stale_data(
 
     assert Path(CHROMIUM).exists(), "Debian's chromium is installed by scripts/bootstrap"
     ARTIFACTS.mkdir(exist_ok=True)
-    start = f"{date.today().isoformat()}T10:30:00+08:00"  # mid-morning: PV power moves
+    today = datetime.now(UTC).date()  # any day will do; the hour is fixed below
+    start = f"{today.isoformat()}T10:30:00+08:00"  # mid-morning: PV power moves
     with (
         Pipeline(
             tmp_path,
@@ -201,7 +202,7 @@ def test_display_in_chromium_updates_live_and_shows_stale_data(
             influx_url,
             database,
             interval_s=1.0,
-            commissioned=date.today().replace(day=1),
+            commissioned=today.replace(day=1),
             extra_services={
                 "simulator": {"speed": 60, "start": start, "anchor": datetime.now(UTC).isoformat()},
                 "collector": {"clock": "simulated"},
@@ -223,11 +224,16 @@ def test_display_in_chromium_updates_live_and_shows_stale_data(
         server.__enter__()
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            # a lobby PC set to UTC: the clock must still show the site's time
+            page = browser.new_page(viewport={"width": 1920, "height": 1080}, timezone_id="UTC")
+            site_now = [datetime.now(ZoneInfo("Asia/Taipei")).strftime("%H:%M")]
             page.goto(f"{server.url}/display?lang=en&poll_ms=500")
             pv = page.locator('[data-field="pv_power_w"]')
             load = page.locator('[data-field="building_power_w"]')
             wait_for(lambda: pv.text_content() not in ("—", "", None), 60, "a PV value on screen")
+            shown_clock = page.locator("#clock").text_content()
+            site_now.append(datetime.now(ZoneInfo("Asia/Taipei")).strftime("%H:%M"))
+            assert shown_clock in site_now, (shown_clock, site_now)  # Taipei, not UTC
             first = (pv.text_content(), load.text_content())
             wait_for(
                 lambda: (pv.text_content(), load.text_content()) != first,

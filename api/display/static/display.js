@@ -257,11 +257,14 @@
   }
 
   // ---- clock, language, scaling -----------------------------------------------------------
-  function tick() {
-    const now = new Date();
-    setText($('#clock'), fmtTime(now.getTime(), undefined));
+  function tick() {  // the site's wall clock, whatever zone the lobby PC is set to
+    const now = Date.now();
+    setText($('#clock'), fmtTime(now, siteTz()));
     const f = L().date;
-    setText($('#date'), new Intl.DateTimeFormat(f.locale, f.opts).format(now));
+    let fmt;
+    try { fmt = new Intl.DateTimeFormat(f.locale, Object.assign({ timeZone: siteTz() }, f.opts)); }
+    catch (e) { fmt = new Intl.DateTimeFormat(f.locale, f.opts); }  // unknown tz: screen time
+    setText($('#date'), fmt.format(now));
   }
   function fit() {
     const s = Math.min(innerWidth / 1920, innerHeight / 1080);
