@@ -20,9 +20,10 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from core.config import Config
+from core.config import Config, Device
 from core.glossary import FIELDS
 from core.influx import InfluxClient, InfluxUnavailable
+from simulators.registers import ProfileImage, SunSpecImage
 from simulators.site import SiteModel, site_models
 
 log = logging.getLogger("foursave.backfill")
@@ -89,9 +90,15 @@ def _chunks(start: date, end: date, days: int) -> Iterator[tuple[date, int]]:
 
 
 def generate(
-    config: Config, start: date, end: date, step_s: int = 60, chunk_days: int = 7
+    config: Config,
+    start: date,
+    end: date,
+    step_s: int = 60,
+    chunk_days: int = 7,
+    window_ms: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
-    """(days done, lines) per chunk for every simulated device of every site."""
+    """(days done, lines) per chunk for every simulated device of every site; with
+    ``window_ms`` only the points stamped in [lo, hi) (epoch ms) of those days."""
     if step_s % 60 or step_s <= 0:
         raise ValueError("step must be a whole number of minutes")
     step = step_s // 60
@@ -106,34 +113,61 @@ def generate(
         for sm in models.values():
             if not sm.devices:
                 continue
-            lines.extend(_site_lines(sm, chunk_start, n, step, running))
+            lines.extend(_site_lines(sm, chunk_start, n, step, running, window_ms))
         done += n
         yield done, lines
 
 
 def _site_lines(
-    sm: SiteModel, start: date, ndays: int, step: int, running: dict[str, dict[str, float]]
+    sm: SiteModel,
+    start: date,
+    ndays: int,
+    step: int,
+    running: dict[str, dict[str, float]],
+    window_ms: tuple[int, int] | None = None,
 ) -> list[str]:
     frame = sm.frame(start, ndays)
     ts_ms = frame.weather.index.as_unit("ms").asi8.astype(np.int64)
+    keep = None
+    if window_ms is not None:  # counters still integrate over the whole chunk
+        keep = (ts_ms >= window_ms[0]) & (ts_ms < window_ms[1])
     out: list[str] = []
     for d in sm.devices:
         vals = dict(frame.devices[d.id])
         base = running.setdefault(d.id, {})
+        image = _image(d)
         for name in COUNTERS:
             if name in vals:
                 inc = vals[name]
                 cum = np.cumsum(inc)
                 start_val = base.get(name, 0.0)
-                # the counter a reading shows at the start of each minute
-                vals[name] = start_val + np.concatenate(([0.0], cum[:-1]))
+                # the counter a reading shows at the start of each minute, as the
+                # device's register carries it (live readings continue it exactly)
+                vals[name] = image.quantize(name, start_val + np.concatenate(([0.0], cum[:-1])))
                 base[name] = start_val + float(cum[-1])
         tags = f"{d.kind},device={_escape(d.id)}"
         if d.role:
             tags += f",role={_escape(d.role)}"
         tags += f",site={_escape(d.site)},source={SOURCE_TAG},step_s={step * 60}"
-        out.extend(device_lines(d.kind, tags, vals, ts_ms, step))
+        if keep is None:
+            out.extend(device_lines(d.kind, tags, vals, ts_ms, step))
+        else:
+            sub = {k: np.asarray(v)[keep] for k, v in vals.items()}
+            out.extend(device_lines(d.kind, tags, sub, ts_ms[keep], step))
     return out
+
+
+_IMAGES: dict[str, SunSpecImage | ProfileImage] = {}
+
+
+def _image(device: Device) -> SunSpecImage | ProfileImage:
+    """The device's register image (built once per device description)."""
+    from simulators.server import register_image
+
+    key = device.model_dump_json()
+    if key not in _IMAGES:
+        _IMAGES[key] = register_image(device)
+    return _IMAGES[key]
 
 
 def run_backfill(
@@ -146,8 +180,11 @@ def run_backfill(
     writers: int = 2,
     progress: Callable[[int, int, int], None] | None = None,
     influx: InfluxClient | None = None,
+    window_ms: tuple[int, int] | None = None,
 ) -> BackfillResult:
-    """Generate and write [start, end); ``progress(days_done, days_total, lines)``."""
+    """Generate and write [start, end); ``progress(days_done, days_total, lines)``.
+    ``window_ms`` (epoch ms, [lo, hi)) keeps only the points inside it: history that
+    stops where live data begins, to the minute."""
     if end <= start:
         raise ValueError(f"--to ({end}) must be after --from ({start})")
     total_days = (end - start).days
@@ -188,7 +225,7 @@ def run_backfill(
     t0 = time.monotonic()
     lines_total = 0
     try:
-        for days_done, lines in generate(config, start, end, step_s):
+        for days_done, lines in generate(config, start, end, step_s, window_ms=window_ms):
             for i in range(0, len(lines), batch_lines):
                 if errors:
                     raise errors[0]

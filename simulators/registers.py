@@ -14,6 +14,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
 from sunspec2 import device as ss_device
 
@@ -141,6 +142,15 @@ class SunSpecImage:
         sf = (p.sf_value if p.sf is None else _sf_of(model, grp, p.sf)) if p.sf_required else 0
         return 10.0 ** (sf or 0) * scale
 
+    def quantize(self, field_name: str, values: np.ndarray) -> np.ndarray:
+        """``values`` as this image's registers carry them (rounded to 10^SF times the
+        map's scale): what a collector would read back, so history written straight to
+        InfluxDB meets live readings without a counter stepping back by a fraction."""
+        if field_name not in self._targets:
+            return values
+        res = self.resolution(field_name, 0.0)
+        return np.round(np.asarray(values, dtype=float) / res) * res
+
     def update(self, values: Mapping[str, float | int | None]) -> Block:
         for field_name, value in values.items():
             target = self._targets.get(field_name)
@@ -229,6 +239,18 @@ class ProfileImage:
         if p.type == "float64":
             return max(abs(value), 1e-300) * 2.0**-52
         return abs(p.scale)
+
+    def quantize(self, field_name: str, values: np.ndarray) -> np.ndarray:
+        """``values`` as the profile's registers carry them (see SunSpecImage.quantize)."""
+        p = next((p for p in self.profile.points if p.field == field_name), None)
+        if p is None:
+            return values
+        raw = np.asarray(values, dtype=float) / p.scale
+        if p.type == "float32":
+            return raw.astype(np.float32).astype(float) * p.scale
+        if p.type.startswith("float"):
+            return raw * p.scale
+        return np.round(raw) * p.scale
 
     def update(self, values: Mapping[str, float | int | None]) -> dict[str, Block]:
         for p in self.profile.points:

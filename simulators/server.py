@@ -29,6 +29,22 @@ from simulators.site import SiteModel, ValueSource, site_models
 log = logging.getLogger("foursave.sim")
 
 
+def register_image(device: Device) -> SunSpecImage | ProfileImage:
+    """The register image a simulated device serves (SunSpec models or its profile)."""
+    assert device.simulate is not None
+    if device.profile == "sunspec":
+        return SunSpecImage(
+            device.kind,
+            device.simulate.sunspec_models,
+            base=device.sunspec_base if device.sunspec_base is not None else 40000,
+            rated_power_w=device.simulate.rated_power_w,
+            model_name=f"foursave-sim-{device.simulate.model}",
+            serial=device.id,
+            unit_id=device.unit_id,
+        )
+    return ProfileImage(load_profile(device.profile))
+
+
 class SimulatedDevice:
     def __init__(
         self,
@@ -44,18 +60,7 @@ class SimulatedDevice:
         self.clock = clock
         self.tick_s = tick_s
         self.source = source
-        if device.profile == "sunspec":
-            self.image: SunSpecImage | ProfileImage = SunSpecImage(
-                device.kind,
-                device.simulate.sunspec_models,
-                base=device.sunspec_base if device.sunspec_base is not None else 40000,
-                rated_power_w=device.simulate.rated_power_w,
-                model_name=f"foursave-sim-{device.simulate.model}",
-                serial=device.id,
-                unit_id=device.unit_id,
-            )
-        else:
-            self.image = ProfileImage(load_profile(device.profile))
+        self.image = register_image(device)
         self.value_faults = ValueFaults()
         self.writes_refused = 0
         self.requests = 0
