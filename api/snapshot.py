@@ -113,15 +113,18 @@ class SiteQueries:
                 "inverter", "ac_energy_wh", missing, _ms(since - START_LOOKBACK), _ms(since) - 1
             )
             later = [d for d in missing if d not in found]
-            if later:  # commissioned (or first seen) within the period: its first value
+            # a value from before the period start is final; only that one is kept
+            old = {k: v for k, v in self._starts.items() if k >= _ms(since) - 366 * 86_400_000}
+            self._starts = old | {_ms(since): {**starts, **found}}
+            if later:
+                # commissioned (or first seen) within the period: its first value so far,
+                # looked up again each time (history written later may reach further back)
                 rows = self.influx.rows(
                     f'SELECT first("ac_energy_wh") FROM "inverter" WHERE ({_ids(later)}) '
                     f'AND time >= {_ms(since)}ms AND time <= {_ms(now)}ms GROUP BY "device"'
                 )
                 found.update({r["device"]: (r["time"], r["first"]) for r in rows})
             starts = {**starts, **found}
-            old = {k: v for k, v in self._starts.items() if k >= _ms(since) - 366 * 86_400_000}
-            self._starts = old | {_ms(since): starts}
         total_wh, stamp = 0.0, None
         for d, (t, end) in ends.items():
             if d not in starts:

@@ -4,8 +4,7 @@ no query from the client), and the page in a real Chromium against a live stack.
 from __future__ import annotations
 
 import json
-import shutil
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -19,10 +18,9 @@ from core.clock import ManualClock
 from core.influx import InfluxClient
 from core.services import free_port
 from tests.api_fixtures import NOW, ServerThread, build_stack
-from tests.helpers import ROOT, Pipeline, wait_for
+from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, Pipeline, wait_for
 
 TZ = ZoneInfo("Asia/Taipei")
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +93,42 @@ def test_snapshot_numbers_are_the_counters_and_factor(stack):
     pv_points = [p for _, p in doc["chart"]["pv_w"] if p is not None]
     assert len(doc["chart"]["pv_w"]) == 14 * 4 + 1 and max(pv_points) > 0
     assert all(p is not None for _, p in doc["chart"]["load_w"][:-1])
+
+
+@pytest.mark.integration
+def test_history_written_after_the_first_snapshot_counts_in_the_year(tmp_path, influx_url):
+    """The demo's case: the display starts before history is filled into the past."""
+    from simulators.backfill import run_backfill
+    from tests.helpers import make_config
+
+    database = f"late_{free_port()}"
+    cfg = make_config(tmp_path, 1, influx_url, database, commissioned=date(2025, 12, 1))
+    influx = InfluxClient(influx_url, database)
+    influx.create_database()
+    at = datetime(2026, 1, 20, 14, 0, tzinfo=TZ)
+    live_from = datetime(2026, 1, 20, 12, 0, tzinfo=TZ)
+    jan1 = datetime(2026, 1, 1, tzinfo=TZ)
+    window = (int(live_from.timestamp() * 1000), int(at.timestamp() * 1000))
+    try:
+        # first only the "live" hours of today
+        run_backfill(cfg, date(2026, 1, 20), date(2026, 1, 21), influx=influx, window_ms=window)
+        b = SnapshotBuilder(cfg, influx, ManualClock(at.timestamp()), 900)
+        early = b.build(cfg.sites[0])["values"]["pv_energy_year_kwh"]["value"]
+        # then the history before them, as the demo writes it while running
+        history = (int(jan1.timestamp() * 1000) - 7 * 86_400_000, window[0])
+        run_backfill(cfg, date(2025, 12, 20), date(2026, 1, 21), influx=influx, window_ms=history)
+        late = b.build(cfg.sites[0])["values"]["pv_energy_year_kwh"]["value"]
+        now_ms = window[1]
+        jan1_ms = int(jan1.timestamp() * 1000)
+        year = sum(
+            counter(influx, d, now_ms) - counter(influx, d, jan1_ms - 1)
+            for d in ("inv-01", "inv-02")
+        )
+        assert early < 30 < late  # two hours of PV, then twenty days of it
+        assert late == pytest.approx(year / 1000, abs=1e-3)
+    finally:
+        influx.query(f'DROP DATABASE "{database}"')
+        influx.close()
 
 
 @pytest.mark.integration
@@ -171,17 +205,6 @@ def test_display_data_is_rate_limited_and_takes_no_query(stack):
 
 
 # ------------------------------------------------------------------ real browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROME_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.mark.integration
