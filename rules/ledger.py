@@ -472,7 +472,9 @@ class Ledger:
             actual,
             adjustments=adj,
             notes=adj_notes,
-            completeness=1.0 if actual is not None else 0.0,
+            # the share of the period's months with a fuel record: a year with eleven
+            # months entered is not judged against a whole previous year
+            completeness=self._months_recorded(site, p, [{"gasoline_l", "diesel_l"}]),
         )
         row.details = {"gasoline_l": gas or 0.0, "diesel_l": diesel or 0.0}
         if actual is not None:
@@ -503,15 +505,31 @@ class Ledger:
             p.label,
             "online-signing rate",
             rate,
-            completeness=1.0 if rate is not None else 0.0,
+            completeness=self._months_recorded(site, p, [{k} for k in counts]),
         )
         row.details = {k: float(v or 0) for k, v in counts.items()} | {"paper_reams": reams or 0.0}
         target = self._paper_target(site, int(p.label[:4]))
-        if rate is not None and target is not None:
+        if rate is not None and target is not None and row.completeness < COMPLETE_ENOUGH:
+            row.target_rate = target
+            row.baseline_rule = "online-signing rate against the year's target"
+            row.notes.append(
+                f"data {row.completeness:.0%} complete: not judged until the period is complete"
+            )
+        elif rate is not None and target is not None:
             row.target_rate = target
             row.met = rate >= target
             row.baseline_rule = "online-signing rate against the year's target"
         return row
+
+    def _months_recorded(self, site: Site, p: Period, needs: list[set[str]]) -> float:
+        """Share of ``p``'s months whose records in force include, for each set in
+        ``needs``, at least one of its kinds."""
+        by_month: dict[str, set[str]] = defaultdict(set)
+        for r in self.records.current(site.id, p.months):
+            by_month[r.period].add(r.kind)
+        months = p.months
+        ok = sum(1 for m in months if all(by_month[m] & kinds for kinds in needs))
+        return ok / len(months) if months else 0.0
 
     # ------------------------------------------------------------------ targets
     def _preset(self, site: Site) -> dict:
