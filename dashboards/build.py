@@ -57,23 +57,31 @@ class InfluxQL(cogbuilder.Builder[cogvariants.Dataquery]):
         return self._q
 
 
-def _ts(title: str, unit: str, *queries: str, h: int = 8, w: int = 12) -> timeseries.Panel:
+# Results stamped at the start of their month (ledger rows, the month's demand) need a
+# panel range that reaches back to it whatever range the dashboard shows: Grafana's
+# per-panel relative time.  31 days always reach this month's first day.
+MONTHLY_RANGE = "2y"  # monthly ledger rows: two years of bars against baseline and target
+THIS_MONTH_RANGE = "31d"
+
+
+def _ts(
+    title: str, unit: str, *queries: str, h: int = 8, w: int = 12, time_from: str | None = None
+) -> timeseries.Panel:
     p = timeseries.Panel().title(title).unit(unit).datasource(DS).height(h).span(w)
+    if time_from:
+        p = p.time_from(time_from)
     for i, q in enumerate(queries):
         p = p.with_target(InfluxQL(q, chr(65 + i)))
     return p
 
 
-def _stat(title: str, unit: str, query: str, w: int = 6) -> stat.Panel:
-    return (
-        stat.Panel()
-        .title(title)
-        .unit(unit)
-        .datasource(DS)
-        .height(5)
-        .span(w)
-        .with_target(InfluxQL(query))
-    )
+def _stat(
+    title: str, unit: str, query: str, w: int = 6, time_from: str | None = None
+) -> stat.Panel:
+    p = stat.Panel().title(title).unit(unit).datasource(DS).height(5).span(w)
+    if time_from:
+        p = p.time_from(time_from)
+    return p.with_target(InfluxQL(query))
 
 
 def _table(title: str, unit: str, query: str, w: int = 24) -> table.Panel:
@@ -168,6 +176,7 @@ def facilities() -> db.Dashboard:
                 f'SELECT max("demand_kw") AS "demand" FROM "demand" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
                 f'SELECT last("contract_kw") AS "contract" FROM "demand_month" WHERE {SITE} AND $timeFilter GROUP BY time(1d) fill(previous)',
                 f'SELECT max("forecast_kw") AS "forecast" FROM "demand_forecast" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
+                time_from=THIS_MONTH_RANGE,  # the billing month, with its contract line
             )
         )
         .with_panel(
@@ -175,6 +184,7 @@ def facilities() -> db.Dashboard:
                 "本月最大需量 Month's maximum demand",
                 "kwatt",
                 f'SELECT last("max_demand_kw") FROM "demand_month" WHERE {SITE} AND $timeFilter',
+                time_from=THIS_MONTH_RANGE,
             )
         )
         .with_panel(
@@ -182,6 +192,7 @@ def facilities() -> db.Dashboard:
                 "超約附加費估計 Over-contract surcharge (NT$)",
                 "none",
                 f'SELECT last("surcharge_ntd") FROM "demand_month" WHERE {SITE} AND $timeFilter',
+                time_from=THIS_MONTH_RANGE,
             )
         )
         .with_panel(
@@ -284,6 +295,7 @@ def four_saving() -> db.Dashboard:
             f"{zh} {name.capitalize()}: actual vs baseline and target",
             unit,
             f'SELECT last("actual") AS "actual", last("baseline") AS "baseline", last("target") AS "target" FROM "ledger" WHERE {SITE} AND "item" = \'{name}\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
+            time_from=MONTHLY_RANGE,
         )
 
     return (
@@ -301,6 +313,7 @@ def four_saving() -> db.Dashboard:
                 "省紙 Online-signing rate vs target",
                 "percentunit",
                 f'SELECT last("actual") AS "rate", last("target_rate") AS "target" FROM "ledger" WHERE {SITE} AND "item" = \'paper\' AND $timeFilter GROUP BY time(30d) fill(none)',
+                time_from=MONTHLY_RANGE,
             )
         )
         .with_panel(
@@ -308,6 +321,7 @@ def four_saving() -> db.Dashboard:
                 "能源使用強度 EUI (month, rolling 12 months)",
                 "none",
                 f'SELECT last("eui_kwh_m2") AS "EUI month", last("eui_rolling_12m_kwh_m2") AS "EUI 12 months" FROM "ledger" WHERE {SITE} AND "item" = \'electricity\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
+                time_from=MONTHLY_RANGE,
             )
         )
         .with_panel(
@@ -315,6 +329,7 @@ def four_saving() -> db.Dashboard:
                 "碳排放 CO2e per item",
                 "masskg",
                 f'SELECT sum("co2e_kg") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                time_from=MONTHLY_RANGE,
             )
         )
         .with_panel(
@@ -322,6 +337,7 @@ def four_saving() -> db.Dashboard:
                 "節約率 Savings rate per item",
                 "percentunit",
                 f'SELECT last("savings_rate") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                time_from=MONTHLY_RANGE,
             )
         )
         .with_panel(
@@ -329,6 +345,7 @@ def four_saving() -> db.Dashboard:
                 "資料完整度 Data completeness",
                 "percentunit",
                 f'SELECT last("completeness") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                time_from=MONTHLY_RANGE,
             )
         )
     )
