@@ -8,11 +8,14 @@ their data in the given directory.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,19 @@ import httpx
 
 class ServiceError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for children of a launcher: on Linux the kernel sends them SIGTERM
+    when the thread that started them dies, so a launcher killed with SIGKILL (or a
+    crashed test run) leaves no orphaned broker, database or service behind.  Call
+    only from the main thread's Popen: the signal follows the starting thread."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 _handed_out: set[int] = set()
@@ -87,12 +103,14 @@ class LocalService:
         if self.proc and self.proc.poll() is None:
             return self
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
             self.argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
             start_new_session=True,
+            preexec_fn=die_with_parent if main else None,
         )
         log.close()
         try:
