@@ -1,9 +1,16 @@
 """``foursave demo``: the whole system on one machine with simulated devices.
 
 Starts mosquitto and influxd on the configured ports unless something already answers
-there, then the simulators, the ingester, the collector, the rules engine and the API as
-separate processes (as they run in production), prints what runs where (with a fresh
-API key per role) and a live line of counts, and stops everything cleanly on Ctrl-C.
+there, then the simulators, the ingester, the collector and the API as separate
+processes (as they run in production), prints what runs where (with a fresh API key per
+role) and a live line of counts, and stops everything cleanly on Ctrl-C.
+
+The site has a past (``simulators/history.py``): live simulation starts at once, while
+history from 1 January of the year before last up to that instant fills in beside it
+with a progress bar; then one rules pass computes the derived results over all of it
+and the continuous rules engine starts.  Sample manual records (fuel, paper, document
+counts, water bills) are added for the same months.  A second run fills only the time
+the demo was stopped and adds only the months that were missing.
 """
 
 from __future__ import annotations
@@ -13,31 +20,44 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from core.clock import simulated_clock
 from core.config import Config
 from core.influx import InfluxClient, InfluxUnavailable
-from core.services import LocalService, influxd, mosquitto, port_open
+from core.services import LocalService, die_with_parent, influxd, mosquitto, port_open
+
+
+class _Stopped(Exception):
+    """The demo was asked to stop while history was filling."""
 
 
 def _spawn(name: str, args: list[str], var: Path) -> subprocess.Popen:
+    """A foursave service as a child process of its own session, logging to var/;
+    started from the main thread it dies with the demo, however the demo ends."""
     log = open(var / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    main = threading.current_thread() is threading.main_thread()
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent if main else None,
     )
     log.close()
     return proc
 
 
-def _counts(influx: InfluxClient) -> dict[str, int]:
+def _counts(influx: InfluxClient, since_ms: int) -> dict[str, int]:
+    """Points stored since the live part started (not history: counting years of it
+    every two seconds would keep InfluxDB busy for nothing)."""
     out: dict[str, int] = {}
     for m in ("inverter", "meter", "weather", "water"):
         try:
-            rows = influx.rows(f'SELECT count(*) FROM "{m}"')
+            rows = influx.rows(f'SELECT count(*) FROM "{m}" WHERE time >= {since_ms}ms')
         except Exception:
             continue
         if rows:
@@ -60,7 +80,132 @@ def _demo_keys(cfg: Config) -> dict[str, str]:
         store.close()
 
 
-def run_demo(cfg: Config, config_path: str, var: Path) -> int:
+class History(threading.Thread):
+    """Fills the demo's past beside the live system, then computes the derived results
+    over all of it and starts the continuous rules engine."""
+
+    def __init__(self, cfg: Config, config_path: str, var: Path, gaps, procs, stop, step_s: int):
+        super().__init__(name="demo-history", daemon=True)
+        self.cfg, self.config_path, self.var, self.step_s = cfg, config_path, var, step_s
+        self.last_year = 0  # set by run_demo: the year the printed report command names
+        self.gaps, self.procs, self.stop = gaps, procs, stop
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.summary = ""
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        except Exception as exc:  # reported on the demo's screen, never a traceback
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        from simulators.history import fill_gaps
+
+        t0 = time.monotonic()
+        lines = 0
+        if self.gaps:
+            days = sum(g.hours for g in self.gaps) / 24
+            print(
+                f"  history       filling {days:.0f} days of history, a point every "
+                f"{self.step_s} s ...",
+                flush=True,
+            )
+            bar = tqdm(total=1, unit="day", desc="  history", file=sys.stdout, leave=True)
+
+            def progress(done: int, total: int, n: int) -> None:
+                if self.stop.is_set():
+                    raise _Stopped
+                bar.total = total
+                bar.n = done
+                bar.set_postfix_str(f"{n:,} points", refresh=True)
+
+            try:
+                lines = fill_gaps(self.cfg, self.gaps, progress=progress, step_s=self.step_s).lines
+            finally:
+                bar.close()
+        t_fill = time.monotonic() - t0
+        if not self.gaps and _has_annual_ledger(self.cfg, self.last_year):
+            # nothing new in the past, and an earlier run computed it: the engine goes on
+            self.summary = "history already complete; rules engine running"
+            return
+        # the derived results over the whole past (the continuous engine covers only the
+        # current and previous month); forget a rollup made before the gaps were filled
+        args = ["rules", "--once", "--no-alerts", "--config", self.config_path]
+        if self.gaps and _has_rollup(self.cfg):
+            args.append("--rebuild")
+        once = _spawn("rules-history", args, self.var)
+        while once.poll() is None:
+            if self.stop.wait(0.5):
+                once.terminate()
+                once.wait()
+                raise _Stopped
+        if once.returncode != 0:
+            raise RuntimeError(
+                f"rules --once exited {once.returncode}; see {self.var}/rules-history.log"
+            )
+        self.summary = (
+            f"history ready: {lines:,} points in {t_fill:.0f} s, derived results in "
+            f"{time.monotonic() - t0 - t_fill:.0f} s; rules engine running"
+        )
+
+
+def _has_annual_ledger(cfg: Config, y: int) -> bool:
+    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=10)
+    try:
+        return bool(
+            influx.rows(
+                "SELECT count(actual) FROM ledger WHERE granularity = 'year' "
+                f"AND period = '{int(y)}'"
+            )
+        )
+    finally:
+        influx.close()
+
+
+def _has_rollup(cfg: Config) -> bool:
+    from rules.ledger import ROLLUP
+
+    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=10)
+    try:
+        return bool(influx.rows(f'SELECT count(*) FROM "{ROLLUP}"'))
+    finally:
+        influx.close()
+
+
+def _seed_records(cfg: Config, now: float) -> int:
+    from rules.records import RecordStore
+    from simulators.history import add_sample_records, history_start
+
+    zone = ZoneInfo(cfg.sites[0].timezone) if cfg.sites else UTC
+    store = RecordStore(cfg.services.rules.records_path)
+    try:
+        return add_sample_records(
+            cfg, store, history_start(cfg, now), datetime.fromtimestamp(now, zone).date()
+        )
+    finally:
+        store.close()
+
+
+# History at 5-minute steps: three years fill in about 25 s here, where 1-minute steps
+# take 107 s (9.2 million points) and the derived results another 47 s, past the two
+# minutes a newcomer should wait.  Ledger, demand and PV performance account for the step.
+HISTORY_STEP_S = 300
+
+
+def run_demo(
+    cfg: Config,
+    config_path: str,
+    var: Path,
+    history: bool = True,
+    history_step_s: int = HISTORY_STEP_S,
+) -> int:
     var.mkdir(parents=True, exist_ok=True)
     svc = cfg.services
     started: list[LocalService] = []
@@ -75,10 +220,22 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
 
     # one simulated clock for every process (matters when simulated time runs fast)
     os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
+    sim_svc = svc.simulator.model_copy(update={"anchor": os.environ["FOURSAVE_SIM_ANCHOR"]})
+    now = simulated_clock(sim_svc).time()
+    influx = InfluxClient.from_config(svc.influxdb, timeout_s=30)
+    gaps = []
+    if history:
+        from simulators.history import find_gaps, history_window
+
+        influx.create_database()
+        gaps = find_gaps(influx, cfg, *history_window(cfg, now))
+    added = _seed_records(cfg, now) if history else 0
     keys = _demo_keys(cfg)
     procs: dict[str, subprocess.Popen] = {}
-    for name in ("sim", "ingest", "collect", "rules", "api"):
+    for name in ("sim", "ingest", "collect", "api"):
         procs[name] = _spawn(name, [name, "--config", config_path], var)
+    stop = threading.Event()
+    filler = History(cfg, config_path, var, gaps, procs, stop, history_step_s)
 
     print("foursave demo is running (Ctrl-C stops everything)\n")
     print(
@@ -110,9 +267,24 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
     print(f"  API           {api}/docs      (OpenAPI at {api}/openapi.json)")
     for role, key in keys.items():
         print(f"  {role + ' key':<13} {key}")
+    zone = ZoneInfo(cfg.sites[0].timezone) if cfg.sites else UTC
+    last_year = filler.last_year = datetime.fromtimestamp(now, zone).year - 1
+    me = sys.argv[0] if Path(sys.argv[0]).name == "foursave" else "foursave"
     print(
-        f"  report        curl -H 'X-API-Key: <auditor key>' '{api}/api/v1/reports/2026?format=pdf' -o report.pdf"
+        f"  report        {me} report --config {config_path} --year {last_year} "
+        "--format pdf --lang zh-TW"
     )
+    print(
+        f"                curl -H 'X-API-Key: <auditor key>' '{api}/api/v1/reports/{last_year}?format=pdf&lang=en' -o report.pdf"
+    )
+    print(
+        f"  grafana       FOURSAVE_GRAFANA_PASSWORD=... {me} dashboards push --config {config_path} "
+        "--url http://127.0.0.1:3000 --user admin"
+    )
+    if history:
+        print(
+            f"  records       {added} sample manual record(s) added (entered by 'sample data (foursave demo)')"
+        )
     print("  alerts        mqtt topic foursave/v1/+/alert/#; foursave alerts list")
     print(f"  logs          {var}/{{sim,collect,ingest,rules,api}}.log")
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
@@ -120,14 +292,15 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
         f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute 'SELECT * FROM inverter ORDER BY time DESC LIMIT 3'\n"
     )
 
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    influx = InfluxClient.from_config(svc.influxdb, timeout_s=2)
+    filler.start()
     rc = 0
     try:
+        reported = False
+        live_from_ms = int(now * 1000)
         while not stop.wait(2.0):
-            dead = [n for n, p in procs.items() if p.poll() is not None]
+            dead = [n for n, p in list(procs.items()) if p.poll() is not None]
             if dead:
                 print(
                     f"\n{', '.join(dead)} stopped unexpectedly; see {var}/<name>.log",
@@ -135,22 +308,39 @@ def run_demo(cfg: Config, config_path: str, var: Path) -> int:
                 )
                 rc = 1
                 break
+            if not filler.done.is_set():
+                continue  # the history's progress bar has the screen
+            if not reported:
+                reported = True
+                if filler.error:
+                    print(f"\n  history failed: {filler.error}", file=sys.stderr)
+                    rc = 1
+                    break
+                # the continuous engine, now that the past is in: from the main thread,
+                # so that it dies with the demo
+                procs["rules"] = _spawn("rules", ["rules", "--config", config_path], var)
+                print(f"  {filler.summary}")
             try:
-                counts = _counts(influx)
+                counts = _counts(influx, live_from_ms)
             except InfluxUnavailable:
                 counts = {}
-            line = "  stored points: " + "  ".join(f"{k} {v}" for k, v in counts.items())
+            line = "  live points stored: " + "  ".join(f"{k} {v}" for k, v in counts.items())
             print(f"\r{line:<100}", end="", flush=True)
     finally:
         print("\nstopping ...")
+        stop.set()
+        filler.join(60)
         for name in ("api", "rules", "collect", "ingest", "sim"):  # collector before ingester
-            p = procs[name]
+            p = procs.get(name)
+            if p is None:
+                continue
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                    p.wait()
         for s in reversed(started):
             s.stop()
         influx.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import shutil
 import subprocess
 import threading
 import time
@@ -19,6 +20,20 @@ from core.config import Config, load_config
 from core.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots and rendered pages a person can look at
+
+# Debian's Chromium (never a downloaded browser), started without its background
+# networking: this machine has no network but the package registries
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
