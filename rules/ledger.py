@@ -21,6 +21,7 @@ from core.influx import InfluxClient
 from core.reading import to_line
 from rules import formulas
 from rules.factors import FactorError, emission_factor, load_factors
+from rules.notes import Note
 from rules.records import RecordStore
 
 METHOD_VERSION = "ledger/1"
@@ -241,8 +242,12 @@ class LedgerRow:
     completeness: float | None = None
     adjustments: float = 0.0
     details: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)  # rules/notes.py: code and values
     method_version: str = METHOD_VERSION
+
+
+def _factor_values(f) -> dict:
+    return {"value": f.value, "unit": f.unit, "basis": f.basis, "confidence": f.confidence}
 
 
 class Ledger:
@@ -342,8 +347,7 @@ class Ledger:
                 resets = [r for r in dd.resets if p.start <= r < p.end]
                 if resets:
                     notes.append(
-                        f"{d.id}: counter went back on {', '.join(map(str, resets))} "
-                        "(restart counted from zero; any other step back leaves that day unknown)"
+                        Note("counter_back", {"device": d.id, "days": [str(r) for r in resets]})
                     )
         if not seen:
             return None, (0.0 if devices else None), notes
@@ -356,7 +360,15 @@ class Ledger:
             if r.kind == "adjustment" and r.item == item
         ]
         notes = [
-            f"adjustment {r.value:+g}: {r.reason} (approved by {r.approved_by} on {r.approved_on})"
+            Note(
+                "adjustment",
+                {
+                    "amount": r.value,
+                    "reason": r.reason,
+                    "approved_by": r.approved_by,
+                    "approved_on": r.approved_on,
+                },
+            )
             for r in rs
         ]
         return sum(r.value for r in rs), notes
@@ -370,11 +382,11 @@ class Ledger:
         pv, _, _ = self._sum(site, p, "import_energy_wh", roles={"pv"})
         if pv is None:
             pv, _, _ = self._sum(site, p, "ac_energy_wh", kinds={"inverter"})
-        source = "main meters"
+        source = "main_meters"
         if imp is None:
             bill = self.records.totals(site.id, p.months, "electricity_bill_kwh")
             imp_kwh = bill
-            source, comp = ("Taipower bills", 1.0) if bill is not None else ("no data", 0.0)
+            source, comp = ("taipower_bills", 1.0) if bill is not None else ("no_data", 0.0)
         else:
             imp_kwh = imp / 1000
         adj, adj_notes = self._adjustments(site, p, "electricity")
@@ -396,8 +408,8 @@ class Ledger:
             "pv_generation_kwh": (pv or 0) / 1000,
         }
         if excl:
-            row.notes.append(f"excluded sub-meters {list(st.exclusions)}: {excl / 1000:.1f} kWh")
-        row.notes.append(f"source: {source}")
+            row.notes.append(Note("excluded", {"roles": list(st.exclusions), "kwh": excl / 1000}))
+        row.notes.append(Note("source", {"source": source}))
         if site.floor_area_m2 and actual is not None:
             row.details["eui_kwh_m2"] = formulas.eui_kwh_m2(
                 actual, site.floor_area_m2, st.parking_area_m2
@@ -415,29 +427,35 @@ class Ledger:
             if wn:
                 row.details.update({k: v for k, v in wn.items() if v == v})  # drop NaN
                 row.notes.append(
-                    f"weather-normalised against {site.ledger.base_year} (CDD base 24 °C, own "
-                    f"weather station): CV(RMSE) {wn['baseline_cv_rmse']:.1%}, NMBE {wn['baseline_nmbe']:.2%}"
+                    Note(
+                        "weather_normalised",
+                        {
+                            "base_year": site.ledger.base_year,
+                            "cv_rmse": wn["baseline_cv_rmse"],
+                            "nmbe": wn["baseline_nmbe"],
+                        },
+                    )
                 )
             try:
                 f = emission_factor("grid_electricity", p.start)
             except FactorError as exc:
-                row.notes.append(f"no CO2e: {exc}")
+                row.notes.append(Note("no_co2e", {"error": str(exc)}))
                 self._judge(site, p, row, "electricity")
                 return row
             row.co2e_kg = formulas.co2e_kg(actual, f.value)
             row.details["pv_co2e_avoided_kg"] = formulas.co2e_kg(
                 row.details["pv_generation_kwh"], f.value
             )
-            row.notes.append(f"grid factor {f.value} {f.unit} ({f.basis}; {f.confidence})")
+            row.notes.append(Note("grid_factor", _factor_values(f)))
         self._judge(site, p, row, "electricity")
         return row
 
     def water(self, site: Site, p: Period) -> LedgerRow:
         vol, comp, notes = self._sum(site, p, "volume_m3", kinds={"water"})
-        source = "water meters"
+        source = "water_meters"
         if vol is None:
             vol = self.records.totals(site.id, p.months, "water_bill_m3")
-            source, comp = ("water bills", 1.0) if vol is not None else ("no data", 0.0)
+            source, comp = ("water_bills", 1.0) if vol is not None else ("no_data", 0.0)
         adj, adj_notes = self._adjustments(site, p, "water")
         actual = None if vol is None else vol + adj
         row = LedgerRow(
@@ -448,13 +466,19 @@ class Ledger:
             actual,
             completeness=comp,
             adjustments=adj,
-            notes=[*notes, *adj_notes, f"source: {source}"],
+            notes=[*notes, *adj_notes, Note("source", {"source": source})],
         )
         if actual is not None:
             f = emission_factor("tap_water", p.start)
             row.co2e_kg = formulas.co2e_kg(actual, f.value)
             row.notes.append(
-                f"tap-water factor {f.value} {f.unit} ({f.confidence}: {site.ledger.water_factor_source or f.source})"
+                Note(
+                    "tap_water_factor",
+                    {
+                        **_factor_values(f),
+                        "source": site.ledger.water_factor_source or f.source,
+                    },
+                )
             )
         self._judge(site, p, row, "water")
         return row
@@ -512,9 +536,7 @@ class Ledger:
         if rate is not None and target is not None and row.completeness < COMPLETE_ENOUGH:
             row.target_rate = target
             row.baseline_rule = "online-signing rate against the year's target"
-            row.notes.append(
-                f"data {row.completeness:.0%} complete: not judged until the period is complete"
-            )
+            row.notes.append(Note("incomplete", {"share": row.completeness}))
         elif rate is not None and target is not None:
             row.target_rate = target
             row.met = rate >= target
@@ -563,17 +585,15 @@ class Ledger:
             row.target_rate = _interpolate(targets, int(p.label[:4]))
         if row.baseline and base_p.days != p.days:  # e.g. February of a leap base year
             row.baseline *= p.days / base_p.days
-            row.notes.append(f"baseline pro-rated from {base_p.days} to {p.days} days")
+            row.notes.append(Note("prorated", {"from_days": base_p.days, "to_days": p.days}))
         if row.completeness is not None and row.completeness < COMPLETE_ENOUGH:
-            row.notes.append(
-                f"data {row.completeness:.0%} complete: not judged until the period is complete"
-            )
+            row.notes.append(Note("incomplete", {"share": row.completeness}))
             return
         if row.baseline and row.baseline > 0:
             row.savings_rate = formulas.savings_rate(row.baseline, row.actual)
             row.met = row.savings_rate >= (row.target_rate or 0.0) - 1e-12
         else:
-            row.notes.append(f"no baseline data for {row.baseline_rule}")
+            row.notes.append(Note("no_baseline", {"rule": row.baseline_rule}))
 
     def _quantity(self, site: Site, p: Period, item: str) -> float | None:
         """The item's actual for another period (baselines), without judging it: meter

@@ -132,8 +132,8 @@ def test_ledger_from_history_and_records(tmp_path, influx_url, database, influx)
     rolling = sum(ledger.electricity_raw(cfg.sites[0], q) for q in months12) / 10_000
     assert e.details["eui_rolling_12m_kwh_m2"] == pytest.approx(rolling)
     assert e.completeness == pytest.approx(1.0)
-    assert any("director Huang" in n for n in e.notes)
-    assert any("not yet published" in n for n in e.notes)  # 2025 grid factor
+    assert any("director Huang" in str(n) for n in e.notes)
+    assert any("not yet published" in str(n) for n in e.notes)  # 2025 grid factor
     assert e.co2e_kg == pytest.approx(e.actual * 0.474)
     # 2016 plan: electricity judged against the base year's same month, target no growth
     assert e.baseline_rule.startswith("base year 2024") and e.target_rate == 0.0

@@ -388,3 +388,51 @@ def test_missing_font_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(pdf, "FONT_PATH", pdf.Path("/nonexistent/uming.ttc"))
     with pytest.raises(ReportError, match="fonts-arphic-uming"):
         render_pdf(report(), "en")
+
+
+def test_notes_are_worded_in_the_reports_language_and_keep_the_fingerprint():
+    from api.reports.build import fingerprint
+    from api.reports.i18n import note_label
+    from rules.notes import Note
+
+    notes = (
+        Note("incomplete", {"share": 0.42}),
+        Note("source", {"source": "water_bills"}),
+        Note("prorated", {"from_days": 29, "to_days": 28}),
+    )
+    legacy = tuple(str(n) for n in notes)  # how revisions frozen before stored them
+    assert legacy == (
+        "data 42% complete: not judged until the period is complete",
+        "source: water bills",
+        "baseline pro-rated from 29 to 28 days",
+    )
+    base = report()
+    k = next(i for i, r in enumerate(base.items) if (r.site, r.item) == ("minzhi", "electricity"))
+    items = list(base.items)
+    data = replace(base, items=(*items[:k], replace(items[k], notes=notes), *items[k + 1 :]))
+    old = replace(base, items=(*items[:k], replace(items[k], notes=legacy), *items[k + 1 :]))
+    assert fingerprint(data) == fingerprint(old)  # frozen revisions see no change
+    again = ReportData.from_dict(data.to_dict())  # stored and read back
+    assert again.items[k].notes == notes and ReportData.from_dict(old.to_dict()) == old
+
+    zh = [note_label("zh-TW", n) for n in notes]
+    assert zh == [
+        "資料完整度 42%：期間資料完整前不予判定",
+        "資料來源：水費單",
+        "基準值依天數比例換算（29 天 → 28 天）",
+    ]
+    pdf_zh = "".join(
+        p.extract_text() for p in PdfReader(io.BytesIO(render_pdf(data, "zh-TW"))).pages
+    )
+    pdf_en = "".join(p.extract_text() for p in PdfReader(io.BytesIO(render_pdf(data, "en"))).pages)
+    assert "資料完整度 42%" in pdf_zh and "data 42% complete" not in pdf_zh
+    assert "data 42% complete" in pdf_en and "資料完整度" not in pdf_en
+    for lang, words in (("zh-TW", zh[1]), ("en", legacy[1])):
+        wb = load_workbook(io.BytesIO(render_xlsx(data, lang)))
+        cells = [c.value for ws in wb.worksheets for row in ws.iter_rows() for c in row]
+        assert words in cells, lang
+    # every note code has Chinese words
+    from api.reports.i18n import NOTES_ZH
+    from rules.notes import EN
+
+    assert set(NOTES_ZH) == set(EN)

@@ -33,6 +33,7 @@ from core.config import Config
 from core.influx import InfluxClient
 from rules.factors import FactorError, emission_factor
 from rules.ledger import METHOD_VERSION, Ledger, LedgerRow, Period, month, months_between, year
+from rules.notes import Note, note_text
 from rules.pv import pv_days
 from rules.records import RecordStore
 
@@ -122,6 +123,10 @@ def _factors(on: date) -> list[str]:
 
 def fingerprint(data: ReportData) -> str:
     numbers = {k: asdict(data)[k] for k in ("items", "monthly", "pv", "adjustments")}
+    # notes count in their English words, as when they were plain text: a revision
+    # frozen before notes were structured keeps its fingerprint
+    for item in numbers["items"]:
+        item["notes"] = [note_text(Note.load(n)) for n in item["notes"]]
     blob = json.dumps(numbers, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 from api.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
+from rules.notes import EN as NOTES_EN
+from rules.notes import Note, Wording, note_text
 
 LANGS = ("zh-TW", "en")
 DASH = "—"  # a missing value: never shown as 0
@@ -218,6 +220,47 @@ def fmt(value: float | None, kind: str) -> str:
     if text.startswith("-") and not text.strip("-0.,"):
         text = text[1:]  # no "-0.0"
     return text + suffix
+
+
+# the ledger's notes (rules/notes.py) in Traditional Chinese; English is the notes' own
+SOURCES_ZH = {
+    "main_meters": "總表",
+    "taipower_bills": "台電電費單",
+    "water_meters": "水表",
+    "water_bills": "水費單",
+    "no_data": "無資料",
+}
+NOTES_ZH: dict[str, Wording] = {
+    "counter_back": lambda v: (
+        f"{v['device']}：累計值於 {', '.join(v['days'])} 倒退"
+        "（自零重新起算者照計；其他倒退使當日資料不明）"
+    ),
+    "adjustment": lambda v: (
+        f"調整 {v['amount']:+g}：{v['reason']}（{v['approved_by']} 於 {v['approved_on']} 核准）"
+    ),
+    "excluded": lambda v: f"扣除分表 {', '.join(v['roles'])}：{v['kwh']:.1f} kWh",
+    "source": lambda v: f"資料來源：{SOURCES_ZH.get(v['source'], v['source'])}",
+    "weather_normalised": lambda v: (
+        f"以 {v['base_year']} 年為基準之氣候正規化（冷房度日基準 24 °C，本站氣象站）："
+        f"CV(RMSE) {v['cv_rmse']:.1%}，NMBE {v['nmbe']:.2%}"
+    ),
+    "no_co2e": lambda v: f"未計碳排：{v['error']}",
+    "grid_factor": lambda v: (
+        f"電力排碳係數 {v['value']} {v['unit']}（{v['basis']}；信心 {v['confidence']}）"
+    ),
+    "tap_water_factor": lambda v: (
+        f"自來水排碳係數 {v['value']} {v['unit']}（信心 {v['confidence']}：{v['source']}）"
+    ),
+    "prorated": lambda v: f"基準值依天數比例換算（{v['from_days']} 天 → {v['to_days']} 天）",
+    "incomplete": lambda v: f"資料完整度 {v['share']:.0%}：期間資料完整前不予判定",
+    "no_baseline": lambda v: f"無基準資料（{v['rule']}）",
+}
+NOTE_WORDINGS = {"zh-TW": NOTES_ZH, "en": NOTES_EN}
+
+
+def note_label(lang: str, note: Note | str) -> str:
+    """A ledger note in ``lang`` (plain-text notes of older revisions as they are)."""
+    return note_text(note, NOTE_WORDINGS[check_lang(lang)])
 
 
 def labelled(lang: str, key: str, value: str) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rules.notes import Note
+
 ITEMS = ("electricity", "water", "fuel", "paper")
 
 
@@ -45,7 +47,9 @@ class ItemRow:
     completeness: float | None  # share of expected readings, 0..1
     adjustments: float  # sum of approved adjustments, in the item's unit
     details: dict[str, float] = field(default_factory=dict)  # eui_kwh_m2, pv_generation_kwh ...
-    notes: tuple[str, ...] = ()
+    # rules/notes.py: worded by each renderer in its language; plain text in revisions
+    # frozen before notes were structured
+    notes: tuple[Note | str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,10 @@ class ReportData:
             **{
                 **d,
                 "sites": tuple(SiteInfo(**s) for s in d["sites"]),
-                "items": tuple(ItemRow(**{**r, "notes": tuple(r["notes"])}) for r in d["items"]),
+                "items": tuple(
+                    ItemRow(**{**r, "notes": tuple(Note.load(n) for n in r["notes"])})
+                    for r in d["items"]
+                ),
                 "monthly": tuple(MonthBar(**m) for m in d["monthly"]),
                 "pv": tuple(PvRow(**p) for p in d["pv"]),
                 "adjustments": tuple(Adjustment(**a) for a in d["adjustments"]),

@@ -39,6 +39,7 @@ from api.reports.i18n import (
     labelled,
     met_label,
     month_label,
+    note_label,
     site_name,
     site_rows,
     t,
@@ -229,7 +230,9 @@ def _site_section(data: ReportData, site: SiteInfo, lang: str, st: dict) -> list
     notes = [(r, n) for r in rows for n in r.notes]
     if notes:
         out.append(_p(t(lang, "notes"), st["h2"]))
-        out += [_p(f"• {labelled(lang, r.item, n)}", st["small"]) for r, n in notes]
+        out += [
+            _p(f"• {labelled(lang, r.item, note_label(lang, n))}", st["small"]) for r, n in notes
+        ]
     out += [_p(t(lang, "pv"), st["h2"]), *_pv_table(data, site.id, lang, st)]
     return out
 

@@ -24,6 +24,7 @@ from api.reports.i18n import (
     adjustment_row,
     check_lang,
     item_label,
+    note_label,
     site_name,
     summary_row,
     t,
@@ -175,7 +176,7 @@ def _notes(ws: Worksheet, data: ReportData, lang: str) -> None:
     _head(ws, 1, [t(lang, "site_id"), t(lang, "item"), t(lang, "period"), t(lang, "notes")])
     for r in data.items:
         for note in r.notes:
-            ws.append([r.site, item_label(lang, r.item), r.period, note])
+            ws.append([r.site, item_label(lang, r.item), r.period, note_label(lang, note)])
     ws.append([])
     _head(ws, ws.max_row + 1, [t(lang, "factors")])
     for factor in data.factors:
