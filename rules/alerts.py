@@ -6,7 +6,9 @@ device it matches against InfluxDB, at the engine's clock (real or simulated):
 - ``threshold``: a field above/below a value for ``for_s``; it clears only past
   ``clear_value`` (hysteresis);
 - ``state``: SunSpec ``St`` in given states or ``Evt1`` bits set (inverter faults);
-- ``stale``: no reading for ``stale_s`` (a dead device);
+- ``stale``: no reading for ``stale_s`` (a dead device), with its real age however long
+  ago it was last heard from; a device never heard from at all is stale only once the
+  engine has run ``stale_s`` (no alert storm at start-up);
 - any rule may be ``daylight_only`` (no "zero output" at night: the sun is computed for
   the site with pvlib) or limited to ``hours`` (night water flow = leak);
 - maintenance windows silence chosen rules and devices.

@@ -300,11 +300,17 @@ class SimulatorThread:
 
     def __exit__(self, *exc: object) -> None:
         async def shutdown():
+            # let connections just accepted become transports first: a task cancelled
+            # before it ran would drop its accepted socket without closing it
+            for _ in range(3):
+                await asyncio.sleep(0)
             await self.sim.stop()
             pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in pending:  # requests still being answered (a slow device's sleep)
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            for _ in range(3):  # closed transports close their sockets in loop callbacks
+                await asyncio.sleep(0)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -22,7 +22,7 @@ from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 from tests.helpers import wait_for
 from tests.test_mqtt_status import Watcher
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]
 TAIPEI = timezone(timedelta(hours=8))
 CFG = """
 sites: [{id: demo, name: Demo, lat: 22.992, lon: 120.185, contract_capacity_kw: 300}]

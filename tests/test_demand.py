@@ -19,7 +19,7 @@ from simulators.server import register_image
 from simulators.site import SiteModel
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]
 TAIPEI = timezone(timedelta(hours=8))
 
 

@@ -36,8 +36,6 @@ from dashboards.build import DASHBOARDS, dashboard_json
 from simulators.history import SAMPLE_BY
 from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, ROOT, demo_raw, reap, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 TAIPEI = ZoneInfo("Asia/Taipei")
 # deadlines, not speed assertions: history fills in about a minute here
 HISTORY_DEADLINE_S = 600
@@ -153,6 +151,8 @@ def has_data(rows: list[dict]) -> bool:
     return any(v is not None for r in rows for k, v in r.items() if k != "time")
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_demo_shows_a_site_with_a_past_and_a_second_run_doubles_nothing(tmp_path):
     cfg, ports = demo_config(tmp_path)
@@ -402,6 +402,7 @@ def check_last_years_report(api: str, influx: InfluxClient, key: str, year: int)
     assert (ARTIFACTS / f"demo-report-{year}-page1.png").stat().st_size > 10_000
 
 
+@pytest.mark.clock
 def test_history_start_is_the_year_before_last_or_the_base_year():
     from core.config import parse_config
     from simulators.history import history_start

@@ -19,6 +19,8 @@ from simulators.site import SiteModel
 from tests.helpers import ROOT, reap
 from tests.test_physics import CONFIG
 
+pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
+
 SITE_CONFIG = CONFIG.replace("commissioned: 2025-01-01", "commissioned: 2024-01-01").replace(
     "pv_capacity_kwp: 24}",
     "pv_capacity_kwp: 24, floor_area_m2: 12000, "

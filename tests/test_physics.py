@@ -14,6 +14,8 @@ from simulators.faults import ValueFaults
 from simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
 from simulators.site import SiteModel
 
+pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
+
 TAIPEI = timezone(timedelta(hours=8))
 CONFIG = """
 services: {simulator: {seed: 7}}

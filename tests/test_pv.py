@@ -11,7 +11,7 @@ from rules.pv import _transpose, pv_days, pv_lines
 from simulators.backfill import run_backfill
 from tests.test_physics import CONFIG
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]
 
 # inv-a: 16 kWp on a 10 kW inverter (clips on clear days); inv-b is installed as 14 kWp
 # but a third of its strings are dead (the physics sees 9.3)

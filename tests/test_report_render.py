@@ -25,6 +25,8 @@ from api.reports.model import (
 from api.reports.pdf import render_pdf
 from api.reports.xlsx import render_xlsx
 
+pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
+
 REASON = "7月空調主機更換，停機期間外租發電機供電（另計）"
 APPROVER = "陳秘書 Chen"
 
