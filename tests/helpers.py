@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import shutil
 import subprocess
 import threading
@@ -261,3 +262,27 @@ def _answers(httpx, url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# ------------------------------------------------------------------ Grafana dashboards
+
+
+def panels(d: dict) -> list[dict]:
+    """Every panel of a dashboard's JSON, those inside rows included."""
+    out = []
+    for p in d.get("panels", []):
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def expand(
+    query: str, start_ms: int, end_ms: int, site: str, devices: list[str], interval: str = "1h"
+) -> str:
+    """Grafana's InfluxQL macro and template-variable expansion."""
+    q = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
+    q = q.replace("$__interval", interval)
+    q = q.replace("/^$site$/", f"/^{re.escape(site)}$/").replace("$site", site)
+    q = q.replace("/^$device$/", "/^(" + "|".join(re.escape(d) for d in devices) + ")$/")
+    assert "$" not in q.replace("$/", ""), q
+    return q

@@ -23,7 +23,7 @@ from rules.demand import forecast_lines
 from rules.engine import run_once
 from rules.records import RecordIn, RecordStore
 from simulators.backfill import run_backfill
-from tests.helpers import ROOT, Pipeline, wait_for
+from tests.helpers import ROOT, Pipeline, expand, panels, wait_for
 
 UIDS = {
     "foursave-facilities",
@@ -32,14 +32,6 @@ UIDS = {
     "foursave-alerts",
     "foursave-pipeline",
 }
-
-
-def panels(d: dict) -> list[dict]:
-    out = []
-    for p in d.get("panels", []):
-        out.append(p)
-        out.extend(p.get("panels", []))
-    return out
 
 
 def test_generated_json_is_stable_and_committed(tmp_path):
@@ -68,16 +60,6 @@ def test_uids_are_unique_and_stable_and_every_panel_has_a_unit():
             ), p["title"]
             for t in p["targets"]:
                 assert t["datasource"]["uid"] == DS_UID and t["rawQuery"] is True
-
-
-def expand(query: str, start_ms: int, end_ms: int, site: str, devices: list[str]) -> str:
-    """Grafana's InfluxQL macro and template-variable expansion."""
-    q = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
-    q = q.replace("$__interval", "1h")
-    q = q.replace("/^$site$/", f"/^{re.escape(site)}$/").replace("$site", site)
-    q = q.replace("/^$device$/", "/^(" + "|".join(re.escape(d) for d in devices) + ")$/")
-    assert "$" not in q.replace("$/", ""), q
-    return q
 
 
 @pytest.mark.integration

@@ -34,7 +34,17 @@ from core.influx import InfluxClient
 from core.services import free_port, port_open
 from dashboards.build import DASHBOARDS, dashboard_json
 from simulators.history import SAMPLE_BY
-from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, ROOT, demo_raw, reap, wait_for
+from tests.helpers import (
+    ARTIFACTS,
+    CHROME_ARGS,
+    CHROMIUM,
+    ROOT,
+    demo_raw,
+    expand,
+    panels,
+    reap,
+    wait_for,
+)
 
 TAIPEI = ZoneInfo("Asia/Taipei")
 # deadlines, not speed assertions: history fills in about a minute here
@@ -120,14 +130,6 @@ def demo_config(tmp: Path) -> tuple[Path, dict]:
     return path, ports
 
 
-def panels(d: dict) -> list[dict]:
-    out = []
-    for p in d.get("panels", []):
-        out.append(p)
-        out.extend(p.get("panels", []))
-    return out
-
-
 def panel_range(panel: dict, now_ms: int) -> tuple[int, int]:
     """The time range Grafana gives a panel's queries with the dashboard on the last 7
     days: the panel's own relative time (``timeFrom``) wins where it has one."""
@@ -135,16 +137,6 @@ def panel_range(panel: dict, now_ms: int) -> tuple[int, int]:
     assert m, panel.get("timeFrom")
     days = int(m.group(1)) * (365 if m.group(2) == "y" else 1)
     return now_ms - days * DAY_MS, now_ms
-
-
-def expand(query: str, start_ms: int, end_ms: int, site: str, devices: list[str]) -> str:
-    """Grafana's InfluxQL macro and template-variable expansion."""
-    q = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
-    q = q.replace("$__interval", "10m")
-    q = q.replace("/^$site$/", f"/^{re.escape(site)}$/").replace("$site", site)
-    q = q.replace("/^$device$/", "/^(" + "|".join(re.escape(d) for d in devices) + ")$/")
-    assert "$" not in q.replace("$/", ""), q
-    return q
 
 
 def has_data(rows: list[dict]) -> bool:
@@ -325,7 +317,7 @@ def check_every_panel_returns_data(influx: InfluxClient) -> None:
         for p in panels(d):
             start_ms, end_ms = panel_range(p, now_ms)
             for t in p.get("targets", []):
-                q = expand(t["query"], start_ms, end_ms, "demo", devices)
+                q = expand(t["query"], start_ms, end_ms, "demo", devices, interval="10m")
                 if has_data(influx.rows(q)):
                     continue
                 if '"clear_day" = true' in q:
