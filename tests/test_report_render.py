@@ -438,3 +438,32 @@ def test_notes_are_worded_in_the_reports_language_and_keep_the_fingerprint():
     from rules.notes import EN
 
     assert set(NOTES_ZH) == set(EN)
+
+
+@pytest.mark.parametrize(
+    ("rule", "zh"),
+    [
+        ("previous year (2024)", "前一年（2024）"),
+        ("previous year (2024-07)", "前一年（2024-07）"),
+        ("base year 2024 (EUI no growth)", "基準年 2024（EUI 不成長）"),
+        ("base year 2007", "基準年 2007"),
+        ("online-signing rate against the year's target", "線上簽核率對照當年目標"),
+        ("", ""),
+        ("something new", "something new"),  # shown as the ledger worded it, never dropped
+    ],
+)
+def test_baseline_rules_in_the_reports_language(rule, zh):
+    from api.reports.i18n import baseline_rule_label
+
+    assert baseline_rule_label("zh-TW", rule) == zh
+    assert baseline_rule_label("en", rule) == rule
+
+
+def test_zh_tw_files_word_the_baseline_rule_in_chinese():
+    data = report()
+    pdf = "".join(p.extract_text() for p in PdfReader(io.BytesIO(render_pdf(data, "zh-TW"))).pages)
+    assert "基準年 2007" in pdf and "base year 2007" not in pdf
+    rows = list(csv.reader(io.StringIO(render_csv(data, "zh-TW").decode("utf-8-sig"))))
+    assert any("基準年 2007" in row for row in rows)
+    rows_en = list(csv.reader(io.StringIO(render_csv(data, "en").decode("utf-8-sig"))))
+    assert any("base year 2007" in row for row in rows_en)

@@ -7,6 +7,7 @@ so the PDF shows exactly the strings a reader (or a test) finds in the other for
 from __future__ import annotations
 
 import math
+import re
 
 from api.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
 from rules.notes import EN as NOTES_EN
@@ -258,6 +259,25 @@ NOTES_ZH: dict[str, Wording] = {
 NOTE_WORDINGS = {"zh-TW": NOTES_ZH, "en": NOTES_EN}
 
 
+# the ledger's baseline rules (rules/ledger.py words them in English) in Traditional Chinese
+_RULES_ZH = (
+    (re.compile(r"^previous year \((\d{4}(?:-\d{2})?)\)$"), "前一年（{0}）"),
+    (re.compile(r"^base year (\d{4}) \(EUI no growth\)$"), "基準年 {0}（EUI 不成長）"),
+    (re.compile(r"^base year (\d{4})$"), "基準年 {0}"),
+    (re.compile(r"^online-signing rate against the year's target$"), "線上簽核率對照當年目標"),
+)
+
+
+def baseline_rule_label(lang: str, rule: str) -> str:
+    """A ledger row's baseline rule in ``lang``; a rule worded otherwise stays as it is."""
+    if check_lang(lang) == "zh-TW":
+        for pattern, words in _RULES_ZH:
+            m = pattern.match(rule)
+            if m:
+                return words.format(*m.groups())
+    return rule
+
+
 def note_label(lang: str, note: Note | str) -> str:
     """A ledger note in ``lang`` (plain-text notes of older revisions as they are)."""
     return note_text(note, NOTE_WORDINGS[check_lang(lang)])
@@ -324,7 +344,7 @@ def summary_row(data: ReportData, row: ItemRow, lang: str) -> list:
         unit_label(lang, row.unit),
         row.actual,
         row.baseline,
-        row.baseline_rule,
+        baseline_rule_label(lang, row.baseline_rule),
         row.target_rate,
         row.target,
         row.savings_rate,

@@ -32,6 +32,7 @@ from reportlab.platypus import (
 from api.reports.i18n import (
     DASH,
     ReportError,
+    baseline_rule_label,
     check_lang,
     eui,
     fmt,
@@ -165,7 +166,10 @@ def _items_table(rows: list[ItemRow], lang: str, st: dict) -> Table:
         ("unit", lambda r: unit_label(lang, r.unit)),
         ("actual", lambda r: fmt(r.actual, r.unit)),
         ("baseline", lambda r: fmt(r.baseline, r.unit)),
-        ("baseline_rule", lambda r: _p(r.baseline_rule or DASH, st["cell"])),
+        (
+            "baseline_rule",
+            lambda r: _p(baseline_rule_label(lang, r.baseline_rule) or DASH, st["cell"]),
+        ),
         ("target_rate", _target_rate),
         ("target", lambda r: fmt(r.target, r.unit)),
         ("savings_rate", lambda r: fmt(r.savings_rate, "rate")),
