@@ -5,11 +5,13 @@ WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-arphic-uming \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
+COPY foursave foursave
 COPY core core
 COPY collector collector
 COPY simulators simulators
 COPY api api
 COPY rules rules
+COPY reports reports
 COPY dashboards dashboards
 COPY config config
 RUN pip install --no-cache-dir .

@@ -15,17 +15,16 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-
-from api.keys import PERMISSIONS, KeyStore, Principal
-from api.live import LiveStatus
-from api.ratelimit import RateLimiter
-from api.reports.store import ReportStore
-from api.snapshot import SnapshotBuilder
-from core.clock import Clock
-from core.config import Config
-from core.influx import InfluxClient
-from rules.alerts import IncidentStore
-from rules.records import RecordStore
+from foursave.api.keys import PERMISSIONS, KeyStore, Principal
+from foursave.api.live import LiveStatus
+from foursave.api.ratelimit import RateLimiter
+from foursave.api.snapshot import SnapshotBuilder
+from foursave.core.clock import Clock
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient
+from foursave.reports.store import ReportStore
+from foursave.rules.alerts import IncidentStore
+from foursave.rules.records import RecordStore
 
 
 @dataclass

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from core.store import open_db
+from foursave.core.store import open_db
 
 Role = Literal["viewer", "engineer", "auditor", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "engineer", "auditor", "admin")

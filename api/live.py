@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-
-from core.config import MqttService
-from core.topics import PREFIX, STATUS_FILTER
+from foursave.core.config import MqttService
+from foursave.core.topics import PREFIX, STATUS_FILTER
 
 log = logging.getLogger("foursave.api.live")
 

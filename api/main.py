@@ -18,19 +18,18 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-
-from api.deps import AppState
-from api.keys import KeyStore, check_bootstrap
-from api.live import LiveStatus, LiveSubscriber
-from api.ratelimit import RateLimiter
-from api.reports.store import ReportStore
-from api.routes import admin, alerts, display, records, reports, results, sites, system
-from api.snapshot import Refresher, SnapshotBuilder
-from core.clock import Clock, SystemClock, simulated_clock
-from core.config import Config
-from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from rules.alerts import IncidentStore
-from rules.records import RecordStore
+from foursave.api.deps import AppState
+from foursave.api.keys import KeyStore, check_bootstrap
+from foursave.api.live import LiveStatus, LiveSubscriber
+from foursave.api.ratelimit import RateLimiter
+from foursave.api.routes import admin, alerts, display, records, reports, results, sites, system
+from foursave.api.snapshot import Refresher, SnapshotBuilder
+from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.reports.store import ReportStore
+from foursave.rules.alerts import IncidentStore
+from foursave.rules.records import RecordStore
 
 log = logging.getLogger("foursave.api")
 

@@ -32,10 +32,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from core.clock import Clock
-from core.config import Config, Site
-from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from rules.factors import FactorError, emission_factor
+from foursave.core.clock import Clock
+from foursave.core.config import Config, Site
+from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.rules.factors import FactorError, emission_factor
 
 log = logging.getLogger("foursave.api.display")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.main import create_app  # noqa: E402
-from core.services import free_port, influxd, mosquitto  # noqa: E402
+from foursave.api.main import create_app  # noqa: E402
+
+from foursave.localstack import free_port, influxd, mosquitto  # noqa: E402
 from tests.api_fixtures import ServerThread, build_stack  # noqa: E402
 from tests.fuzz import fuzz  # noqa: E402
 

@@ -32,10 +32,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from collector.ingest import Ingester  # noqa: E402
-from core.config import load_config  # noqa: E402
-from core.influx import InfluxClient  # noqa: E402
-from core.services import free_port, influxd, mosquitto, wait_until  # noqa: E402
+from foursave.collector.ingest import Ingester  # noqa: E402
+from foursave.core.config import load_config  # noqa: E402
+from foursave.core.influx import InfluxClient  # noqa: E402
+
+from foursave.localstack import free_port, influxd, mosquitto, wait_until  # noqa: E402
 
 TEMPLATES = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["devices"]
 
@@ -163,14 +164,14 @@ def main() -> int:
     procs = []
     try:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "sim", "--config", str(cfg_path)],
+            [sys.executable, "-m", "foursave", "sim", "--config", str(cfg_path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "sim.log", "wb"),  # noqa: SIM115 - owned by the child
         )
         procs.append(sim)
         last = cfg.devices[-1]
-        from core.services import port_open
+        from foursave.localstack import port_open
 
         wait_until(lambda: port_open("127.0.0.1", last.port), 120, "simulators", sim)
 
@@ -200,7 +201,7 @@ def main() -> int:
         wait_until(ing.connected.is_set, 30, "ingester")
 
         col = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "collect", "--config", str(cfg_path)],
+            [sys.executable, "-m", "foursave", "collect", "--config", str(cfg_path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "collect.log", "wb"),  # noqa: SIM115 - owned by the child

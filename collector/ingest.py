@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-
-from core.config import Config
-from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from core.reading import (
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.reading import (
     TS_MAX_MS,
     TS_MIN_MS,
     PayloadError,
@@ -33,8 +32,8 @@ from core.reading import (
     reading_line,
     to_line,
 )
-from core.store import open_db
-from core.topics import (
+from foursave.core.store import open_db
+from foursave.core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
     TopicError,

@@ -12,15 +12,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.client.mixin import ModbusClientMixin
-from pymodbus.exceptions import ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
-
-from collector.plan import RegisterMap, Span, plan_requests
-from collector.profiles import Profile, load_profile, load_sunspec_map
-from collector.sunspec import (
+from foursave.collector.plan import RegisterMap, Span, plan_requests
+from foursave.collector.profiles import Profile, load_profile, load_sunspec_map
+from foursave.collector.sunspec import (
     BASE_ADDRESSES,
     END_MODEL_ID,
     SUNS_MARKER,
@@ -28,7 +22,12 @@ from collector.sunspec import (
     decode_points,
     model_layout,
 )
-from core.config import Device
+from foursave.core.config import Device
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.mixin import ModbusClientMixin
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 
 log = logging.getLogger("foursave.collector")
 

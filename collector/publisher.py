@@ -16,10 +16,9 @@ import time
 from collections import deque
 
 import paho.mqtt.client as mqtt
-
-from collector.spool import Spool
-from core.config import Config
-from core.topics import collector_topic
+from foursave.collector.spool import Spool
+from foursave.core.config import Config
+from foursave.core.topics import collector_topic
 
 log = logging.getLogger("foursave.collector.mqtt")
 

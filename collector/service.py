@@ -16,7 +16,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from collector.modbus import (
+from foursave.collector.modbus import (
     DeviceException,
     DiscoveryError,
     ModbusLink,
@@ -24,12 +24,12 @@ from collector.modbus import (
     link_key,
     reader_for,
 )
-from collector.publisher import Publisher
-from collector.spool import Spool
-from core.clock import Clock, SystemClock, simulated_clock
-from core.config import Config, Device
-from core.reading import Reading
-from core.topics import reading_topic, status_topic
+from foursave.collector.publisher import Publisher
+from foursave.collector.spool import Spool
+from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.config import Config, Device
+from foursave.core.reading import Reading
+from foursave.core.topics import reading_topic, status_topic
 
 log = logging.getLogger("foursave.collector")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.store import open_db
+from foursave.core.store import open_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (

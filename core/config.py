@@ -128,7 +128,7 @@ class SimulatorService(_Frozen):
     @classmethod
     def _start(cls, v: str | None) -> str | None:
         if v is not None:
-            from core.clock import parse_start
+            from foursave.core.clock import parse_start
 
             parse_start(v)  # ValueError names what is wrong
         return v
@@ -351,7 +351,11 @@ class Config(_Frozen):
                 )
             endpoints.setdefault(ep, i)
             if d.profile != "sunspec":
-                from collector.profiles import ProfileError, available_profiles, load_profile
+                from foursave.collector.profiles import (
+                    ProfileError,
+                    available_profiles,
+                    load_profile,
+                )
 
                 names = available_profiles()
                 if d.profile in names:

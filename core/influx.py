@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-
-from core.config import InfluxService
+from foursave.core.config import InfluxService
 
 
 class InfluxUnavailable(Exception):

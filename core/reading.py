@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from core.glossary import FIELDS, KINDS
+from foursave.core.glossary import FIELDS, KINDS
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

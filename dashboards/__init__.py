@@ -1,4 +1,3 @@
-"""Grafana dashboards as code, their generated JSON and provisioning files.
-
-Not built yet: see the issue "Grafana for the facilities engineers".
-"""
+"""Grafana dashboards as code (grafana-foundation-sdk builders in ``build.py``), their
+generated JSON (``json/``), the provisioning files and the push over Grafana's HTTP API
+(``foursave dashboards``)."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from foursave.dashboards.build import DASHBOARDS, DS_UID, dashboard_json, datasource_json
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
-
-from dashboards.build import DASHBOARDS, DS_UID, dashboard_json, datasource_json
 
 log = logging.getLogger("foursave.dashboards")
 FOLDER_UID = "foursave"

@@ -1,5 +1,4 @@
-"""The rules engine: four-saving ledger, PV performance, demand watch and alerts.
-
-Not built yet: see the issue "Rules engine: the four-saving ledger, PV performance,
-demand watch and alerts with a real lifecycle".
-"""
+"""The rules engine: four-saving ledger, PV performance, demand watch and alerts
+(``foursave rules``).  Pure computation lives in modules of its own (``formulas``,
+``pv``, ``demand``); the engine (``engine.py``) reads InfluxDB through the query layer
+(``foursave.core.influxql``) and writes derived measurements back."""

@@ -37,14 +37,13 @@ import httpx
 import pandas as pd
 import pvlib
 import yaml
+from foursave.core.clock import Clock
+from foursave.core.config import Config, Device
+from foursave.core.influx import InfluxClient
+from foursave.core.reading import to_line
+from foursave.core.store import open_db
+from foursave.core.topics import alert_topic
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from core.clock import Clock
-from core.config import Config, Device
-from core.influx import InfluxClient
-from core.reading import to_line
-from core.store import open_db
-from core.topics import alert_topic
 
 log = logging.getLogger("foursave.alerts")
 
@@ -420,7 +419,7 @@ class AlertEngine:
                 out[d.id] = Observation(stale, stale, not stale, age)
             return out
         if rule.kind == "demand_forecast":
-            from rules.demand import forecast
+            from foursave.rules.demand import forecast
 
             for d in devices:
                 site = self.sites[d.site]
@@ -452,7 +451,7 @@ class AlertEngine:
                 )
             return out
         if rule.kind == "peer_deviation":
-            from rules.pv import array_of
+            from foursave.rules.pv import array_of
 
             w = int(rule.window_s * 1000)
             rows = self.influx.rows(

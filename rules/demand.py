@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from core.config import Config, Site
-from core.influx import InfluxClient
-from core.reading import to_line
-from rules import formulas
-from rules.factors import FactorError, is_summer, tariff
+from foursave.core.config import Config, Site
+from foursave.core.influx import InfluxClient
+from foursave.core.reading import to_line
+from foursave.rules import formulas
+from foursave.rules.factors import FactorError, is_summer, tariff
 
 BLOCK_S = 900
 

@@ -17,15 +17,14 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
-
-from core.clock import Clock, SystemClock, simulated_clock
-from core.config import Config
-from core.influx import InfluxClient
-from rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
-from rules.demand import demand_lines, forecast_lines, month_demand, months_of
-from rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
-from rules.pv import pv_days, pv_lines
-from rules.records import RecordStore
+from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient
+from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
+from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
+from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
+from foursave.rules.pv import pv_days, pv_lines
+from foursave.rules.records import RecordStore
 
 log = logging.getLogger("foursave.rules")
 

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from core.config import Config, Site
-from core.influx import InfluxClient
-from core.reading import to_line
-from rules import formulas
-from rules.factors import FactorError, emission_factor, load_factors
-from rules.notes import Note
-from rules.records import RecordStore
+from foursave.core.config import Config, Site
+from foursave.core.influx import InfluxClient
+from foursave.core.reading import to_line
+from foursave.rules import formulas
+from foursave.rules.factors import FactorError, emission_factor, load_factors
+from foursave.rules.notes import Note
+from foursave.rules.records import RecordStore
 
 METHOD_VERSION = "ledger/1"
 BACKFILL_STEP_S = 60  # foursave backfill's default: one point a minute

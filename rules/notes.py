@@ -2,7 +2,7 @@
 
 The ledger says *what* it noticed (``Note("incomplete", {"share": 0.42})``); the English
 wording below is the default (``str(note)``) and a report renderer words it in its own
-language (``api/reports/i18n.py`` for Traditional Chinese).  Notes stored in frozen
+language (``reports/i18n.py`` for Traditional Chinese).  Notes stored in frozen
 reports before notes were structured are plain strings and are shown as they are.
 """
 

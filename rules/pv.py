@@ -23,12 +23,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pvlib
-
-from core.config import Config, Device, Site
-from core.influx import InfluxClient
-from core.reading import to_line
-from rules import formulas
-from rules.ledger import daily_quantities
+from foursave.core.config import Config, Device, Site
+from foursave.core.influx import InfluxClient
+from foursave.core.reading import to_line
+from foursave.rules import formulas
+from foursave.rules.ledger import daily_quantities
 
 SANDIA_DELTA_T_C = 3.0  # cell minus back-of-module at 1,000 W/m² (open rack)
 SYSTEM_LOSSES = 0.14  # PVWatts default

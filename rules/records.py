@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
+from foursave.core.store import open_db
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,8 +25,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
-from core.store import open_db
 
 RecordKind = Literal[
     "gasoline_l",  # litres of gasoline bought for official vehicles

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
-
-from core.config import Config, Device
-from core.glossary import FIELDS
-from core.influx import InfluxClient, InfluxUnavailable
-from simulators.registers import ProfileImage, SunSpecImage
-from simulators.site import SiteModel, site_models
+from foursave.core.config import Config, Device
+from foursave.core.glossary import FIELDS
+from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.simulators.registers import ProfileImage, SunSpecImage
+from foursave.simulators.site import SiteModel, site_models
 
 log = logging.getLogger("foursave.backfill")
 
@@ -162,7 +161,7 @@ _IMAGES: dict[str, SunSpecImage | ProfileImage] = {}
 
 def _image(device: Device) -> SunSpecImage | ProfileImage:
     """The device's register image (built once per device description)."""
-    from simulators.server import register_image
+    from foursave.simulators.server import register_image
 
     key = device.model_dump_json()
     if key not in _IMAGES:

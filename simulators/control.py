@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException
-
-from simulators.faults import EXCEPTION_CODES, FaultUpdate
+from foursave.simulators.faults import EXCEPTION_CODES, FaultUpdate
 
 if TYPE_CHECKING:
-    from simulators.server import Simulator
+    from foursave.simulators.server import Simulator
 
 
 def control_app(sim: Simulator) -> FastAPI:

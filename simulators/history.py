@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from core.config import Config
-from core.influx import InfluxClient
-from rules.records import RecordIn, RecordStore
-from simulators.backfill import BackfillResult, run_backfill
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient
+from foursave.rules.records import RecordIn, RecordStore
+from foursave.simulators.backfill import BackfillResult, run_backfill
 
 HOUR_MS = 3_600_000
 READING_MEASUREMENTS = ("inverter", "meter", "weather", "water")

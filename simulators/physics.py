@@ -30,8 +30,7 @@ import holidays
 import numpy as np
 import pandas as pd
 import pvlib
-
-from simulators.climate import Climate
+from foursave.simulators.climate import Climate
 
 MINUTES_PER_DAY = 1440
 STEP_H = 1 / 60  # one minute in hours

@@ -14,17 +14,16 @@ import math
 import threading
 from collections import deque
 
+from foursave.collector.profiles import load_profile
+from foursave.core.clock import Clock, simulated_clock
+from foursave.core.config import Config, Device
+from foursave.simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
+from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
+from foursave.simulators.site import SiteModel, ValueSource, site_models
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from collector.profiles import load_profile
-from core.clock import Clock, simulated_clock
-from core.config import Config, Device
-from simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
-from simulators.registers import Block, ProfileImage, SunSpecImage
-from simulators.site import SiteModel, ValueSource, site_models
 
 log = logging.getLogger("foursave.sim")
 
@@ -200,8 +199,7 @@ class Simulator:
         svc = self.config.services.simulator
         if svc.control_port:
             import uvicorn
-
-            from simulators.control import control_app
+            from foursave.simulators.control import control_app
 
             cfg = uvicorn.Config(
                 control_app(self),

@@ -22,10 +22,9 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
-
-from core.config import Config, Device, Site
-from simulators.climate import CLIMATES
-from simulators.physics import (
+from foursave.core.config import Config, Device, Site
+from foursave.simulators.climate import CLIMATES
+from foursave.simulators.physics import (
     MINUTES_PER_DAY,
     STEP_H,
     LoadSpec,

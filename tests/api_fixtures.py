@@ -13,13 +13,14 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from api.keys import ROLES, KeyStore
-from core.clock import ManualClock
-from core.config import Config
-from core.influx import InfluxClient
-from rules.engine import run_once
-from rules.records import RecordIn, RecordStore
-from simulators.backfill import run_backfill
+from foursave.api.keys import ROLES, KeyStore
+from foursave.core.clock import ManualClock
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient
+from foursave.rules.engine import run_once
+from foursave.rules.records import RecordIn, RecordStore
+from foursave.simulators.backfill import run_backfill
+
 from tests.helpers import make_config
 
 TZ = ZoneInfo("Asia/Taipei")
@@ -116,7 +117,7 @@ class ServerThread:
 
         import uvicorn
 
-        from core.services import free_port
+        from foursave.localstack import free_port
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"

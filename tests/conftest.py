@@ -6,9 +6,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from foursave.core.influx import InfluxClient
 
-from core.influx import InfluxClient
-from core.services import LocalService, free_port, influxd, mosquitto
+from foursave.localstack import LocalService, free_port, influxd, mosquitto
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from foursave.collector.ingest import Ingester
+from foursave.collector.service import Collector
+from foursave.core.config import Config, load_config
 
-from collector.ingest import Ingester
-from collector.service import Collector
-from core.config import Config, load_config
-from core.services import free_port
+from foursave.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and rendered pages a person can look at
@@ -200,8 +200,8 @@ class Pipeline:
     """Simulators (with their HTTP fault control), ingester and collector, all real."""
 
     def __init__(self, tmp_path, broker, influx_url, database, devices=None, clock=None, **kw):
-        from core.influx import InfluxClient
-        from simulators.server import SimulatorThread
+        from foursave.core.influx import InfluxClient
+        from foursave.simulators.server import SimulatorThread
 
         self.control_port = free_port()
         self.config = make_config(

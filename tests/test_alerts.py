@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
+from foursave.core.clock import ManualClock
+from foursave.core.config import parse_config
+from foursave.core.reading import to_line
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 
-from core.clock import ManualClock
-from core.config import parse_config
-from core.reading import to_line
-from core.services import free_port
-from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from foursave.localstack import free_port
 from tests.helpers import wait_for
 from tests.test_mqtt_status import Watcher
 
@@ -308,7 +308,7 @@ def test_silent_for_days_is_stale_at_once_never_heard_gets_its_grace(
 
 
 def test_alert_rules_file_is_valid():
-    from rules.alerts import load_alert_settings
+    from foursave.rules.alerts import load_alert_settings
 
     s = load_alert_settings("config/alerts.yaml")
     assert {r.id for r in s.rules} >= {

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
+from foursave.core.clock import simulated_clock
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 
-from core.clock import simulated_clock
-from core.services import free_port
-from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from foursave.localstack import free_port
 from tests.helpers import Pipeline, wait_for
 from tests.test_alerts import Mailbox, Webhook
 from tests.test_mqtt_status import Watcher

@@ -10,11 +10,11 @@ import uuid
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from foursave.api.keys import KeyRequestError, KeyStore
+from foursave.api.main import create_app
+from foursave.rules.alerts import IncidentStore
 
-from api.keys import KeyRequestError, KeyStore
-from api.main import create_app
-from core.services import free_port, mosquitto
-from rules.alerts import IncidentStore
+from foursave.localstack import free_port, mosquitto
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import reap, wait_for
 
@@ -519,12 +519,12 @@ def test_api_command_serves_and_stops_cleanly_on_sigterm(stack):
     import subprocess
     import sys
 
-    from core.services import port_open
+    from foursave.localstack import port_open
     from tests.helpers import ROOT
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOURSAVE_")}
-    cmd = [sys.executable, "-m", "core.cli", "api", "--config", str(stack.tmp / "config.yaml")]
+    cmd = [sys.executable, "-m", "foursave", "api", "--config", str(stack.tmp / "config.yaml")]
     proc = subprocess.Popen(
         [*cmd, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,

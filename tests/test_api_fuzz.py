@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from foursave.api.main import create_app
 
-from api.main import create_app
-from core.services import free_port, mosquitto
+from foursave.localstack import free_port, mosquitto
 from tests.api_fixtures import ServerThread, build_stack
 from tests.fuzz import fuzz
 

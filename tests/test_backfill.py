@@ -9,11 +9,11 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from foursave.core.config import load_config
+from foursave.simulators.backfill import run_backfill
+from foursave.simulators.server import register_image
+from foursave.simulators.site import site_models
 
-from core.config import load_config
-from simulators.backfill import run_backfill
-from simulators.server import register_image
-from simulators.site import site_models
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def test_backfill_command(demo, influx, influx_url, database):
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "foursave",
             "backfill",
             "--config",
             "config/demo.yaml",
@@ -119,7 +119,7 @@ def test_backfill_command(demo, influx, influx_url, database):
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "foursave",
             "backfill",
             "--from",
             "2025-13-01",
@@ -141,7 +141,7 @@ def test_backfill_command(demo, influx, influx_url, database):
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "foursave",
             "backfill",
             "--from",
             "2025-09-03",

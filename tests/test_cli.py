@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from core.cli import build_parser
+from foursave.cli import build_parser
 from tests.helpers import ROOT
 
 CONTRACT_SUBCOMMANDS = {

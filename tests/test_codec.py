@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from core.reading import PayloadError, Reading, decode_reading, reading_line, to_line
-from core.topics import TopicError, parse_device_topic, reading_topic
+from foursave.core.reading import PayloadError, Reading, decode_reading, reading_line, to_line
+from foursave.core.topics import TopicError, parse_device_topic, reading_topic
 
 
 def test_reading_round_trip():

@@ -9,6 +9,10 @@ import subprocess
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from foursave.collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
+from foursave.core.clock import ManualClock
+from foursave.core.config import load_config
+from foursave.simulators.server import SimulatorThread
 from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
@@ -18,11 +22,7 @@ from pymodbus.pdu.register_message import (
 )
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
-from collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
-from core.clock import ManualClock
-from core.config import load_config
-from core.services import free_port
-from simulators.server import SimulatorThread
+from foursave.localstack import free_port
 from tests.helpers import ROOT, CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import sys
 import textwrap
 
 import pytest
+from foursave.core.config import ConfigError, load_config, parse_config
 
-from core.config import ConfigError, load_config, parse_config
 from tests.helpers import ROOT
 
 BAD = textwrap.dedent(
@@ -98,7 +98,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD)
     out = subprocess.run(
-        [sys.executable, "-m", "core.cli", "check-config", str(bad)],
+        [sys.executable, "-m", "foursave", "check-config", str(bad)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -109,7 +109,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     assert f"{bad}:9: devices[3].port" in out.stdout
     # --config, as every other subcommand takes it (DESIGN.md), says the same
     flag = subprocess.run(
-        [sys.executable, "-m", "core.cli", "check-config", "--config", str(bad)],
+        [sys.executable, "-m", "foursave", "check-config", "--config", str(bad)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -117,7 +117,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     )
     assert flag.returncode == 2 and flag.stdout == out.stdout
     ok = subprocess.run(
-        [sys.executable, "-m", "core.cli", "check-config", "config/demo.yaml"],
+        [sys.executable, "-m", "foursave", "check-config", "config/demo.yaml"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -125,7 +125,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     )
     assert ok.returncode == 0 and "OK" in ok.stdout
     ok_flag = subprocess.run(
-        [sys.executable, "-m", "core.cli", "check-config", "--config", "config/demo.yaml"],
+        [sys.executable, "-m", "foursave", "check-config", "--config", "config/demo.yaml"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -133,7 +133,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     )
     assert ok_flag.returncode == 0 and ok_flag.stdout == ok.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "core.cli", "collect", "--config", str(tmp_path / "nope.yaml")],
+        [sys.executable, "-m", "foursave", "collect", "--config", str(tmp_path / "nope.yaml")],
         capture_output=True,
         text=True,
         cwd=ROOT,

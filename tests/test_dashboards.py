@@ -12,17 +12,17 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from foursave.core.clock import ManualClock
+from foursave.core.config import load_config
+from foursave.core.reading import to_line
+from foursave.dashboards.build import DASHBOARDS, DS_UID, OUT, dashboard_json, write_all
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from foursave.rules.demand import forecast_lines
+from foursave.rules.engine import run_once
+from foursave.rules.records import RecordIn, RecordStore
+from foursave.simulators.backfill import run_backfill
 
-from core.clock import ManualClock
-from core.config import load_config
-from core.reading import to_line
-from core.services import free_port
-from dashboards.build import DASHBOARDS, DS_UID, OUT, dashboard_json, write_all
-from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
-from rules.demand import forecast_lines
-from rules.engine import run_once
-from rules.records import RecordIn, RecordStore
-from simulators.backfill import run_backfill
+from foursave.localstack import free_port
 from tests.helpers import ROOT, Pipeline, expand, panels, wait_for
 
 UIDS = {
@@ -135,7 +135,7 @@ def test_every_panel_query_returns_data(
         ManualClock(t_alert + 1),
     )
     engine.evaluate()
-    from core.cli import _ack_event
+    from foursave.cli import _ack_event
 
     inc = engine.store.acknowledge(
         engine.store.all("firing")[0].id, "lee", "crew sent", t_alert + 60
@@ -240,7 +240,7 @@ class FakeGrafana:
 
 
 def test_push_is_idempotent_against_grafanas_documented_api():
-    from dashboards.push import push
+    from foursave.dashboards.push import push
 
     g = FakeGrafana("glsa_test")
     try:

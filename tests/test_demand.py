@@ -7,16 +7,16 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from foursave.core.clock import ManualClock
+from foursave.core.config import load_config, parse_config
+from foursave.core.reading import to_line
+from foursave.rules import formulas
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
+from foursave.rules.demand import forecast, month_demand
+from foursave.simulators.backfill import run_backfill
+from foursave.simulators.server import register_image
+from foursave.simulators.site import SiteModel
 
-from core.clock import ManualClock
-from core.config import load_config, parse_config
-from core.reading import to_line
-from rules import formulas
-from rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
-from rules.demand import forecast, month_demand
-from simulators.backfill import run_backfill
-from simulators.server import register_image
-from simulators.site import SiteModel
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]

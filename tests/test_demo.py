@@ -29,11 +29,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import yaml
+from foursave.core.influx import InfluxClient
+from foursave.dashboards.build import DASHBOARDS, dashboard_json
+from foursave.simulators.history import SAMPLE_BY
 
-from core.influx import InfluxClient
-from core.services import free_port, port_open
-from dashboards.build import DASHBOARDS, dashboard_json
-from simulators.history import SAMPLE_BY
+from foursave.localstack import free_port, port_open
 from tests.helpers import (
     ARTIFACTS,
     CHROME_ARGS,
@@ -61,7 +61,7 @@ class DemoRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FOURSAVE_")}
         self.out = open(screen, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "demo", "--config", str(cfg), "--var", str(var)],
+            [sys.executable, "-m", "foursave", "demo", "--config", str(cfg), "--var", str(var)],
             cwd=ROOT,
             env=env,
             stdout=self.out,
@@ -396,8 +396,8 @@ def check_last_years_report(api: str, influx: InfluxClient, key: str, year: int)
 
 @pytest.mark.clock
 def test_history_start_is_the_year_before_last_or_the_base_year():
-    from core.config import parse_config
-    from simulators.history import history_start
+    from foursave.core.config import parse_config
+    from foursave.simulators.history import history_start
 
     cfg = parse_config(
         "sites: [{id: a, name: A, lat: 23, lon: 120, ledger: {base_year: 2024}}]\ndevices: []\n",

@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from foursave.api.main import create_app
+from foursave.api.ratelimit import RateLimiter
+from foursave.api.snapshot import SnapshotBuilder
+from foursave.core.clock import ManualClock
+from foursave.core.influx import InfluxClient
 
-from api.main import create_app
-from api.ratelimit import RateLimiter
-from api.snapshot import SnapshotBuilder
-from core.clock import ManualClock
-from core.influx import InfluxClient
-from core.services import free_port
+from foursave.localstack import free_port
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, Pipeline, wait_for
 
@@ -98,7 +98,8 @@ def test_snapshot_numbers_are_the_counters_and_factor(stack):
 @pytest.mark.integration
 def test_history_written_after_the_first_snapshot_counts_in_the_year(tmp_path, influx_url):
     """The demo's case: the display starts before history is filled into the past."""
-    from simulators.backfill import run_backfill
+    from foursave.simulators.backfill import run_backfill
+
     from tests.helpers import make_config
 
     database = f"late_{free_port()}"

@@ -7,9 +7,8 @@ from datetime import date
 
 import numpy as np
 import pytest
-
-from rules import formulas as f
-from rules.factors import FactorError, emission_factor, is_summer, tariff
+from foursave.rules import formulas as f
+from foursave.rules.factors import FactorError, emission_factor, is_summer, tariff
 
 
 def sig4(x: float) -> float:

@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime
 
 import pytest
 import yaml
+from foursave.core.config import parse_config
+from foursave.rules.ledger import Ledger, month, year
+from foursave.rules.records import RecordIn, RecordStore, import_csv
+from foursave.simulators.backfill import run_backfill
+from foursave.simulators.server import register_image
+from foursave.simulators.site import SiteModel
 
-from core.config import parse_config
-from rules.ledger import Ledger, month, year
-from rules.records import RecordIn, RecordStore, import_csv
-from simulators.backfill import run_backfill
-from simulators.server import register_image
-from simulators.site import SiteModel
 from tests.helpers import ROOT, reap
 from tests.test_physics import CONFIG
 
@@ -180,7 +180,7 @@ def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
     cfg = parse_config(path.read_text(), env=env)
     run_backfill(cfg, date(2024, 12, 1), date(2025, 1, 1), step_s=900)
     out = subprocess.run(
-        [sys.executable, "-m", "core.cli", "rules", "--once", "--config", str(path)],
+        [sys.executable, "-m", "foursave", "rules", "--once", "--config", str(path)],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -231,7 +231,7 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
     run_backfill(parse_config(path.read_text(), env=env), date(2025, 7, 1), date(2025, 7, 4))
     with open(tmp_path / "rules.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "rules", "--config", str(path)],
+            [sys.executable, "-m", "foursave", "rules", "--config", str(path)],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -12,8 +12,8 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from foursave.simulators.server import SimulatorThread
 
-from simulators.server import SimulatorThread
 from tests.helpers import ROOT, demo_raw, make_config, reap, wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_status_is_retained_and_the_last_will_says_offline(tmp_path, broker):
     watcher = Watcher(broker.port)
     with SimulatorThread(cfg):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "collect", "--config", str(cfg_path)],
+            [sys.executable, "-m", "foursave", "collect", "--config", str(cfg_path)],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

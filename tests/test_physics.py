@@ -6,13 +6,12 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-
-from core.clock import SimClock
-from core.config import parse_config
-from simulators.climate import TAINAN
-from simulators.faults import ValueFaults
-from simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
-from simulators.site import SiteModel
+from foursave.core.clock import SimClock
+from foursave.core.config import parse_config
+from foursave.simulators.climate import TAINAN
+from foursave.simulators.faults import ValueFaults
+from foursave.simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
+from foursave.simulators.site import SiteModel
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
 

@@ -11,10 +11,10 @@ from datetime import date
 
 import paho.mqtt.client as mqtt
 import pytest
+from foursave.core.influx import InfluxClient
+from foursave.simulators.server import SimulatorThread
 
-from core.influx import InfluxClient
-from core.services import free_port, influxd
-from simulators.server import SimulatorThread
+from foursave.localstack import free_port, influxd
 from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from collector.plan import Span, plan_requests
+from foursave.collector.plan import Span, plan_requests
 
 H, I = 3, 4  # noqa: E741 - holding and input, as in the Modbus spec
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from foursave.core.config import parse_config
+from foursave.rules.pv import _transpose, pv_days, pv_lines
+from foursave.simulators.backfill import run_backfill
 
-from core.config import parse_config
-from rules.pv import _transpose, pv_days, pv_lines
-from simulators.backfill import run_backfill
 from tests.test_physics import CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
@@ -53,7 +53,7 @@ def test_pv_kpis_peers_clipping_and_gHI_transposition(influx_url, database, infl
         assert a[d].peer_ratio > 1.0 and "under-performing vs peers" not in a[d].labels
     assert any(a[d].clipping_min > 0 and "clipping" in a[d].labels for d in clear)
     # clipping minutes are minutes: the model's THROTTLED minutes for that day
-    from simulators.site import SiteModel
+    from foursave.simulators.site import SiteModel
 
     frame = SiteModel(cfg, cfg.sites[0]).frame(start, 14)
     st = frame.devices["inv-a"]["state"]
@@ -63,7 +63,7 @@ def test_pv_kpis_peers_clipping_and_gHI_transposition(influx_url, database, infl
     # only GHI measured: transposing it with pvlib lands near the measured POA
     from zoneinfo import ZoneInfo
 
-    from rules.pv import _hourly
+    from foursave.rules.pv import _hourly
 
     zone = ZoneInfo("Asia/Taipei")
     ghi = _hourly(

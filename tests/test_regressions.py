@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-
-from core.config import parse_config
-from core.reading import to_line
-from rules.demand import block_demands
-from rules.ledger import Ledger, daily_quantities, month
-from rules.records import RecordStore
+from foursave.core.config import parse_config
+from foursave.core.reading import to_line
+from foursave.rules.demand import block_demands
+from foursave.rules.ledger import Ledger, daily_quantities, month
+from foursave.rules.records import RecordStore
 
 pytestmark = pytest.mark.integration
 TAIPEI = timezone(timedelta(hours=8))

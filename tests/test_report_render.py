@@ -8,13 +8,10 @@ import zipfile
 from dataclasses import replace
 
 import pytest
-from openpyxl import load_workbook
-from pypdf import PdfReader
-
-from api.reports import render
-from api.reports.csv import render_csv
-from api.reports.i18n import ADJUSTMENT_KEYS, DASH, LANGS, fmt, item_label, met_label, t, title
-from api.reports.model import (
+from foursave.reports import render
+from foursave.reports.csv import render_csv
+from foursave.reports.i18n import ADJUSTMENT_KEYS, DASH, LANGS, fmt, item_label, met_label, t, title
+from foursave.reports.model import (
     Adjustment,
     ItemRow,
     MonthBar,
@@ -22,8 +19,10 @@ from api.reports.model import (
     ReportData,
     SiteInfo,
 )
-from api.reports.pdf import render_pdf
-from api.reports.xlsx import render_xlsx
+from foursave.reports.pdf import render_pdf
+from foursave.reports.xlsx import render_xlsx
+from openpyxl import load_workbook
+from pypdf import PdfReader
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
 
@@ -383,8 +382,8 @@ def test_fmt_never_shows_a_missing_value_as_zero():
 
 
 def test_missing_font_is_a_clear_error(monkeypatch):
-    from api.reports import pdf
-    from api.reports.i18n import ReportError
+    from foursave.reports import pdf
+    from foursave.reports.i18n import ReportError
 
     monkeypatch.setattr(pdf, "FONT", "UMingTW-missing")
     monkeypatch.setattr(pdf, "FONT_PATH", pdf.Path("/nonexistent/uming.ttc"))
@@ -393,9 +392,9 @@ def test_missing_font_is_a_clear_error(monkeypatch):
 
 
 def test_notes_are_worded_in_the_reports_language_and_keep_the_fingerprint():
-    from api.reports.build import fingerprint
-    from api.reports.i18n import note_label
-    from rules.notes import Note
+    from foursave.reports.build import fingerprint
+    from foursave.reports.i18n import note_label
+    from foursave.rules.notes import Note
 
     notes = (
         Note("incomplete", {"share": 0.42}),
@@ -434,8 +433,8 @@ def test_notes_are_worded_in_the_reports_language_and_keep_the_fingerprint():
         cells = [c.value for ws in wb.worksheets for row in ws.iter_rows() for c in row]
         assert words in cells, lang
     # every note code has Chinese words
-    from api.reports.i18n import NOTES_ZH
-    from rules.notes import EN
+    from foursave.reports.i18n import NOTES_ZH
+    from foursave.rules.notes import EN
 
     assert set(NOTES_ZH) == set(EN)
 
@@ -453,7 +452,7 @@ def test_notes_are_worded_in_the_reports_language_and_keep_the_fingerprint():
     ],
 )
 def test_baseline_rules_in_the_reports_language(rule, zh):
-    from api.reports.i18n import baseline_rule_label
+    from foursave.reports.i18n import baseline_rule_label
 
     assert baseline_rule_label("zh-TW", rule) == zh
     assert baseline_rule_label("en", rule) == rule

@@ -12,10 +12,10 @@ import sys
 import httpx
 import openpyxl
 import pytest
+from foursave.api.main import create_app
+from foursave.reports.i18n import fmt, t
 from pypdf import PdfReader
 
-from api.main import create_app
-from api.reports.i18n import fmt, t
 from tests.api_fixtures import ServerThread, build_stack
 from tests.helpers import ROOT
 
@@ -185,7 +185,7 @@ def test_report_command_writes_the_issued_report(stack, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "core.cli",
+        "foursave",
         "report",
         "--config",
         str(stack.tmp / "config.yaml"),

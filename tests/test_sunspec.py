@@ -5,9 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from foursave.collector.sunspec import decode_points, model_layout
 from sunspec2 import device as ss_device
-
-from collector.sunspec import decode_points, model_layout
 
 
 def regs_of(model: ss_device.Model) -> list[int]:
@@ -113,7 +112,7 @@ def test_repeating_group_of_302_irradiance():
 
 def test_power_factor_scale_follows_each_models_units():
     """PF is 'Pct' in 103 and 203, a plain ratio ('PF') in the float meter 213."""
-    from collector.profiles import load_sunspec_map
+    from foursave.collector.profiles import load_sunspec_map
 
     units = {
         mid: next(p for p in ss_device.get_model_def(mid)["group"]["points"] if p["name"] == "PF")[

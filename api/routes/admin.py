@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException
+from foursave.api.deps import KeyAdmin, State
+from foursave.api.keys import KeyRequestError
 from pydantic import BaseModel, ConfigDict, Field
-
-from api.deps import KeyAdmin, State
-from api.keys import KeyRequestError
 
 router = APIRouter(prefix="/api/v1", tags=["admin"])
 

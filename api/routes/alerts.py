@@ -6,11 +6,10 @@ from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
+from foursave.api.deps import AlertAcker, Reader, State
+from foursave.core.influx import InfluxRejected, InfluxUnavailable
+from foursave.rules.alerts import ack_line
 from pydantic import BaseModel, Field
-
-from api.deps import AlertAcker, Reader, State
-from core.influx import InfluxRejected, InfluxUnavailable
-from rules.alerts import ack_line
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 

@@ -11,8 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
-
-from api.deps import State
+from foursave.api.deps import State
 
 STATIC = Path(__file__).resolve().parent.parent / "display" / "static"
 

@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from foursave.api.deps import ReportMaker, State
+from foursave.reports import render
+from foursave.reports.build import ReportUnchanged, report_for
 from pydantic import BaseModel, Field
-
-from api.deps import ReportMaker, State
-from api.reports import render
-from api.reports.build import ReportUnchanged, report_for
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 

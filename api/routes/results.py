@@ -11,10 +11,9 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
+from foursave.api.deps import Reader, State
+from foursave.api.routes.sites import _site
 from pydantic import BaseModel
-
-from api.deps import Reader, State
-from api.routes.sites import _site
 
 router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
 

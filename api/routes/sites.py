@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from foursave.api.deps import Reader, State
+from foursave.core.config import Device, Site
+from foursave.core.glossary import FIELDS
 from pydantic import AwareDatetime, BaseModel
-
-from api.deps import Reader, State
-from core.config import Device, Site
-from core.glossary import FIELDS
 
 router = APIRouter(prefix="/api/v1", tags=["sites and devices"])
 

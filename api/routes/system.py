@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from foursave.api.deps import AppState, Reader, State
+from foursave.core.influx import InfluxRejected, InfluxUnavailable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
-
-from api.deps import AppState, Reader, State
-from core.influx import InfluxRejected, InfluxUnavailable
 
 router = APIRouter(tags=["system"])
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from foursave.core.glossary import FIELDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from core.glossary import FIELDS
 
 PROFILE_DIR = Path(__file__).parent
 RESERVED = {"sunspec"}

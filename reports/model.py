@@ -1,7 +1,7 @@
 """What a four-saving report says, independent of its file format.
 
 A :class:`ReportData` is built from the rules engine's :class:`rules.ledger.Ledger`
-(``api/reports/build.py``) and frozen for closed periods (``api/reports/store.py``);
+(``reports/build.py``) and frozen for closed periods (``reports/store.py``);
 the renderers (``pdf.py``, ``xlsx.py``, ``csv.py``) only lay it out, so every format
 carries exactly the same numbers.  It round-trips through JSON (``to_dict`` /
 ``from_dict``) because frozen reports are stored that way.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rules.notes import Note
+from foursave.rules.notes import Note
 
 ITEMS = ("electricity", "water", "fuel", "paper")
 

@@ -25,10 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from core.clock import simulated_clock
-from core.config import Config
-from core.influx import InfluxClient, InfluxUnavailable
-from core.services import LocalService, die_with_parent, influxd, mosquitto, port_open
+from foursave.core.clock import simulated_clock
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.localstack import LocalService, die_with_parent, influxd, mosquitto, port_open
 
 
 class _Stopped(Exception):
@@ -41,7 +41,7 @@ def _spawn(name: str, args: list[str], var: Path) -> subprocess.Popen:
     log = open(var / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     main = threading.current_thread() is threading.main_thread()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "foursave", *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -68,7 +68,7 @@ def _counts(influx: InfluxClient, since_ms: int) -> dict[str, int]:
 def _demo_keys(cfg: Config) -> dict[str, str]:
     """Fresh random keys, one per role, for this demo run (the last run's are revoked):
     there is no default key, in the demo either."""
-    from api.keys import ROLES, KeyStore
+    from foursave.api.keys import ROLES, KeyStore
 
     store = KeyStore(cfg.services.api.keys_path)
     try:
@@ -106,7 +106,7 @@ class History(threading.Thread):
     def _run(self) -> None:
         from tqdm import tqdm
 
-        from simulators.history import fill_gaps
+        from foursave.simulators.history import fill_gaps
 
         t0 = time.monotonic()
         lines = 0
@@ -170,7 +170,7 @@ def _has_annual_ledger(cfg: Config, y: int) -> bool:
 
 
 def _has_rollup(cfg: Config) -> bool:
-    from rules.ledger import ROLLUP
+    from foursave.rules.ledger import ROLLUP
 
     influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=10)
     try:
@@ -180,8 +180,8 @@ def _has_rollup(cfg: Config) -> bool:
 
 
 def _seed_records(cfg: Config, now: float) -> int:
-    from rules.records import RecordStore
-    from simulators.history import add_sample_records, history_start
+    from foursave.rules.records import RecordStore
+    from foursave.simulators.history import add_sample_records, history_start
 
     zone = ZoneInfo(cfg.sites[0].timezone) if cfg.sites else UTC
     store = RecordStore(cfg.services.rules.records_path)
@@ -225,7 +225,7 @@ def run_demo(
     influx = InfluxClient.from_config(svc.influxdb, timeout_s=30)
     gaps = []
     if history:
-        from simulators.history import find_gaps, history_window
+        from foursave.simulators.history import find_gaps, history_window
 
         influx.create_database()
         gaps = find_gaps(influx, cfg, *history_window(cfg, now))

@@ -19,7 +19,9 @@ from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from api.reports.model import (
+from foursave.core.config import Config
+from foursave.core.influx import InfluxClient
+from foursave.reports.model import (
     ITEMS,
     Adjustment,
     ItemRow,
@@ -28,14 +30,20 @@ from api.reports.model import (
     ReportData,
     SiteInfo,
 )
-from api.reports.store import ReportStore
-from core.config import Config
-from core.influx import InfluxClient
-from rules.factors import FactorError, emission_factor
-from rules.ledger import METHOD_VERSION, Ledger, LedgerRow, Period, month, months_between, year
-from rules.notes import Note, note_text
-from rules.pv import pv_days
-from rules.records import RecordStore
+from foursave.reports.store import ReportStore
+from foursave.rules.factors import FactorError, emission_factor
+from foursave.rules.ledger import (
+    METHOD_VERSION,
+    Ledger,
+    LedgerRow,
+    Period,
+    month,
+    months_between,
+    year,
+)
+from foursave.rules.notes import Note, note_text
+from foursave.rules.pv import pv_days
+from foursave.rules.records import RecordStore
 
 
 class ReportUnchanged(Exception):

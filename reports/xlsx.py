@@ -11,14 +11,7 @@ import re
 import zipfile
 from datetime import UTC, datetime
 
-from openpyxl import Workbook
-from openpyxl.chart import BarChart, LineChart, Reference, Series
-from openpyxl.chart.data_source import AxDataSource, StrRef
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.worksheet.worksheet import Worksheet
-from openpyxl.writer.excel import ExcelWriter
-
-from api.reports.i18n import (
+from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
@@ -31,7 +24,13 @@ from api.reports.i18n import (
     title,
     unit_label,
 )
-from api.reports.model import ITEMS, ItemRow, ReportData
+from foursave.reports.model import ITEMS, ItemRow, ReportData
+from openpyxl import Workbook
+from openpyxl.chart import BarChart, LineChart, Reference, Series
+from openpyxl.chart.data_source import AxDataSource, StrRef
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.writer.excel import ExcelWriter
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 HEAD_FILL = PatternFill("solid", fgColor="E8EEF5")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import re
 
-from api.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
-from rules.notes import EN as NOTES_EN
-from rules.notes import Note, Wording, note_text
+from foursave.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
+from foursave.rules.notes import EN as NOTES_EN
+from foursave.rules.notes import Note, Wording, note_text
 
 LANGS = ("zh-TW", "en")
 DASH = "—"  # a missing value: never shown as 0

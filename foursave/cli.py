@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from foursave.core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 
 log = logging.getLogger("foursave")
 
@@ -70,7 +70,7 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from simulators.server import Simulator
+    from foursave.simulators.server import Simulator
 
     cfg = _load(args.config)
     only = set(args.device) if args.device else None
@@ -86,7 +86,7 @@ def cmd_sim(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from collector.service import Collector
+    from foursave.collector.service import Collector
 
     cfg = _load(args.config)
     devices = [d for d in cfg.devices if not args.device or d.id in args.device]
@@ -96,7 +96,7 @@ def cmd_collect(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from collector.ingest import Ingester
+    from foursave.collector.ingest import Ingester
 
     cfg = _load(args.config)
     ing = Ingester(cfg)
@@ -107,7 +107,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from core.demo import run_demo
+    from foursave.demo import run_demo
 
     cfg = _load(args.config)
     if args.history_step_s <= 0 or args.history_step_s % 60:
@@ -134,8 +134,8 @@ def _date(text: str):
 def cmd_backfill(args) -> int:
     from tqdm import tqdm
 
-    from core.influx import InfluxUnavailable
-    from simulators.backfill import run_backfill
+    from foursave.core.influx import InfluxUnavailable
+    from foursave.simulators.backfill import run_backfill
 
     cfg = _load(args.config)
     if args.to <= args.start:
@@ -171,8 +171,8 @@ def cmd_backfill(args) -> int:
 
 
 def _alerts_once(cfg) -> int:
-    from core.influx import InfluxClient
-    from rules.engine import build_alerts, engine_clock
+    from foursave.core.influx import InfluxClient
+    from foursave.rules.engine import build_alerts, engine_clock
 
     influx = InfluxClient.from_config(cfg.services.influxdb)
     try:
@@ -196,9 +196,9 @@ def _alerts_once(cfg) -> int:
 def cmd_rules(args) -> int:
     import threading
 
-    from core.influx import InfluxClient, InfluxUnavailable
-    from rules.engine import run_forever, run_once
-    from rules.records import RecordStore
+    from foursave.core.influx import InfluxClient, InfluxUnavailable
+    from foursave.rules.engine import run_forever, run_once
+    from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
     if args.once:
@@ -206,7 +206,7 @@ def cmd_rules(args) -> int:
         records = RecordStore(cfg.services.rules.records_path)
         try:
             if args.rebuild:
-                from rules.ledger import ROLLUP
+                from foursave.rules.ledger import ROLLUP
 
                 influx.query(f'DROP MEASUREMENT "{ROLLUP}"')
                 print(f"dropped the {ROLLUP} rollup: every day is recomputed from the readings")
@@ -231,8 +231,8 @@ def cmd_rules(args) -> int:
 
 def _ack_event(cfg, inc) -> None:
     """The acknowledgement into alert history (dashboards show who and why)."""
-    from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-    from rules.alerts import ack_line
+    from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from foursave.rules.alerts import ack_line
 
     influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=5)
     try:
@@ -246,7 +246,7 @@ def _ack_event(cfg, inc) -> None:
 def cmd_alerts(args) -> int:
     from datetime import UTC, datetime
 
-    from rules.alerts import IncidentStore
+    from foursave.rules.alerts import IncidentStore
 
     cfg = _load(args.config)
     store = IncidentStore(cfg.services.rules.state_path)
@@ -281,7 +281,7 @@ def cmd_alerts(args) -> int:
 def cmd_records(args) -> int:
     from pydantic import ValidationError
 
-    from rules.records import RecordError, RecordIn, RecordStore, import_csv
+    from foursave.rules.records import RecordError, RecordIn, RecordStore, import_csv
 
     cfg = _load(args.config)
     store = RecordStore(cfg.services.rules.records_path)
@@ -329,14 +329,14 @@ def cmd_records(args) -> int:
 
 def cmd_dashboards(args) -> int:
     if args.action == "build":
-        from dashboards.build import write_all
+        from foursave.dashboards.build import write_all
 
         for p in write_all():
             print(f"wrote {p}")
         return 0
     from grafana_client.client import GrafanaClientError
 
-    from dashboards.push import push
+    from foursave.dashboards.push import push
 
     cfg = _load(args.config)
     token = os.environ.get("FOURSAVE_GRAFANA_TOKEN")
@@ -366,8 +366,8 @@ def cmd_dashboards(args) -> int:
 
 
 def cmd_api(args) -> int:
-    from api.keys import KeyRequestError
-    from api.main import serve
+    from foursave.api.keys import KeyRequestError
+    from foursave.api.main import serve
 
     cfg = _load(args.config)
     host = args.host or cfg.services.api.host
@@ -381,7 +381,7 @@ def cmd_api(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from api.keys import KeyRequestError, KeyStore
+    from foursave.api.keys import KeyRequestError, KeyStore
 
     cfg = _load(args.config)
     store = KeyStore(cfg.services.api.keys_path)
@@ -420,12 +420,12 @@ def cmd_keys(args) -> int:
 def cmd_report(args) -> int:
     from datetime import datetime
 
-    from api.main import app_clock
-    from api.reports import render
-    from api.reports.build import ReportUnchanged, report_for
-    from api.reports.store import ReportStore
-    from core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-    from rules.records import RecordStore
+    from foursave.api.main import app_clock
+    from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from foursave.reports import render
+    from foursave.reports.build import ReportUnchanged, report_for
+    from foursave.reports.store import ReportStore
+    from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
     if args.month is not None and not 1 <= args.month <= 12:

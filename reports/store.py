@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from api.reports.model import ReportData
-from core.store import open_db
+from foursave.core.store import open_db
+from foursave.reports.model import ReportData
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (

@@ -10,6 +10,25 @@ import io
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from foursave.reports.i18n import (
+    DASH,
+    ReportError,
+    baseline_rule_label,
+    check_lang,
+    eui,
+    fmt,
+    item_label,
+    labelled,
+    met_label,
+    month_label,
+    note_label,
+    site_name,
+    site_rows,
+    t,
+    title,
+    unit_label,
+)
+from foursave.reports.model import ItemRow, MonthBar, ReportData, SiteInfo
 from reportlab.graphics.charts.barcharts import VerticalBarChart
 from reportlab.graphics.charts.legends import Legend
 from reportlab.graphics.shapes import Drawing, String
@@ -28,26 +47,6 @@ from reportlab.platypus import (
     Table,
     TableStyle,
 )
-
-from api.reports.i18n import (
-    DASH,
-    ReportError,
-    baseline_rule_label,
-    check_lang,
-    eui,
-    fmt,
-    item_label,
-    labelled,
-    met_label,
-    month_label,
-    note_label,
-    site_name,
-    site_rows,
-    t,
-    title,
-    unit_label,
-)
-from api.reports.model import ItemRow, MonthBar, ReportData, SiteInfo
 
 FONT_PATH = Path("/usr/share/fonts/truetype/arphic/uming.ttc")
 FONT = "UMingTW"  # AR PL UMing TW: Traditional Chinese glyph forms

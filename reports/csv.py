@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 
-from api.reports.i18n import (
+from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
@@ -17,7 +17,7 @@ from api.reports.i18n import (
     summary_row,
     t,
 )
-from api.reports.model import ReportData
+from foursave.reports.model import ReportData
 
 
 def _cell(value: object) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from api.reports.csv import render_csv
-from api.reports.i18n import LANGS, check_lang
-from api.reports.model import ReportData
-from api.reports.pdf import render_pdf
-from api.reports.xlsx import render_xlsx
+from foursave.reports.csv import render_csv
+from foursave.reports.i18n import LANGS, check_lang
+from foursave.reports.model import ReportData
+from foursave.reports.pdf import render_pdf
+from foursave.reports.xlsx import render_xlsx
 
 FORMATS = {
     "pdf": (render_pdf, "application/pdf"),
