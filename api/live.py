@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from foursave.core.config import MqttService
+from foursave.core.mqtt import mqtt_client
 from foursave.core.topics import PREFIX, STATUS_FILTER
 
 log = logging.getLogger("foursave.api.live")
@@ -66,13 +66,9 @@ class LiveSubscriber:
     def __init__(self, svc: MqttService, status: LiveStatus):
         self.status = status
         self.connected = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"foursave-api-{os.getpid()}-{id(self) & 0xFFFF:x}",
-            clean_session=True,
+        self.client = mqtt_client(
+            svc, f"foursave-api-{os.getpid()}-{id(self) & 0xFFFF:x}", clean_session=True
         )
-        if svc.username:
-            self.client.username_pw_set(svc.username, svc.password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = lambda c, u, msg: self.status.take(msg.topic, msg.payload)

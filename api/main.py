@@ -24,7 +24,7 @@ from foursave.api.live import LiveStatus, LiveSubscriber
 from foursave.api.ratelimit import RateLimiter
 from foursave.api.routes import admin, alerts, display, records, reports, results, sites, system
 from foursave.api.snapshot import Refresher, SnapshotBuilder
-from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.reports.store import ReportStore
@@ -44,16 +44,9 @@ acknowledges alerts; **auditor** also enters manual records and issues reports;
 """
 
 
-def app_clock(config: Config) -> Clock:
-    """Readings are stamped in simulated time when the collector is: use the same."""
-    if config.services.collector.clock == "simulated":
-        return simulated_clock(config.services.simulator)
-    return SystemClock()
-
-
 def create_app(
     config: Config,
-    clock: Clock | None = None,
+    clock: Clock,
     monotonic: Callable[[], float] = time.monotonic,
     refresh: bool = True,
 ) -> FastAPI:
@@ -63,7 +56,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         influx = InfluxClient.from_config(svc.influxdb, timeout_s=10)
-        clk = clock or app_clock(config)
+        clk = clock  # foursave.app.clock(config, "api"): the readings' clock
         live = LiveStatus()
         subscriber = LiveSubscriber(svc.mqtt, live).start()
         snapshots = SnapshotBuilder(config, influx, clk, svc.api.display_stale_after_s)
@@ -120,7 +113,7 @@ def create_app(
     return app
 
 
-def serve(config: Config, host: str, port: int) -> None:
+def serve(config: Config, app: FastAPI, host: str, port: int) -> None:
     """Run the app until SIGTERM/SIGINT (uvicorn stops accepting, finishes requests,
     then the lifespan closes the clients)."""
     import signal
@@ -134,4 +127,4 @@ def serve(config: Config, host: str, port: int) -> None:
         check_bootstrap(bootstrap)  # refused before anything listens
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -43,7 +43,8 @@ def serve(config_path: str, port: int) -> None:
     import uvicorn
     from foursave.api.main import create_app
     from foursave.core.clock import ManualClock
-    from foursave.core.config import load_config
+
+    from foursave.app import load_config
 
     app = create_app(load_config(config_path, env={}), clock=ManualClock(AT.timestamp()))
 
@@ -57,10 +58,10 @@ def serve(config_path: str, port: int) -> None:
 def make_site(tmp: Path, influx_port: int) -> Path:
     """Three weeks of the demo site, backfilled; the config the server loads."""
     import yaml
-    from foursave.core.config import load_config
     from foursave.core.influx import InfluxClient
     from foursave.simulators.backfill import run_backfill
 
+    from foursave.app import load_config
     from tests.helpers import demo_raw
 
     raw = demo_raw()

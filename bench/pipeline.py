@@ -32,10 +32,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from foursave.collector.ingest import Ingester  # noqa: E402
-from foursave.core.config import load_config  # noqa: E402
 from foursave.core.influx import InfluxClient  # noqa: E402
 
+from foursave.app import ingester, load_config  # noqa: E402
 from foursave.localstack import free_port, influxd, mosquitto, wait_until  # noqa: E402
 
 TEMPLATES = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["devices"]
@@ -181,7 +180,7 @@ def main() -> int:
         modbus_rate = bare_modbus_rate(cfg, 5)
         write_rate = bare_write_rate(url, 5)
 
-        ing = Ingester(cfg)
+        ing = ingester(cfg)
         latencies: list[float] = []
         stored = [0]
         window = {"on": False}
@@ -225,6 +224,7 @@ def main() -> int:
         col.wait(60)
         ing.stop()
         t_ing.join(30)
+        ing.influx.close()
 
         rate = stored[0] / elapsed
         lat = sorted(latencies)

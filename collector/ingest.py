@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.mqtt import mqtt_client
 from foursave.core.reading import (
     TS_MAX_MS,
     TS_MIN_MS,
@@ -162,12 +162,11 @@ class SeqTracker:
 
 
 class Ingester:
-    def __init__(self, config: Config, influx: InfluxClient | None = None):
+    def __init__(self, config: Config, influx: InfluxClient):
         svc = config.services
         self.cfg = svc.ingester
         self.mqtt_cfg = svc.mqtt
-        self._own_influx = influx is None
-        self.influx = influx or InfluxClient.from_config(svc.influxdb)
+        self.influx = influx  # the caller's (foursave.app.ingester), who closes it
         self.dead = DeadLetters(self.cfg.dead_letter_path)
         self.seq = SeqTracker(self._load_seq_state())
         self.q: queue.Queue[Message] = queue.Queue()
@@ -181,14 +180,7 @@ class Ingester:
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=self.cfg.client_id,
-            clean_session=False,
-            manual_ack=True,
-        )
-        if self.mqtt_cfg.username:
-            c.username_pw_set(self.mqtt_cfg.username, self.mqtt_cfg.password)
+        c = mqtt_client(self.mqtt_cfg, self.cfg.client_id, clean_session=False, manual_ack=True)
         c.reconnect_delay_set(0.2, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
@@ -415,8 +407,6 @@ class Ingester:
             self.client.disconnect()
             self.client.loop_stop()
             self.dead.close()
-            if self._own_influx:
-                self.influx.close()
             log.info("ingester stopped: %d lines written in %d batches", self.written, self.batches)
 
     def stop(self) -> None:

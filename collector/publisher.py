@@ -18,6 +18,7 @@ from collections import deque
 import paho.mqtt.client as mqtt
 from foursave.collector.spool import Spool
 from foursave.core.config import Config
+from foursave.core.mqtt import mqtt_client
 from foursave.core.topics import collector_topic
 
 log = logging.getLogger("foursave.collector.mqtt")
@@ -51,13 +52,7 @@ class Publisher:
         self.acked = 0
         # MQTT 5: a PUBACK carries a reason code, so "no subscriber" or "not authorised"
         # keeps the reading in the spool instead of deleting it (3.1.1 acks them all)
-        c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"foursave-collector-{self.collector_id}",
-            protocol=mqtt.MQTTv5,
-        )
-        if svc.mqtt.username:
-            c.username_pw_set(svc.mqtt.username, svc.mqtt.password)
+        c = mqtt_client(svc.mqtt, f"foursave-collector-{self.collector_id}", protocol=mqtt.MQTTv5)
         c.will_set(
             collector_topic(self.collector_id), presence("offline", self.collector_id), 1, True
         )

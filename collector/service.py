@@ -26,7 +26,7 @@ from foursave.collector.modbus import (
 )
 from foursave.collector.publisher import Publisher
 from foursave.collector.spool import Spool
-from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
 from foursave.core.reading import Reading
 from foursave.core.topics import reading_topic, status_topic
@@ -159,24 +159,12 @@ class DevicePoller:
 
 
 class Collector:
-    def __init__(
-        self, config: Config, clock: Clock | None = None, devices: list[Device] | None = None
-    ):
+    def __init__(self, config: Config, clock: Clock, devices: list[Device] | None = None):
         self.config = config
         svc = config.services.collector
         self.collector_id = svc.id
         self.status_interval_s = svc.status_interval_s
-        if clock is None:
-            if svc.clock == "simulated":
-                clock = simulated_clock(config.services.simulator)
-                if config.services.simulator.anchor is None:
-                    log.warning(
-                        "collector clock 'simulated' without services.simulator.anchor: it "
-                        "starts now and may be offset from the simulators' clock"
-                    )
-            else:
-                clock = SystemClock()
-        self.clock = clock
+        self.clock = clock  # chosen by foursave.app.clock
         self.spool = Spool(svc.spool_path, svc.spool_max_readings)
         self.seqs = self.spool.last_seqs()
         self.devices = list(config.devices if devices is None else devices)

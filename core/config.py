@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,12 +23,17 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 DEFAULT_CONFIG = "config/demo.yaml"
+
+ProfileCheck = Callable[[str, str], "str | None"]
+"""``check(profile, device_kind)``: what is wrong with a device's register-map profile
+(``None`` when nothing).  Supplied by the collector, which owns the profiles."""
 
 
 def _check_port(parts) -> None:
@@ -320,8 +325,11 @@ class Config(_Frozen):
     devices: tuple[Device, ...] = ()
 
     @model_validator(mode="after")
-    def _cross(self) -> Config:
+    def _cross(self, info: ValidationInfo) -> Config:
         errors: list[tuple[tuple[Any, ...], str]] = []
+        # register-map profiles are the collector's data: whoever loads the configuration
+        # may pass their check in the validation context (foursave.app.load_config does)
+        check_profile: ProfileCheck | None = (info.context or {}).get("check_profile")
         site_ids = [s.id for s in self.sites]
         for i, sid in enumerate(site_ids):
             if site_ids.index(sid) != i:
@@ -350,37 +358,10 @@ class Config(_Frozen):
                     )
                 )
             endpoints.setdefault(ep, i)
-            if d.profile != "sunspec":
-                from foursave.collector.profiles import (
-                    ProfileError,
-                    available_profiles,
-                    load_profile,
-                )
-
-                names = available_profiles()
-                if d.profile in names:
-                    try:
-                        prof = load_profile(d.profile)
-                    except ProfileError as exc:
-                        errors.append(
-                            (("devices", i, "profile"), f"profile file is invalid: {exc}")
-                        )
-                    else:
-                        if prof.measurement != d.kind:
-                            errors.append(
-                                (
-                                    ("devices", i, "profile"),
-                                    f"profile {d.profile!r} is for a {prof.measurement}, not a {d.kind}",
-                                )
-                            )
-                if d.profile not in names:
-                    errors.append(
-                        (
-                            ("devices", i, "profile"),
-                            f"unknown profile {d.profile!r}; expected 'sunspec' or one of "
-                            f"{sorted(names)}",
-                        )
-                    )
+            if check_profile is not None:
+                problem = check_profile(d.profile, d.kind)
+                if problem:
+                    errors.append((("devices", i, "profile"), problem))
         if errors:
             raise _CrossErrors(errors)
         return self
@@ -506,7 +487,10 @@ def apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def parse_config(
-    text: str, filename: str = "<config>", env: Mapping[str, str] | None = None
+    text: str,
+    filename: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    check_profile: ProfileCheck | None = None,
 ) -> Config:
     try:
         node = yaml.compose(text)
@@ -547,7 +531,7 @@ def parse_config(
                         ConfigIssue(filename, _line_for(lines, loc), format_path(loc), problem)
                     )
     try:
-        cfg = Config.model_validate(raw)
+        cfg = Config.model_validate(raw, context={"check_profile": check_profile})
     except ValidationError as exc:
         issues = list(early)
         for err in exc.errors():
@@ -568,7 +552,14 @@ def parse_config(
     return cfg
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    check_profile: ProfileCheck | None = None,
+) -> Config:
+    """The configuration in ``path``, or ``ConfigError`` naming every problem with its
+    file, line and path.  Profiles are checked only when ``check_profile`` is given;
+    ``foursave.app.load_config`` gives the collector's."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -576,4 +567,4 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         raise ConfigError([ConfigIssue(str(p), None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc}")]) from None
-    return parse_config(text, str(p), env)
+    return parse_config(text, str(p), env, check_profile)

@@ -1,4 +1,5 @@
-"""The ``foursave`` command line (DESIGN.md, "Command line")."""
+"""The ``foursave`` command line: parses arguments, calls ``foursave.app`` to assemble
+each service, and reports errors in words (``docs/design.md``, "Command line")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
-from foursave.core.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from foursave import app
+from foursave.app import load_config
+from foursave.core.config import DEFAULT_CONFIG, Config, ConfigError
 
 log = logging.getLogger("foursave")
 
@@ -70,11 +73,9 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from foursave.simulators.server import Simulator
-
     cfg = _load(args.config)
     only = set(args.device) if args.device else None
-    sim = Simulator(cfg, only=only)
+    sim = app.simulator(cfg, only=only)
     if not sim.devices:
         print("no device with a 'simulate' section in the configuration", file=sys.stderr)
         return 2
@@ -86,23 +87,22 @@ def cmd_sim(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from foursave.collector.service import Collector
-
     cfg = _load(args.config)
     devices = [d for d in cfg.devices if not args.device or d.id in args.device]
-    collector = Collector(cfg, devices=devices)
+    collector = app.collector(cfg, devices=devices)
     asyncio.run(_run_until_signal(collector.run))
     return 0
 
 
 def cmd_ingest(args) -> int:
-    from foursave.collector.ingest import Ingester
-
     cfg = _load(args.config)
-    ing = Ingester(cfg)
+    ing = app.ingester(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: ing.stop())
-    ing.run()
+    try:
+        ing.run()
+    finally:
+        ing.influx.close()
     return 0
 
 
@@ -171,24 +171,18 @@ def cmd_backfill(args) -> int:
 
 
 def _alerts_once(cfg) -> int:
-    from foursave.core.influx import InfluxClient
-    from foursave.rules.engine import build_alerts, engine_clock
-
-    influx = InfluxClient.from_config(cfg.services.influxdb)
+    influx = app.influx(cfg)
     try:
-        engine, client = build_alerts(cfg, influx, engine_clock(cfg))
+        watch = app.alerts(cfg, influx, app.clock(cfg, "rules"))
     except ValueError as exc:
         print(f"foursave rules: {exc}", file=sys.stderr)
         influx.close()
         return 2
     try:
-        events = engine.evaluate()
-        print(f"alerts: {len(events)} event(s); {len(engine.store.all('firing'))} firing")
+        events = watch.engine.evaluate()
+        print(f"alerts: {len(events)} event(s); {len(watch.engine.store.all('firing'))} firing")
     finally:
-        engine.store.close()
-        if client is not None:
-            client.loop_stop()
-            client.disconnect()
+        watch.close()
         influx.close()
     return 0
 
@@ -196,13 +190,13 @@ def _alerts_once(cfg) -> int:
 def cmd_rules(args) -> int:
     import threading
 
-    from foursave.core.influx import InfluxClient, InfluxUnavailable
-    from foursave.rules.engine import run_forever, run_once
+    from foursave.core.influx import InfluxUnavailable
+    from foursave.rules.engine import run_once
     from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
     if args.once:
-        influx = InfluxClient.from_config(cfg.services.influxdb)
+        influx = app.influx(cfg)
         records = RecordStore(cfg.services.rules.records_path)
         try:
             if args.rebuild:
@@ -225,28 +219,14 @@ def cmd_rules(args) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_forever(cfg, stop)
+    app.run_rules(cfg, stop)
     return 0
-
-
-def _ack_event(cfg, inc) -> None:
-    """The acknowledgement into alert history (dashboards show who and why)."""
-    from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-    from foursave.rules.alerts import ack_line
-
-    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=5)
-    try:
-        influx.write([ack_line(inc)])
-    except (InfluxUnavailable, InfluxRejected) as exc:
-        print(f"(acknowledgement not written to InfluxDB: {exc})", file=sys.stderr)
-    finally:
-        influx.close()
 
 
 def cmd_alerts(args) -> int:
     from datetime import UTC, datetime
 
-    from foursave.rules.alerts import IncidentStore
+    from foursave.rules.alerts import IncidentStore, acknowledge_incident
 
     cfg = _load(args.config)
     store = IncidentStore(cfg.services.rules.state_path)
@@ -255,15 +235,25 @@ def cmd_alerts(args) -> int:
             if args.incident is None:
                 print("foursave alerts ack: give the incident id", file=sys.stderr)
                 return 2
-            try:
-                inc = store.acknowledge(
-                    args.incident, args.by, args.comment or "", datetime.now(UTC).timestamp()
+            with app.influx(cfg, timeout_s=5) as influx:
+                try:
+                    done = acknowledge_incident(
+                        store,
+                        influx,
+                        args.incident,
+                        args.by,
+                        args.comment or "",
+                        app.clock(cfg, "rules").time(),
+                    )
+                except (LookupError, ValueError) as exc:
+                    print(f"foursave alerts ack: {exc}", file=sys.stderr)
+                    return 2
+            print(f"incident {done.incident.id} acknowledged by {done.incident.acked_by}")
+            if done.history_error:
+                print(
+                    f"(acknowledgement not written to InfluxDB: {done.history_error})",
+                    file=sys.stderr,
                 )
-            except (LookupError, ValueError) as exc:
-                print(f"foursave alerts ack: {exc}", file=sys.stderr)
-                return 2
-            print(f"incident {inc.id} acknowledged by {inc.acked_by}")
-            _ack_event(cfg, inc)
             return 0
         for i in store.all(None if args.all else "firing"):
             when = datetime.fromtimestamp(i.fired_at or i.pending_since, UTC).isoformat(
@@ -373,7 +363,7 @@ def cmd_api(args) -> int:
     host = args.host or cfg.services.api.host
     port = args.port or cfg.services.api.port
     try:
-        serve(cfg, host, port)
+        serve(cfg, app.api_app(cfg), host, port)
     except KeyRequestError as exc:
         print(f"foursave api: {cfg.services.api.bootstrap_key_env}: {exc}", file=sys.stderr)
         return 2
@@ -420,44 +410,35 @@ def cmd_keys(args) -> int:
 def cmd_report(args) -> int:
     from datetime import datetime
 
-    from foursave.api.main import app_clock
-    from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+    from foursave.core.influx import InfluxRejected, InfluxUnavailable
     from foursave.reports import render
     from foursave.reports.build import ReportUnchanged, report_for
-    from foursave.reports.store import ReportStore
-    from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
     if args.month is not None and not 1 <= args.month <= 12:
         print(f"foursave report: --month {args.month} is not 1..12", file=sys.stderr)
         return 2
-    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=60)
-    records = RecordStore(cfg.services.rules.records_path)
-    store = ReportStore(cfg.services.api.reports_path)
     try:
-        now = datetime.fromtimestamp(app_clock(cfg).time()).astimezone()
-        data = report_for(
-            cfg,
-            influx,
-            records,
-            store,
-            args.year,
-            args.month,
-            now,
-            recompute_reason=args.recompute,
-            by=args.by,
-        )
-        body, _, filename = render(data, args.format, args.lang)
+        with app.stores(cfg) as (influx, records, store):
+            now = datetime.fromtimestamp(app.clock(cfg, "api").time()).astimezone()
+            data = report_for(
+                cfg,
+                influx,
+                records,
+                store,
+                args.year,
+                args.month,
+                now,
+                recompute_reason=args.recompute,
+                by=args.by,
+            )
+            body, _, filename = render(data, args.format, args.lang)
     except (ReportUnchanged, ValueError) as exc:
         print(f"foursave report: {exc}", file=sys.stderr)
         return 2
     except (InfluxUnavailable, InfluxRejected) as exc:
         print(f"foursave report: InfluxDB {cfg.services.influxdb.url}: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
-        records.close()
-        influx.close()
     out = Path(args.out or filename)
     out.write_bytes(body)
     state = (

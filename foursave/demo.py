@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from foursave import app
 from foursave.core.clock import simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxUnavailable
@@ -157,7 +158,7 @@ class History(threading.Thread):
 
 
 def _has_annual_ledger(cfg: Config, y: int) -> bool:
-    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=10)
+    influx = app.influx(cfg, timeout_s=10)
     try:
         return bool(
             influx.rows(
@@ -172,7 +173,7 @@ def _has_annual_ledger(cfg: Config, y: int) -> bool:
 def _has_rollup(cfg: Config) -> bool:
     from foursave.rules.ledger import ROLLUP
 
-    influx = InfluxClient.from_config(cfg.services.influxdb, timeout_s=10)
+    influx = app.influx(cfg, timeout_s=10)
     try:
         return bool(influx.rows(f'SELECT count(*) FROM "{ROLLUP}"'))
     finally:
@@ -222,7 +223,7 @@ def run_demo(
     os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
     sim_svc = svc.simulator.model_copy(update={"anchor": os.environ["FOURSAVE_SIM_ANCHOR"]})
     now = simulated_clock(sim_svc).time()
-    influx = InfluxClient.from_config(svc.influxdb, timeout_s=30)
+    influx = app.influx(cfg, timeout_s=30)
     gaps = []
     if history:
         from foursave.simulators.history import find_gaps, history_window

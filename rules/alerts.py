@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -39,7 +40,7 @@ import pvlib
 import yaml
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
-from foursave.core.influx import InfluxClient
+from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.reading import to_line
 from foursave.core.store import open_db
 from foursave.core.topics import alert_topic
@@ -263,6 +264,35 @@ def ack_line(inc: Incident) -> str:
     by = (inc.acked_by or "").replace("\\", "\\\\").replace('"', '\\"')
     comment = (inc.ack_comment or "").replace("\\", "\\\\").replace('"', '\\"')
     return line.replace(" incident=", f' by="{by}",comment="{comment}",incident=', 1)
+
+
+@dataclass(frozen=True)
+class Acknowledged:
+    incident: Incident
+    history_error: str | None  # why alert history did not get the event (None: it did)
+
+
+def acknowledge_incident(
+    store: IncidentStore,
+    influx: InfluxClient,
+    incident_id: int,
+    by: str,
+    comment: str,
+    at: float,
+    lock: AbstractContextManager[object] | None = None,
+) -> Acknowledged:
+    """Acknowledge an incident (the CLI's ``alerts ack`` and the API's
+    ``POST /alerts/{id}/ack``): stored first, under ``lock`` when the store is shared,
+    then written to alert history (dashboards show who and why).  The store's
+    ``LookupError`` (no such incident) and ``ValueError`` (not acknowledgeable) pass
+    through; a history write that fails leaves the stored acknowledgement in place."""
+    with lock if lock is not None else nullcontext():
+        inc = store.acknowledge(incident_id, by, comment, at)
+    try:
+        influx.write([ack_line(inc)])
+    except (InfluxUnavailable, InfluxRejected) as exc:
+        return Acknowledged(inc, str(exc))
+    return Acknowledged(inc, None)
 
 
 # ------------------------------------------------------------------ notifications

@@ -10,17 +10,15 @@ recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import paho.mqtt.client as mqtt
-from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
+from foursave.rules.alerts import AlertEngine
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
 from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
 from foursave.rules.pv import pv_days, pv_lines
@@ -80,68 +78,39 @@ def run_once(
     return rows
 
 
-def engine_clock(config: Config) -> Clock:
-    if config.services.rules.clock == "simulated":
-        return simulated_clock(config.services.simulator)
-    return SystemClock()
-
-
-def build_alerts(config: Config, influx: InfluxClient, clock: Clock) -> tuple[AlertEngine, object]:
-    """The alert engine with its MQTT client (returned so the caller can close it)."""
-    settings = load_alert_settings(config.services.rules.alerts_path)
-    client = None
-    if settings.mqtt:
-        svc = config.services.mqtt
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"foursave-rules-{os.getpid()}"
-        )
-        if svc.username:
-            client.username_pw_set(svc.username, svc.password)
-        client.connect_async(svc.host, svc.port, svc.keepalive_s)
-        client.loop_start()
-    pw_env = config.services.rules.smtp_password_env
-    notifier = Notifier(settings, client, os.environ.get(pw_env) if pw_env else None)
-    store = IncidentStore(config.services.rules.state_path)
-    return AlertEngine(config, settings, influx, store, notifier, clock), client
-
-
-def run_forever(config: Config, stop: threading.Event) -> None:
+def run_forever(
+    config: Config,
+    stop: threading.Event,
+    influx: InfluxClient,
+    records: RecordStore,
+    clock: Clock,
+    alerts: AlertEngine,
+) -> None:
     """Alerts (and the running block's demand forecast) every alert_interval_s; the
-    current and previous month's derived results every interval_s."""
-    influx = InfluxClient.from_config(config.services.influxdb)
-    records = RecordStore(config.services.rules.records_path)
-    clock = engine_clock(config)
-    alerts, client = build_alerts(config, influx, clock)
+    current and previous month's derived results every interval_s, until ``stop``.
+    The caller (``foursave.app.run_rules``) owns and closes the clients."""
     next_derived = 0.0
-    try:
-        while not stop.is_set():
+    while not stop.is_set():
+        try:
+            alerts.evaluate()
+            lines = forecast_lines(config, influx, clock.time())
+            if lines:
+                influx.write(lines)
+        except Exception:  # one bad pass must not end the engine
+            log.exception("alert pass failed; retrying next interval")
+        if time.monotonic() >= next_derived:
+            tz = ZoneInfo(config.sites[0].timezone) if config.sites else UTC
+            today = datetime.fromtimestamp(clock.time(), tz).date()  # the local day
+            first = date(today.year, today.month, 1) - timedelta(days=1)
             try:
-                alerts.evaluate()
-                lines = forecast_lines(config, influx, clock.time())
-                if lines:
-                    influx.write(lines)
-            except Exception:  # one bad pass must not end the engine
-                log.exception("alert pass failed; retrying next interval")
-            if time.monotonic() >= next_derived:
-                tz = ZoneInfo(config.sites[0].timezone) if config.sites else UTC
-                today = datetime.fromtimestamp(clock.time(), tz).date()  # the local day
-                first = date(today.year, today.month, 1) - timedelta(days=1)
-                try:
-                    run_once(
-                        config,
-                        influx,
-                        records,
-                        date(first.year, first.month, 1),
-                        today + timedelta(days=1),
-                    )
-                except Exception:
-                    log.exception("derived-results pass failed; retrying next interval")
-                next_derived = time.monotonic() + config.services.rules.interval_s
-            stop.wait(config.services.rules.alert_interval_s)
-    finally:
-        alerts.store.close()
-        if client is not None:
-            client.loop_stop()
-            client.disconnect()
-        records.close()
-        influx.close()
+                run_once(
+                    config,
+                    influx,
+                    records,
+                    date(first.year, first.month, 1),
+                    today + timedelta(days=1),
+                )
+            except Exception:
+                log.exception("derived-results pass failed; retrying next interval")
+            next_derived = time.monotonic() + config.services.rules.interval_s
+        stop.wait(config.services.rules.alert_interval_s)

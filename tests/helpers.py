@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from foursave.collector.ingest import Ingester
-from foursave.collector.service import Collector
-from foursave.core.config import Config, load_config
+from foursave.core.config import Config
 
+from foursave import app
+from foursave.app import load_config
 from foursave.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ class CollectorThread:
     """``foursave collect`` on its own event loop thread."""
 
     def __init__(self, config: Config, **kw):
-        self.collector = Collector(config, **kw)
+        self.collector = app.collector(config, **kw)
         self.loop = asyncio.new_event_loop()
         self.stop_event: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._run, name="collector", daemon=True)
@@ -166,8 +166,8 @@ class CollectorThread:
 
 
 class IngesterThread:
-    def __init__(self, config: Config, **kw):
-        self.ingester = Ingester(config, **kw)
+    def __init__(self, config: Config):
+        self.ingester = app.ingester(config)
         self.thread = threading.Thread(target=self._run, name="ingester", daemon=True)
         self.error: BaseException | None = None
 
@@ -186,6 +186,7 @@ class IngesterThread:
         self.ingester.stop()
         self.thread.join(30)
         assert not self.thread.is_alive(), "ingester did not stop"
+        self.ingester.influx.close()
         if self.error:
             raise self.error
 

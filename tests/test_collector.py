@@ -11,7 +11,6 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 from foursave.collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
 from foursave.core.clock import ManualClock
-from foursave.core.config import load_config
 from foursave.simulators.server import SimulatorThread
 from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
 from pymodbus.pdu.register_message import (
@@ -22,6 +21,7 @@ from pymodbus.pdu.register_message import (
 )
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
+from foursave.app import load_config
 from foursave.localstack import free_port
 from tests.helpers import ROOT, CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 

@@ -7,8 +7,10 @@ import sys
 import textwrap
 
 import pytest
-from foursave.core.config import ConfigError, load_config, parse_config
+from foursave.collector.profiles import check_profile
+from foursave.core.config import ConfigError, parse_config
 
+from foursave.app import load_config
 from tests.helpers import ROOT
 
 BAD = textwrap.dedent(
@@ -31,7 +33,7 @@ BAD = textwrap.dedent(
 
 def issues_of(text: str) -> list[str]:
     with pytest.raises(ConfigError) as exc:
-        parse_config(text, "bad.yaml", env={})
+        parse_config(text, "bad.yaml", env={}, check_profile=check_profile)
     return [str(i) for i in exc.value.issues]
 
 

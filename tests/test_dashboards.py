@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from foursave.core.clock import ManualClock
-from foursave.core.config import load_config
 from foursave.core.reading import to_line
 from foursave.dashboards.build import DASHBOARDS, DS_UID, OUT, dashboard_json, write_all
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
@@ -22,6 +21,7 @@ from foursave.rules.engine import run_once
 from foursave.rules.records import RecordIn, RecordStore
 from foursave.simulators.backfill import run_backfill
 
+from foursave.app import load_config
 from foursave.localstack import free_port
 from tests.helpers import ROOT, Pipeline, expand, panels, wait_for
 

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 import pytest
 from foursave.core.clock import ManualClock
-from foursave.core.config import load_config, parse_config
+from foursave.core.config import parse_config
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
@@ -17,6 +17,7 @@ from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import SiteModel
 
+from foursave.app import load_config
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]

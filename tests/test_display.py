@@ -16,6 +16,7 @@ from foursave.api.snapshot import SnapshotBuilder
 from foursave.core.clock import ManualClock
 from foursave.core.influx import InfluxClient
 
+from foursave.app import api_app
 from foursave.localstack import free_port
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, Pipeline, wait_for
@@ -244,7 +245,7 @@ def test_display_in_chromium_updates_live_and_shows_stale_data(
         ) as pipe,
         sync_playwright() as pw,
     ):
-        server = ServerThread(create_app(pipe.config))
+        server = ServerThread(api_app(pipe.config))
         server.__enter__()
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
         try:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from foursave.api.deps import AlertAcker, Reader, State
-from foursave.core.influx import InfluxRejected, InfluxUnavailable
-from foursave.rules.alerts import ack_line
+from foursave.rules.alerts import acknowledge_incident
 from pydantic import BaseModel, Field
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
+log = logging.getLogger("foursave.api")
 
 
 class IncidentOut(BaseModel):
@@ -85,17 +86,20 @@ def get_alert(incident_id: RowId, who: Reader, state: State) -> IncidentOut:
 @router.post("/alerts/{incident_id}/ack")
 def acknowledge(incident_id: RowId, body: Ack, who: AlertAcker, state: State) -> IncidentOut:
     """Acknowledge an incident: stops its reminders; who and why go into alert history."""
-    with state.write_lock:
-        try:
-            inc = state.incidents.acknowledge(
-                incident_id, who.name, body.comment, state.clock.time()
-            )
-        except LookupError:
-            raise HTTPException(404, f"no incident {incident_id}") from None
-        except ValueError as exc:
-            raise HTTPException(409, str(exc)) from None
     try:
-        state.influx.write([ack_line(inc)])
-    except (InfluxUnavailable, InfluxRejected):
-        pass  # the acknowledgement itself is stored; history catches up on the next ack
-    return _out(inc)
+        done = acknowledge_incident(
+            state.incidents,
+            state.influx,
+            incident_id,
+            who.name,
+            body.comment,
+            state.clock.time(),
+            lock=state.write_lock,
+        )
+    except LookupError:
+        raise HTTPException(404, f"no incident {incident_id}") from None
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    if done.history_error:
+        log.warning("acknowledgement %d not in alert history: %s", incident_id, done.history_error)
+    return _out(done.incident)

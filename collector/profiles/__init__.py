@@ -93,6 +93,23 @@ def available_profiles() -> set[str]:
     return {p.stem for p in PROFILE_DIR.glob("*.yaml")} - RESERVED
 
 
+def check_profile(name: str, kind: str) -> str | None:
+    """What is wrong with using profile ``name`` for a device of ``kind``, or ``None``;
+    the configuration loader's profile check (``foursave.core.config.ProfileCheck``)."""
+    if name == "sunspec":
+        return None
+    names = available_profiles()
+    if name not in names:
+        return f"unknown profile {name!r}; expected 'sunspec' or one of {sorted(names)}"
+    try:
+        prof = load_profile(name)
+    except ProfileError as exc:
+        return f"profile file is invalid: {exc}"
+    if prof.measurement != kind:
+        return f"profile {name!r} is for a {prof.measurement}, not a {kind}"
+    return None
+
+
 @cache
 def load_profile(name: str) -> Profile:
     path = PROFILE_DIR / f"{name}.yaml"

@@ -1,0 +1,176 @@
+"""The composition root: how each foursave service is put together, in one file.
+
+Read this to see what ``foursave collect``, ``ingest``, ``rules`` and ``api`` are made
+of: which clock each runs on, which clients and stores it opens, and who closes them.
+The CLI (``foursave/cli.py``) parses arguments and calls these functions; nothing else
+chooses a clock or opens a client from the configuration.
+
+=========  ======================================================================
+service    parts
+=========  ======================================================================
+collect    ``collector.service.Collector`` (pollers per device, spool, publisher)
+           on the collector's clock
+ingest     ``collector.ingest.Ingester`` with an InfluxDB client
+rules      alert engine (rules, incident store, notifier with its MQTT client),
+           derived results (``rules.engine``) and the manual-record store, on the
+           rules clock
+api        ``api.main.create_app`` on the clock readings are stamped with
+sim        ``simulators.server.Simulator`` on the simulated clock
+=========  ======================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from foursave.collector.profiles import check_profile
+from foursave.core.clock import Clock, SystemClock, simulated_clock
+from foursave.core.config import Config
+from foursave.core.config import load_config as _load_config
+from foursave.core.influx import InfluxClient
+from foursave.core.mqtt import mqtt_client
+
+if TYPE_CHECKING:  # the services are imported when assembled: `foursave sim` needs no FastAPI
+    import paho.mqtt.client as mqtt
+    from fastapi import FastAPI
+
+    from foursave.collector.ingest import Ingester
+    from foursave.collector.service import Collector
+    from foursave.core.config import Device
+    from foursave.reports.store import ReportStore
+    from foursave.rules.alerts import AlertEngine
+    from foursave.rules.records import RecordStore
+    from foursave.simulators.server import Simulator
+
+log = logging.getLogger("foursave")
+
+Service = Literal["collector", "rules", "api"]
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """The configuration with every check, the collector's register-map profiles
+    included (``ConfigError`` names each problem)."""
+    return _load_config(path, env, check_profile=check_profile)
+
+
+def clock(config: Config, service: Service) -> Clock:
+    """The clock a service runs on.
+
+    ``services.collector.clock`` stamps readings; the API reads "now" on the same clock
+    so its "today" matches the readings.  ``services.rules.clock`` drives the rules
+    engine.  ``simulated`` means the simulators' clock (``services.simulator``).
+    """
+    choice = config.services.rules.clock if service == "rules" else config.services.collector.clock
+    if choice != "simulated":
+        return SystemClock()
+    if service == "collector" and config.services.simulator.anchor is None:
+        log.warning(
+            "collector clock 'simulated' without services.simulator.anchor: it "
+            "starts now and may be offset from the simulators' clock"
+        )
+    return simulated_clock(config.services.simulator)
+
+
+def influx(config: Config, timeout_s: float = 10.0) -> InfluxClient:
+    """An InfluxDB client for the configured database (credentials from the environment)."""
+    return InfluxClient.from_config(config.services.influxdb, timeout_s=timeout_s)
+
+
+def simulator(config: Config, only: set[str] | None = None) -> Simulator:
+    from foursave.simulators.server import Simulator
+
+    return Simulator(config, simulated_clock(config.services.simulator), only=only)
+
+
+def collector(config: Config, devices: list[Device] | None = None) -> Collector:
+    from foursave.collector.service import Collector
+
+    return Collector(config, clock(config, "collector"), devices=devices)
+
+
+def ingester(config: Config) -> Ingester:
+    from foursave.collector.ingest import Ingester
+
+    return Ingester(config, influx(config))
+
+
+@dataclass
+class Alerts:
+    """The alert engine and the MQTT client its notifier publishes with."""
+
+    engine: AlertEngine
+    client: mqtt.Client | None
+
+    def close(self) -> None:
+        self.engine.store.close()
+        if self.client is not None:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+
+def alerts(config: Config, db: InfluxClient, clk: Clock) -> Alerts:
+    """Rules from ``services.rules.alerts_path``, the incident store, and a notifier
+    (MQTT when the rules file asks for it, webhook, e-mail)."""
+    from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
+
+    settings = load_alert_settings(config.services.rules.alerts_path)
+    client = None
+    if settings.mqtt:
+        svc = config.services.mqtt
+        client = mqtt_client(svc, f"foursave-rules-{os.getpid()}")
+        client.connect_async(svc.host, svc.port, svc.keepalive_s)
+        client.loop_start()
+    pw_env = config.services.rules.smtp_password_env
+    notifier = Notifier(settings, client, os.environ.get(pw_env) if pw_env else None)
+    store = IncidentStore(config.services.rules.state_path)
+    return Alerts(AlertEngine(config, settings, db, store, notifier, clk), client)
+
+
+def run_rules(config: Config, stop: threading.Event) -> None:
+    """``foursave rules``: alerts and derived results until ``stop`` is set."""
+    from foursave.rules.engine import run_forever
+    from foursave.rules.records import RecordStore
+
+    clk = clock(config, "rules")
+    db = influx(config)
+    records = RecordStore(config.services.rules.records_path)
+    try:
+        watch = alerts(config, db, clk)
+        try:
+            run_forever(config, stop, db, records, clk, watch.engine)
+        finally:
+            watch.close()
+    finally:
+        records.close()
+        db.close()
+
+
+def api_app(config: Config, refresh: bool = True) -> FastAPI:
+    """The HTTP API, reports and display page on the readings' clock."""
+    from foursave.api.main import create_app
+
+    return create_app(config, clock(config, "api"), refresh=refresh)
+
+
+@contextmanager
+def stores(config: Config) -> Iterator[tuple[InfluxClient, RecordStore, ReportStore]]:
+    """InfluxDB, the manual-record store and the report store, closed on exit
+    (``foursave report``)."""
+    from foursave.reports.store import ReportStore
+    from foursave.rules.records import RecordStore
+
+    db = influx(config, timeout_s=60)
+    records = RecordStore(config.services.rules.records_path)
+    reports = ReportStore(config.services.api.reports_path)
+    try:
+        yield db, records, reports
+    finally:
+        reports.close()
+        records.close()
+        db.close()
