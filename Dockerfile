@@ -4,7 +4,7 @@ WORKDIR /app
 # Traditional Chinese TrueType font embedded in the report PDFs
 RUN apt-get update && apt-get install -y --no-install-recommends fonts-arphic-uming \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY foursave foursave
 COPY core core
 COPY collector collector
@@ -14,5 +14,5 @@ COPY rules rules
 COPY reports reports
 COPY dashboards dashboards
 COPY config config
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt .
 ENTRYPOINT ["foursave"]

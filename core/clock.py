@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from foursave.core.config import SimulatorService
 
 
 class Clock(Protocol):
@@ -31,7 +35,7 @@ class SimClock:
         self,
         start: float | None = None,
         speed: float = 1.0,
-        real=time.monotonic,
+        real: Callable[[], float] = time.monotonic,
         anchor: float | None = None,
     ):
         self.speed = speed
@@ -49,7 +53,7 @@ class SimClock:
         return self._start + (self._real() - self._real0) * self.speed
 
 
-def simulated_clock(svc) -> SimClock:
+def simulated_clock(svc: SimulatorService) -> SimClock:
     """The simulated clock a configuration's ``services.simulator`` describes."""
     return SimClock(parse_start(svc.start), svc.speed, anchor=parse_start(svc.anchor))
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import (
@@ -36,7 +36,7 @@ ProfileCheck = Callable[[str, str], "str | None"]
 (``None`` when nothing).  Supplied by the collector, which owns the profiles."""
 
 
-def _check_port(parts) -> None:
+def _check_port(parts: SplitResult) -> None:
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
     except ValueError:
@@ -335,7 +335,7 @@ class Config(_Frozen):
             if site_ids.index(sid) != i:
                 errors.append((("sites", i, "id"), f"duplicate site id {sid!r}"))
         seen: dict[str, int] = {}
-        endpoints: dict[tuple, int] = {}
+        endpoints: dict[tuple[object, ...], int] = {}
         for i, d in enumerate(self.devices):
             if d.id in seen:
                 errors.append(
@@ -412,9 +412,15 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+Loc = tuple[str | int, ...]  # a path inside the document: ("devices", 3, "profile")
+
+
 def _line_index(
-    node: yaml.Node, prefix: tuple = (), into: dict | None = None, dups: list | None = None
-) -> dict:
+    node: yaml.Node,
+    prefix: Loc = (),
+    into: dict[Loc, int] | None = None,
+    dups: list[tuple[Loc, int]] | None = None,
+) -> dict[Loc, int]:
     """Map each path inside the YAML document to its 1-based line number; collect
     duplicate keys in ``dups`` (YAML would silently keep the last one)."""
     into = {} if into is None else into
@@ -422,7 +428,7 @@ def _line_index(
     if len(prefix) > 50:
         raise ConfigError([ConfigIssue("", node.start_mark.line + 1, "", "nesting too deep")])
     if isinstance(node, yaml.MappingNode):
-        seen_keys: set = set()
+        seen_keys: set[str] = set()
         for key, value in node.value:
             k = (*prefix, key.value)
             if dups is not None and key.value in seen_keys:
@@ -437,7 +443,7 @@ def _line_index(
     return into
 
 
-def _line_for(lines: Mapping[tuple, int], loc: tuple) -> int | None:
+def _line_for(lines: Mapping[Loc, int], loc: Loc) -> int | None:
     loc = tuple(loc)
     while loc:
         if loc in lines:
@@ -504,7 +510,7 @@ def parse_config(
         raise ConfigError(
             [ConfigIssue(filename, 1, "", "expected a mapping with 'sites' and 'devices'")]
         )
-    dups: list = []
+    dups: list[tuple[Loc, int]] = []
     try:
         lines = _line_index(node, dups=dups) if node is not None else {}
     except (ConfigError, RecursionError):
@@ -542,8 +548,10 @@ def parse_config(
                         ConfigIssue(filename, _line_for(lines, loc), format_path(loc), message)
                     )
                 continue
-            loc = tuple(err["loc"])
-            issue = ConfigIssue(filename, _line_for(lines, loc), format_path(loc), _explain(err))
+            where: Loc = tuple(err["loc"])
+            issue = ConfigIssue(
+                filename, _line_for(lines, where), format_path(where), _explain(err)
+            )
             if issue not in issues:
                 issues.append(issue)
         raise ConfigError(sorted(issues, key=lambda i: i.line or 0)) from None

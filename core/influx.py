@@ -112,7 +112,8 @@ class InfluxClient:
             return []
         if "error" in results[0]:
             raise InfluxRejected(400, results[0]["error"])
-        return results[0].get("series", [])
+        series: list[dict[str, Any]] = results[0].get("series", [])
+        return series
 
     def rows(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run InfluxQL; flatten every series into dicts of column -> value (plus tags)."""

@@ -266,7 +266,7 @@ def fit_cdd_baseline(
         float(coef[0]),
         float(coef[1]),
         len(y),
-        cv_rmse(y, pred, 2),
-        nmbe(y, pred, 2),
+        cv_rmse(y.tolist(), pred.tolist(), 2),
+        nmbe(y.tolist(), pred.tolist(), 2),
         1 - ss_res / ss_tot if ss_tot else 1.0,
     )
