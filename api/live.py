@@ -1,5 +1,5 @@
 """Live status from the broker: the retained device status, collector presence and
-ingester status messages (DESIGN.md, "MQTT"), kept in memory for ``/devices`` and
+ingester status messages (docs/design.md, "MQTT"), kept in memory for ``/devices`` and
 ``/metrics``.  The API only subscribes; it never publishes."""
 
 from __future__ import annotations

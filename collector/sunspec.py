@@ -3,7 +3,7 @@
 Pure: ``model_layout`` turns a model definition (JSON shipped by the SunSpec Alliance in
 pysunspec2) into point offsets; ``decode_points`` turns registers into computed values
 (raw x 10^SF).  A not-implemented raw value or scale factor gives ``None``: the field is
-absent, never 0 (DOMAIN.md, "SunSpec Modbus").
+absent, never 0 (docs/domain.md, "SunSpec Modbus").
 """
 
 from __future__ import annotations

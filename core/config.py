@@ -3,7 +3,7 @@
 ``load_config(path)`` returns a validated, frozen :class:`Config` or raises
 :class:`ConfigError`, whose ``errors`` name the file, the line, the path inside the
 file (``devices[3].port``) and what was expected.  Environment variables override the
-service addresses so one file runs in compose, CI and tests alike (DESIGN.md).
+service addresses so one file runs in compose, CI and tests alike (docs/design.md).
 """
 
 from __future__ import annotations

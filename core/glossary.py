@@ -1,4 +1,4 @@
-"""The canonical measurements and fields (DESIGN.md, "InfluxDB schema").
+"""The canonical measurements and fields (docs/design.md, "InfluxDB schema").
 
 Every stored field name carries its unit as a suffix.  Vendor and SunSpec names are
 translated to these names once, at the edge (``collector/profiles``).  The field type

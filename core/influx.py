@@ -1,7 +1,7 @@
 """A small client for the InfluxDB v1-compatible HTTP API (``/write``, ``/query``).
 
 That API is served by InfluxDB 1.x, 2.x (v1 compatibility) and 3.x, and it is what
-Grafana's InfluxQL data source speaks (DESIGN.md).  Errors are split the way the
+Grafana's InfluxQL data source speaks (docs/design.md).  Errors are split the way the
 ingester needs them: :class:`InfluxRejected` (4xx: the data is wrong, never retry) and
 :class:`InfluxUnavailable` (network or 5xx: retry later).
 """

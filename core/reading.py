@@ -1,7 +1,7 @@
 """The reading that travels from collector to ingester, its JSON codec and its line
 protocol.  Pure functions: no broker, no database.
 
-Payload (DESIGN.md): ``{"ts": <epoch ms>, "seq": <per-device counter>, "kind": ...,
+Payload (docs/design.md): ``{"ts": <epoch ms>, "seq": <per-device counter>, "kind": ...,
 "fields": {...}}``; foursave adds ``"role"`` for meters so the ingester needs no copy
 of the device list (several collectors and ingesters may run).
 """

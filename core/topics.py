@@ -1,4 +1,4 @@
-"""MQTT topics (DESIGN.md, "MQTT").  Pure: build and parse, no broker."""
+"""MQTT topics (docs/design.md, "MQTT").  Pure: build and parse, no broker."""
 
 from __future__ import annotations
 

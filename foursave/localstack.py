@@ -1,6 +1,6 @@
 """Start a real mosquitto and a real influxd as local processes (demo and tests).
 
-No Docker engine exists on the development machines (DESIGN.md): the binaries come from
+No Docker engine exists on the development machines (docs/design.md): the binaries come from
 the Debian packages ``mosquitto`` and ``influxdb`` and run on the given ports with
 their data in the given directory.
 """

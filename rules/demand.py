@@ -2,7 +2,7 @@
 maximum, the over-contract surcharge estimate, and a forecast of the running block.
 
 Taipower bills the highest 15-minute average demand of the month against the contract
-capacity (DOMAIN.md).  Block energy comes from the main meters' import counters
+capacity (docs/domain.md).  Block energy comes from the main meters' import counters
 (``non_negative_difference`` of the first reading per block, pushed into InfluxDB).
 """
 

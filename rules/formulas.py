@@ -1,5 +1,5 @@
 """The four-saving, PV-performance and demand formulas: pure functions, documented
-with units, formula and source (DOMAIN.md).  No I/O: the ledger and the rules engine
+with units, formula and source (docs/domain.md).  No I/O: the ledger and the rules engine
 feed them numbers they got from InfluxDB and configuration.
 """
 
@@ -24,7 +24,7 @@ class FormulaError(ValueError):
 def savings_rate(baseline: float, actual: float) -> float:
     """Savings rate [-] = (baseline - actual) / baseline.
 
-    As agencies compute it (DOMAIN.md): the baseline is the base year (2011 plan) or
+    As agencies compute it (docs/domain.md): the baseline is the base year (2011 plan) or
     the previous year (oil and water from 2016).  Positive means saved.
     """
     if baseline <= 0:
@@ -35,7 +35,7 @@ def savings_rate(baseline: float, actual: float) -> float:
 def eui_kwh_m2(energy_kwh: float, floor_area_m2: float, excluded_area_m2: float = 0.0) -> float:
     """Energy use intensity [kWh/m²] = energy / (floor area - excluded area).
 
-    The energy-audit EUI excludes indoor parking area (DOMAIN.md, H).  Annual energy
+    The energy-audit EUI excludes indoor parking area (docs/domain.md, H).  Annual energy
     gives the annual EUI; a rolling 12 months the rolling EUI.
     """
     area = floor_area_m2 - excluded_area_m2
@@ -51,7 +51,7 @@ def online_signing_rate(
 ) -> float:
     """線上簽核率 [-] = 線上簽核件數 / (電子公文收文總數 + 紙本來文轉線上簽核數 + 自創簽稿數).
 
-    Classified documents are excluded from every count before calling (DOMAIN.md, H).
+    Classified documents are excluded from every count before calling (docs/domain.md, H).
     """
     denominator = electronic_received + paper_to_online + self_created
     if denominator <= 0:
@@ -62,7 +62,7 @@ def online_signing_rate(
 
 
 def electronic_dispatch_rate(electronic_dispatched: int, total_dispatched: int) -> float:
-    """電子發文率 [-] = 電子發文 / 發文總件數 (DOMAIN.md, H)."""
+    """電子發文率 [-] = 電子發文 / 發文總件數 (docs/domain.md, H)."""
     if total_dispatched <= 0:
         raise FormulaError("electronic-dispatch rate needs dispatched documents")
     return electronic_dispatched / total_dispatched
@@ -139,7 +139,7 @@ def availability(
 def block_demand_kw(energy_kwh: float, interval_h: float = 0.25) -> float:
     """Demand of one 15-minute block [kW] = energy in the block / 0.25 h.
 
-    Maximum demand is the highest 15-minute average of the month (DOMAIN.md, H).
+    Maximum demand is the highest 15-minute average of the month (docs/domain.md, H).
     """
     return energy_kwh / interval_h
 
@@ -169,7 +169,7 @@ def over_contract_surcharge(
     within_multiplier: float = 2.0,
     above_multiplier: float = 3.0,
 ) -> Surcharge:
-    """Over-contract surcharge [NT$] (Taipower, DOMAIN.md H): the excess up to
+    """Over-contract surcharge [NT$] (Taipower, docs/domain.md H): the excess up to
     ``within_share`` of the contract capacity at ``within_multiplier`` x the basic
     (demand) rate, the part above at ``above_multiplier`` x."""
     if contract_kw <= 0:
@@ -184,7 +184,7 @@ def over_contract_surcharge(
 def power_factor_adjustment(
     pf: float, base: float = 0.80, step_per_percent: float = 0.001, credit_up_to: float = 0.95
 ) -> float:
-    """Bill adjustment [-] for the monthly power factor (DOMAIN.md, M): each 1 % below
+    """Bill adjustment [-] for the monthly power factor (docs/domain.md, M): each 1 % below
     the base adds 0.1 % to the bill (positive), each 1 % above, up to 95 %, takes 0.1 %
     off (negative)."""
     if not 0 < pf <= 1:

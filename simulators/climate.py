@@ -28,7 +28,7 @@ TAINAN = Climate(
     source=(
         "Central Weather Administration 1991-2020 monthly normals for Tainan station "
         "(temperature, rounded); day-type mix chosen so the simulated annual specific "
-        "yield lands in the city's 1,250-1,430 kWh/kWp range (DOMAIN.md, M). "
+        "yield lands in the city's 1,250-1,430 kWh/kWp range (docs/domain.md, M). "
         "Approximate; checked 2026-11."
     ),
     monthly_mean_temp_c=(17.6, 18.8, 21.4, 24.9, 27.6, 28.9, 29.5, 29.1, 28.3, 26.4, 23.0, 19.2),

@@ -109,7 +109,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "Traceback" not in out.stdout + out.stderr
     assert f"{bad}:9: devices[3].port" in out.stdout
-    # --config, as every other subcommand takes it (DESIGN.md), says the same
+    # --config, as every other subcommand takes it (docs/design.md), says the same
     flag = subprocess.run(
         [sys.executable, "-m", "foursave", "check-config", "--config", str(bad)],
         capture_output=True,

@@ -79,7 +79,7 @@ def test_clipping_is_throttled_state(october):
 
 
 def test_annual_specific_yield_is_in_tainans_range():
-    """DOMAIN.md: about 1,250-1,430 kWh/kWp per year (the city quotes 1,343)."""
+    """docs/domain.md: about 1,250-1,430 kWh/kWp per year (the city quotes 1,343)."""
     sc = SiteClimate("yonghua", 22.992, 120.185, "Asia/Taipei", 20.0, TAINAN, 2026)
     w = sc.frame(date(2025, 1, 1), 365)
     arr = PvArray(dc_kwp=10, ac_kw=8.3)
