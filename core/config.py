@@ -18,6 +18,7 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
+from foursave.core.glossary import SLUG_PATTERN
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+SLUG = SLUG_PATTERN  # pydantic's Field(pattern=...) takes the pattern text
 DEFAULT_CONFIG = "config/demo.yaml"
 
 ProfileCheck = Callable[[str, str], "str | None"]

@@ -8,8 +8,14 @@ is fixed here because InfluxDB refuses a field whose type changes within a shard
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+"""Ids of sites, devices, collectors, meter roles and alert rules: lower-case letters,
+digits, ``_`` and ``-``, so that one is a tag value and an MQTT topic level as it is."""
+SLUG = re.compile(SLUG_PATTERN)
 
 FieldType = Literal["float", "int", "bool"]
 Kind = Literal["inverter", "meter", "weather", "water"]

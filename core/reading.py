@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from foursave.core.glossary import FIELDS, KINDS
+from foursave.core.glossary import FIELDS, KINDS, SLUG
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SLUG = SLUG
 TS_MIN_MS = 946_684_800_000  # 2000-01-01
 TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from foursave.core.glossary import SLUG
+
 PREFIX = "foursave/v1"
-_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SLUG = SLUG
 
 READINGS_FILTER = f"{PREFIX}/+/+/reading"
 STATUS_FILTER = f"{PREFIX}/+/+/status"

@@ -40,6 +40,7 @@ import pvlib
 import yaml
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
+from foursave.core.glossary import SLUG_PATTERN
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.reading import to_line
 from foursave.core.store import open_db
@@ -90,7 +91,7 @@ class Match(_Strict):
 
 
 class RuleSpec(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    id: str = Field(pattern=SLUG_PATTERN)
     kind: Literal[
         "threshold", "state", "stale", "demand_forecast", "rate_of_change", "peer_deviation"
     ]

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
+from foursave.core.glossary import SLUG_PATTERN
 from foursave.core.store import open_db
 from pydantic import (
     BaseModel,
@@ -45,7 +46,7 @@ class RecordIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    site: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    site: str = Field(pattern=SLUG_PATTERN)
     period: str = Field(description="month YYYY-MM the quantity belongs to")
     kind: RecordKind
     value: float
