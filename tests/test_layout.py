@@ -7,6 +7,7 @@ every module, including those made lazily inside functions (they hide cycles too
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -131,8 +132,24 @@ def _write_wheel(dest: Path, name: str, files: dict[str, str]) -> Path:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools leaves a build/ folder beside the sources it builds
+    src = out / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "var",
+            "test-artifacts",
+            "build",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+        ),
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
         timeout=240,
