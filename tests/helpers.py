@@ -1,15 +1,22 @@
-"""Test helpers: configurations on free ports, the services in threads, waiting."""
+"""Test helpers: configurations on free ports, the services in threads, waiting, and
+the receivers the alert tests listen with.  Test modules import shared pieces from here
+(or get them as fixtures from conftest.py), never from each other (checked by
+tests/unit/test_tests_import_rules.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import email
+import email.policy
+import json
 import re
 import shutil
 import subprocess
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,33 @@ def reap(proc: subprocess.Popen, timeout_s: float = 30) -> None:
 
 def demo_raw() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+
+
+# The simulated site (Tainan city hall, nine devices, seed 7) that the physics, ledger
+# and PV tests share; commissioned 2025-01-01 (the ledger test moves it a year back)
+YONGHUA_CONFIG = """
+services: {simulator: {seed: 7}}
+sites: [{id: yonghua, name: 永華, lat: 22.992, lon: 120.185, pv_capacity_kwp: 24}]
+devices:
+  - {id: inv-a, site: yonghua, kind: inverter, profile: sunspec, host: h, port: 1,
+     simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}
+  - {id: inv-b, site: yonghua, kind: inverter, profile: sunspec, host: h, port: 2,
+     simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}
+  - {id: hvac, site: yonghua, kind: meter, role: hvac, profile: sunspec, host: h, port: 3,
+     simulate: {model: hvac, rated_power_w: 80000, commissioned: 2025-01-01}}
+  - {id: light, site: yonghua, kind: meter, role: lighting, profile: sunspec, host: h, port: 4,
+     simulate: {model: lighting, rated_power_w: 20000, commissioned: 2025-01-01}}
+  - {id: ev, site: yonghua, kind: meter, role: ev_charging, profile: sunspec, host: h, port: 5,
+     simulate: {model: ev_charging, rated_power_w: 30000, commissioned: 2025-01-01}}
+  - {id: main, site: yonghua, kind: meter, role: main, profile: sunspec, host: h, port: 6,
+     simulate: {model: main, rated_power_w: 300000, unmetered_w: 30000, commissioned: 2025-01-01}}
+  - {id: pvm, site: yonghua, kind: meter, role: pv, profile: sunspec, host: h, port: 7,
+     simulate: {model: pv_meter, rated_power_w: 20000, commissioned: 2025-01-01}}
+  - {id: wx, site: yonghua, kind: weather, profile: sunspec, host: h, port: 8,
+     simulate: {model: weather, commissioned: 2025-01-01}}
+  - {id: water, site: yonghua, kind: water, profile: generic_water_meter, host: h, port: 9,
+     simulate: {model: water, commissioned: 2025-01-01}}
+"""
 
 
 def make_config(
@@ -287,3 +321,87 @@ def expand(
     q = q.replace("/^$device$/", "/^(" + "|".join(re.escape(d) for d in devices) + ")$/")
     assert "$" not in q.replace("$/", ""), q
     return q
+
+
+# ------------------------------------------------------------------ receivers
+
+
+class Watcher:
+    """A plain MQTT client subscribed to ``foursave/v1/#``: the messages per topic, and
+    whether the last one came retained."""
+
+    def __init__(self, port: int):
+        import paho.mqtt.client as mqtt
+
+        self.messages: dict[str, list[dict]] = {}
+        self.retained: dict[str, bool] = {}
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{port}-{id(self)}")
+        self.c.on_message = self._on_message
+        self.c.on_connect = lambda c, *a: c.subscribe("foursave/v1/#", qos=1)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _on_message(self, client, userdata, msg):
+        with self.lock:
+            self.messages.setdefault(msg.topic, []).append(json.loads(msg.payload))
+            self.retained[msg.topic] = msg.retain
+
+    def last(self, topic: str) -> dict | None:
+        with self.lock:
+            msgs = self.messages.get(topic)
+            return msgs[-1] if msgs else None
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+class Webhook:
+    """A real HTTP server on a free port that keeps each JSON body POSTed to it."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.bodies.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on a free port; each message as subject + body."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[str] = []
+        box = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+                box.messages.append(f"{msg['Subject']}\n{msg.get_content()}")
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def close(self):
+        self.controller.stop()

@@ -3,24 +3,17 @@ to a real HTTP webhook receiver and a real SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import json
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.core.reading import to_line
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 
 from foursave.localstack import free_port
-from tests.helpers import wait_for
-from tests.test_mqtt_status import Watcher
+from tests.helpers import Mailbox, Watcher, Webhook, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
 TAIPEI = timezone(timedelta(hours=8))
@@ -31,50 +24,6 @@ devices:
   - {id: water-01, site: demo, kind: water, profile: generic_water_meter, host: h, port: 2}
   - {id: meter-main, site: demo, kind: meter, role: main, profile: sunspec, host: h, port: 3}
 """
-
-
-class Webhook:
-    def __init__(self):
-        self.bodies: list[dict] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.bodies.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Mailbox:
-    def __init__(self):
-        self.messages: list[str] = []
-        box = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-                box.messages.append(f"{msg['Subject']}\n{msg.get_content()}")
-                return "250 OK"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def close(self):
-        self.controller.stop()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from foursave.core.clock import simulated_clock
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 
 from foursave.localstack import free_port
-from tests.helpers import Pipeline, wait_for
-from tests.test_alerts import Mailbox, Webhook
-from tests.test_mqtt_status import Watcher
+from tests.helpers import Mailbox, Pipeline, Watcher, Webhook, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

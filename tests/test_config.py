@@ -1,40 +1,24 @@
-"""Configuration: validated on load, every error names file, line, path and expectation."""
+"""Configuration: validated on load, every error names file, line, path and expectation.
+
+The single-file error cases (a file in, its exact error lines out) are case folders in
+tests/cases/config/, run by tests/unit/test_validation_cases.py; here: the shipped
+configurations, the environment overrides and the check-config command."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
-import pytest
-from foursave.collector.profiles import check_profile
-from foursave.core.config import ConfigError, parse_config
+from foursave.core.config import parse_config
 
 from foursave.app import load_config
 from tests.helpers import ROOT
 
-BAD = textwrap.dedent(
-    """\
-    services:
-      mqtt: {url: "tcp://broker:1883"}
-    sites:
-      - {id: yonghua, name: 永華市政中心, lat: 22.99, lon: 120.19}
-    devices:
-      - {id: inv-01, site: yonghua, kind: inverter, profile: sunspec, host: 10.0.0.5}
-      - {id: inv-01, site: yonghua, kind: inverter, profile: sunspec, host: 10.0.0.6}
-      - {id: m-1, site: minzhi, kind: meter, role: main, profile: sunspec, host: 10.0.0.7}
-      - {id: m-2, site: yonghua, kind: meter, profile: eastron_sdm630, host: 10.0.0.8, port: 70000}
-      - {id: m-3, site: yonghua, kind: meter, role: hvac, profile: acme_9000, host: 10.0.0.9}
-      - {id: w-1, site: yonghua, kind: water, profile: generic_water_meter, transport: rtu}
-      - {id: x-1, site: yonghua, kind: weather, profile: sunspec, host: h, intervall_s: 5}
-    """
+# the input of the case that pins the field errors' lines (tests/cases/README.md); here
+# the check-config command is run on it
+BAD = (ROOT / "tests/cases/config/field-errors-name-line-and-path/config.yaml").read_text(
+    encoding="utf-8"
 )
-
-
-def issues_of(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as exc:
-        parse_config(text, "bad.yaml", env={}, check_profile=check_profile)
-    return [str(i) for i in exc.value.issues]
 
 
 def test_demo_and_example_configs_are_valid():
@@ -42,44 +26,6 @@ def test_demo_and_example_configs_are_valid():
     kinds = sorted(d.kind for d in cfg.devices)
     assert kinds == ["inverter", "inverter", "meter", "meter", "water", "weather"]
     assert {d.profile for d in cfg.devices} >= {"sunspec", "eastron_sdm630"}
-
-
-def test_field_errors_name_the_file_line_and_path():
-    issues = issues_of(BAD)
-    assert (
-        "bad.yaml:2: services.mqtt.url: expected mqtt://host:port (got 'tcp://broker:1883')"
-        in issues
-    )
-    port = next(i for i in issues if "devices[3].port" in i)
-    assert (
-        port.startswith("bad.yaml:9:") and "less than or equal to 65535" in port and "70000" in port
-    )
-    assert any("devices[3]" in i and "needs a 'role'" in i for i in issues)
-    assert any("devices[5]" in i and "needs a 'serial' section" in i for i in issues)
-    assert any("devices[6].intervall_s: unknown key" in i for i in issues)
-
-
-def test_cross_reference_errors_come_after_the_fields_are_fixed():
-    text = BAD.replace("port: 70000", "port: 502").replace(
-        "kind: meter, profile", "kind: meter, role: main, profile"
-    )
-    text = text.replace(", transport: rtu", ", host: 10.0.0.10").replace(
-        "intervall_s", "interval_s"
-    )
-    text = text.replace("tcp://", "mqtt://")
-    issues = issues_of(text)
-    assert "bad.yaml:7: devices[1].id: duplicate device id 'inv-01' (also devices[0])" in issues
-    assert any(i.startswith("bad.yaml:8: devices[2].site: unknown site 'minzhi'") for i in issues)
-    assert any(
-        i.startswith("bad.yaml:10: devices[4].profile: unknown profile 'acme_9000'")
-        and "eastron_sdm630" in i
-        for i in issues
-    )
-
-
-def test_yaml_syntax_error_has_a_line():
-    issues = issues_of("sites:\n  - id: a\n   name: [unclosed\n")
-    assert issues[0].startswith("bad.yaml:3: (top level): not valid YAML")
 
 
 def test_environment_overrides_service_addresses():

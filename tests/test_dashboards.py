@@ -135,12 +135,13 @@ def test_every_panel_query_returns_data(
         ManualClock(t_alert + 1),
     )
     engine.evaluate()
-    from foursave.cli import _ack_event
+    from foursave.rules.alerts import acknowledge_incident
 
-    inc = engine.store.acknowledge(
-        engine.store.all("firing")[0].id, "lee", "crew sent", t_alert + 60
+    # the acknowledgement as the CLI and the API make it: stored, then into alert history
+    acked = acknowledge_incident(
+        engine.store, influx, engine.store.all("firing")[0].id, "lee", "crew sent", t_alert + 60
     )
-    _ack_event(cfg, inc)
+    assert acked.history_error is None
     # the running block's demand forecast, as the engine writes it every pass
     influx.write(forecast_lines(cfg, influx, datetime(2025, 10, 28, 14, 7, tzinfo=tz).timestamp()))
 

@@ -16,12 +16,13 @@ from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import SiteModel
 
-from tests.helpers import ROOT, reap
-from tests.test_physics import CONFIG
+from tests.helpers import ROOT, YONGHUA_CONFIG, reap
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
 
-SITE_CONFIG = CONFIG.replace("commissioned: 2025-01-01", "commissioned: 2024-01-01").replace(
+SITE_CONFIG = YONGHUA_CONFIG.replace(
+    "commissioned: 2025-01-01", "commissioned: 2024-01-01"
+).replace(
     "pv_capacity_kwp: 24}",
     "pv_capacity_kwp: 24, floor_area_m2: 12000, "
     "ledger: {preset: plan_2016, base_year: 2024, exclusions: [ev_charging], parking_area_m2: 2000}}",

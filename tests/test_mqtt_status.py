@@ -3,46 +3,17 @@ MQTT client, with the collector running as its own process."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from foursave.simulators.server import SimulatorThread
 
-from tests.helpers import ROOT, demo_raw, make_config, reap, wait_for
+from tests.helpers import ROOT, Watcher, demo_raw, make_config, reap, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class Watcher:
-    def __init__(self, port: int):
-        self.messages: dict[str, list[dict]] = {}
-        self.retained: dict[str, bool] = {}
-        self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{port}-{id(self)}")
-        self.c.on_message = self._on_message
-        self.c.on_connect = lambda c, *a: c.subscribe("foursave/v1/#", qos=1)
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-
-    def _on_message(self, client, userdata, msg):
-        with self.lock:
-            self.messages.setdefault(msg.topic, []).append(json.loads(msg.payload))
-            self.retained[msg.topic] = msg.retain
-
-    def last(self, topic: str) -> dict | None:
-        with self.lock:
-            msgs = self.messages.get(topic)
-            return msgs[-1] if msgs else None
-
-    def close(self):
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def test_status_is_retained_and_the_last_will_says_offline(tmp_path, broker):

@@ -9,13 +9,13 @@ from foursave.core.config import parse_config
 from foursave.rules.pv import _transpose, pv_days, pv_lines
 from foursave.simulators.backfill import run_backfill
 
-from tests.test_physics import CONFIG
+from tests.helpers import YONGHUA_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
 
 # inv-a: 16 kWp on a 10 kW inverter (clips on clear days); inv-b is installed as 14 kWp
 # but a third of its strings are dead (the physics sees 9.3)
-PV_CONFIG = CONFIG.replace(
+PV_CONFIG = YONGHUA_CONFIG.replace(
     "simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}\n"
     "  - {id: inv-b, site: yonghua, kind: inverter, profile: sunspec, host: h, port: 2,\n"
     "     simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}",

@@ -7,6 +7,7 @@ model points (layouts from pysunspec2, never retyped) to canonical fields.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -115,6 +116,13 @@ def load_profile(name: str) -> Profile:
     path = PROFILE_DIR / f"{name}.yaml"
     if name in RESERVED or not path.exists():
         raise ProfileError(f"unknown profile {name!r}; available: {sorted(available_profiles())}")
+    return load_profile_file(path)
+
+
+def load_profile_file(path: str | os.PathLike[str]) -> Profile:
+    """The register-map profile in the file ``path``, validated (``ProfileError`` names the
+    file and each problem); ``load_profile`` reads the profiles shipped here with it."""
+    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return Profile.model_validate(raw)

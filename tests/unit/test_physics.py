@@ -13,37 +13,16 @@ from foursave.simulators.faults import ValueFaults
 from foursave.simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
 from foursave.simulators.site import SiteModel
 
+from tests.helpers import YONGHUA_CONFIG
+
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
 
 TAIPEI = timezone(timedelta(hours=8))
-CONFIG = """
-services: {simulator: {seed: 7}}
-sites: [{id: yonghua, name: 永華, lat: 22.992, lon: 120.185, pv_capacity_kwp: 24}]
-devices:
-  - {id: inv-a, site: yonghua, kind: inverter, profile: sunspec, host: h, port: 1,
-     simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}
-  - {id: inv-b, site: yonghua, kind: inverter, profile: sunspec, host: h, port: 2,
-     simulate: {model: pv, rated_power_w: 10000, dc_kwp: 14, commissioned: 2025-01-01}}
-  - {id: hvac, site: yonghua, kind: meter, role: hvac, profile: sunspec, host: h, port: 3,
-     simulate: {model: hvac, rated_power_w: 80000, commissioned: 2025-01-01}}
-  - {id: light, site: yonghua, kind: meter, role: lighting, profile: sunspec, host: h, port: 4,
-     simulate: {model: lighting, rated_power_w: 20000, commissioned: 2025-01-01}}
-  - {id: ev, site: yonghua, kind: meter, role: ev_charging, profile: sunspec, host: h, port: 5,
-     simulate: {model: ev_charging, rated_power_w: 30000, commissioned: 2025-01-01}}
-  - {id: main, site: yonghua, kind: meter, role: main, profile: sunspec, host: h, port: 6,
-     simulate: {model: main, rated_power_w: 300000, unmetered_w: 30000, commissioned: 2025-01-01}}
-  - {id: pvm, site: yonghua, kind: meter, role: pv, profile: sunspec, host: h, port: 7,
-     simulate: {model: pv_meter, rated_power_w: 20000, commissioned: 2025-01-01}}
-  - {id: wx, site: yonghua, kind: weather, profile: sunspec, host: h, port: 8,
-     simulate: {model: weather, commissioned: 2025-01-01}}
-  - {id: water, site: yonghua, kind: water, profile: generic_water_meter, host: h, port: 9,
-     simulate: {model: water, commissioned: 2025-01-01}}
-"""
 
 
 @pytest.fixture(scope="module")
 def site() -> SiteModel:
-    cfg = parse_config(CONFIG, env={})
+    cfg = parse_config(YONGHUA_CONFIG, env={})
     return SiteModel(cfg, cfg.sites[0])
 
 

@@ -1,0 +1,151 @@
+"""Configuration and register-map profile validation, one case folder per behaviour
+(the layout of Telegraf's ``plugins/inputs/modbus/testcases``; see tests/cases/README.md):
+
+    tests/cases/config/<case>/config.yaml    + expected.err | expected.ok
+    tests/cases/profiles/<case>/profile.yaml + expected.err | expected.ok
+
+Each folder runs through the real loader (``foursave.app.load_config`` with no
+environment, profiles checked; ``load_profile_file`` for a register map).
+``expected.err`` holds the exact error lines, the file named by its bare name;
+``expected.ok`` what the loader made of a valid file.  ``FOURSAVE_UPDATE_CASES=1``
+rewrites the expected file from the actual output and still fails that case, so a
+rewrite is always looked at (``git diff``) and never passes unseen."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from foursave.collector.profiles import REGISTER_COUNT, Profile, ProfileError, load_profile_file
+from foursave.core.config import Config, ConfigError
+
+from foursave.app import load_config
+
+CASES = Path(__file__).resolve().parent.parent / "cases"
+UPDATE = os.environ.get("FOURSAVE_UPDATE_CASES") == "1"
+INPUT = {"config": "config.yaml", "profiles": "profile.yaml"}
+EXPECTED = ("expected.err", "expected.ok")
+
+
+def cases(kind: str) -> list:
+    return [pytest.param(d, id=d.name) for d in sorted((CASES / kind).iterdir()) if d.is_dir()]
+
+
+def config_summary(cfg: Config) -> str:
+    """A valid configuration as the services will see it, defaults filled in."""
+    out = []
+    for s in cfg.sites:
+        out.append(f"site {s.id}: {s.name} ({s.lat}, {s.lon}), {s.timezone}")
+    for d in cfg.devices:
+        kind = f"{d.kind} {d.role}" if d.role else d.kind
+        if d.transport == "rtu":
+            line = d.serial
+            link = (
+                f"rtu {line.port} {line.baudrate} {line.bytesize}{line.parity}{line.stopbits}"
+                if line
+                else "rtu (no serial line)"
+            )
+        else:
+            link = f"{d.transport} {d.host}:{d.port}"
+        out.append(
+            f"device {d.id}: site {d.site}, {kind}, profile {d.profile}, {link} unit "
+            f"{d.unit_id}, every {d.interval_s} s, timeout {d.timeout_s} s, retries {d.retries}"
+        )
+    out.append(f"mqtt {cfg.services.mqtt.url}")
+    out.append(f"influxdb {cfg.services.influxdb.url} {cfg.services.influxdb.database}")
+    return "\n".join(out) + "\n"
+
+
+def profile_summary(p: Profile) -> str:
+    """A valid register map: each point with the registers it takes."""
+    out = [f"{p.profile}: {p.measurement}, {p.manufacturer} {p.model}, max_gap {p.max_gap}"]
+    for pt in p.points:
+        last = pt.address + REGISTER_COUNT[pt.type] - 1
+        out.append(
+            f"{pt.field}: {pt.function} {pt.address}..{last} {pt.type} {pt.word_order}, "
+            f"{pt.unit} x {pt.scale}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def run_config(path: Path) -> tuple[str, str]:
+    try:
+        cfg = load_config(path, env={})
+    except ConfigError as exc:
+        return "expected.err", "".join(f"{i}\n" for i in exc.issues)
+    return "expected.ok", config_summary(cfg)
+
+
+def run_profile(path: Path) -> tuple[str, str]:
+    try:
+        prof = load_profile_file(path)
+    except ProfileError as exc:
+        return "expected.err", f"{exc}\n"
+    return "expected.ok", profile_summary(prof)
+
+
+def check_case(case: Path, kind: str, run: Callable[[Path], tuple[str, str]]) -> None:
+    source = case / INPUT[kind]
+    files = sorted(p.name for p in case.iterdir())
+    given = [f for f in files if f in EXPECTED]
+    assert source.name in files and len(given) == 1 and len(files) == 2, (
+        f"{case.name}: a case is {source.name} and one of {' or '.join(EXPECTED)}; "
+        f"the folder holds {files}"
+    )
+    outcome, text = run(source)
+    text = text.replace(str(source), source.name)  # the same lines wherever the tree lies
+    assert str(CASES) not in text, text
+    expected_file = case / given[0]
+    assert outcome == given[0], (
+        f"{case.name}: expected {'an error' if given[0] == 'expected.err' else 'a valid file'}, "
+        f"got:\n{text}"
+    )
+    expected = expected_file.read_text(encoding="utf-8")
+    if UPDATE and text != expected:
+        expected_file.write_text(text, encoding="utf-8")
+        pytest.fail(
+            f"{case.name}: {given[0]} rewritten; review it (git diff), rerun without "
+            "FOURSAVE_UPDATE_CASES"
+        )
+    assert text == expected
+
+
+@pytest.mark.parametrize("case", cases("config"))
+def test_config_case(case):
+    check_case(case, "config", run_config)
+
+
+@pytest.mark.parametrize("case", cases("profiles"))
+def test_profile_case(case):
+    check_case(case, "profiles", run_profile)
+
+
+def test_the_cases_cover_what_the_issue_names():
+    """The cases each behaviour is pinned by are there (a folder renamed or deleted by
+    mistake would otherwise just run one test fewer)."""
+    config = {d.name for d in (CASES / "config").iterdir() if d.is_dir()}
+    profiles = {d.name for d in (CASES / "profiles").iterdir() if d.is_dir()}
+    assert {
+        "valid-minimal",
+        "unknown-profile",
+        "profile-for-wrong-kind",
+        "duplicate-device-id",
+        "duplicate-key",
+        "bad-mqtt-url",
+        "unknown-key-typo",
+        "unknown-site",
+        "empty-file",
+        "yaml-syntax-error",
+        "field-errors-name-line-and-path",
+        "cross-reference-errors-after-fields-fixed",
+    } <= config
+    assert {
+        "valid-meter",
+        "address-out-of-range",
+        "unknown-data-type",
+        "unknown-canonical-field",
+        "duplicate-field",
+        "missing-manufacturer",
+    } <= profiles
