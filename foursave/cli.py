@@ -197,7 +197,7 @@ def cmd_rules(args) -> int:
     import threading
 
     from foursave.core.influx import InfluxClient, InfluxUnavailable
-    from foursave.rules.engine import run_forever, run_once
+    from foursave.rules.engine import engine_clock, run_forever, run_once
     from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
@@ -210,7 +210,7 @@ def cmd_rules(args) -> int:
 
                 influx.query(f'DROP MEASUREMENT "{ROLLUP}"')
                 print(f"dropped the {ROLLUP} rollup: every day is recomputed from the readings")
-            rows = run_once(cfg, influx, records, args.start, args.to)
+            rows = run_once(cfg, influx, records, args.start, args.to, engine_clock(cfg))
         except InfluxUnavailable as exc:
             print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
             return 1
