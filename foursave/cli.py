@@ -336,6 +336,7 @@ def cmd_dashboards(args) -> int:
         return 0
     from grafana_client.client import GrafanaClientError
 
+    from foursave.dashboards.build import dashboard_timezone
     from foursave.dashboards.push import push
 
     cfg = _load(args.config)
@@ -357,6 +358,7 @@ def cmd_dashboards(args) -> int:
             credential,
             args.influx_url or cfg.services.influxdb.url,
             cfg.services.influxdb.database,
+            dashboard_timezone(cfg),
         ):
             print(line)
     except (GrafanaClientError, OSError) as exc:
