@@ -30,11 +30,11 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.periods import day_start, zone
 from foursave.rules.factors import FactorError, emission_factor
 
 log = logging.getLogger("foursave.api.display")
@@ -67,7 +67,7 @@ class SiteQueries:
     def __init__(self, influx: InfluxClient, config: Config, site: Site):
         self.influx = influx
         self.site = site
-        self.zone = ZoneInfo(site.timezone)
+        self.zone = zone(site.timezone)
         self.inverters = [
             d.id for d in config.devices if d.site == site.id and d.kind == "inverter"
         ]
@@ -207,8 +207,8 @@ class SnapshotBuilder:
         q = self.queries[site.id]
         now_s = self.clock.time()
         now = datetime.fromtimestamp(now_s, q.zone)
-        day0 = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        year0 = day0.replace(month=1, day=1)
+        day0 = day_start(now.date(), q.zone)  # local midnight (days of 23 or 25 hours too)
+        year0 = day_start(date(now.year, 1, 1), q.zone)
         prev = self.docs.get(site.id, {}).get("values", {})
         values: dict[str, dict[str, Any]] = {}
 
@@ -238,10 +238,10 @@ class SnapshotBuilder:
             keep("building_power_w", None)
         pv_curve = q.curve("inverter", "ac_power_w", q.inverters, day0, now)
         grid_curve = q.curve("meter", "active_power_w", q.mains, day0, now)
-        buckets = sorted(
-            _ms(day0 + timedelta(minutes=15 * k))
-            for k in range(int((now - day0).total_seconds() // 900) + 1)
-        )
+        # 15-minute buckets since local midnight, counted in elapsed time (not wall time:
+        # a day with a clock change has 92 or 100 of them)
+        d0 = _ms(day0)
+        buckets = [d0 + 900_000 * k for k in range((_ms(now) - d0) // 900_000 + 1)]
         load = {
             t: grid_curve[t] + pv_curve.get(t, 0.0) if q.inverters else grid_curve[t]
             for t in grid_curve

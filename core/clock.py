@@ -59,7 +59,7 @@ def simulated_clock(svc: SimulatorService) -> SimClock:
 
 
 class ManualClock:
-    """A clock that moves only when told to (tests)."""
+    """A clock that moves only when told to (tests; a report's fixed "now")."""
 
     def __init__(self, t: float):
         self.t = t

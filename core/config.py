@@ -213,11 +213,19 @@ class Site(_Frozen):
     name_en: str | None = None
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    timezone: str = "Asia/Taipei"
+    timezone: str = Field("Asia/Taipei", description="IANA zone: local days, months and hours")
     floor_area_m2: float | None = Field(None, gt=0)
     contract_capacity_kw: float | None = Field(None, gt=0)
     pv_capacity_kwp: float | None = Field(None, gt=0)
     ledger: LedgerSettings = LedgerSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from foursave.core.periods import zone
+
+        zone(v)  # ValueError names the zone
+        return v
 
 
 class SerialLine(_Frozen):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from foursave.core.config import Config, Site
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -29,6 +30,10 @@ from grafana_foundation_sdk.models.dashboard import (
 from sunspec2 import device as ss_device
 
 DS_UID = "foursave-influxdb"
+# the dashboards' time zone (days and hours on the time axis): the sites' zone, which
+# ``foursave dashboards push`` takes from the configuration; the committed JSON has the
+# configuration's default
+DEFAULT_TIMEZONE: str = Site.model_fields["timezone"].default
 DS = DataSourceRef(type_val="influxdb", uid=DS_UID)
 OUT = Path(__file__).parent
 
@@ -140,14 +145,14 @@ SITE = '"site" =~ /^$site$/'
 DEVICE = '"device" =~ /^$device$/'
 
 
-def facilities() -> db.Dashboard:
+def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     return (
         db.Dashboard("設施總覽 Facilities overview")
         .uid("foursave-facilities")
         .tags(["foursave"])
         .time("now-24h", "now")
         .refresh("30s")
-        .timezone("Asia/Taipei")
+        .timezone(tz)
         .with_variable(_site_var())
         .with_panel(
             _ts(
@@ -219,14 +224,14 @@ def facilities() -> db.Dashboard:
     )
 
 
-def solar() -> db.Dashboard:
+def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     return (
         db.Dashboard("太陽能地標 Solar landmark")
         .uid("foursave-solar")
         .tags(["foursave"])
         .time("now-7d", "now")
         .refresh("1m")
-        .timezone("Asia/Taipei")
+        .timezone(tz)
         .with_variable(_site_var())
         .with_variable(_device_var("inverter"))
         .with_panel(
@@ -289,7 +294,7 @@ def solar() -> db.Dashboard:
     )
 
 
-def four_saving() -> db.Dashboard:
+def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     def item(name: str, zh: str, unit: str) -> timeseries.Panel:
         return _ts(
             f"{zh} {name.capitalize()}: actual vs baseline and target",
@@ -303,7 +308,7 @@ def four_saving() -> db.Dashboard:
         .uid("foursave-four-saving")
         .tags(["foursave"])
         .time("now-2y", "now")
-        .timezone("Asia/Taipei")
+        .timezone(tz)
         .with_variable(_site_var())
         .with_panel(item("electricity", "省電", "kwatth"))
         .with_panel(item("water", "省水", "m3"))
@@ -351,14 +356,14 @@ def four_saving() -> db.Dashboard:
     )
 
 
-def alerts() -> db.Dashboard:
+def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     return (
         db.Dashboard("告警 Alerts")
         .uid("foursave-alerts")
         .tags(["foursave"])
         .time("now-7d", "now")
         .refresh("30s")
-        .timezone("Asia/Taipei")
+        .timezone(tz)
         .with_variable(_site_var())
         .with_panel(
             _stat(
@@ -386,14 +391,14 @@ def alerts() -> db.Dashboard:
     )
 
 
-def pipeline() -> db.Dashboard:
+def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     return (
         db.Dashboard("資料管線 Pipeline health")
         .uid("foursave-pipeline")
         .tags(["foursave"])
         .time("now-6h", "now")
         .refresh("30s")
-        .timezone("Asia/Taipei")
+        .timezone(tz)
         .with_panel(
             _ts(
                 "暫存佇列 Collector spool depth and drops",
@@ -442,8 +447,15 @@ DASHBOARDS = {
 }
 
 
-def dashboard_json(name: str) -> dict[str, Any]:
-    built = DASHBOARDS[name]().build()
+def dashboard_timezone(config: Config) -> str:
+    """The sites' zone if they share one; else ``browser`` (each viewer's own), since
+    a dashboard has one zone and no single site's fits them all."""
+    zones = {site.timezone for site in config.sites}
+    return zones.pop() if len(zones) == 1 else "browser"
+
+
+def dashboard_json(name: str, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
+    built = DASHBOARDS[name](tz).build()
     return json.loads(json.dumps(built, cls=JSONEncoder, sort_keys=True))
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import logging
 
-from foursave.dashboards.build import DASHBOARDS, DS_UID, dashboard_json, datasource_json
+from foursave.dashboards.build import (
+    DASHBOARDS,
+    DEFAULT_TIMEZONE,
+    DS_UID,
+    dashboard_json,
+    datasource_json,
+)
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError
 
@@ -18,8 +24,11 @@ log = logging.getLogger("foursave.dashboards")
 FOLDER_UID = "foursave"
 
 
-def push(url: str, credential, influx_url: str, database: str) -> list[str]:
-    """Push the data source, the folder and every dashboard; returns what was done."""
+def push(
+    url: str, credential, influx_url: str, database: str, tz: str = DEFAULT_TIMEZONE
+) -> list[str]:
+    """Push the data source, the folder and every dashboard (in time zone ``tz``);
+    returns what was done."""
     api = GrafanaApi.from_url(url, credential)
     done = []
     ds = datasource_json(influx_url, database)
@@ -40,7 +49,7 @@ def push(url: str, credential, influx_url: str, database: str) -> list[str]:
         api.folder.create_folder("foursave", uid=FOLDER_UID)
         done.append("folder foursave created")
     for name in DASHBOARDS:
-        body = dashboard_json(name)
+        body = dashboard_json(name, tz)
         body.pop("id", None)
         api.dashboard.update_dashboard(
             {

@@ -204,7 +204,7 @@ def cmd_rules(args) -> int:
 
                 influx.query(f'DROP MEASUREMENT "{ROLLUP}"')
                 print(f"dropped the {ROLLUP} rollup: every day is recomputed from the readings")
-            rows = run_once(cfg, influx, records, args.start, args.to)
+            rows = run_once(cfg, influx, records, args.start, args.to, app.clock(cfg, "rules"))
         except InfluxUnavailable as exc:
             print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
             return 1
@@ -326,6 +326,7 @@ def cmd_dashboards(args) -> int:
         return 0
     from grafana_client.client import GrafanaClientError
 
+    from foursave.dashboards.build import dashboard_timezone
     from foursave.dashboards.push import push
 
     cfg = _load(args.config)
@@ -347,6 +348,7 @@ def cmd_dashboards(args) -> int:
             credential,
             args.influx_url or cfg.services.influxdb.url,
             cfg.services.influxdb.database,
+            dashboard_timezone(cfg),
         ):
             print(line)
     except (GrafanaClientError, OSError) as exc:

@@ -21,14 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from foursave import app
 from foursave.core.clock import simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.core.periods import local_date
 from foursave.localstack import LocalService, die_with_parent, influxd, mosquitto, port_open
 
 
@@ -184,14 +184,17 @@ def _seed_records(cfg: Config, now: float) -> int:
     from foursave.rules.records import RecordStore
     from foursave.simulators.history import add_sample_records, history_start
 
-    zone = ZoneInfo(cfg.sites[0].timezone) if cfg.sites else UTC
     store = RecordStore(cfg.services.rules.records_path)
     try:
-        return add_sample_records(
-            cfg, store, history_start(cfg, now), datetime.fromtimestamp(now, zone).date()
-        )
+        return add_sample_records(cfg, store, history_start(cfg, now), _earliest_today(cfg, now))
     finally:
         store.close()
+
+
+def _earliest_today(cfg: Config, now: float) -> date:
+    """Today's local date at the site where it is earliest: a month or year is over
+    once it is over at every site."""
+    return min(local_date(now * 1000, s.timezone) for s in cfg.sites)
 
 
 # History at 5-minute steps: three years fill in about 25 s here, where 1-minute steps
@@ -268,8 +271,7 @@ def run_demo(
     print(f"  API           {api}/docs      (OpenAPI at {api}/openapi.json)")
     for role, key in keys.items():
         print(f"  {role + ' key':<13} {key}")
-    zone = ZoneInfo(cfg.sites[0].timezone) if cfg.sites else UTC
-    last_year = filler.last_year = datetime.fromtimestamp(now, zone).year - 1
+    last_year = filler.last_year = _earliest_today(cfg, now).year - 1
     me = sys.argv[0] if Path(sys.argv[0]).name == "foursave" else "foursave"
     print(
         f"  report        {me} report --config {config_path} --year {last_year} "

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, replace
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, datetime, timedelta
 
+from foursave.core.clock import ManualClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import local_date, zone
 from foursave.reports.model import (
     ITEMS,
     Adjustment,
@@ -84,8 +85,10 @@ def _item(r: LedgerRow) -> ItemRow:
     )
 
 
-def _pv(config: Config, influx: InfluxClient, p: Period, rows: list[ItemRow]) -> list[PvRow]:
-    days = pv_days(config, influx, p.start, p.end)
+def _pv(
+    config: Config, influx: InfluxClient, p: Period, rows: list[ItemRow], now: datetime
+) -> list[PvRow]:
+    days = pv_days(config, influx, p.start, p.end, ManualClock(now.timestamp()))
     out = []
     avoided = {r.site: r.details.get("pv_co2e_avoided_kg") for r in rows if r.item == "electricity"}
     for site in config.sites:
@@ -149,7 +152,7 @@ def build_report(
 ) -> ReportData:
     """The report as the data stands now (not stored: see :func:`report_for`)."""
     p = period_of(y, m)
-    ledger = Ledger(config, influx, records)
+    ledger = Ledger(config, influx, records, ManualClock(now.timestamp()))
     base_years = [st.ledger.base_year for st in config.sites]
     ledger.load(date(min([y - 1, *base_years]), 1, 1), p.end)
     items = [_item(r) for r in ledger.rows([p])]
@@ -202,7 +205,7 @@ def build_report(
         sites=tuple(sites),
         items=tuple(sorted(items, key=lambda r: (r.site, ITEMS.index(r.item)))),
         monthly=tuple(monthly),
-        pv=tuple(_pv(config, influx, p, items)),
+        pv=tuple(_pv(config, influx, p, items, now)),
         adjustments=tuple(adjustments),
         factors=tuple(_factors(p.start)),
     )
@@ -239,12 +242,18 @@ def report_for(
     recompute_reason: str | None = None,
     by: str = "",
 ) -> ReportData:
-    """The report to hand out: frozen for a closed period, current for an open one."""
+    """The report to hand out: frozen for a closed period, current for an open one.
+
+    A report covers every site, and sites may keep different local dates: the period
+    counts as closed once it is closed at every site (by the earliest local today),
+    and ``generated_at`` is written in the sites' zone, or in UTC if they have several.
+    """
     p = period_of(y, m)
-    tz = ZoneInfo(config.sites[0].timezone) if config.sites else None
-    now = now.astimezone(tz) if tz else now
+    zones = {s.timezone for s in config.sites}
+    now = now.astimezone(zone(zones.pop()) if len(zones) == 1 else UTC)
+    today = min(local_date(now.timestamp() * 1000, s.timezone) for s in config.sites)
     fresh = build_report(config, influx, records, y, m, now)
-    if not is_closed(p, now.date(), config.services.api.close_after_days):
+    if not is_closed(p, today, config.services.api.close_after_days):
         if recompute_reason:
             raise ReportUnchanged(
                 f"{p.label} is still open: its report is recomputed on every request"

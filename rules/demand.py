@@ -11,11 +11,20 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import (
+    ZoneLike,
+    day_start_ms,
+    local_date,
+    month,
+    months_between,
+    parse_period,
+    period_bounds_ms,
+    zone,
+)
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.factors import FactorError, is_summer, tariff
@@ -80,15 +89,9 @@ def block_demands(
 
 
 def month_demand(config: Config, influx: InfluxClient, site: Site, y: int, m: int) -> MonthDemand:
-    zone = ZoneInfo(site.timezone)
-    start = datetime(y, m, 1, tzinfo=zone)
-    end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=zone)
-    blocks = block_demands(
-        influx,
-        _main_devices(config, site),
-        int(start.timestamp() * 1000),
-        int(end.timestamp() * 1000),
-    )
+    tz = zone(site.timezone)
+    start_ms, end_ms = period_bounds_ms(month(y, m), tz)  # the site's local month
+    blocks = block_demands(influx, _main_devices(config, site), start_ms, end_ms)
     if not blocks:
         return MonthDemand(
             site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, None, None, None, {}
@@ -96,7 +99,7 @@ def month_demand(config: Config, influx: InfluxClient, site: Site, y: int, m: in
     at, peak = max(blocks.items(), key=lambda kv: kv[1])
     surcharge = None
     if site.contract_capacity_kw:
-        peak_day = datetime.fromtimestamp(at / 1000, zone).date()
+        peak_day = local_date(at, tz)
         try:
             basic = tariff("high_voltage_two_stage", peak_day)["basic_ntd_per_kw_month"]
             oc = tariff("over_contract", peak_day)
@@ -149,14 +152,15 @@ def forecast(config: Config, influx: InfluxClient, site: Site, now: float) -> Fo
     )
 
 
-def demand_lines(md: MonthDemand, tz: str = "Asia/Taipei") -> list[str]:
+def demand_lines(md: MonthDemand, tz: ZoneLike) -> list[str]:
+    """``demand`` blocks and the ``demand_month`` point (at the month's local start in
+    ``tz``, the zone of the demand's site)."""
     lines = [
         to_line("demand", {"site": md.site}, {"demand_kw": kw}, t)
         for t, kw in sorted(md.blocks.items())
     ]
     if md.max_demand_kw is not None:
-        y, m = int(md.month[:4]), int(md.month[5:])
-        ts = int(datetime(y, m, 1, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+        ts = day_start_ms(parse_period(md.month).start, tz)
         fields = {"max_demand_kw": md.max_demand_kw, "max_at_ms": md.max_at_ms}
         if md.contract_kw:
             fields["contract_kw"] = md.contract_kw
@@ -167,11 +171,8 @@ def demand_lines(md: MonthDemand, tz: str = "Asia/Taipei") -> list[str]:
 
 
 def months_of(start: date, end: date) -> list[tuple[int, int]]:
-    out, y, m = [], start.year, start.month
-    while date(y, m, 1) < end:
-        out.append((y, m))
-        y, m = y + (m == 12), m % 12 + 1
-    return out
+    """(year, month) of every month that touches local dates [start, end)."""
+    return [(p.start.year, p.start.month) for p in months_between(start, end)]
 
 
 def forecast_lines(config: Config, influx: InfluxClient, now: float) -> list[str]:

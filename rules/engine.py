@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import ZoneLike, add_months, local_date, month, today, zone
 from foursave.rules.alerts import AlertEngine
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
 from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
@@ -27,11 +27,15 @@ from foursave.rules.records import RecordStore
 log = logging.getLogger("foursave.rules")
 
 
-def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date] | None:
-    """First and last local day with meter, inverter or water data."""
-    from zoneinfo import ZoneInfo
+def data_span(influx: InfluxClient, *zones: ZoneLike) -> tuple[date, date] | None:
+    """[first, last + 1 day) of the local days with meter, inverter or water data.
 
-    zone = ZoneInfo(tz)
+    Readings are not told apart by site here, so with several zones (every site's)
+    the span is the union of the local days in each: from the earliest local date of
+    the first reading to the latest local date of the last one."""
+    if not zones:
+        raise ValueError("data_span needs at least one time zone (the sites')")
+    tzs = [zone(z) for z in zones]
     firsts, lasts = [], []
     for m, f in (
         ("meter", "import_energy_wh"),
@@ -41,7 +45,7 @@ def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date
         for agg, acc in (("first", firsts), ("last", lasts)):
             rows = influx.rows(f'SELECT {agg}("{f}") FROM "{m}"')
             if rows:
-                acc.append(datetime.fromtimestamp(rows[0]["time"] / 1000, zone).date())
+                acc.extend(local_date(rows[0]["time"], z) for z in tzs)
     if not firsts:
         return None
     return min(firsts), max(lasts) + timedelta(days=1)
@@ -53,29 +57,45 @@ def run_once(
     records: RecordStore,
     start: date | None = None,
     end: date | None = None,
+    clock: Clock | None = None,
 ) -> list[LedgerRow]:
-    """One evaluation pass over [start, end) (default: all data present)."""
+    """One evaluation pass over local dates [start, end) (default: all data present),
+    each site's days and months in its own zone; ``clock`` says which days are still
+    open (default: the system clock)."""
     if start is None or end is None:
-        span = data_span(influx)
+        span = data_span(influx, *sorted({s.timezone for s in config.sites}))
         if span is None:
             log.info("no meter data yet: nothing to compute")
             return []
         start, end = start or span[0], end or span[1]
-    ledger = Ledger(config, influx, records)
+    ledger = Ledger(config, influx, records, clock)
     # load one extra year before: previous-year baselines come from the same data
     base_years = [st.ledger.base_year for st in config.sites]
     ledger.load(date(min([start.year - 1, *base_years]), 1, 1), end)
     periods = months_between(start, end) + [year(y) for y in range(start.year, end.year + 1)]
     rows = ledger.rows(periods)
-    lines = ledger_lines(rows) + ledger.daily_lines(start, end)
+    lines = ledger.daily_lines(start, end)
+    pv = pv_days(config, influx, start, end, clock)
     for site in config.sites:
+        lines.extend(ledger_lines([r for r in rows if r.site == site.id], site.timezone))
         for y, m in months_of(start, end):
             lines.extend(demand_lines(month_demand(config, influx, site, y, m), site.timezone))
-    lines.extend(pv_lines(pv_days(config, influx, start, end)))
+        lines.extend(pv_lines([r for r in pv if r.site == site.id], site.timezone))
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)
     return rows
+
+
+def derived_window(config: Config, clock: Clock) -> tuple[date, date]:
+    """Local dates [first of the previous month, tomorrow) that each pass recomputes.
+
+    With sites in several zones "today" differs between them (by a day at most): the
+    window runs from the previous month of the earliest local today to the day after
+    the latest, so it covers every site's current and previous month."""
+    days = [today(clock, tz) for tz in {s.timezone for s in config.sites}]
+    first, last = min(days), max(days)
+    return month(*add_months(first.year, first.month, -1)).start, last + timedelta(days=1)
 
 
 def run_forever(
@@ -99,17 +119,9 @@ def run_forever(
         except Exception:  # one bad pass must not end the engine
             log.exception("alert pass failed; retrying next interval")
         if time.monotonic() >= next_derived:
-            tz = ZoneInfo(config.sites[0].timezone) if config.sites else UTC
-            today = datetime.fromtimestamp(clock.time(), tz).date()  # the local day
-            first = date(today.year, today.month, 1) - timedelta(days=1)
+            start, end = derived_window(config, clock)
             try:
-                run_once(
-                    config,
-                    influx,
-                    records,
-                    date(first.year, first.month, 1),
-                    today + timedelta(days=1),
-                )
+                run_once(config, influx, records, start, end, clock)
             except Exception:
                 log.exception("derived-results pass failed; retrying next interval")
             next_derived = time.monotonic() + config.services.rules.interval_s

@@ -13,11 +13,26 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, date, timedelta, tzinfo
 
+from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import (
+    Period,
+    ZoneLike,
+    add_months,
+    day_period,
+    day_start,
+    day_start_ms,
+    local_date,
+    month,
+    parse_period,
+    today,
+)
+from foursave.core.periods import months_between as months_between  # re-exported
+from foursave.core.periods import year as year  # re-exported (periods lived here)
+from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.factors import FactorError, emission_factor, load_factors
@@ -44,10 +59,9 @@ class DeviceDays:
     resets: list[date] = field(default_factory=list)
 
 
-def _utc(d: date, tz: ZoneInfo) -> str:
-    return (
-        datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
+def _utc(d: date, tz: tzinfo) -> str:
+    """The instant local date ``d`` begins in ``tz``, as InfluxQL's RFC 3339 UTC."""
+    return day_start(d, tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 COMPLETE_ENOUGH = 0.98  # a period is judged (savings, met) only with this much data
@@ -63,11 +77,13 @@ def _raw_days(
     fname: str,
     start: date,
     end: date,
-    zone: ZoneInfo,
+    zone: tzinfo,
     tz: str,
 ) -> dict[str, dict[date, tuple[float, float]]]:
     """Device -> day -> (counter at the day's end, share of expected readings), from
-    the raw points (one aggregation pass per selector, pushed into InfluxDB)."""
+    the raw points (one aggregation pass per selector, pushed into InfluxDB).  Days are
+    local days in ``zone`` (named ``tz``): 23 or 25 hours long where the clocks change,
+    and as many readings are expected as the day has seconds."""
     intervals = {d.id: d.interval_s for d in config.devices}
     q = (
         f'SELECT last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
@@ -78,11 +94,12 @@ def _raw_days(
     for row in influx.rows(q):
         if row["c"] is None:
             continue
-        day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
+        day = local_date(row["time"], zone)
         dev = row["device"]
         backfilled = row.get("source") == "backfill"
         step = float(row.get("step_s") or BACKFILL_STEP_S) if backfilled else intervals.get(dev, 60)
-        share = min(1.0, row["n"] / (86400 / step))
+        seconds = (day_start_ms(day + timedelta(days=1), zone) - day_start_ms(day, zone)) / 1000
+        share = min(1.0, row["n"] / (seconds / step))
         prev = per[dev].get(day)
         # live data wins over history for the same day; completeness: the better
         if prev is None or not backfilled:
@@ -90,27 +107,68 @@ def _raw_days(
     return per
 
 
+SCANNED = "_scanned"  # rollup marker: every device's day was scanned (per counter field)
+
+
 def daily_quantities(
     influx: InfluxClient,
     config: Config,
     start: date,
     end: date,
-    tz: str = "Asia/Taipei",
     use_rollup: bool = True,
+    clock: Clock | None = None,
 ) -> dict[tuple[str, str], DeviceDays]:
-    """(device, field) -> per-day quantity for local days in [start, end).
+    """(device, field) -> per-day quantity for local days in [start, end), each device's
+    days in its own site's time zone.
 
     Closed days are kept in the ``counter_daily`` rollup: a second ledger over the
     same history reads a few thousand rows instead of every reading.  The last
-    ``OPEN_DAYS`` days before ``end`` are always recomputed.
+    ``OPEN_DAYS`` days before ``end`` or before today (by ``clock``, default the system
+    clock) are always recomputed.
+
+    Sites in different zones have different days, so each zone is aggregated on its
+    own (one pass over the readings per zone) and keeps its own rollup: rows at its
+    local midnights, its "day scanned" marker named after it (``_scanned@Europe/Berlin``)
+    — only when the sites do not all share one zone, so a single-zone rollup is the
+    one it always was.  A rollup row that is not at a local midnight of the zone
+    reading it (a site whose zone was changed) is ignored and the day recomputed.
     """
-    zone = ZoneInfo(tz)
+    clock = clock or SystemClock()
+    zones: dict[str, set[str]] = defaultdict(set)  # zone name -> its sites' devices
+    site_zone = {s.id: s.timezone for s in config.sites}
+    for d in config.devices:
+        zones[site_zone[d.site]].add(d.id)
+    for s in config.sites:
+        zones.setdefault(s.timezone, set())
+    out: dict[tuple[str, str], DeviceDays] = {}
+    for tz, devices in zones.items():
+        only = devices if len(zones) > 1 else None  # one zone: every device, as ever
+        marker = SCANNED if len(zones) == 1 else f"{SCANNED}@{tz}"
+        out.update(
+            _zone_quantities(influx, config, start, end, tz, only, marker, use_rollup, clock)
+        )
+    return out
+
+
+def _zone_quantities(
+    influx: InfluxClient,
+    config: Config,
+    start: date,
+    end: date,
+    tz: str,
+    devices: set[str] | None,
+    marker: str,
+    use_rollup: bool,
+    clock: Clock,
+) -> dict[tuple[str, str], DeviceDays]:
+    """:func:`daily_quantities` for the devices of the sites in zone ``tz`` (``None``:
+    every device with readings)."""
+    zone = zone_of(tz)
     out: dict[tuple[str, str], DeviceDays] = {}
     lo = start - timedelta(days=1)
     all_days = [lo + timedelta(days=k) for k in range((end - lo).days)]
-    today = datetime.now(zone).date()
     # days still open: near the requested end, or near today (data may still arrive)
-    open_from = min(end, today) - timedelta(days=OPEN_DAYS)
+    open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
     for measurement, fname in COUNTERS:
         per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
         scanned: set[date] = set()
@@ -119,10 +177,12 @@ def daily_quantities(
                 f'SELECT c, share, "device" FROM "{ROLLUP}" WHERE "field" = \'{fname}\' '
                 f"AND time >= '{_utc(lo, zone)}' AND time < '{_utc(open_from, zone)}'"
             ):
-                day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
-                if row["device"] == "_scanned":
+                day = local_date(row["time"], zone)
+                if row["time"] != day_start_ms(day, zone):
+                    continue  # another zone's day
+                if row["device"] == marker:
                     scanned.add(day)
-                else:
+                elif devices is None or row["device"] in devices:
                     per[row["device"]][day] = (row["c"], row["share"])
         missing = [d for d in all_days if d not in scanned]
         if missing:
@@ -136,6 +196,8 @@ def daily_quantities(
                 zone,
                 tz,
             )
+            if devices is not None:
+                raw = {dev: days for dev, days in raw.items() if dev in devices}
             lines = []
             for dev, days in raw.items():
                 for day, (c, share) in days.items():
@@ -145,7 +207,7 @@ def daily_quantities(
             if use_rollup:
                 with_data = {day for days in raw.values() for day in days}
                 lines += [
-                    _rollup_line("_scanned", fname, d, 0.0, 0.0, zone)
+                    _rollup_line(marker, fname, d, 0.0, 0.0, zone)
                     for d in missing
                     if d < open_from and d in with_data  # a day without data may yet get some
                 ]
@@ -184,46 +246,13 @@ def daily_quantities(
     return out
 
 
-def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: ZoneInfo) -> str:
-    ts = int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
+def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: tzinfo) -> str:
     return to_line(
-        ROLLUP, {"device": device, "field": fname}, {"c": float(c), "share": float(share)}, ts
+        ROLLUP,
+        {"device": device, "field": fname},
+        {"c": float(c), "share": float(share)},
+        day_start_ms(day, zone),
     )
-
-
-@dataclass(frozen=True)
-class Period:
-    label: str  # "2025" or "2025-07"
-    start: date
-    end: date  # exclusive
-
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days
-
-    @property
-    def months(self) -> list[str]:
-        out, d = [], self.start
-        while d < self.end:
-            out.append(f"{d.year:04d}-{d.month:02d}")
-            d = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
-        return out
-
-    def shifted_years(self, years: int) -> Period:
-        s, e = self.start, self.end
-        return Period(
-            str(int(self.label[:4]) - years) + self.label[4:],
-            s.replace(year=s.year - years),
-            e.replace(year=e.year - years),
-        )
-
-
-def month(y: int, m: int) -> Period:
-    return Period(f"{y:04d}-{m:02d}", date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1))
-
-
-def year(y: int) -> Period:
-    return Period(f"{y:04d}", date(y, 1, 1), date(y + 1, 1, 1))
 
 
 @dataclass
@@ -253,17 +282,24 @@ def _factor_values(f) -> dict:
 class Ledger:
     """Computes ledger rows for a configuration from InfluxDB and the record store."""
 
-    def __init__(self, config: Config, influx: InfluxClient, records: RecordStore):
+    def __init__(
+        self,
+        config: Config,
+        influx: InfluxClient,
+        records: RecordStore,
+        clock: Clock | None = None,
+    ):
         self.config = config
         self.influx = influx
         self.records = records
+        self.clock = clock or SystemClock()  # "today": which days may still change
         self.factors = load_factors()
         self._days: dict[tuple[str, str], DeviceDays] = {}
         self._loaded: tuple[date, date] | None = None
 
     def load(self, start: date, end: date) -> None:
         """Fetch the daily quantities once for every period computed afterwards."""
-        self._days = daily_quantities(self.influx, self.config, start, end)
+        self._days = daily_quantities(self.influx, self.config, start, end, clock=self.clock)
         self._loaded = (start, end)
         self._temps = self._daily_temps(start, end)
 
@@ -271,17 +307,13 @@ class Ledger:
         """Site -> day -> mean outdoor temperature from the site's own weather station."""
         out: dict[str, dict[date, float]] = {}
         for site in self.config.sites:
-            zone = ZoneInfo(site.timezone)
+            zone = zone_of(site.timezone)
             rows = self.influx.rows(
                 f'SELECT mean("ambient_temp_c") AS t FROM "weather" WHERE "site" = \'{site.id}\' '
                 f"AND time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
                 f"GROUP BY time(1d) tz('{site.timezone}')"
             )
-            out[site.id] = {
-                datetime.fromtimestamp(r["time"] / 1000, zone).date(): r["t"]
-                for r in rows
-                if r["t"] is not None
-            }
+            out[site.id] = {local_date(r["time"], zone): r["t"] for r in rows if r["t"] is not None}
         return out
 
     def weather_normalised(self, site: Site, p: Period, actual: float) -> dict[str, float] | None:
@@ -295,7 +327,7 @@ class Ledger:
         for m in range(1, 13):
             bp = month(base_y, m)
             e = self.electricity_raw(site, bp)
-            t = [temps[d] for d in _days(bp) if d in temps]
+            t = [temps[d] for d in bp.dates() if d in temps]
             if e is None or len(t) < 0.9 * bp.days:
                 continue
             energy.append(e)
@@ -304,7 +336,7 @@ class Ledger:
         if len(energy) < 6:
             return None
         fit = formulas.fit_cdd_baseline(energy, days, cdd)
-        t_rep = [temps[d] for d in _days(p) if d in temps]
+        t_rep = [temps[d] for d in p.dates() if d in temps]
         if len(t_rep) < 0.9 * p.days:
             return None
         predicted = fit.predict(p.days, formulas.cooling_degree_days(t_rep) * p.days / len(t_rep))
@@ -416,7 +448,7 @@ class Ledger:
             )
             if len(p.label) == 7:  # a month: also the rolling 12 months ending with it
                 y, m = int(p.label[:4]), int(p.label[5:])
-                months12 = [month(y - (m - k <= 0), (m - k - 1) % 12 + 1) for k in range(12)]
+                months12 = [month(*add_months(y, m, -k)) for k in range(12)]
                 vals = [self.electricity_raw(site, q) for q in months12]
                 if all(v is not None for v in vals):
                     row.details["eui_rolling_12m_kwh_m2"] = formulas.eui_kwh_m2(
@@ -628,10 +660,10 @@ class Ledger:
         """``ledger_daily``: per site and local day, the quantities behind the ledger."""
         lines = []
         for site in self.config.sites:
-            zone = ZoneInfo(site.timezone)
+            zone = zone_of(site.timezone)
             d = start
             while d < end:
-                p = Period(d.isoformat(), d, d + timedelta(days=1))
+                p = day_period(d)
                 imp, comp, _ = self._sum(site, p, "import_energy_wh", roles={"main"})
                 excl, _, _ = self._sum(
                     site, p, "import_energy_wh", roles=set(site.ledger.exclusions)
@@ -655,7 +687,7 @@ class Ledger:
                 if water is not None:
                     fields.update(water_m3=water, water_completeness=wcomp or 0.0)
                 if fields:
-                    ts = int(datetime(d.year, d.month, d.day, tzinfo=zone).timestamp() * 1000)
+                    ts = day_start_ms(d, zone)
                     lines.append(
                         to_line(
                             "ledger_daily", {"site": site.id, "method": METHOD_VERSION}, fields, ts
@@ -674,10 +706,6 @@ class Ledger:
         return out
 
 
-def _days(p: Period) -> list[date]:
-    return [p.start + timedelta(days=k) for k in range(p.days)]
-
-
 def _interpolate(table: dict[int, float], y: int) -> float:
     ys = sorted(table)
     if y <= ys[0]:
@@ -690,14 +718,13 @@ def _interpolate(table: dict[int, float], y: int) -> float:
     return table[ys[-1]]
 
 
-def ledger_lines(rows: list[LedgerRow], tz: str = "Asia/Taipei") -> list[str]:
-    """Ledger rows as the ``ledger`` measurement (time = period start, local)."""
-    zone = ZoneInfo(tz)
+def ledger_lines(rows: list[LedgerRow], tz: ZoneLike) -> list[str]:
+    """Ledger rows as the ``ledger`` measurement (time = the period's local start in
+    ``tz``, the zone of the rows' site: pass each site's rows with its own zone)."""
+    zone = zone_of(tz)
     lines = []
     for r in rows:
-        y = int(r.period[:4])
-        m = int(r.period[5:7]) if len(r.period) > 4 else 1
-        ts = int(datetime(y, m, 1, tzinfo=zone).timestamp() * 1000)
+        ts = day_start_ms(parse_period(r.period).start, zone)
         fields: dict[str, float | int | bool] = {}
         for k in ("actual", "baseline", "savings_rate", "target_rate", "co2e_kg", "completeness"):
             v = getattr(r, k)
@@ -718,11 +745,3 @@ def ledger_lines(rows: list[LedgerRow], tz: str = "Asia/Taipei") -> list[str]:
         }
         lines.append(to_line("ledger", tags, fields, ts))
     return lines
-
-
-def months_between(start: date, end: date) -> list[Period]:
-    out, d = [], date(start.year, start.month, 1)
-    while d < end:
-        out.append(month(d.year, d.month))
-        d = date(d.year + (d.month == 12), d.month % 12 + 1, 1)
-    return out

@@ -17,14 +17,16 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta, tzinfo
 
 import numpy as np
 import pandas as pd
 import pvlib
+from foursave.core.clock import Clock
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import ZoneLike, bounds_ms, day_start, day_start_ms, local_date
+from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.ledger import daily_quantities
@@ -72,7 +74,7 @@ def array_of(d: Device, site: Site, n_inverters: int):
     return None
 
 
-def _hourly(influx: InfluxClient, q: str, zone: ZoneInfo) -> dict[str, pd.Series]:
+def _hourly(influx: InfluxClient, q: str, zone: tzinfo) -> dict[str, pd.Series]:
     out = {}
     for s in influx.query(q):
         key = s.get("tags", {}).get("site") or s.get("tags", {}).get("device")
@@ -81,16 +83,18 @@ def _hourly(influx: InfluxClient, q: str, zone: ZoneInfo) -> dict[str, pd.Series
     return out
 
 
-def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> list[PvDay]:
+def pv_days(
+    config: Config, influx: InfluxClient, start: date, end: date, clock: Clock | None = None
+) -> list[PvDay]:
+    """Per inverter and local day of its site in [start, end)."""
     out: list[PvDay] = []
-    energy = daily_quantities(influx, config, start, end)
+    energy = daily_quantities(influx, config, start, end, clock=clock)
     for site in config.sites:
-        zone = ZoneInfo(site.timezone)
+        zone = zone_of(site.timezone)
         invs = [d for d in config.devices if d.site == site.id and d.kind == "inverter"]
         if not invs:
             continue
-        t0 = int(datetime(start.year, start.month, start.day, tzinfo=zone).timestamp() * 1000)
-        t1 = int(datetime(end.year, end.month, end.day, tzinfo=zone).timestamp() * 1000)
+        t0, t1 = bounds_ms(start, end, zone)
         rng = f"time >= {t0}ms AND time < {t1}ms"
         wx = f"\"site\" = '{site.id}'"
         poa = _hourly(
@@ -185,7 +189,7 @@ def _state_minutes(
 ) -> dict[tuple[str, date], float]:
     """Minutes per device and day in SunSpec state ``state``: readings in that state
     times the time each stands for (the poll interval, or the backfill step)."""
-    zone = ZoneInfo(site.timezone)
+    zone = zone_of(site.timezone)
     rows = influx.rows(
         f'SELECT count("state") AS n FROM "inverter" WHERE "site" = \'{site.id}\' AND {rng} '
         f'AND "state" = {state} GROUP BY time(1d), "device", "source", "step_s" tz(\'{site.timezone}\')'
@@ -195,18 +199,18 @@ def _state_minutes(
         if not r["n"]:
             continue
         step = float(r.get("step_s") or 0) or intervals.get(r["device"], 60.0)
-        out[(r["device"], datetime.fromtimestamp(r["time"] / 1000, zone).date())] += (
-            r["n"] * step / 60
-        )
+        out[(r["device"], local_date(r["time"], zone))] += r["n"] * step / 60
     return dict(out)
 
 
 def _day(s: pd.Series | None, day: date) -> pd.Series | None:
     if s is None:
         return None
-    # label slicing on the sorted local index: O(log n), not a comparison per row
-    start = pd.Timestamp(day.isoformat()).tz_localize(s.index.tz)
-    part = s.loc[start : start + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)]
+    # label slicing on the sorted local index: O(log n), not a comparison per row; the
+    # local day is 23 or 25 hours long where the clocks change
+    start = pd.Timestamp(day_start(day, s.index.tz))
+    end = pd.Timestamp(day_start(day + timedelta(days=1), s.index.tz))
+    part = s.loc[start : end - pd.Timedelta(microseconds=1)]
     return part if len(part) else None
 
 
@@ -232,7 +236,7 @@ def _transpose(site: Site, ghi: pd.Series | None, tilt: float, az: float) -> pd.
     return pd.Series(np.nan_to_num(np.asarray(irr["poa_global"])).clip(min=0), index=ghi.index)
 
 
-def _clear_days(site: Site, ghi: pd.Series | None, zone: ZoneInfo) -> set[date]:
+def _clear_days(site: Site, ghi: pd.Series | None, zone: tzinfo) -> set[date]:
     if ghi is None or not len(ghi):
         return set()
     mid = ghi.index + pd.Timedelta(minutes=30)
@@ -267,11 +271,13 @@ def _peers(rows: list[PvDay], site_id: str) -> None:
                     r.labels.append("under-performing vs peers")
 
 
-def pv_lines(rows: list[PvDay], tz: str = "Asia/Taipei") -> list[str]:
-    zone = ZoneInfo(tz)
+def pv_lines(rows: list[PvDay], tz: ZoneLike) -> list[str]:
+    """``pv_daily`` points, each at its local day's start in ``tz``, the zone of the
+    rows' site (pass each site's rows with its own zone)."""
+    zone = zone_of(tz)
     lines = []
     for r in rows:
-        ts = int(datetime(r.day.year, r.day.month, r.day.day, tzinfo=zone).timestamp() * 1000)
+        ts = day_start_ms(r.day, zone)
         fields: dict[str, float | bool] = {
             "e_ac_kwh": r.e_ac_kwh,
             "p0_kwp": r.p0_kwp,

@@ -20,11 +20,11 @@ import random
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import day_start_ms, local_date, next_month
 from foursave.rules.records import RecordIn, RecordStore
 from foursave.simulators.backfill import BackfillResult, run_backfill
 
@@ -50,15 +50,11 @@ class Gap:
 
 def history_start(config: Config, now: float) -> date:
     """1 January of the year before last (the base year of the 2016 plan's electricity
-    rule defaults to it), or of the earliest configured base year if that is earlier."""
+    rule defaults to it), or of the earliest configured base year if that is earlier.
+    "This year" is each site's local year (they differ on New Year's Eve): the earliest."""
     years = [st.ledger.base_year for st in config.sites]
-    zone = ZoneInfo(config.sites[0].timezone) if config.sites else UTC
-    this_year = datetime.fromtimestamp(now, zone).year
-    return date(min([this_year - 2, *years]), 1, 1)
-
-
-def _midnight_ms(day: date, tz: str) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+    this_years = [local_date(now * 1000, s.timezone).year for s in config.sites]
+    return date(min([y - 2 for y in this_years] + years), 1, 1)
 
 
 def find_gaps(influx: InfluxClient, config: Config, start_ms: int, end_ms: int) -> list[Gap]:
@@ -104,12 +100,12 @@ def fill_gaps(
 ) -> BackfillResult:
     """Backfill every gap, each cut to the minute; ``progress(days_done, days_total,
     lines)`` over all gaps together."""
-    tz = config.sites[0].timezone if config.sites else "UTC"
-    zone = ZoneInfo(tz)
+    zones = {s.timezone for s in config.sites}
     spans = []
     for g in gaps:
-        first = datetime.fromtimestamp(g.start_ms / 1000, zone).date()
-        last = datetime.fromtimestamp((g.end_ms - 1) / 1000, zone).date() + timedelta(days=1)
+        # the local days the gap touches at every site (the backfill cuts to the gap)
+        first = min(local_date(g.start_ms, z) for z in zones)
+        last = max(local_date(g.end_ms - 1, z) for z in zones) + timedelta(days=1)
         spans.append((g, first, last))
     total_days = sum((b - a).days for _, a, b in spans)
     done_days, lines, seconds = 0, 0, 0.0
@@ -143,7 +139,7 @@ def _months(first: date, until: date) -> Iterator[tuple[int, int]]:
     y, m = first.year, first.month
     while (y, m) < (until.year, until.month):
         yield y, m
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        y, m = next_month(y, m)
 
 
 def _seasonal(month: int, peak_month: int, amplitude: float) -> float:
@@ -218,6 +214,7 @@ def add_sample_records(config: Config, store: RecordStore, first: date, until: d
 
 
 def history_window(config: Config, now: float) -> tuple[int, int]:
-    """[start, now) in epoch ms for the demo's history."""
-    tz = config.sites[0].timezone if config.sites else "UTC"
-    return _midnight_ms(history_start(config, now), tz), int(now * 1000)
+    """[start, now) in epoch ms for the demo's history: from the first local midnight
+    of :func:`history_start` among the sites' zones."""
+    start = history_start(config, now)
+    return min(day_start_ms(start, s.timezone) for s in config.sites), int(now * 1000)

@@ -77,7 +77,7 @@ def test_pv_kpis_peers_clipping_and_gHI_transposition(influx_url, database, infl
     est = _transpose(cfg.sites[0], ghi, 10, 180)
     assert est.sum() == pytest.approx(poa.sum(), rel=0.05)
 
-    lines = pv_lines(rows)
+    lines = pv_lines(rows, cfg.sites[0].timezone)
     influx.write(lines)
     stored = influx.rows(
         "SELECT pr, peer_ratio FROM pv_daily WHERE \"device\" = 'inv-b' AND clear_day = true"

@@ -6,13 +6,15 @@ numbers and never recomputes them."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
 from foursave.api.deps import Reader, State
 from foursave.api.routes.sites import _site
+from foursave.core.periods import day_start_ms, local_date
+from foursave.core.periods import month as month_period
+from foursave.core.periods import zone as zone_of
 from pydantic import BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
@@ -48,7 +50,8 @@ def _values(row: dict[str, Any], skip: set[str]) -> dict[str, float | bool]:
 
 
 def _local_ms(day: date, tz: str) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+    """Epoch ms at which local date ``day`` begins in the site's zone ``tz``."""
+    return day_start_ms(day, tz)
 
 
 @router.get("/ledger")
@@ -88,7 +91,7 @@ def ledger_daily(
     rows, zone = _days(state, "ledger_daily", site, start, end)
     return [
         {
-            "day": datetime.fromtimestamp(r["time"] / 1000, zone).date().isoformat(),
+            "day": local_date(r["time"], zone).isoformat(),
             **_values(r, {"time", "site", "method"}),
         }
         for r in rows
@@ -103,7 +106,7 @@ def pv(who: Reader, state: State, site: str, start: date, end: date) -> list[PvD
         PvDayOut(
             site=site,
             device=r["device"],
-            day=datetime.fromtimestamp(r["time"] / 1000, zone).date(),
+            day=local_date(r["time"], zone),
             values=_values(r, {"time", "site", "device"}),
         )
         for r in rows
@@ -116,9 +119,8 @@ def demand(
 ) -> DemandOut:
     """A month's maximum 15-minute demand, its surcharge, and every block."""
     s = _site(state, site)
-    label = f"{year:04d}-{month:02d}"
-    start = date(year, month, 1)
-    end = date(year + (month == 12), month % 12 + 1, 1)
+    p = month_period(year, month)
+    label, start, end = p.label, p.start, p.end
     m = state.influx.rows(
         f'SELECT * FROM "demand_month" WHERE "site" = \'{site}\' AND "month" = \'{label}\' '
         "ORDER BY time DESC LIMIT 1"
@@ -143,7 +145,7 @@ def _days(state, measurement: str, site: str, start: date, end: date):
         f'SELECT * FROM "{measurement}" WHERE "site" = \'{site}\' '
         f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
     )
-    return rows, ZoneInfo(s.timezone)
+    return rows, zone_of(s.timezone)
 
 
 def _range(start: date, end: date, max_days: int) -> None:
