@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Protocol, cast
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -77,7 +77,15 @@ def principal(
     return who
 
 
-def require(permission: str):
+class PermissionCheck(Protocol):
+    """The dependency ``require`` makes: lets a caller through if it has ``permission``."""
+
+    permission: str
+
+    def __call__(self, who: Principal) -> Principal: ...
+
+
+def require(permission: str) -> PermissionCheck:
     roles = [r for r, perms in PERMISSIONS.items() if permission in perms]
 
     def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
@@ -89,8 +97,11 @@ def require(permission: str):
             )
         return who
 
-    check.permission = permission  # read by the authorisation tests and the docs
-    return check
+    # a plain function, so FastAPI resolves its annotations from this module; mypy does
+    # not model attributes set on a function object, hence the cast to the protocol
+    dependency = cast(PermissionCheck, check)
+    dependency.permission = permission  # read by the authorisation tests and the docs
+    return dependency
 
 
 Reader = Annotated[Principal, Depends(require("read"))]

@@ -27,6 +27,7 @@ from foursave.core.reading import (
     TS_MAX_MS,
     TS_MIN_MS,
     PayloadError,
+    Value,
     decode_reading,
     decode_status,
     reading_line,
@@ -58,7 +59,7 @@ def collector_status_line(topic: str, payload: bytes) -> str:
     ts = body.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool) or not TS_MIN_MS <= ts < TS_MAX_MS:
         raise PayloadError(f"collector status.ts: expected epoch milliseconds, got {ts!r}")
-    fields: dict[str, int | bool] = {"online": body["state"] == "online"}
+    fields: dict[str, Value] = {"online": body["state"] == "online"}
     for key in ("spool_depth", "spool_dropped", "readings", "devices_online"):
         v = body.get(key)
         if isinstance(v, int) and not isinstance(v, bool):
@@ -181,7 +182,8 @@ class Ingester:
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
         c = mqtt_client(self.mqtt_cfg, self.cfg.client_id, clean_session=False, manual_ack=True)
-        c.reconnect_delay_set(0.2, 5)
+        # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
+        c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
         c.on_message = self._on_message
@@ -367,7 +369,7 @@ class Ingester:
                     now_ms,
                 )
             )
-        ingest = {
+        ingest: dict[str, Value] = {
             "written": self.written,
             "batches": self.batches,
             "dead_letters": self.dead.count(),

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from foursave.collector.plan import RegisterMap, Span, plan_requests
 from foursave.collector.profiles import Profile, load_profile, load_sunspec_map
@@ -23,7 +24,7 @@ from foursave.collector.sunspec import (
     model_layout,
 )
 from foursave.core.config import Device
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
@@ -67,17 +68,31 @@ def link_key(d: Device) -> tuple:
     return (d.transport, d.host, d.port)
 
 
+class _ClientOptions(TypedDict):
+    """Keyword arguments every link's pymodbus client gets, whatever the transport."""
+
+    timeout: float
+    retries: int
+    trace_pdu: Callable[[bool, ModbusPDU], ModbusPDU]
+
+
 class ModbusLink:
     """One connection shared by the devices behind it (a serial line, a gateway)."""
 
     def __init__(self, device: Device):
         self.key = link_key(device)
         self.lock = asyncio.Lock()
-        common = {"timeout": device.timeout_s, "retries": 0, "trace_pdu": read_only_guard}
+        common: _ClientOptions = {
+            "timeout": device.timeout_s,
+            "retries": 0,
+            "trace_pdu": read_only_guard,
+        }
+        # the async clients' common base: connect(), connected, close() and the reads
+        self.client: ModbusBaseClient
         if device.transport == "rtu":
             line = device.serial
             assert line is not None
-            self.client: ModbusClientMixin = AsyncModbusSerialClient(
+            self.client = AsyncModbusSerialClient(
                 line.port,
                 framer=FramerType.RTU,
                 baudrate=line.baudrate,
@@ -220,6 +235,9 @@ class ProfileReader:
             value = ModbusClientMixin.convert_from_registers(
                 block, _DT[p.type], word_order=p.word_order
             )
+            if not isinstance(value, int | float):
+                # a profile point is one scalar of a numeric type (profiles.REGISTER_COUNT)
+                raise TypeError(f"{d.id}: point {p.field!r} decoded to {type(value).__name__}")
             if isinstance(value, float) and not math.isfinite(value):  # NaN/Inf: not a value
                 continue
             result.fields[p.field] = value * p.scale if p.scale != 1 else value

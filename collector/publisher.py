@@ -58,7 +58,8 @@ class Publisher:
         )
         c.max_inflight_messages_set(self.max_inflight)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(0.2, 5)
+        # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
+        c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish

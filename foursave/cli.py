@@ -331,6 +331,7 @@ def cmd_dashboards(args) -> int:
 
     cfg = _load(args.config)
     token = os.environ.get("FOURSAVE_GRAFANA_TOKEN")
+    credential: str | tuple[str, str]  # an API token, or a user and password
     if token:
         credential = token
     elif args.user:
@@ -393,11 +394,11 @@ def cmd_keys(args) -> int:
                 file=sys.stderr,
             )
         elif args.action == "revoke":
-            info = store.revoke(args.id or "")
-            if info is None:
+            revoked = store.revoke(args.id or "")
+            if revoked is None:
                 print(f"foursave keys revoke: no key {args.id!r}", file=sys.stderr)
                 return 2
-            print(f"key {info.id} revoked at {info.revoked_at}")
+            print(f"key {revoked.id} revoked at {revoked.revoked_at}")
         else:
             for k in store.all():
                 state = f"revoked {k.revoked_at}" if k.revoked_at else "active"

@@ -7,6 +7,7 @@ invariant mode; the only time in the file is ``data.generated_at``).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -161,7 +162,7 @@ def _target_rate(row: ItemRow) -> str:
 
 def _items_table(rows: list[ItemRow], lang: str, st: dict) -> Table:
     """The site's four items side by side (one column per item)."""
-    lines = [
+    lines: list[tuple[str, Callable[[ItemRow], str | Paragraph]]] = [
         ("unit", lambda r: unit_label(lang, r.unit)),
         ("actual", lambda r: fmt(r.actual, r.unit)),
         ("baseline", lambda r: fmt(r.baseline, r.unit)),
@@ -179,9 +180,11 @@ def _items_table(rows: list[ItemRow], lang: str, st: dict) -> Table:
     ]
     for key, detail in (("eui", "eui_kwh_m2"), ("eui_12m", "eui_rolling_12m_kwh_m2")):
         if any(detail in r.details for r in rows if r.item == "electricity"):
-            lines.append(
-                (key, lambda r, d=detail: fmt(eui(r, d), "eui") if r.item == "electricity" else "")
-            )
+
+            def eui_cell(r: ItemRow, d: str = detail) -> str:
+                return fmt(eui(r, d), "eui") if r.item == "electricity" else ""
+
+            lines.append((key, eui_cell))
     table = [[t(lang, "item"), *(item_label(lang, r.item) for r in rows)]]
     table += [[t(lang, key), *(cell(r) for r in rows)] for key, cell in lines]
     col = (WIDTH - 0.24 * WIDTH) / max(len(rows), 1)

@@ -81,8 +81,8 @@ def _summary(ws: Worksheet, data: ReportData, lang: str) -> None:
             if value is not None and (number_format := _number_format(key, row)):
                 cell.number_format = number_format
     ws.freeze_panes = ws.cell(top + 1, 3)
-    for col, width in zip("ABCDEFGHIJKLMNOP", (12, 20, 10, 10, 12, 14, 14, 30), strict=False):
-        ws.column_dimensions[col].width = width
+    for letter, width in zip("ABCDEFGHIJKLMNOP", (12, 20, 10, 10, 12, 14, 14, 30), strict=False):
+        ws.column_dimensions[letter].width = width
 
 
 def _chart(ws: Worksheet, first: int, last: int, heading: str, unit: str, lang: str) -> BarChart:
@@ -212,12 +212,13 @@ def _fixed_zip(raw: bytes, exact: dict[str, dict[bytes, bytes]]) -> bytes:
         zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
     ):
         for info in src.infolist():
-            body, cells = src.read(info), exact.get(info.filename)
+            body, cells = src.read(info), exact.get(info.filename, {})
             if cells:
-                body = CELL_VALUE.sub(
-                    lambda m, cells=cells: m[1] + cells[m[2]] + m[3] if m[2] in cells else m[0],
-                    body,
-                )
+
+                def restore(m: re.Match[bytes], cells: dict[bytes, bytes] = cells) -> bytes:
+                    return m[1] + cells[m[2]] + m[3] if m[2] in cells else m[0]
+
+                body = CELL_VALUE.sub(restore, body)
             entry = zipfile.ZipInfo(info.filename, date_time=ZIP_DATE)
             entry.compress_type, entry.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
             dst.writestr(entry, body)

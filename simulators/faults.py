@@ -78,7 +78,7 @@ class Faults:
 class ValueFaults:
     """Applies value faults tick by tick, integrating their effect into the counters."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.faults = Faults()
         self._raw_prev: dict[str, float] = {}
         self._eff: dict[str, float] = {}
@@ -86,6 +86,8 @@ class ValueFaults:
         self._stuck_values: dict[str, float | int] | None = None
         self._pending_reset = False
         self._pending_rollover: dict[str, float] | None = None
+        self._rollover_margin_s = 0.0  # set with _pending_rollover
+        self._last: dict[str, float | int] | None = None  # the values served last
 
     def reset_counters(self) -> None:
         self._pending_reset = True
@@ -98,7 +100,7 @@ class ValueFaults:
         f = self.faults
         if f.stuck:
             if self._stuck_values is None:
-                self._stuck_values = dict(self._last) if hasattr(self, "_last") else dict(raw)
+                self._stuck_values = dict(self._last) if self._last is not None else dict(raw)
             return dict(self._stuck_values)
         self._stuck_values = None
         dt_h = 0.0 if self._t_prev is None else max(0.0, t - self._t_prev) / 3600

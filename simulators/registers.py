@@ -165,6 +165,7 @@ class SunSpecImage:
                 continue
             raw_value = value / scale
             ptype = p.pdef["type"]
+            raw: int | None
             if p.sf_required:
                 sf = p.sf_value if p.sf is None else _sf_of(model, grp, p.sf)
                 raw = round(raw_value / 10.0**sf)

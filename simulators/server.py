@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 from collections import deque
+from typing import TYPE_CHECKING
 
 from foursave.collector.profiles import load_profile
 from foursave.core.clock import Clock, simulated_clock
@@ -22,8 +23,11 @@ from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, ValueSource, site_models
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("foursave.sim")
 
@@ -158,8 +162,8 @@ class Simulator:
             for d in config.devices
             if d.simulate is not None and (only is None or d.id in only)
         }
-        self._servers: dict[tuple, object] = {}
-        self._control = None
+        self._servers: dict[tuple, ModbusBaseServer] = {}
+        self._control: uvicorn.Server | None = None
         self._control_task: asyncio.Task | None = None
 
     def endpoints(self) -> dict[tuple, list[SimulatedDevice]]:
@@ -170,6 +174,7 @@ class Simulator:
 
     async def _start_endpoint(self, ep: tuple, devices: list[SimulatedDevice]) -> None:
         context = [sd.simdevice() for sd in devices]
+        server: ModbusBaseServer
         if ep[0] == "rtu":
             line = devices[0].device.serial
             server = ModbusSerialServer(
@@ -217,7 +222,8 @@ class Simulator:
             await self._stop_endpoint(ep)
         if self._control is not None:
             self._control.should_exit = True
-            await asyncio.gather(self._control_task, return_exceptions=True)
+            if self._control_task is not None:  # started with the server, in start()
+                await asyncio.gather(self._control_task, return_exceptions=True)
             self._control = None
 
     async def apply_faults(self, device_id: str, update: FaultUpdate) -> None:

@@ -22,7 +22,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from foursave.core.config import Config, Device, Site
+from foursave.core.config import Config, Device, Simulation, Site
 from foursave.simulators.climate import CLIMATES
 from foursave.simulators.physics import (
     MINUTES_PER_DAY,
@@ -48,10 +48,20 @@ Fields = dict[str, np.ndarray]
 
 
 class ValueSource(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str:
+        """The device kind (inverter, meter, weather, water)."""
 
     def values(self, t: float) -> dict[str, float | int]:
         """Canonical fields (core/glossary.py) at Unix time ``t`` [s]."""
+
+
+def _simulation(d: Device) -> Simulation:
+    """A site model's device's ``simulate`` section (the model only takes simulated
+    devices)."""
+    if d.simulate is None:
+        raise ValueError(f"device {d.id} has no 'simulate' section")
+    return d.simulate
 
 
 def _device_factor(device_id: str, spread: float = 0.03) -> float:
@@ -67,6 +77,10 @@ class SiteFrame:
     devices: dict[str, Fields]  # per device: fields, counters as per-minute increments
 
 
+# one day's frame and each device's counters at the start of every minute
+DayFrame = tuple[SiteFrame, dict[str, Fields]]
+
+
 class SiteModel:
     def __init__(self, config: Config, site: Site):
         svc = config.services.simulator
@@ -77,7 +91,7 @@ class SiteModel:
             site.id, site.lat, site.lon, site.timezone, 20.0, CLIMATES[svc.climate], svc.seed
         )
         self.devices = [d for d in config.devices if d.site == site.id and d.simulate]
-        self._days: OrderedDict[date, SiteFrame] = OrderedDict()
+        self._days: OrderedDict[date, DayFrame] = OrderedDict()
         self._daily_totals: dict[date, dict[str, dict[str, float]]] = {}
 
     # ---------------------------------------------------------------- vectorised
@@ -88,8 +102,7 @@ class SiteModel:
         pv_behind = np.zeros(len(w.index))
         loads = np.zeros(len(w.index))
         for d in self.devices:
-            sim = d.simulate
-            assert sim is not None
+            sim = _simulation(d)
             if sim.model == "pv":
                 out[d.id] = self._inverter(w, d)
                 pv_total += out[d.id]["ac_power_w"]
@@ -106,7 +119,7 @@ class SiteModel:
                 flow = water_flow(w, sim.peak_flow_m3h, sim.night_flow_m3h, self.seed, d.id)
                 out[d.id] = {"flow_m3h": flow, "volume_m3": flow * STEP_H}
         for d in self.devices:
-            sim = d.simulate
+            sim = _simulation(d)
             if sim.model == "pv_meter":
                 out[d.id] = self._meter(pv_total.copy(), generation=True)
             elif sim.model == "main":
@@ -116,7 +129,7 @@ class SiteModel:
         # counters count from the commissioning date: before it, nothing accumulates, so
         # live simulation and backfill agree wherever a window starts
         for d in self.devices:
-            c = d.simulate.commissioned
+            c = _simulation(d).commissioned
             if start < c and d.id in out:
                 k = min((c - start).days, ndays) * MINUTES_PER_DAY
                 for name in _counter_fields(out[d.id]):
@@ -125,7 +138,7 @@ class SiteModel:
         return SiteFrame(start, ndays, w, out)
 
     def _inverter(self, w: WeatherFrame, d: Device) -> Fields:
-        sim = d.simulate
+        sim = _simulation(d)
         arr = PvArray(
             dc_kwp=sim.dc_kwp or sim.rated_power_w / 1000 * 1.2,
             ac_kw=sim.rated_power_w / 1000,
@@ -166,7 +179,7 @@ class SiteModel:
         }
 
     def _weather(self, w: WeatherFrame, d: Device) -> Fields:
-        sim = d.simulate
+        sim = _simulation(d)
         poa = w.poa(sim.tilt_deg, sim.azimuth_deg)
         from pvlib.temperature import faiman
 
@@ -180,7 +193,7 @@ class SiteModel:
 
     # ---------------------------------------------------------------- counters
     def _commissioned(self, d: Device) -> date:
-        return d.simulate.commissioned
+        return _simulation(d).commissioned
 
     def daily_totals(self, day: date) -> dict[str, dict[str, float]]:
         """Counter increments of each device over ``day`` (cached)."""
@@ -235,14 +248,14 @@ class SiteModel:
         m = min(math.floor(minute_f), MINUTES_PER_DAY - 1)
         return dt.date(), m, minute_f - m
 
-    def day(self, d: date) -> tuple[SiteFrame, dict[str, dict[str, np.ndarray]]]:
+    def day(self, d: date) -> DayFrame:
         """One day's frame and each device's counters at the start of every minute."""
         if d in self._days:
             self._days.move_to_end(d)
             return self._days[d]
         frame = self.frame(d, 1)
         base = self.counters_at(d)
-        starts: dict[str, dict[str, np.ndarray]] = {}
+        starts: dict[str, Fields] = {}
         for dev, vals in frame.devices.items():
             starts[dev] = {
                 name: base.get(dev, {}).get(name, 0.0)
