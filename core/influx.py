@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from foursave.core import influxql
 from foursave.core.config import InfluxService
 
 
@@ -95,7 +96,9 @@ class InfluxClient:
             raise InfluxRejected(resp.status_code, text)
 
     def create_database(self) -> None:
-        resp = self._post("/query", params={"q": f'CREATE DATABASE "{self.database}"'})
+        """CREATE DATABASE (idempotent): a 1.x convenience for an empty server; the one
+        statement sent that InfluxDB 3 does not serve (it creates databases on write)."""
+        resp = self._post("/query", params={"q": influxql.create_database(self.database)})
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)
         results = resp.json().get("results", [{}])

@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from foursave.core.clock import Clock, SystemClock, simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import agg, select
 from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
 from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
@@ -40,8 +41,8 @@ def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date
         ("inverter", "ac_energy_wh"),
         ("water", "volume_m3"),
     ):
-        for agg, acc in (("first", firsts), ("last", lasts)):
-            rows = influx.rows(f'SELECT {agg}("{f}") FROM "{m}"')
+        for fn, acc in (("first", firsts), ("last", lasts)):
+            rows = influx.rows(select(agg(fn, f), m))
             if rows:
                 acc.append(datetime.fromtimestamp(rows[0]["time"] / 1000, zone).date())
     if not firsts:

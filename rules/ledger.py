@@ -13,11 +13,12 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import agg, column, eq, every, select, time_range
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.factors import FactorError, emission_factor, load_factors
@@ -44,10 +45,9 @@ class DeviceDays:
     resets: list[date] = field(default_factory=list)
 
 
-def _utc(d: date, tz: ZoneInfo) -> str:
-    return (
-        datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
+def _ms(d: date, tz: ZoneInfo) -> int:
+    """Epoch milliseconds of the local midnight starting ``d``."""
+    return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
 
 
 COMPLETE_ENOUGH = 0.98  # a period is judged (savings, met) only with this much data
@@ -69,10 +69,12 @@ def _raw_days(
     """Device -> day -> (counter at the day's end, share of expected readings), from
     the raw points (one aggregation pass per selector, pushed into InfluxDB)."""
     intervals = {d.id: d.interval_s for d in config.devices}
-    q = (
-        f'SELECT last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
-        f"WHERE time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
-        f'GROUP BY time(1d), "device", "source", "step_s" tz(\'{tz}\')'
+    q = select(
+        [agg("last", fname, "c"), agg("count", fname, "n")],
+        measurement,
+        where=[time_range(_ms(start, zone), _ms(end, zone))],
+        group_by=[every("1d"), "device", "source", "step_s"],
+        tz=tz,
     )
     per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
     for row in influx.rows(q):
@@ -116,8 +118,14 @@ def daily_quantities(
         scanned: set[date] = set()
         if use_rollup:
             for row in influx.rows(
-                f'SELECT c, share, "device" FROM "{ROLLUP}" WHERE "field" = \'{fname}\' '
-                f"AND time >= '{_utc(lo, zone)}' AND time < '{_utc(open_from, zone)}'"
+                select(
+                    [column("c"), column("share"), column("device")],
+                    ROLLUP,
+                    where=[
+                        eq("field", fname),
+                        time_range(_ms(lo, zone), _ms(open_from, zone)),
+                    ],
+                )
             ):
                 day = datetime.fromtimestamp(row["time"] / 1000, zone).date()
                 if row["device"] == "_scanned":
@@ -166,8 +174,12 @@ def daily_quantities(
                         firsts = {
                             r["device"]: r["first"]
                             for r in influx.rows(
-                                f'SELECT first("{fname}") FROM "{measurement}" '
-                                f"WHERE time >= '{_utc(lo, zone)}' AND time < '{_utc(end, zone)}' GROUP BY \"device\""
+                                select(
+                                    agg("first", fname),
+                                    measurement,
+                                    where=[time_range(_ms(lo, zone), _ms(end, zone))],
+                                    group_by=["device"],
+                                )
                             )
                         }
                     c_prev = firsts.get(dev, c)
@@ -185,9 +197,11 @@ def daily_quantities(
 
 
 def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: ZoneInfo) -> str:
-    ts = int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1000)
     return to_line(
-        ROLLUP, {"device": device, "field": fname}, {"c": float(c), "share": float(share)}, ts
+        ROLLUP,
+        {"device": device, "field": fname},
+        {"c": float(c), "share": float(share)},
+        _ms(day, zone),
     )
 
 
@@ -273,9 +287,13 @@ class Ledger:
         for site in self.config.sites:
             zone = ZoneInfo(site.timezone)
             rows = self.influx.rows(
-                f'SELECT mean("ambient_temp_c") AS t FROM "weather" WHERE "site" = \'{site.id}\' '
-                f"AND time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
-                f"GROUP BY time(1d) tz('{site.timezone}')"
+                select(
+                    agg("mean", "ambient_temp_c", "t"),
+                    "weather",
+                    where=[eq("site", site.id), time_range(_ms(start, zone), _ms(end, zone))],
+                    group_by=[every("1d")],
+                    tz=site.timezone,
+                )
             )
             out[site.id] = {
                 datetime.fromtimestamp(r["time"] / 1000, zone).date(): r["t"]

@@ -25,6 +25,7 @@ import pandas as pd
 import pvlib
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import Cond, agg, eq, every, select, time_range
 from foursave.core.reading import to_line
 from foursave.rules import formulas
 from foursave.rules.ledger import daily_quantities
@@ -72,6 +73,21 @@ def array_of(d: Device, site: Site, n_inverters: int):
     return None
 
 
+def _means(
+    influx: InfluxClient, site: Site, rng: Cond, measurement: str, fname: str, step: str
+) -> dict[str, pd.Series]:
+    """Mean of a field per ``step``: per site for the weather, per device otherwise."""
+    zone = ZoneInfo(site.timezone)
+    q = select(
+        agg("mean", fname),
+        measurement,
+        where=[eq("site", site.id), rng],
+        group_by=[every(step), "site" if measurement == "weather" else "device"],
+        fill="none",
+    )
+    return _hourly(influx, q, zone)
+
+
 def _hourly(influx: InfluxClient, q: str, zone: ZoneInfo) -> dict[str, pd.Series]:
     out = {}
     for s in influx.query(q):
@@ -91,32 +107,11 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
             continue
         t0 = int(datetime(start.year, start.month, start.day, tzinfo=zone).timestamp() * 1000)
         t1 = int(datetime(end.year, end.month, end.day, tzinfo=zone).timestamp() * 1000)
-        rng = f"time >= {t0}ms AND time < {t1}ms"
-        wx = f"\"site\" = '{site.id}'"
-        poa = _hourly(
-            influx,
-            f'SELECT mean("poa_irradiance_wm2") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        ghi = _hourly(
-            influx,
-            f'SELECT mean("ghi_wm2") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        tmod = _hourly(
-            influx,
-            f'SELECT mean("module_temp_c") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        p15 = _hourly(
-            influx,
-            f'SELECT mean("ac_power_w") FROM "inverter" WHERE {wx} AND {rng} '
-            f'GROUP BY time(15m), "device" fill(none)',
-            zone,
-        )
+        rng = time_range(t0, t1)
+        poa = _means(influx, site, rng, "weather", "poa_irradiance_wm2", "1h").get(site.id)
+        ghi = _means(influx, site, rng, "weather", "ghi_wm2", "1h").get(site.id)
+        tmod = _means(influx, site, rng, "weather", "module_temp_c", "1h").get(site.id)
+        p15 = _means(influx, site, rng, "inverter", "ac_power_w", "15m")
         intervals = {d.id: d.interval_s for d in config.devices}
         clip = _state_minutes(influx, site, rng, 5, intervals)
         fault = _state_minutes(influx, site, rng, 7, intervals)
@@ -181,14 +176,19 @@ def pv_days(config: Config, influx: InfluxClient, start: date, end: date) -> lis
 
 
 def _state_minutes(
-    influx: InfluxClient, site: Site, rng: str, state: int, intervals: dict[str, float]
+    influx: InfluxClient, site: Site, rng: Cond, state: int, intervals: dict[str, float]
 ) -> dict[tuple[str, date], float]:
     """Minutes per device and day in SunSpec state ``state``: readings in that state
     times the time each stands for (the poll interval, or the backfill step)."""
     zone = ZoneInfo(site.timezone)
     rows = influx.rows(
-        f'SELECT count("state") AS n FROM "inverter" WHERE "site" = \'{site.id}\' AND {rng} '
-        f'AND "state" = {state} GROUP BY time(1d), "device", "source", "step_s" tz(\'{site.timezone}\')'
+        select(
+            agg("count", "state", "n"),
+            "inverter",
+            where=[eq("site", site.id), rng, eq("state", state)],
+            group_by=[every("1d"), "device", "source", "step_s"],
+            tz=site.timezone,
+        )
     )
     out: dict[tuple[str, date], float] = defaultdict(float)
     for r in rows:

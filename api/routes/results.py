@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 from foursave.api.deps import Reader, State
 from foursave.api.routes.sites import _site
+from foursave.core.influxql import ALL, column, eq, select, time_range
 from pydantic import BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
@@ -59,8 +60,7 @@ def ledger(
     _site(state, site)
     period = f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
     rows = state.influx.rows(
-        f'SELECT * FROM "ledger" WHERE "site" = \'{site}\' AND "period" = \'{period}\' '
-        "ORDER BY time DESC"
+        select(ALL, "ledger", where=[eq("site", site), eq("period", period)], newest_first=True)
     )
     seen: dict[str, LedgerEntry] = {}
     tags = {"time", "site", "item", "period", "granularity", "method"}
@@ -120,12 +120,23 @@ def demand(
     start = date(year, month, 1)
     end = date(year + (month == 12), month % 12 + 1, 1)
     m = state.influx.rows(
-        f'SELECT * FROM "demand_month" WHERE "site" = \'{site}\' AND "month" = \'{label}\' '
-        "ORDER BY time DESC LIMIT 1"
+        select(
+            ALL,
+            "demand_month",
+            where=[eq("site", site), eq("month", label)],
+            newest_first=True,
+            limit=1,
+        )
     )
     blocks = state.influx.rows(
-        f'SELECT "demand_kw" FROM "demand" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+        select(
+            column("demand_kw"),
+            "demand",
+            where=[
+                eq("site", site),
+                time_range(_local_ms(start, s.timezone), _local_ms(end, s.timezone)),
+            ],
+        )
     )
     return DemandOut(
         site=site,
@@ -140,8 +151,14 @@ def _days(state, measurement: str, site: str, start: date, end: date):
     s = _site(state, site)
     _range(start, end, 400)
     rows = state.influx.rows(
-        f'SELECT * FROM "{measurement}" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+        select(
+            ALL,
+            measurement,
+            where=[
+                eq("site", site),
+                time_range(_local_ms(start, s.timezone), _local_ms(end, s.timezone)),
+            ],
+        )
     )
     return rows, ZoneInfo(s.timezone)
 
