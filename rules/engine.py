@@ -20,34 +20,20 @@ import paho.mqtt.client as mqtt
 from foursave.core.clock import Clock, SystemClock, simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import agg, select
 from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
-from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
+from foursave.rules.ledger import (
+    Ledger,
+    LedgerRow,
+    data_span,
+    ledger_lines,
+    months_between,
+    year,
+)
 from foursave.rules.pv import pv_days, pv_lines
 from foursave.rules.records import RecordStore
 
 log = logging.getLogger("foursave.rules")
-
-
-def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date] | None:
-    """First and last local day with meter, inverter or water data."""
-    from zoneinfo import ZoneInfo
-
-    zone = ZoneInfo(tz)
-    firsts, lasts = [], []
-    for m, f in (
-        ("meter", "import_energy_wh"),
-        ("inverter", "ac_energy_wh"),
-        ("water", "volume_m3"),
-    ):
-        for fn, acc in (("first", firsts), ("last", lasts)):
-            rows = influx.rows(select(agg(fn, f), m))
-            if rows:
-                acc.append(datetime.fromtimestamp(rows[0]["time"] / 1000, zone).date())
-    if not firsts:
-        return None
-    return min(firsts), max(lasts) + timedelta(days=1)
 
 
 def run_once(

@@ -6,11 +6,30 @@ Aggregation is pushed into InfluxDB: one query per counter field returns each de
 counter at the end of every local day and how many readings it had.  Days become
 months and years here.  Counter resets (a day whose end is below the previous day's)
 count the energy since the reset and are flagged.
+
+Closed days are kept in the ``counter_daily`` rollup (per device, counter field and
+local day: the counter at the day's end and the share of expected readings, plus a
+``_scanned`` marker per day that had data), so a second pass reads a few thousand rows
+instead of every reading.  After late data for past days (a backfill into the past)
+the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
+
+A rebuild cannot DROP or DELETE: InfluxDB 3 serves neither over InfluxQL.  Rewriting
+the points in place is not enough either: InfluxDB overwrites a point with the same
+measurement, tags and time, but a point the new pass would not write (a day whose
+readings were deleted, a device taken out) would stay, and with it the day's
+``_scanned`` marker, so the stale value would be read as if closed.  So the rollup is
+versioned: every point carries a ``generation`` tag, each rebuild records the next
+generation in ``counter_daily_generation`` (one point, field ``generation``), and
+reads match only the highest generation recorded (0 before any rebuild).  Points of
+earlier generations are never read again; they stay on disk (a few thousand small
+points per year of history), and a pass that started before a rebuild writes into
+its old generation, where nothing reads.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -53,6 +72,7 @@ def _ms(d: date, tz: ZoneInfo) -> int:
 COMPLETE_ENOUGH = 0.98  # a period is judged (savings, met) only with this much data
 RESET_NEAR_ZERO = 0.01  # a counter falling below 1 % of its last value restarted from zero
 ROLLUP = "counter_daily"  # per device, counter field and closed local day: end value, completeness
+ROLLUP_GENERATIONS = "counter_daily_generation"  # one point per rebuild (module docstring)
 OPEN_DAYS = 2  # the last days before "end" are always recomputed (data may still arrive)
 
 
@@ -113,6 +133,7 @@ def daily_quantities(
     today = datetime.now(zone).date()
     # days still open: near the requested end, or near today (data may still arrive)
     open_from = min(end, today) - timedelta(days=OPEN_DAYS)
+    generation = rollup_generation(influx) if use_rollup else 0
     for measurement, fname in COUNTERS:
         per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
         scanned: set[date] = set()
@@ -123,6 +144,7 @@ def daily_quantities(
                     ROLLUP,
                     where=[
                         eq("field", fname),
+                        eq("generation", str(generation)),
                         time_range(_ms(lo, zone), _ms(open_from, zone)),
                     ],
                 )
@@ -149,11 +171,11 @@ def daily_quantities(
                 for day, (c, share) in days.items():
                     per[dev][day] = (c, share)
                     if day < open_from:
-                        lines.append(_rollup_line(dev, fname, day, c, share, zone))
+                        lines.append(_rollup_line(dev, fname, day, c, share, zone, generation))
             if use_rollup:
                 with_data = {day for days in raw.values() for day in days}
                 lines += [
-                    _rollup_line("_scanned", fname, d, 0.0, 0.0, zone)
+                    _rollup_line("_scanned", fname, d, 0.0, 0.0, zone, generation)
                     for d in missing
                     if d < open_from and d in with_data  # a day without data may yet get some
                 ]
@@ -196,13 +218,70 @@ def daily_quantities(
     return out
 
 
-def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: ZoneInfo) -> str:
+def _rollup_line(
+    device: str, fname: str, day: date, c: float, share: float, zone: ZoneInfo, generation: int
+) -> str:
     return to_line(
         ROLLUP,
-        {"device": device, "field": fname},
+        {"device": device, "field": fname, "generation": str(generation)},
         {"c": float(c), "share": float(share)},
         _ms(day, zone),
     )
+
+
+def rollup_generation(influx: InfluxClient) -> int:
+    """The rollup's current generation: the highest recorded (0 before any rebuild)."""
+    rows = influx.rows(select(agg("max", "generation"), ROLLUP_GENERATIONS))
+    return int(rows[0]["max"]) if rows and rows[0]["max"] is not None else 0
+
+
+def rebuild_rollup(
+    influx: InfluxClient,
+    config: Config,
+    start: date | None = None,
+    end: date | None = None,
+    tz: str = "Asia/Taipei",
+) -> int:
+    """Rebuild the ``counter_daily`` rollup from the readings, without DROP: record the
+    next generation (every earlier point is ignored from then on), then fill it for the
+    local days [start, end) (default: every day with counter data).  Returns the new
+    generation.  Days outside the range are computed again when a pass asks for them."""
+    generation = rollup_generation(influx) + 1
+    influx.write(
+        [
+            to_line(
+                ROLLUP_GENERATIONS,
+                {},
+                {"generation": float(generation)},
+                int(time.time() * 1000),
+            )
+        ]
+    )
+    if start is None or end is None:
+        span = data_span(influx, tz)
+        if span is None:
+            return generation
+        start, end = start or span[0], end or span[1]
+    daily_quantities(influx, config, start, end, tz)
+    return generation
+
+
+def data_span(influx: InfluxClient, tz: str = "Asia/Taipei") -> tuple[date, date] | None:
+    """First and last local day with meter, inverter or water data."""
+    zone = ZoneInfo(tz)
+    firsts, lasts = [], []
+    for m, f in (
+        ("meter", "import_energy_wh"),
+        ("inverter", "ac_energy_wh"),
+        ("water", "volume_m3"),
+    ):
+        for fn, acc in (("first", firsts), ("last", lasts)):
+            rows = influx.rows(select(agg(fn, f), m))
+            if rows:
+                acc.append(datetime.fromtimestamp(rows[0]["time"] / 1000, zone).date())
+    if not firsts:
+        return None
+    return min(firsts), max(lasts) + timedelta(days=1)
 
 
 @dataclass(frozen=True)
