@@ -260,6 +260,13 @@ def test_statements(query, text):
 )
 def test_only_statements_influxdb_3_serves_run(q, served):
     assert is_served(q) is served
+    client = InfluxClient("http://127.0.0.1:9", "db")  # never reached: refused first
+    try:
+        if not served:
+            with pytest.raises(ValueError, match="not a statement InfluxDB 3 serves"):
+                client.query(q)
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------- on a real influxd
