@@ -34,6 +34,7 @@ from typing import Any
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.influxql import agg, eq, every, select, tag_in, time_range
 from foursave.core.periods import day_start, zone
 from foursave.rules.factors import FactorError, emission_factor
 
@@ -54,11 +55,6 @@ CHART_STEP = "15m"
 
 def _ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
-
-
-def _ids(devices: list[str]) -> str:
-    # device ids come from the validated configuration (slugs), never from a request
-    return " OR ".join(f"\"device\" = '{d}'" for d in devices) or "false"
 
 
 class SiteQueries:
@@ -85,8 +81,12 @@ class SiteQueries:
         if not devices:
             return {}
         rows = self.influx.rows(
-            f'SELECT last("{fieldname}") FROM "{measurement}" WHERE ({_ids(devices)}) '
-            f'AND time >= {start_ms}ms AND time <= {end_ms}ms GROUP BY "device"'
+            select(
+                agg("last", fieldname),
+                measurement,
+                where=[tag_in("device", devices), _closed(start_ms, end_ms)],
+                group_by=["device"],
+            )
         )
         return {r["device"]: (r["time"], r["last"]) for r in rows if r.get("last") is not None}
 
@@ -120,8 +120,12 @@ class SiteQueries:
                 # commissioned (or first seen) within the period: its first value so far,
                 # looked up again each time (history written later may reach further back)
                 rows = self.influx.rows(
-                    f'SELECT first("ac_energy_wh") FROM "inverter" WHERE ({_ids(later)}) '
-                    f'AND time >= {_ms(since)}ms AND time <= {_ms(now)}ms GROUP BY "device"'
+                    select(
+                        agg("first", "ac_energy_wh"),
+                        "inverter",
+                        where=[tag_in("device", later), _closed(_ms(since), _ms(now))],
+                        group_by=["device"],
+                    )
                 )
                 found.update({r["device"]: (r["time"], r["first"]) for r in rows})
             starts = {**starts, **found}
@@ -142,9 +146,12 @@ class SiteQueries:
         if not devices:
             return {}
         rows = self.influx.rows(
-            f'SELECT mean("{fieldname}") FROM "{measurement}" WHERE ({_ids(devices)}) '
-            f"AND time >= {_ms(day0)}ms AND time <= {_ms(now)}ms "
-            f'GROUP BY time({CHART_STEP}), "device"'
+            select(
+                agg("mean", fieldname),
+                measurement,
+                where=[tag_in("device", devices), _closed(_ms(day0), _ms(now))],
+                group_by=[every(CHART_STEP), "device"],
+            )
         )
         out: dict[int, float] = {}
         for r in rows:
@@ -153,17 +160,19 @@ class SiteQueries:
         return out
 
     def progress(self, year: int) -> list[dict[str, Any]]:
+        this_year = [eq("site", self.site.id), eq("period", str(year))]
         rows = self.influx.rows(
-            'SELECT last("actual") AS actual, last("baseline") AS baseline, '
-            'last("target_rate") AS target_rate, last("savings_rate") AS savings_rate '
-            f'FROM "ledger" WHERE "site" = \'{self.site.id}\' AND "period" = \'{year}\' '
-            'GROUP BY "item"'
+            select(
+                [agg("last", f, f) for f in ("actual", "baseline", "target_rate", "savings_rate")],
+                "ledger",
+                where=this_year,
+                group_by=["item"],
+            )
         )
         met = {
             r["item"]: r.get("met")
             for r in self.influx.rows(
-                f'SELECT last("met") AS met FROM "ledger" WHERE "site" = \'{self.site.id}\' '
-                f'AND "period" = \'{year}\' GROUP BY "item"'
+                select(agg("last", "met", "met"), "ledger", where=this_year, group_by=["item"])
             )
         }
         units = {"electricity": "kWh", "water": "m³", "fuel": "L", "paper": "online-signing rate"}
@@ -180,6 +189,11 @@ class SiteQueries:
             }
             for item, unit in units.items()
         ]
+
+
+def _closed(start_ms: int, end_ms: int):
+    """[start, end]: the reading at ``now`` itself counts."""
+    return time_range(start_ms, end_ms, include_end=True)
 
 
 def _value(v: float | None, ts: int | None) -> dict[str, Any]:

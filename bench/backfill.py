@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from foursave.core.influx import InfluxClient  # noqa: E402
+from foursave.core.influxql import agg, select  # noqa: E402
 from foursave.simulators.backfill import generate, run_backfill  # noqa: E402
 
 from foursave.app import load_config  # noqa: E402
@@ -92,7 +93,7 @@ def main() -> int:
         stored = sum(
             max(v or 0 for k, v in r.items() if k.startswith("count_"))
             for m in ("inverter", "meter", "weather", "water")
-            for r in client.rows(f'SELECT count(*) FROM "{m}" GROUP BY "device"')
+            for r in client.rows(select(agg("count", "*"), m, group_by=["device"]))
         )
         client.close()
         print(f"demo site: {devices} simulated devices, {args.days} days of 1-minute data")

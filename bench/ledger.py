@@ -17,13 +17,14 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from foursave.core.influx import InfluxClient  # noqa: E402
+from foursave.core.influxql import agg, every, select, time_range  # noqa: E402
 from foursave.rules.ledger import COUNTERS, Ledger, year  # noqa: E402
 from foursave.rules.records import RecordStore  # noqa: E402
 from foursave.simulators.backfill import run_backfill  # noqa: E402
@@ -51,11 +52,19 @@ def main() -> int:
         records = RecordStore(Path(tempfile.mkdtemp()) / "records.sqlite")
         years = [year(y) for y in range(start.year, end.year)]
 
+        def utc_ms(d: date) -> int:
+            return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
         def bare():
             for m, f in COUNTERS:
                 influx.rows(
-                    f'SELECT last("{f}") FROM "{m}" WHERE time >= \'{start}T00:00:00Z\' - 1d '
-                    f"AND time < '{end}T00:00:00Z' GROUP BY time(1d), \"device\" tz('Asia/Taipei')"
+                    select(
+                        agg("last", f),
+                        m,
+                        where=[time_range(utc_ms(start) - 86_400_000, utc_ms(end))],
+                        group_by=[every("1d"), "device"],
+                        tz="Asia/Taipei",
+                    )
                 )
 
         def ledger():

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from foursave.core import influxql
 from foursave.core.config import InfluxService
 
 
@@ -95,7 +96,9 @@ class InfluxClient:
             raise InfluxRejected(resp.status_code, text)
 
     def create_database(self) -> None:
-        resp = self._post("/query", params={"q": f'CREATE DATABASE "{self.database}"'})
+        """CREATE DATABASE (idempotent): a 1.x convenience for an empty server; the one
+        statement sent that InfluxDB 3 does not serve (it creates databases on write)."""
+        resp = self._post("/query", params={"q": influxql.create_database(self.database)})
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)
         results = resp.json().get("results", [{}])
@@ -103,7 +106,12 @@ class InfluxClient:
             raise InfluxRejected(200, results[0]["error"])
 
     def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
-        """Run InfluxQL; return the series of the first statement (may be empty)."""
+        """Run InfluxQL; return the series of the first statement (may be empty).
+
+        Only statements InfluxDB 3 serves too (SELECT, SHOW MEASUREMENTS / TAG KEYS /
+        TAG VALUES / FIELD KEYS; see ``core/influxql.py``, where they are built)."""
+        if not influxql.is_served(q):
+            raise ValueError(f"not a statement InfluxDB 3 serves (a query or a show): {q[:80]!r}")
         resp = self._post("/query", data={"q": q, "db": self.database, "epoch": epoch})
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)

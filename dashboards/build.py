@@ -3,8 +3,11 @@
 The SDK has no InfluxQL query type, so ``InfluxQL`` below is a small typed target
 that serialises as Grafana's InfluxDB data source expects (``rawQuery`` InfluxQL).
 Every panel names its unit; titles are zh-TW / English; ``$site`` and ``$device``
-template variables come from InfluxDB tag values.  ``foursave dashboards build``
-writes the JSON under ``dashboards/json/`` (committed) and the provisioning files.
+template variables come from InfluxDB tag values.  Queries are built with
+``core/influxql.py`` like all of foursave's InfluxQL; Grafana's macros have their own
+names there (``TIME_FILTER``, ``GRAFANA_INTERVAL``, ``grafana_match``).
+``foursave dashboards build`` writes the JSON under ``dashboards/json/`` (committed)
+and the provisioning files.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from foursave.core.config import Config, Site
+from foursave.core.influxql import (
+    GRAFANA_INTERVAL,
+    TIME_FILTER,
+    Bucket,
+    Cond,
+    Query,
+    agg,
+    column,
+    eq,
+    every,
+    grafana_match,
+    select,
+    show_tag_values,
+)
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.cog import builder as cogbuilder
@@ -106,7 +123,7 @@ def _site_var() -> db.QueryVariable:
         db.QueryVariable("site")
         .label("案場 Site")
         .datasource(DS)
-        .query('SHOW TAG VALUES FROM "meter" WITH KEY = "site"')
+        .query(show_tag_values("meter", "site"))
         .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
         .multi(False)
         .include_all(False)
@@ -118,9 +135,7 @@ def _device_var(measurement: str) -> db.QueryVariable:
         db.QueryVariable("device")
         .label("設備 Device")
         .datasource(DS)
-        .query(
-            f'SHOW TAG VALUES FROM "{measurement}" WITH KEY = "device" WHERE "site" =~ /^$site$/'
-        )
+        .query(show_tag_values(measurement, "device", where=[SITE]))
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True)
         .include_all(True)
@@ -141,8 +156,44 @@ def sunspec_states() -> ValueMap:
     )
 
 
-SITE = '"site" =~ /^$site$/'
-DEVICE = '"device" =~ /^$device$/'
+SITE = grafana_match("site", "site")  # "site" =~ /^$site$/
+DEVICE = grafana_match("device", "device")
+INTERVAL = every(GRAFANA_INTERVAL)  # time($__interval)
+DAY = every("1d")
+MONTH = every("30d")
+
+
+def _per(fields, measurement: str, bucket: Bucket, *conds: Cond, fill: str = "none") -> Query:
+    """The site's values per time bucket over the dashboard's range."""
+    return select(
+        fields,
+        measurement,
+        where=[SITE, *conds, TIME_FILTER],
+        group_by=[bucket],
+        fill=fill,
+    )
+
+
+def _per_device(fields, measurement: str, bucket: Bucket) -> Query:
+    """Per chosen device and time bucket."""
+    return select(
+        fields,
+        measurement,
+        where=[SITE, DEVICE, TIME_FILTER],
+        group_by=[bucket, "device"],
+        fill="none",
+    )
+
+
+def _per_item(fields) -> Query:
+    """Monthly ledger rows per item."""
+    return select(
+        fields,
+        "ledger",
+        where=[SITE, eq("granularity", "month"), TIME_FILTER],
+        group_by=[MONTH, "item"],
+        fill="none",
+    )
 
 
 def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
@@ -158,8 +209,25 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "電力流 Power flow (grid import, PV, building load)",
                 "watt",
-                f'SELECT mean("active_power_w") AS "grid" FROM "meter" WHERE {SITE} AND "role" = \'main\' AND $timeFilter GROUP BY time($__interval) fill(none)',
-                f'SELECT sum("p") AS "pv" FROM (SELECT mean("ac_power_w") AS "p" FROM "inverter" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)) WHERE $timeFilter GROUP BY time($__interval)',
+                select(
+                    agg("mean", "active_power_w", "grid"),
+                    "meter",
+                    where=[SITE, eq("role", "main"), TIME_FILTER],
+                    group_by=[INTERVAL],
+                    fill="none",
+                ),
+                select(
+                    agg("sum", "p", "pv"),
+                    select(
+                        agg("mean", "ac_power_w", "p"),
+                        "inverter",
+                        where=[SITE, TIME_FILTER],
+                        group_by=[INTERVAL, "device"],
+                        fill="none",
+                    ),
+                    where=[TIME_FILTER],
+                    group_by=[INTERVAL],
+                ),
                 w=24,
             )
             # building load = grid import + the PV behind the meter
@@ -178,9 +246,9 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "15 分鐘需量 15-minute demand vs contract",
                 "kwatt",
-                f'SELECT max("demand_kw") AS "demand" FROM "demand" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
-                f'SELECT last("contract_kw") AS "contract" FROM "demand_month" WHERE {SITE} AND $timeFilter GROUP BY time(1d) fill(previous)',
-                f'SELECT max("forecast_kw") AS "forecast" FROM "demand_forecast" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
+                _per(agg("max", "demand_kw", "demand"), "demand", INTERVAL),
+                _per(agg("last", "contract_kw", "contract"), "demand_month", DAY, fill="previous"),
+                _per(agg("max", "forecast_kw", "forecast"), "demand_forecast", INTERVAL),
                 time_from=THIS_MONTH_RANGE,  # the billing month, with its contract line
             )
         )
@@ -188,7 +256,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "本月最大需量 Month's maximum demand",
                 "kwatt",
-                f'SELECT last("max_demand_kw") FROM "demand_month" WHERE {SITE} AND $timeFilter',
+                select(agg("last", "max_demand_kw"), "demand_month", where=[SITE, TIME_FILTER]),
                 time_from=THIS_MONTH_RANGE,
             )
         )
@@ -196,7 +264,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "超約附加費估計 Over-contract surcharge (NT$)",
                 "none",
-                f'SELECT last("surcharge_ntd") FROM "demand_month" WHERE {SITE} AND $timeFilter',
+                select(agg("last", "surcharge_ntd"), "demand_month", where=[SITE, TIME_FILTER]),
                 time_from=THIS_MONTH_RANGE,
             )
         )
@@ -204,21 +272,37 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "每日用電 Daily energy",
                 "kwatth",
-                f'SELECT sum("electricity_kwh") AS "electricity", sum("pv_generation_kwh") AS "pv" FROM "ledger_daily" WHERE {SITE} AND $timeFilter GROUP BY time(1d) fill(none)',
+                _per(
+                    [
+                        agg("sum", "electricity_kwh", "electricity"),
+                        agg("sum", "pv_generation_kwh", "pv"),
+                    ],
+                    "ledger_daily",
+                    DAY,
+                ),
             )
         )
         .with_panel(
             _table(
                 "設備狀態 Device status (online, poll latency, errors)",
                 "none",
-                f'SELECT last("online") AS "online", last("poll_ms") AS "poll_ms", last("errors") AS "errors" FROM "device_status" WHERE {SITE} AND $timeFilter GROUP BY "device"',
+                select(
+                    [agg("last", f, f) for f in ("online", "poll_ms", "errors")],
+                    "device_status",
+                    where=[SITE, TIME_FILTER],
+                    group_by=["device"],
+                ),
             )
         )
         .with_panel(
             _table(
                 "告警 Alerts firing or resolved",
                 "none",
-                f'SELECT "event", "rule", "device", "value" FROM "alert_events" WHERE {SITE} AND $timeFilter',
+                select(
+                    [column(f) for f in ("event", "rule", "device", "value")],
+                    "alert_events",
+                    where=[SITE, TIME_FILTER],
+                ),
             )
         )
     )
@@ -238,7 +322,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "交流功率 AC power per inverter",
                 "watt",
-                f'SELECT mean("ac_power_w") FROM "inverter" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)',
+                _per_device(agg("mean", "ac_power_w"), "inverter", INTERVAL),
                 w=24,
             )
         )
@@ -246,49 +330,73 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "直流功率 DC power per inverter",
                 "watt",
-                f'SELECT mean("dc_power_w") FROM "inverter" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)',
+                _per_device(agg("mean", "dc_power_w"), "inverter", INTERVAL),
             )
         )
         .with_panel(
             _ts(
                 "運轉狀態 SunSpec state",
                 "none",
-                f'SELECT last("state") FROM "inverter" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time($__interval), "device" fill(none)',
+                _per_device(agg("last", "state"), "inverter", INTERVAL),
             ).mappings([sunspec_states()])
         )
         .with_panel(
             _ts(
                 "日射量 Irradiance (POA, GHI)",
                 "Wm2",
-                f'SELECT mean("poa_irradiance_wm2") AS "poa", mean("ghi_wm2") AS "ghi" FROM "weather" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
+                _per(
+                    [agg("mean", "poa_irradiance_wm2", "poa"), agg("mean", "ghi_wm2", "ghi")],
+                    "weather",
+                    INTERVAL,
+                ),
             )
         )
         .with_panel(
             _ts(
                 "模組溫度 Module and ambient temperature",
                 "celsius",
-                f'SELECT mean("module_temp_c") AS "module", mean("ambient_temp_c") AS "ambient" FROM "weather" WHERE {SITE} AND $timeFilter GROUP BY time($__interval) fill(none)',
+                _per(
+                    [
+                        agg("mean", "module_temp_c", "module"),
+                        agg("mean", "ambient_temp_c", "ambient"),
+                    ],
+                    "weather",
+                    INTERVAL,
+                ),
             )
         )
         .with_panel(
             _ts(
                 "每日發電小時 Daily specific yield (Y_f)",
                 "h",
-                f'SELECT last("y_f") FROM "pv_daily" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time(1d), "device" fill(none)',
+                _per_device(agg("last", "y_f"), "pv_daily", DAY),
             )
         )
         .with_panel(
             _ts(
                 "性能比 PR and temperature-corrected PR",
                 "percentunit",
-                f'SELECT mean("pr") AS "PR", mean("pr_temp") AS "PR (temp-corrected)" FROM "pv_daily" WHERE {SITE} AND {DEVICE} AND $timeFilter GROUP BY time(1d) fill(none)',
+                select(
+                    [agg("mean", "pr", "PR"), agg("mean", "pr_temp", "PR (temp-corrected)")],
+                    "pv_daily",
+                    where=[SITE, DEVICE, TIME_FILTER],
+                    group_by=[DAY],
+                    fill="none",
+                ),
             )
         )
         .with_panel(
             _table(
                 "變流器比較 Inverter comparison (clear days) and labels",
                 "none",
-                f'SELECT "peer_ratio", "clipping_min", "outage_min", "availability" FROM "pv_daily" WHERE {SITE} AND {DEVICE} AND $timeFilter AND "clear_day" = true',
+                select(
+                    [
+                        column(f)
+                        for f in ("peer_ratio", "clipping_min", "outage_min", "availability")
+                    ],
+                    "pv_daily",
+                    where=[SITE, DEVICE, TIME_FILTER, eq("clear_day", True)],
+                ),
             )
         )
     )
@@ -299,7 +407,13 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
         return _ts(
             f"{zh} {name.capitalize()}: actual vs baseline and target",
             unit,
-            f'SELECT last("actual") AS "actual", last("baseline") AS "baseline", last("target") AS "target" FROM "ledger" WHERE {SITE} AND "item" = \'{name}\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
+            _per(
+                [agg("last", f, f) for f in ("actual", "baseline", "target")],
+                "ledger",
+                MONTH,
+                eq("item", name),
+                eq("granularity", "month"),
+            ),
             time_from=MONTHLY_RANGE,
         )
 
@@ -317,7 +431,12 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "省紙 Online-signing rate vs target",
                 "percentunit",
-                f'SELECT last("actual") AS "rate", last("target_rate") AS "target" FROM "ledger" WHERE {SITE} AND "item" = \'paper\' AND $timeFilter GROUP BY time(30d) fill(none)',
+                _per(
+                    [agg("last", "actual", "rate"), agg("last", "target_rate", "target")],
+                    "ledger",
+                    MONTH,
+                    eq("item", "paper"),
+                ),
                 time_from=MONTHLY_RANGE,
             )
         )
@@ -325,7 +444,16 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "能源使用強度 EUI (month, rolling 12 months)",
                 "none",
-                f'SELECT last("eui_kwh_m2") AS "EUI month", last("eui_rolling_12m_kwh_m2") AS "EUI 12 months" FROM "ledger" WHERE {SITE} AND "item" = \'electricity\' AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d) fill(none)',
+                _per(
+                    [
+                        agg("last", "eui_kwh_m2", "EUI month"),
+                        agg("last", "eui_rolling_12m_kwh_m2", "EUI 12 months"),
+                    ],
+                    "ledger",
+                    MONTH,
+                    eq("item", "electricity"),
+                    eq("granularity", "month"),
+                ),
                 time_from=MONTHLY_RANGE,
             )
         )
@@ -333,7 +461,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "碳排放 CO2e per item",
                 "masskg",
-                f'SELECT sum("co2e_kg") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                _per_item(agg("sum", "co2e_kg")),
                 time_from=MONTHLY_RANGE,
             )
         )
@@ -341,7 +469,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "節約率 Savings rate per item",
                 "percentunit",
-                f'SELECT last("savings_rate") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                _per_item(agg("last", "savings_rate")),
                 time_from=MONTHLY_RANGE,
             )
         )
@@ -349,7 +477,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "資料完整度 Data completeness",
                 "percentunit",
-                f'SELECT last("completeness") FROM "ledger" WHERE {SITE} AND "granularity" = \'month\' AND $timeFilter GROUP BY time(30d), "item" fill(none)',
+                _per_item(agg("last", "completeness")),
                 time_from=MONTHLY_RANGE,
             )
         )
@@ -369,7 +497,11 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "告警事件 Firing events in range",
                 "none",
-                f'SELECT count("incident") FROM "alert_events" WHERE {SITE} AND "event" = \'firing\' AND $timeFilter',
+                select(
+                    agg("count", "incident"),
+                    "alert_events",
+                    where=[SITE, eq("event", "firing"), TIME_FILTER],
+                ),
                 w=8,
             )
         )
@@ -377,7 +509,13 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "告警歷史 Alert history by rule",
                 "none",
-                f'SELECT count("incident") FROM "alert_events" WHERE {SITE} AND $timeFilter GROUP BY time($__interval), "rule" fill(none)',
+                select(
+                    agg("count", "incident"),
+                    "alert_events",
+                    where=[SITE, TIME_FILTER],
+                    group_by=[INTERVAL, "rule"],
+                    fill="none",
+                ),
                 w=16,
             )
         )
@@ -385,7 +523,23 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "事件與確認 Events and acknowledgements",
                 "none",
-                f'SELECT "incident", "event", "rule", "device", "severity", "value", "by", "comment" FROM "alert_events" WHERE {SITE} AND $timeFilter',
+                select(
+                    [
+                        column(f)
+                        for f in (
+                            "incident",
+                            "event",
+                            "rule",
+                            "device",
+                            "severity",
+                            "value",
+                            "by",
+                            "comment",
+                        )
+                    ],
+                    "alert_events",
+                    where=[SITE, TIME_FILTER],
+                ),
             )
         )
     )
@@ -403,28 +557,54 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "暫存佇列 Collector spool depth and drops",
                 "none",
-                'SELECT last("spool_depth") AS "depth", last("spool_dropped") AS "dropped" FROM "collector_status" WHERE $timeFilter GROUP BY time($__interval), "collector" fill(none)',
+                select(
+                    [agg("last", "spool_depth", "depth"), agg("last", "spool_dropped", "dropped")],
+                    "collector_status",
+                    where=[TIME_FILTER],
+                    group_by=[INTERVAL, "collector"],
+                    fill="none",
+                ),
             )
         )
         .with_panel(
             _ts(
                 "寫入延遲 Ingest lag",
                 "ms",
-                'SELECT mean("lag_ms") FROM "ingest_stats" WHERE $timeFilter GROUP BY time($__interval), "ingester" fill(none)',
+                select(
+                    agg("mean", "lag_ms"),
+                    "ingest_stats",
+                    where=[TIME_FILTER],
+                    group_by=[INTERVAL, "ingester"],
+                    fill="none",
+                ),
             )
         )
         .with_panel(
             _ts(
                 "無效訊息 Dead letters and write retries",
                 "none",
-                'SELECT last("dead_letters") AS "dead letters", last("write_retries") AS "retries" FROM "ingest_stats" WHERE $timeFilter GROUP BY time($__interval) fill(none)',
+                select(
+                    [
+                        agg("last", "dead_letters", "dead letters"),
+                        agg("last", "write_retries", "retries"),
+                    ],
+                    "ingest_stats",
+                    where=[TIME_FILTER],
+                    group_by=[INTERVAL],
+                    fill="none",
+                ),
             )
         )
         .with_panel(
             _table(
                 "序號缺漏 Seq gaps per device (completeness)",
                 "none",
-                'SELECT last("received") AS "received", last("gaps") AS "gaps", last("duplicates") AS "duplicates" FROM "ingest_seq" WHERE $timeFilter GROUP BY "device"',
+                select(
+                    [agg("last", f, f) for f in ("received", "gaps", "duplicates")],
+                    "ingest_seq",
+                    where=[TIME_FILTER],
+                    group_by=["device"],
+                ),
                 w=12,
             )
         )
@@ -432,7 +612,13 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "輪詢時間 Poll latency per device",
                 "ms",
-                'SELECT mean("poll_ms") FROM "device_status" WHERE $timeFilter GROUP BY time($__interval), "device" fill(none)',
+                select(
+                    agg("mean", "poll_ms"),
+                    "device_status",
+                    where=[TIME_FILTER],
+                    group_by=[INTERVAL, "device"],
+                    fill="none",
+                ),
             )
         )
     )

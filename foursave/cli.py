@@ -197,14 +197,18 @@ def cmd_rules(args) -> int:
     cfg = _load(args.config)
     if args.once:
         influx = app.influx(cfg)
+        clock = app.clock(cfg, "rules")
         records = RecordStore(cfg.services.rules.records_path)
         try:
             if args.rebuild:
-                from foursave.rules.ledger import ROLLUP
+                from foursave.rules.ledger import ROLLUP, rebuild_rollup
 
-                influx.query(f'DROP MEASUREMENT "{ROLLUP}"')
-                print(f"dropped the {ROLLUP} rollup: every day is recomputed from the readings")
-            rows = run_once(cfg, influx, records, args.start, args.to, app.clock(cfg, "rules"))
+                gen = rebuild_rollup(influx, cfg, args.start, args.to, clock=clock)
+                print(
+                    f"rebuilt the {ROLLUP} rollup from the readings (generation {gen}; "
+                    "earlier generations are no longer read)"
+                )
+            rows = run_once(cfg, influx, records, args.start, args.to, clock)
         except InfluxUnavailable as exc:
             print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
             return 1
@@ -480,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--rebuild",
         action="store_true",
-        help="--once: forget the daily rollup first (after late data, e.g. a backfill into the past)",
+        help="--once: rebuild the daily rollup from the readings first (after late data, e.g. a backfill into the past)",
     )
     sp.add_argument("--from", dest="start", type=_date, help="first day (default: first data)")
     sp.add_argument("--to", type=_date, help="day after the last one (default: last data)")

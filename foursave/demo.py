@@ -28,6 +28,7 @@ from foursave import app
 from foursave.core.clock import simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.core.influxql import ALL, agg, eq, select, time_range
 from foursave.core.periods import local_date
 from foursave.localstack import LocalService, die_with_parent, influxd, mosquitto, port_open
 
@@ -58,7 +59,7 @@ def _counts(influx: InfluxClient, since_ms: int) -> dict[str, int]:
     out: dict[str, int] = {}
     for m in ("inverter", "meter", "weather", "water"):
         try:
-            rows = influx.rows(f'SELECT count(*) FROM "{m}" WHERE time >= {since_ms}ms')
+            rows = influx.rows(select(agg("count", "*"), m, where=[time_range(since_ms)]))
         except Exception:
             continue
         if rows:
@@ -162,8 +163,11 @@ def _has_annual_ledger(cfg: Config, y: int) -> bool:
     try:
         return bool(
             influx.rows(
-                "SELECT count(actual) FROM ledger WHERE granularity = 'year' "
-                f"AND period = '{int(y)}'"
+                select(
+                    agg("count", "actual"),
+                    "ledger",
+                    where=[eq("granularity", "year"), eq("period", str(int(y)))],
+                )
             )
         )
     finally:
@@ -175,7 +179,7 @@ def _has_rollup(cfg: Config) -> bool:
 
     influx = app.influx(cfg, timeout_s=10)
     try:
-        return bool(influx.rows(f'SELECT count(*) FROM "{ROLLUP}"'))
+        return bool(influx.rows(select(agg("count", "*"), ROLLUP)))
     finally:
         influx.close()
 
@@ -291,8 +295,9 @@ def run_demo(
     print("  alerts        mqtt topic foursave/v1/+/alert/#; foursave alerts list")
     print(f"  logs          {var}/{{sim,collect,ingest,rules,api}}.log")
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
+    latest = select(ALL, "inverter", newest_first=True, limit=3)
     print(
-        f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute 'SELECT * FROM inverter ORDER BY time DESC LIMIT 3'\n"
+        f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute '{latest}'\n"
     )
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -42,6 +42,7 @@ from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
 from foursave.core.glossary import SLUG_PATTERN
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.influxql import Cond, agg, select, tag_in, time_range
 from foursave.core.reading import to_line
 from foursave.core.store import open_db
 from foursave.core.topics import alert_topic
@@ -418,8 +419,15 @@ class AlertEngine:
 
     def _observe(self, rule: RuleSpec, devices: list[Device], now: float) -> dict[str, Observation]:
         now_ms = int(now * 1000)
-        ids = "|".join(d.id for d in devices)
-        where = f'"device" =~ /^({ids})$/ AND time <= {now_ms}ms'
+        match = tag_in("device", [d.id for d in devices])
+
+        def since(window_ms: int) -> list[Cond]:
+            """The devices' readings in (now - window, now]."""
+            return [
+                match,
+                time_range(now_ms - window_ms, now_ms, include_start=False, include_end=True),
+            ]
+
         out: dict[str, Observation] = {}
         if rule.kind == "stale":
             last: dict[str, int | None] = {}
@@ -428,8 +436,7 @@ class AlertEngine:
                 fld = rule.field or STALE_FIELDS.get(m, "online")
                 kind_devices = [d for d in devices if (rule.measurement or d.kind) == m]
                 rows = self.influx.rows(
-                    f'SELECT last("{fld}") FROM "{m}" WHERE {where} '
-                    f'AND time > {now_ms - STALE_LOOKBACK_MS}ms GROUP BY "device"'
+                    select(agg("last", fld), m, where=since(STALE_LOOKBACK_MS), group_by=["device"])
                 )
                 for r in rows:
                     last[r["device"]] = r["time"]
@@ -468,8 +475,12 @@ class AlertEngine:
             w = int(rule.window_s * 1000)
             m = rule.measurement or devices[0].kind
             rows = self.influx.rows(
-                f'SELECT first("{rule.field}") AS a, last("{rule.field}") AS b FROM "{m}" '
-                f'WHERE {where} AND time > {now_ms - w}ms GROUP BY "device"'
+                select(
+                    [agg("first", rule.field, "a"), agg("last", rule.field, "b")],
+                    m,
+                    where=since(w),
+                    group_by=["device"],
+                )
             )
             clear_value = rule.clear_value if rule.clear_value is not None else rule.value
             for r in rows:
@@ -486,8 +497,9 @@ class AlertEngine:
 
             w = int(rule.window_s * 1000)
             rows = self.influx.rows(
-                f'SELECT mean("ac_power_w") AS p FROM "inverter" WHERE {where} AND time > {now_ms - w}ms '
-                'GROUP BY "device"'
+                select(
+                    agg("mean", "ac_power_w", "p"), "inverter", where=since(w), group_by=["device"]
+                )
             )
             by_dev = {d.id: d for d in devices}
             specific: dict[str, tuple[str, float]] = {}
@@ -517,8 +529,12 @@ class AlertEngine:
             return out
         if rule.kind == "state":
             rows = self.influx.rows(
-                f'SELECT last("state") AS st, last("events") AS ev FROM "inverter" WHERE {where} '
-                f'AND time > {now_ms - int(max(rule.stale_s, 600) * 1000)}ms GROUP BY "device"'
+                select(
+                    [agg("last", "state", "st"), agg("last", "events", "ev")],
+                    "inverter",
+                    where=since(int(max(rule.stale_s, 600) * 1000)),
+                    group_by=["device"],
+                )
             )
             for r in rows:
                 st, ev = r.get("st"), r.get("ev") or 0
@@ -532,8 +548,18 @@ class AlertEngine:
         window_ms = int(max(rule.for_s, LATEST_WINDOW_S) * 1000)
         fld, m = rule.field, rule.measurement or devices[0].kind
         rows = self.influx.rows(
-            f'SELECT last("{fld}") AS v, min("{fld}") AS lo, max("{fld}") AS hi, first("{fld}") AS f, '
-            f'count("{fld}") AS n FROM "{m}" WHERE {where} AND time > {now_ms - window_ms}ms GROUP BY "device"'
+            select(
+                [
+                    agg("last", fld, "v"),
+                    agg("min", fld, "lo"),
+                    agg("max", fld, "hi"),
+                    agg("first", fld, "f"),
+                    agg("count", fld, "n"),
+                ],
+                m,
+                where=since(window_ms),
+                group_by=["device"],
+            )
         )
         site_of = {d.id: d.site for d in devices}
         for r in rows:
@@ -568,10 +594,16 @@ class AlertEngine:
         key = lambda d: (measurement, fld, d.id)  # noqa: E731
         todo = [d for d in devices if key(d) not in self._heard]
         if todo:
-            ids = "|".join(d.id for d in todo)
             rows = self.influx.rows(
-                f'SELECT last("{fld}") FROM "{measurement}" WHERE "device" =~ /^({ids})$/ '
-                f'AND time <= {now_ms}ms GROUP BY "device"'
+                select(
+                    agg("last", fld),
+                    measurement,
+                    where=[
+                        tag_in("device", [d.id for d in todo]),
+                        time_range(None, now_ms, include_end=True),
+                    ],
+                    group_by=["device"],
+                )
             )
             found = {r["device"]: r["time"] for r in rows}
             for d in todo:

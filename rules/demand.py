@@ -15,6 +15,7 @@ from datetime import date
 
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import Cond, agg, eq, every, select, tag_in, time_range
 from foursave.core.periods import (
     ZoneLike,
     day_start_ms,
@@ -66,11 +67,14 @@ def block_demands(
     """Block start [ms] -> demand [kW], summed over the given main meters."""
     if not devices:
         return {}
-    ids = "|".join(devices)
     rows = influx.rows(
-        f'SELECT first("import_energy_wh") AS c FROM "meter" '
-        f'WHERE "device" =~ /^({ids})$/ AND time >= {start_ms}ms AND time < {end_ms + BLOCK_S * 1000}ms '
-        f'GROUP BY time(15m), "device" fill(none)'
+        select(
+            agg("first", "import_energy_wh", "c"),
+            "meter",
+            where=[tag_in("device", devices), time_range(start_ms, end_ms + BLOCK_S * 1000)],
+            group_by=[every("15m"), "device"],
+            fill="none",
+        )
     )
     firsts: dict[str, dict[int, float]] = defaultdict(dict)
     for r in rows:
@@ -131,12 +135,18 @@ def forecast(config: Config, influx: InfluxClient, site: Site, now: float) -> Fo
     energy_wh, power_w, seen = 0.0, 0.0, False
     for dev in devices:
         before = influx.rows(
-            f'SELECT last("import_energy_wh") AS c FROM "meter" WHERE "device" = \'{dev}\' '
-            f"AND time <= {bs_ms}ms AND time > {bs_ms - 3_600_000}ms"
+            select(
+                agg("last", "import_energy_wh", "c"),
+                "meter",
+                where=[eq("device", dev), _after_until(bs_ms - 3_600_000, bs_ms)],
+            )
         )
         latest = influx.rows(
-            f'SELECT last("import_energy_wh") AS c, last("active_power_w") AS p FROM "meter" '
-            f"WHERE \"device\" = '{dev}' AND time > {bs_ms}ms AND time <= {now_ms}ms"
+            select(
+                [agg("last", "import_energy_wh", "c"), agg("last", "active_power_w", "p")],
+                "meter",
+                where=[eq("device", dev), _after_until(bs_ms, now_ms)],
+            )
         )
         if not before or not latest or latest[0]["c"] is None:
             continue
@@ -150,6 +160,11 @@ def forecast(config: Config, influx: InfluxClient, site: Site, now: float) -> Fo
     return Forecast(
         site.id, bs_ms, elapsed, energy_wh / 1000, power_w / 1000, fc, site.contract_capacity_kw
     )
+
+
+def _after_until(after_ms: int, until_ms: int) -> Cond:
+    """(after, until]: a block's readings end exactly at its boundary."""
+    return time_range(after_ms, until_ms, include_start=False, include_end=True)
 
 
 def demand_lines(md: MonthDemand, tz: ZoneLike) -> list[str]:

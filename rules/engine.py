@@ -17,38 +17,21 @@ from datetime import date, timedelta
 from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.periods import ZoneLike, add_months, local_date, month, today, zone
+from foursave.core.periods import add_months, month, today
 from foursave.rules.alerts import AlertEngine
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
-from foursave.rules.ledger import Ledger, LedgerRow, ledger_lines, months_between, year
+from foursave.rules.ledger import (
+    Ledger,
+    LedgerRow,
+    data_span,
+    ledger_lines,
+    months_between,
+    year,
+)
 from foursave.rules.pv import pv_days, pv_lines
 from foursave.rules.records import RecordStore
 
 log = logging.getLogger("foursave.rules")
-
-
-def data_span(influx: InfluxClient, *zones: ZoneLike) -> tuple[date, date] | None:
-    """[first, last + 1 day) of the local days with meter, inverter or water data.
-
-    Readings are not told apart by site here, so with several zones (every site's)
-    the span is the union of the local days in each: from the earliest local date of
-    the first reading to the latest local date of the last one."""
-    if not zones:
-        raise ValueError("data_span needs at least one time zone (the sites')")
-    tzs = [zone(z) for z in zones]
-    firsts, lasts = [], []
-    for m, f in (
-        ("meter", "import_energy_wh"),
-        ("inverter", "ac_energy_wh"),
-        ("water", "volume_m3"),
-    ):
-        for agg, acc in (("first", firsts), ("last", lasts)):
-            rows = influx.rows(f'SELECT {agg}("{f}") FROM "{m}"')
-            if rows:
-                acc.extend(local_date(rows[0]["time"], z) for z in tzs)
-    if not firsts:
-        return None
-    return min(firsts), max(lasts) + timedelta(days=1)
 
 
 def run_once(

@@ -6,6 +6,24 @@ Aggregation is pushed into InfluxDB: one query per counter field returns each de
 counter at the end of every local day and how many readings it had.  Days become
 months and years here.  Counter resets (a day whose end is below the previous day's)
 count the energy since the reset and are flagged.
+
+Closed days are kept in the ``counter_daily`` rollup (per device, counter field and
+local day: the counter at the day's end and the share of expected readings, plus a
+``_scanned`` marker per day that had data), so a second pass reads a few thousand rows
+instead of every reading.  After late data for past days (a backfill into the past)
+the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
+
+A rebuild cannot DROP or DELETE: InfluxDB 3 serves neither over InfluxQL.  Rewriting
+the points in place is not enough either: InfluxDB overwrites a point with the same
+measurement, tags and time, but a point the new pass would not write (a day whose
+readings were deleted, a device taken out) would stay, and with it the day's
+``_scanned`` marker, so the stale value would be read as if closed.  So the rollup is
+versioned: every point carries a ``generation`` tag, each rebuild records the next
+generation in ``counter_daily_generation`` (one point, field ``generation``), and
+reads match only the highest generation recorded (0 before any rebuild).  Points of
+earlier generations are never read again; they stay on disk (a few thousand small
+points per year of history), and a pass that started before a rebuild writes into
+its old generation, where nothing reads.
 """
 
 from __future__ import annotations
@@ -13,17 +31,17 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, timedelta, tzinfo
+from datetime import date, timedelta, tzinfo
 
 from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import Cond, agg, column, eq, every, select, time_range
 from foursave.core.periods import (
     Period,
     ZoneLike,
     add_months,
     day_period,
-    day_start,
     day_start_ms,
     local_date,
     month,
@@ -59,14 +77,15 @@ class DeviceDays:
     resets: list[date] = field(default_factory=list)
 
 
-def _utc(d: date, tz: tzinfo) -> str:
-    """The instant local date ``d`` begins in ``tz``, as InfluxQL's RFC 3339 UTC."""
-    return day_start(d, tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _days_range(start: date, end: date, tz: tzinfo) -> Cond:
+    """Local days [start, end) in ``tz`` as an InfluxQL time range."""
+    return time_range(day_start_ms(start, tz), day_start_ms(end, tz))
 
 
 COMPLETE_ENOUGH = 0.98  # a period is judged (savings, met) only with this much data
 RESET_NEAR_ZERO = 0.01  # a counter falling below 1 % of its last value restarted from zero
 ROLLUP = "counter_daily"  # per device, counter field and closed local day: end value, completeness
+ROLLUP_GENERATIONS = "counter_daily_generation"  # one point per rebuild (module docstring)
 OPEN_DAYS = 2  # the last days before "end" are always recomputed (data may still arrive)
 
 
@@ -85,10 +104,12 @@ def _raw_days(
     local days in ``zone`` (named ``tz``): 23 or 25 hours long where the clocks change,
     and as many readings are expected as the day has seconds."""
     intervals = {d.id: d.interval_s for d in config.devices}
-    q = (
-        f'SELECT last("{fname}") AS c, count("{fname}") AS n FROM "{measurement}" '
-        f"WHERE time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
-        f'GROUP BY time(1d), "device", "source", "step_s" tz(\'{tz}\')'
+    q = select(
+        [agg("last", fname, "c"), agg("count", fname, "n")],
+        measurement,
+        where=[_days_range(start, end, zone)],
+        group_by=[every("1d"), "device", "source", "step_s"],
+        tz=tz,
     )
     per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
     for row in influx.rows(q):
@@ -169,13 +190,21 @@ def _zone_quantities(
     all_days = [lo + timedelta(days=k) for k in range((end - lo).days)]
     # days still open: near the requested end, or near today (data may still arrive)
     open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
+    generation = rollup_generation(influx) if use_rollup else 0
     for measurement, fname in COUNTERS:
         per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
         scanned: set[date] = set()
         if use_rollup:
             for row in influx.rows(
-                f'SELECT c, share, "device" FROM "{ROLLUP}" WHERE "field" = \'{fname}\' '
-                f"AND time >= '{_utc(lo, zone)}' AND time < '{_utc(open_from, zone)}'"
+                select(
+                    [column("c"), column("share"), column("device")],
+                    ROLLUP,
+                    where=[
+                        eq("field", fname),
+                        eq("generation", str(generation)),
+                        _days_range(lo, open_from, zone),
+                    ],
+                )
             ):
                 day = local_date(row["time"], zone)
                 if row["time"] != day_start_ms(day, zone):
@@ -203,11 +232,11 @@ def _zone_quantities(
                 for day, (c, share) in days.items():
                     per[dev][day] = (c, share)
                     if day < open_from:
-                        lines.append(_rollup_line(dev, fname, day, c, share, zone))
+                        lines.append(_rollup_line(dev, fname, day, c, share, zone, generation))
             if use_rollup:
                 with_data = {day for days in raw.values() for day in days}
                 lines += [
-                    _rollup_line(marker, fname, d, 0.0, 0.0, zone)
+                    _rollup_line(marker, fname, d, 0.0, 0.0, zone, generation)
                     for d in missing
                     if d < open_from and d in with_data  # a day without data may yet get some
                 ]
@@ -228,8 +257,12 @@ def _zone_quantities(
                         firsts = {
                             r["device"]: r["first"]
                             for r in influx.rows(
-                                f'SELECT first("{fname}") FROM "{measurement}" '
-                                f"WHERE time >= '{_utc(lo, zone)}' AND time < '{_utc(end, zone)}' GROUP BY \"device\""
+                                select(
+                                    agg("first", fname),
+                                    measurement,
+                                    where=[_days_range(lo, end, zone)],
+                                    group_by=["device"],
+                                )
                             )
                         }
                     c_prev = firsts.get(dev, c)
@@ -246,13 +279,80 @@ def _zone_quantities(
     return out
 
 
-def _rollup_line(device: str, fname: str, day: date, c: float, share: float, zone: tzinfo) -> str:
+def _rollup_line(
+    device: str, fname: str, day: date, c: float, share: float, zone: tzinfo, generation: int
+) -> str:
     return to_line(
         ROLLUP,
-        {"device": device, "field": fname},
+        {"device": device, "field": fname, "generation": str(generation)},
         {"c": float(c), "share": float(share)},
         day_start_ms(day, zone),
     )
+
+
+def rollup_generation(influx: InfluxClient) -> int:
+    """The rollup's current generation: the highest recorded (0 before any rebuild)."""
+    rows = influx.rows(select(agg("max", "generation"), ROLLUP_GENERATIONS))
+    return int(rows[0]["max"]) if rows and rows[0]["max"] is not None else 0
+
+
+def rebuild_rollup(
+    influx: InfluxClient,
+    config: Config,
+    start: date | None = None,
+    end: date | None = None,
+    clock: Clock | None = None,
+) -> int:
+    """Rebuild the ``counter_daily`` rollup from the readings, without DROP: record the
+    next generation (every earlier point is ignored from then on), then fill it for the
+    local days [start, end) (default: every day with counter data, in every site's
+    zone).  Returns the new generation.  Days outside the range are computed again when
+    a pass asks for them.  The CLI's ``rules --once --rebuild`` (and so the demo) calls
+    this."""
+    clock = clock or SystemClock()
+    generation = rollup_generation(influx) + 1
+    influx.write(
+        [
+            to_line(
+                ROLLUP_GENERATIONS,
+                {},
+                {"generation": float(generation)},
+                int(clock.time() * 1000),
+            )
+        ]
+    )
+    if start is None or end is None:
+        span = data_span(influx, *{s.timezone for s in config.sites})
+        if span is None:
+            return generation
+        start, end = start or span[0], end or span[1]
+    daily_quantities(influx, config, start, end, clock=clock)
+    return generation
+
+
+def data_span(influx: InfluxClient, *zones: ZoneLike) -> tuple[date, date] | None:
+    """[first, last + 1 day) of the local days with meter, inverter or water data.
+
+    Readings are not told apart by site here, so with several zones (every site's)
+    the span is the union of the local days in each: from the earliest local date of
+    the first reading to the latest local date of the last one."""
+    if not zones:
+        raise ValueError("data_span needs at least one time zone (the sites')")
+    tzs = [zone_of(z) for z in zones]
+    firsts: list[date] = []
+    lasts: list[date] = []
+    for m, f in (
+        ("meter", "import_energy_wh"),
+        ("inverter", "ac_energy_wh"),
+        ("water", "volume_m3"),
+    ):
+        for fn, acc in (("first", firsts), ("last", lasts)):
+            rows = influx.rows(select(agg(fn, f), m))
+            if rows:
+                acc.extend(local_date(rows[0]["time"], z) for z in tzs)
+    if not firsts:
+        return None
+    return min(firsts), max(lasts) + timedelta(days=1)
 
 
 @dataclass
@@ -309,9 +409,13 @@ class Ledger:
         for site in self.config.sites:
             zone = zone_of(site.timezone)
             rows = self.influx.rows(
-                f'SELECT mean("ambient_temp_c") AS t FROM "weather" WHERE "site" = \'{site.id}\' '
-                f"AND time >= '{_utc(start, zone)}' AND time < '{_utc(end, zone)}' "
-                f"GROUP BY time(1d) tz('{site.timezone}')"
+                select(
+                    agg("mean", "ambient_temp_c", "t"),
+                    "weather",
+                    where=[eq("site", site.id), _days_range(start, end, zone)],
+                    group_by=[every("1d")],
+                    tz=site.timezone,
+                )
             )
             out[site.id] = {local_date(r["time"], zone): r["t"] for r in rows if r["t"] is not None}
         return out

@@ -25,6 +25,7 @@ import pvlib
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import Cond, agg, eq, every, select, time_range
 from foursave.core.periods import ZoneLike, bounds_ms, day_start, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
@@ -74,6 +75,20 @@ def array_of(d: Device, site: Site, n_inverters: int):
     return None
 
 
+def _means(
+    influx: InfluxClient, site: Site, rng: Cond, measurement: str, fname: str, step: str
+) -> dict[str, pd.Series]:
+    """Mean of a field per ``step``: per site for the weather, per device otherwise."""
+    q = select(
+        agg("mean", fname),
+        measurement,
+        where=[eq("site", site.id), rng],
+        group_by=[every(step), "site" if measurement == "weather" else "device"],
+        fill="none",
+    )
+    return _hourly(influx, q, zone_of(site.timezone))
+
+
 def _hourly(influx: InfluxClient, q: str, zone: tzinfo) -> dict[str, pd.Series]:
     out = {}
     for s in influx.query(q):
@@ -95,32 +110,11 @@ def pv_days(
         if not invs:
             continue
         t0, t1 = bounds_ms(start, end, zone)
-        rng = f"time >= {t0}ms AND time < {t1}ms"
-        wx = f"\"site\" = '{site.id}'"
-        poa = _hourly(
-            influx,
-            f'SELECT mean("poa_irradiance_wm2") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        ghi = _hourly(
-            influx,
-            f'SELECT mean("ghi_wm2") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        tmod = _hourly(
-            influx,
-            f'SELECT mean("module_temp_c") FROM "weather" WHERE {wx} AND {rng} '
-            f'GROUP BY time(1h), "site" fill(none)',
-            zone,
-        ).get(site.id)
-        p15 = _hourly(
-            influx,
-            f'SELECT mean("ac_power_w") FROM "inverter" WHERE {wx} AND {rng} '
-            f'GROUP BY time(15m), "device" fill(none)',
-            zone,
-        )
+        rng = time_range(t0, t1)
+        poa = _means(influx, site, rng, "weather", "poa_irradiance_wm2", "1h").get(site.id)
+        ghi = _means(influx, site, rng, "weather", "ghi_wm2", "1h").get(site.id)
+        tmod = _means(influx, site, rng, "weather", "module_temp_c", "1h").get(site.id)
+        p15 = _means(influx, site, rng, "inverter", "ac_power_w", "15m")
         intervals = {d.id: d.interval_s for d in config.devices}
         clip = _state_minutes(influx, site, rng, 5, intervals)
         fault = _state_minutes(influx, site, rng, 7, intervals)
@@ -185,14 +179,19 @@ def pv_days(
 
 
 def _state_minutes(
-    influx: InfluxClient, site: Site, rng: str, state: int, intervals: dict[str, float]
+    influx: InfluxClient, site: Site, rng: Cond, state: int, intervals: dict[str, float]
 ) -> dict[tuple[str, date], float]:
     """Minutes per device and day in SunSpec state ``state``: readings in that state
     times the time each stands for (the poll interval, or the backfill step)."""
     zone = zone_of(site.timezone)
     rows = influx.rows(
-        f'SELECT count("state") AS n FROM "inverter" WHERE "site" = \'{site.id}\' AND {rng} '
-        f'AND "state" = {state} GROUP BY time(1d), "device", "source", "step_s" tz(\'{site.timezone}\')'
+        select(
+            agg("count", "state", "n"),
+            "inverter",
+            where=[eq("site", site.id), rng, eq("state", state)],
+            group_by=[every("1d"), "device", "source", "step_s"],
+            tz=site.timezone,
+        )
     )
     out: dict[tuple[str, date], float] = defaultdict(float)
     for r in rows:

@@ -24,6 +24,7 @@ from datetime import date, timedelta
 
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
+from foursave.core.influxql import agg, every, select, tag_in, time_range
 from foursave.core.periods import day_start_ms, local_date, next_month
 from foursave.rules.records import RecordIn, RecordStore
 from foursave.simulators.backfill import BackfillResult, run_backfill
@@ -66,11 +67,14 @@ def find_gaps(influx: InfluxClient, config: Config, start_ms: int, end_ms: int) 
     # hours aligned to the epoch: every zone the demo runs in has whole-hour offsets
     first_hour = start_ms - start_ms % HOUR_MS
     busy: set[int] = set()
-    match = "|".join(ids)  # config ids are slugs: nothing to escape in a regex
     for m in READING_MEASUREMENTS:
         rows = influx.rows(
-            f'SELECT count(*) FROM "{m}" WHERE "device" =~ /^({match})$/ '
-            f"AND time >= {first_hour}ms AND time < {end_ms}ms GROUP BY time(1h)"
+            select(
+                agg("count", "*"),
+                m,
+                where=[tag_in("device", ids), time_range(first_hour, end_ms)],
+                group_by=[every("1h")],
+            )
         )
         for r in rows:
             if any(v for k, v in r.items() if k.startswith("count_") and v):

@@ -5,12 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
+import httpx
 import pytest
 import yaml
 from foursave.core.config import parse_config
-from foursave.rules.ledger import Ledger, month, year
+from foursave.core.influxql import column, eq, select, time_range
+from foursave.core.reading import to_line
+from foursave.rules.ledger import (
+    ROLLUP,
+    Ledger,
+    daily_quantities,
+    month,
+    rebuild_rollup,
+    rollup_generation,
+    year,
+)
 from foursave.rules.records import RecordIn, RecordStore, import_csv
 from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
@@ -197,6 +208,22 @@ def test_rules_once_writes_the_ledger(tmp_path, influx_url, database, influx):
     assert (
         len(rows) == 1 and rows[0]["actual"] > 0 and rows[0]["completeness"] == pytest.approx(1.0)
     )
+    # --rebuild: a new generation of the rollup from the readings, the same ledger
+    rebuild = ["rules", "--once", "--no-alerts", "--rebuild", "--config", str(path)]
+    out = subprocess.run(
+        [sys.executable, "-m", "foursave", *rebuild],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "rebuilt the counter_daily rollup from the readings (generation 1" in out.stdout
+    again = influx.rows(
+        "SELECT actual, completeness FROM ledger WHERE item = 'electricity' AND granularity = 'month'"
+    )
+    assert again == rows
 
 
 @pytest.mark.integration
@@ -265,3 +292,100 @@ def test_csv_adjustment_without_approval_is_refused_by_line(tmp_path):
     assert result.added == [] and any(
         e.startswith(f"{f}:2:") and "approved_by" in e for e in result.errors
     ), result.errors
+
+
+REBUILD_CFG = """
+sites: [{id: s, name: S, lat: 22.99, lon: 120.19, floor_area_m2: 1000}]
+devices: [{id: main, site: s, kind: meter, role: main, profile: sunspec, host: h, interval_s: 900}]
+"""
+TAIPEI = timezone(timedelta(hours=8))
+
+
+def _ms(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=TAIPEI).timestamp() * 1000)
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].quantity == pytest.approx(b[k].quantity)
+        and a[k].completeness == pytest.approx(b[k].completeness)
+        and a[k].resets == b[k].resets
+        for k in a
+    )
+
+
+@pytest.mark.integration
+def test_rebuild_forgets_what_the_readings_no_longer_say(tmp_path, influx):
+    """Without DROP: after a rebuild the rollup gives what a fresh computation gives, also
+    for days the old rollup has and the new one does not (their readings were deleted)."""
+    cfg = parse_config(REBUILD_CFG, env={})
+    site = cfg.sites[0]
+    start, end = date(2025, 1, 1), date(2025, 4, 1)
+
+    def readings(first: date, last: date, offset_wh: float = 0.0) -> None:
+        t, t_end = _ms(first), _ms(last)
+        c0 = (t - _ms(date(2024, 12, 31))) / 900_000 * 250.0  # 1 kW: 250 Wh a block
+        lines = [
+            to_line(
+                "meter",
+                {"site": "s", "device": "main", "role": "main"},
+                {"import_energy_wh": c0 + k * 250.0 + offset_wh, "active_power_w": 1000.0},
+                t + k * 900_000,
+            )
+            for k in range((t_end - t) // 900_000)
+        ]
+        influx.write(lines)
+
+    def fresh():
+        return daily_quantities(influx, cfg, start, end, use_rollup=False)
+
+    readings(date(2024, 12, 31), end)  # from the day before: every day is closed and kept
+    first = daily_quantities(influx, cfg, start, end)
+    assert _same(first, fresh()) and rollup_generation(influx) == 0
+    # the readings change: February is deleted (test set-up straight to the 1.x server),
+    # 10 March is written again 5 kWh higher
+    r = httpx.post(
+        f"{influx.url}/query",
+        params={
+            "db": influx.database,
+            "q": f'DELETE FROM "meter" WHERE time >= {_ms(date(2025, 2, 1))}ms '
+            f"AND time < {_ms(date(2025, 3, 1))}ms",
+        },
+    )
+    assert r.status_code == 200 and "error" not in r.json()["results"][0]
+    readings(date(2025, 3, 10), date(2025, 3, 11), offset_wh=5000.0)
+    truth = fresh()
+    feb = [date(2025, 2, 1) + timedelta(days=k) for k in range(28)]
+    assert not any(d in truth[("main", "import_energy_wh")].quantity for d in feb)
+
+    stale = daily_quantities(influx, cfg, start, end)  # the old rollup: closed days kept
+    assert all(d in stale[("main", "import_energy_wh")].quantity for d in feb)
+    assert not _same(stale, truth)
+
+    assert rebuild_rollup(influx, cfg, start, end) == 1
+    assert _same(daily_quantities(influx, cfg, start, end), truth)
+    assert _same(daily_quantities(influx, cfg, start, end), truth)  # read back from it
+
+    def feb_days(generation: int) -> set[int]:
+        q = select(
+            column("c"),
+            ROLLUP,
+            where=[
+                eq("generation", str(generation)),
+                eq("device", "main"),
+                time_range(_ms(feb[0]), _ms(date(2025, 3, 1))),
+            ],
+        )
+        return {r["time"] for r in influx.rows(q)}
+
+    assert len(feb_days(0)) == 28 and feb_days(1) == set()  # stale points stay, unread
+    ledger = Ledger(cfg, influx, RecordStore(tmp_path / "r.sqlite"))
+    ledger.load(start, end)
+    assert ledger.electricity(site, month(2025, 2)).actual is None  # no readings, no bill
+    march = truth[("main", "import_energy_wh")].quantity
+    assert ledger.electricity(site, month(2025, 3)).actual == pytest.approx(
+        sum(v for d, v in march.items() if d.month == 3) / 1000
+    )
+    # a second rebuild starts another generation; the numbers stay
+    assert rebuild_rollup(influx, cfg) == 2
+    assert _same(daily_quantities(influx, cfg, start, end), truth)

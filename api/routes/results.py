@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from foursave.api.deps import Reader, State
 from foursave.api.routes.sites import _site
+from foursave.core.influxql import ALL, column, eq, select, time_range
 from foursave.core.periods import day_start_ms, local_date
 from foursave.core.periods import month as month_period
 from foursave.core.periods import zone as zone_of
@@ -62,8 +63,7 @@ def ledger(
     _site(state, site)
     period = f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
     rows = state.influx.rows(
-        f'SELECT * FROM "ledger" WHERE "site" = \'{site}\' AND "period" = \'{period}\' '
-        "ORDER BY time DESC"
+        select(ALL, "ledger", where=[eq("site", site), eq("period", period)], newest_first=True)
     )
     seen: dict[str, LedgerEntry] = {}
     tags = {"time", "site", "item", "period", "granularity", "method"}
@@ -122,12 +122,23 @@ def demand(
     p = month_period(year, month)
     label, start, end = p.label, p.start, p.end
     m = state.influx.rows(
-        f'SELECT * FROM "demand_month" WHERE "site" = \'{site}\' AND "month" = \'{label}\' '
-        "ORDER BY time DESC LIMIT 1"
+        select(
+            ALL,
+            "demand_month",
+            where=[eq("site", site), eq("month", label)],
+            newest_first=True,
+            limit=1,
+        )
     )
     blocks = state.influx.rows(
-        f'SELECT "demand_kw" FROM "demand" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+        select(
+            column("demand_kw"),
+            "demand",
+            where=[
+                eq("site", site),
+                time_range(_local_ms(start, s.timezone), _local_ms(end, s.timezone)),
+            ],
+        )
     )
     return DemandOut(
         site=site,
@@ -142,8 +153,14 @@ def _days(state, measurement: str, site: str, start: date, end: date):
     s = _site(state, site)
     _range(start, end, 400)
     rows = state.influx.rows(
-        f'SELECT * FROM "{measurement}" WHERE "site" = \'{site}\' '
-        f"AND time >= {_local_ms(start, s.timezone)}ms AND time < {_local_ms(end, s.timezone)}ms"
+        select(
+            ALL,
+            measurement,
+            where=[
+                eq("site", site),
+                time_range(_local_ms(start, s.timezone), _local_ms(end, s.timezone)),
+            ],
+        )
     )
     return rows, zone_of(s.timezone)
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from foursave.api.deps import Reader, State
 from foursave.core.config import Device, Site
 from foursave.core.glossary import FIELDS
+from foursave.core.influxql import ALL, agg, column, eq, every, select, time_range
 from pydantic import AwareDatetime, BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["sites and devices"])
@@ -152,9 +153,16 @@ def latest(device_id: str, who: Reader, state: State) -> Latest:
     d = device_of(state, device_id)
     now_ms = int(state.clock.time() * 1000)
     rows = state.influx.rows(
-        f'SELECT * FROM "{d.kind}" WHERE "device" = \'{d.id}\' '
-        f"AND time >= {now_ms - LATEST_WINDOW_S * 1000}ms AND time <= {now_ms}ms "
-        "ORDER BY time DESC LIMIT 1"
+        select(
+            ALL,
+            d.kind,
+            where=[
+                eq("device", d.id),
+                time_range(now_ms - LATEST_WINDOW_S * 1000, now_ms, include_end=True),
+            ],
+            newest_first=True,
+            limit=1,
+        )
     )
     if not rows:
         return Latest(device=d.id, ts=None, fields={})
@@ -215,15 +223,15 @@ def series(
             f"range of {span_s / 86400:.1f} days exceeds the limit of {cfg.max_series_days} days",
         )
     s_ms, e_ms = _epoch_ms(start), _epoch_ms(end)
-    where = f"\"device\" = '{d.id}' AND time >= {s_ms}ms AND time < {e_ms}ms"
+    where = [eq("device", d.id), time_range(s_ms, e_ms)]
     if interval is None:
         expected = span_s / d.interval_s
         if expected > cfg.max_series_points:
-            counted = state.influx.rows(f'SELECT count("{field}") FROM "{d.kind}" WHERE {where}')
+            counted = state.influx.rows(select(agg("count", field), d.kind, where=where))
             n = counted[0]["count"] if counted else 0
             if n > cfg.max_series_points:
                 raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
-        q = f'SELECT "{field}" FROM "{d.kind}" WHERE {where}'
+        q = select(column(field), d.kind, where=where)
         points = [(r["time"], r[field]) for r in state.influx.rows(q) if r[field] is not None]
         return Series(
             device=d.id,
@@ -245,7 +253,14 @@ def series(
     if known[field].type == "bool" and aggregate in ("mean", "sum"):
         raise HTTPException(422, f"{field} is a true/false field: use last, first or count")
     tz = _site(state, d.site).timezone  # days and hours start at local midnight
-    q = f'SELECT {aggregate}("{field}") FROM "{d.kind}" WHERE {where} GROUP BY time({interval}) fill(none) tz(\'{tz}\')'
+    q = select(
+        agg(aggregate, field),
+        d.kind,
+        where=where,
+        group_by=[every(interval)],
+        fill="none",
+        tz=tz,
+    )
     points = [(r["time"], r[aggregate]) for r in state.influx.rows(q)]
     return Series(
         device=d.id,

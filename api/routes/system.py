@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from foursave.api.deps import AppState, Reader, State
 from foursave.core.influx import InfluxRejected, InfluxUnavailable
+from foursave.core.influxql import agg, select, time_range
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -95,8 +96,12 @@ class PipelineCollector:
                     g[name].add_metric([iid], b[f])
         try:
             rows = st.influx.rows(
-                'SELECT last("completeness") AS c FROM "ledger_daily" '
-                f'WHERE time >= {int(now_ms - 2 * 86_400_000)}ms GROUP BY "site"'
+                select(
+                    agg("last", "completeness", "c"),
+                    "ledger_daily",
+                    where=[time_range(int(now_ms - 2 * 86_400_000))],
+                    group_by=["site"],
+                )
             )
         except (InfluxUnavailable, InfluxRejected):
             rows = []

@@ -1,0 +1,293 @@
+"""InfluxQL, built in one place: every statement foursave sends is made here.
+
+Values never meet a query as raw text: identifiers are double-quoted and string
+literals single-quoted with ``\\``, the quote and newlines escaped (the escapes
+InfluxQL's scanner knows), numbers and booleans are checked, durations, ``fill`` and
+zone names are validated.  ``where`` takes only conditions built here, so a plain
+string (an id someone forgot to check) cannot slip into a statement.
+
+    select(agg("last", "import_energy_wh", "c"), "meter",
+           where=[tag_in("device", ["m-1", "m-2"]), time_range(0, 86_400_000)],
+           group_by=[every("1d"), "device"], fill="none", tz="Asia/Taipei")
+    -> SELECT last("import_energy_wh") AS "c" FROM "meter"
+       WHERE ("device" = 'm-1' OR "device" = 'm-2') AND time >= 0ms AND time < 86400000ms
+       GROUP BY time(1d), "device" fill(none) tz('Asia/Taipei')
+
+The pieces: :func:`ident`, :func:`string`, :func:`literal` (quoting); :func:`eq`,
+:func:`tag_in`, :func:`time_range` (conditions); :func:`column`, :func:`agg`, ``ALL``
+(the SELECT list); :func:`every` (``time(..)`` buckets); :func:`select`; the
+``show_*`` statements.  Bad input (an empty id list, an unknown zone, a malformed
+duration) raises ValueError saying what was expected.
+
+A set of tag values is always matched as an OR-chain of equalities in parentheses
+(:func:`tag_in`), never as a regex.  Times are epoch milliseconds.  Grafana's macros
+have their own names: :data:`TIME_FILTER` (``$timeFilter``), :data:`GRAFANA_INTERVAL`
+(``$__interval``) and :func:`grafana_match` (``"tag" =~ /^$variable$/``); they are for
+``dashboards/build.py``, where Grafana expands them.
+
+Only statements InfluxDB 3 also serves are built for use at run time: SELECT and
+SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (:func:`is_served`; writes go
+through ``/write``).  :func:`create_database` is the one 1.x-only convenience.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class Query(str):
+    """A complete InfluxQL statement built here (a ``str``: the client takes it as is)."""
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A WHERE condition built here; several are joined with AND."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An item of a SELECT list: a field, a tag or an aggregate, maybe with an alias."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """``time(<duration>)`` in a GROUP BY."""
+
+    text: str
+
+
+Value = str | int | float | bool
+
+# ------------------------------------------------------------------ quoting
+
+
+def ident(name: str) -> str:
+    """A double-quoted identifier (measurement, field, tag key, alias)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an identifier must be a non-empty string, not {name!r}")
+    return '"' + _escape(name, '"') + '"'
+
+
+def string(value: str) -> str:
+    """A single-quoted string literal (tag values, string fields)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a string literal must be a str, not {value!r}")
+    return "'" + _escape(value, "'") + "'"
+
+
+def _escape(s: str, quote: str) -> str:
+    # InfluxQL's scanner knows \\ \' \" \n; a raw newline would end the token
+    return s.replace("\\", "\\\\").replace(quote, "\\" + quote).replace("\n", "\\n")
+
+
+def literal(value: Value) -> str:
+    """A value as InfluxQL writes it: 'string', true/false, an integer or a float."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no InfluxQL literal")
+        return repr(value)
+    return string(value)
+
+
+# ------------------------------------------------------------------ conditions
+
+
+def eq(key: str, value: Value) -> Cond:
+    """``"key" = value`` (a tag or a field)."""
+    return Cond(f"{ident(key)} = {literal(value)}")
+
+
+def tag_in(key: str, values: Sequence[str]) -> Cond:
+    """The tag is one of ``values``: ``("key" = 'a' OR "key" = 'b')``."""
+    if isinstance(values, str):
+        raise ValueError(f"tag_in({key!r}, ...) takes a list of values, not the string {values!r}")
+    if not values:
+        raise ValueError(f"tag_in({key!r}, []): no values to match (callers skip the query)")
+    return Cond("(" + " OR ".join(f"{ident(key)} = {string(v)}" for v in values) + ")")
+
+
+def time_range(
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    *,
+    include_start: bool = True,
+    include_end: bool = False,
+) -> Cond:
+    """``time >= start AND time < end`` in epoch milliseconds; either bound may be
+    left open, and each may include its instant or not."""
+    parts = []
+    for ms, op in (
+        (start_ms, ">=" if include_start else ">"),
+        (end_ms, "<=" if include_end else "<"),
+    ):
+        if ms is None:
+            continue
+        if isinstance(ms, bool) or not isinstance(ms, int):
+            raise ValueError(f"time bounds are integer epoch milliseconds, not {ms!r}")
+        parts.append(f"time {op} {ms}ms")
+    if not parts:
+        raise ValueError("time_range() needs a start, an end or both")
+    return Cond(" AND ".join(parts))
+
+
+# Grafana's macros (dashboards/build.py only: Grafana replaces them before InfluxDB sees them)
+TIME_FILTER = Cond("$timeFilter")
+GRAFANA_INTERVAL = "$__interval"
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def grafana_match(key: str, variable: str) -> Cond:
+    """``"key" =~ /^$variable$/``: the tag matches a Grafana template variable (Grafana
+    writes its value, or several as ``(a|b)``, regex-escaped)."""
+    if not _VARIABLE.match(variable):
+        raise ValueError(f"{variable!r} is not a Grafana variable name")
+    return Cond(f"{ident(key)} =~ /^${variable}$/")
+
+
+# ------------------------------------------------------------------ SELECT
+
+AGGREGATES = frozenset(
+    {"count", "distinct", "first", "last", "max", "mean", "median", "min", "mode", "spread"}
+    | {"stddev", "sum"}
+)
+ALL = Expr("*")
+_DURATION = re.compile(r"^[1-9][0-9]*(ns|u|µ|ms|s|m|h|d|w)$")
+_FILLS = frozenset({"none", "null", "previous", "linear"})
+
+
+def _alias(text: str, alias: str | None) -> Expr:
+    return Expr(text if alias is None else f"{text} AS {ident(alias)}")
+
+
+def column(name: str, alias: str | None = None) -> Expr:
+    """A field or tag by name: ``"name"`` (``AS "alias"``)."""
+    return _alias(ident(name), alias)
+
+
+def agg(function: str, name: str, alias: str | None = None) -> Expr:
+    """``function("name")``, e.g. ``agg("last", "c")``; ``name="*"``: every field."""
+    if function not in AGGREGATES:
+        raise ValueError(f"unknown aggregate {function!r}; known: {', '.join(sorted(AGGREGATES))}")
+    return _alias(f"{function}({'*' if name == '*' else ident(name)})", alias)
+
+
+def every(duration: str) -> Bucket:
+    """``time(15m)`` for GROUP BY; ``duration`` like 15m, 1h, 1d, or GRAFANA_INTERVAL."""
+    if duration != GRAFANA_INTERVAL and not _DURATION.match(duration):
+        raise ValueError(f"{duration!r} is not an InfluxQL duration like 15m, 1h or 1d")
+    return Bucket(f"time({duration})")
+
+
+def zone_name(tz: str) -> str:
+    """``tz`` if it is a time zone zoneinfo knows (the name InfluxDB looks up too)."""
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(
+            f"unknown time zone {tz!r}: expected an IANA name like 'Asia/Taipei'"
+        ) from None
+    return tz
+
+
+def select(
+    fields: Sequence[Expr] | Expr,
+    source: str | Query,
+    *,
+    where: Sequence[Cond] = (),
+    group_by: Sequence[Bucket | str] = (),
+    fill: str | int | float | None = None,
+    newest_first: bool = False,
+    limit: int | None = None,
+    tz: str | None = None,
+) -> Query:
+    """``SELECT fields FROM source [WHERE a AND b] [GROUP BY time(..), "tag"] [fill(..)]
+    [ORDER BY time DESC] [LIMIT n] [tz('Zone/Name')]``.
+
+    ``source`` is a measurement name, or a Query for a subquery.  ``group_by`` items are
+    :func:`every` buckets or tag keys.  ``tz`` makes ``every("1d")`` local days.
+    """
+    items = [fields] if isinstance(fields, Expr) else list(fields)
+    if not items or not all(isinstance(f, Expr) for f in items):
+        raise ValueError("select() needs columns built with column(), agg() or ALL")
+    src = f"({source})" if isinstance(source, Query) else ident(source)
+    q = f"SELECT {', '.join(f.text for f in items)} FROM {src}"
+    q += _where(where)
+    if group_by:
+        dims = [g.text if isinstance(g, Bucket) else ident(g) for g in group_by]
+        q += " GROUP BY " + ", ".join(dims)
+    if fill is not None:
+        if not group_by:
+            raise ValueError("fill() needs a GROUP BY")
+        if isinstance(fill, str) and fill not in _FILLS:
+            raise ValueError(f"fill({fill!r}): expected none, null, previous, linear or a number")
+        q += f" fill({fill if isinstance(fill, str) else literal(fill)})"
+    if newest_first:
+        q += " ORDER BY time DESC"
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"LIMIT must be a positive integer, not {limit!r}")
+        q += f" LIMIT {limit}"
+    if tz is not None:
+        q += f" tz({string(zone_name(tz))})"
+    return Query(q)
+
+
+def _where(conds: Sequence[Cond]) -> str:
+    if isinstance(conds, Cond):
+        conds = [conds]
+    for c in conds:
+        if not isinstance(c, Cond):
+            raise TypeError(f"where takes conditions built with eq(), tag_in() ..., not {c!r}")
+    return " WHERE " + " AND ".join(c.text for c in conds) if conds else ""
+
+
+# ------------------------------------------------------------------ SHOW
+
+
+def show_measurements() -> Query:
+    return Query("SHOW MEASUREMENTS")
+
+
+def show_tag_keys(measurement: str | None = None) -> Query:
+    return Query("SHOW TAG KEYS" + (f" FROM {ident(measurement)}" if measurement else ""))
+
+
+def show_field_keys(measurement: str | None = None) -> Query:
+    return Query("SHOW FIELD KEYS" + (f" FROM {ident(measurement)}" if measurement else ""))
+
+
+def show_tag_values(measurement: str, key: str, where: Sequence[Cond] = ()) -> Query:
+    """``SHOW TAG VALUES FROM "m" WITH KEY = "key" [WHERE ...]``."""
+    return Query(
+        f"SHOW TAG VALUES FROM {ident(measurement)} WITH KEY = {ident(key)}{_where(where)}"
+    )
+
+
+# ------------------------------------------------------------------ the rest
+
+_SERVED = re.compile(
+    r"^\s*(SELECT\b|SHOW\s+(MEASUREMENTS|TAG\s+KEYS|TAG\s+VALUES|FIELD\s+KEYS)\b)", re.IGNORECASE
+)
+
+
+def is_served(q: str) -> bool:
+    """Whether ``q`` is a statement InfluxDB 3 serves too (SELECT or one of the SHOWs)."""
+    return bool(_SERVED.match(q))
+
+
+def create_database(name: str) -> Query:
+    """``CREATE DATABASE "name"``: InfluxDB 1.x only (3.x creates a database on the first
+    write); kept because the ingester and the tests start from an empty 1.x server."""
+    return Query(f"CREATE DATABASE {ident(name)}")
