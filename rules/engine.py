@@ -1,6 +1,6 @@
 """``foursave rules``: alerts and derived results.
 
-Alerts are evaluated every ``alert_interval_s`` (``rules/alerts.py``).  Every
+Alerts are evaluated every ``alert_interval_s`` (``rules/alerts/``).  Every
 ``interval_s`` the derived results are recomputed from live and backfilled data and
 the manual records, and written to InfluxDB so Grafana and the API read them without
 recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand

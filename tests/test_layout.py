@@ -169,6 +169,14 @@ def test_the_wheel_installs_one_top_level_name_with_its_data(wheel):
         "foursave/api/display/static/display.js",
     ):
         assert data in names, data
+    # every module of the source folders is in the wheel, under its foursave name (a
+    # sub-package missing from pyproject's package list would be silently left out)
+    source = {
+        f"foursave/{p.relative_to(ROOT)}" if folder != "foursave" else str(p.relative_to(ROOT))
+        for folder in MAY_IMPORT
+        for p in (ROOT / folder).rglob("*.py")
+    }
+    assert source - set(names) == set()
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     )

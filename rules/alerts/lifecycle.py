@@ -1,0 +1,186 @@
+"""The lifecycle of an alert: each pass asks every rule's observer about the devices
+it matches, then moves each rule and device's incident pending -> firing -> resolved
+(or cancelled), notifies once per incident (repeats only if asked for, never once
+acknowledged) and writes every transition to alert history (``alert_events``).  Rules
+apply only in their ``hours``, in daylight when ``daylight_only`` (the sun computed for
+the site with pvlib) and outside maintenance windows."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+import pandas as pd
+import pvlib
+from foursave.core.clock import Clock
+from foursave.core.config import Config, Device
+from foursave.core.influx import InfluxClient
+from foursave.core.periods import zone
+from foursave.core.reading import to_line
+from foursave.rules.alerts.incidents import Incident, IncidentStore
+from foursave.rules.alerts.notify import Notifier
+from foursave.rules.alerts.observers import OBSERVERS, Context, Observation, Window
+from foursave.rules.alerts.spec import AlertSettings, RuleSpec
+
+log = logging.getLogger("foursave.alerts")
+
+Event = dict[str, Any]  # an incident event as notified (JSON) and written to history
+
+
+def _epoch(t: datetime, tz: tzinfo) -> float:
+    """Maintenance times without a UTC offset are the site's local time, not the host's."""
+    return (t if t.tzinfo else t.replace(tzinfo=tz)).timestamp()
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        config: Config,
+        settings: AlertSettings,
+        influx: InfluxClient,
+        store: IncidentStore,
+        notifier: Notifier,
+        clock: Clock,
+    ):
+        self.config = config
+        self.s = settings
+        self.influx = influx
+        self.store = store
+        self.notifier = notifier
+        self.clock = clock
+        self.sites = {s.id: s for s in config.sites}
+        # what observers keep across passes (a device never heard from is stale only
+        # stale_s after this start)
+        self.context = Context(config, influx, started=clock.time())
+
+    # -------------------------------------------------------------- conditions
+    def _daylight(self, site_id: str, now: float) -> bool:
+        site = self.sites[site_id]
+        t = pd.DatetimeIndex([pd.Timestamp(now, unit="s", tz="UTC")])
+        elev = pvlib.solarposition.get_solarposition(t, site.lat, site.lon)[
+            "apparent_elevation"
+        ].iloc[0]
+        return bool(elev > 5.0)
+
+    def _in_hours(self, rule: RuleSpec, site_id: str, now: float) -> bool:
+        if rule.hours is None:
+            return True
+        h = datetime.fromtimestamp(now, zone(self.sites[site_id].timezone)).hour
+        a, b = rule.hours
+        return a <= h < b if a <= b else (h >= a or h < b)
+
+    def _maintained(self, rule: RuleSpec, device: str, now: float, site_id: str = "") -> str | None:
+        tz = zone(self.sites[site_id].timezone) if site_id in self.sites else UTC
+        for m in self.s.maintenance:
+            if (
+                _epoch(m.start, tz) <= now < _epoch(m.end, tz)
+                and (not m.rules or rule.id in m.rules)
+                and (not m.devices or device in m.devices)
+            ):
+                return m.reason
+        return None
+
+    # -------------------------------------------------------------- lifecycle
+    def evaluate(self) -> list[Event]:
+        """One pass over every rule; returns the events it sent."""
+        now = self.clock.time()
+        events: list[Event] = []
+        for rule in self.s.rules:
+            devices = [d for d in self.config.devices if rule.match(d)]
+            if not devices:
+                continue
+            try:
+                obs = OBSERVERS[rule.kind](rule, Window(devices, now), self.context)
+            except Exception:
+                log.exception("rule %s: evaluation failed", rule.id)
+                continue
+            for d in devices:
+                events.extend(self._step(rule, d, obs.get(d.id), now))
+        if events:
+            self._history(events)
+        return events
+
+    def _step(self, rule: RuleSpec, d: Device, o: Observation | None, now: float) -> list[Event]:
+        inc = self.store.open_for(rule.id, d.id)
+        silenced = self._maintained(rule, d.id, now, d.site)
+        applicable = (
+            self._in_hours(rule, d.site, now)
+            and not silenced
+            and (not rule.daylight_only or self._daylight(d.site, now))
+        )
+        active = o is not None and o.active and applicable
+        events: list[Event] = []
+        if inc is None:
+            if o is None or not active:
+                return []
+            inc = self.store.create(rule.id, d.site, d.id, now, o.value)
+        inc.value = o.value if o else inc.value
+        if inc.state == "pending":
+            if not active:
+                inc.state = "cancelled"
+            elif rule.for_s == 0 or (
+                o is not None and o.sustained and now - inc.pending_since >= rule.for_s
+            ):
+                # held for the whole for_s: since the incident opened and, in InfluxDB,
+                # across the window (no dip in between)
+                inc.state, inc.fired_at = "firing", now
+                events.append(self._event("firing", rule, inc, now))
+        elif inc.state == "firing":
+            if o is not None and o.clear:
+                inc.state, inc.resolved_at = "resolved", now
+                events.append(self._event("resolved", rule, inc, now))
+            elif (
+                rule.repeat_s
+                and not inc.acked_by
+                and not silenced
+                and applicable
+                and now - (inc.last_notified_at or 0) >= rule.repeat_s
+            ):
+                events.append(self._event("repeat", rule, inc, now))
+        self.store.update(inc)
+        return events
+
+    def _event(self, kind: str, rule: RuleSpec, inc: Incident, now: float) -> Event:
+        event: Event = {
+            "event": kind,
+            "incident": inc.id,
+            "rule": rule.id,
+            "title": rule.title,
+            "title_zh": rule.title_zh,
+            "severity": rule.severity,
+            "site": inc.site,
+            "device": inc.device,
+            "value": inc.value,
+            "ts": int(now * 1000),
+            "since": datetime.fromtimestamp(inc.pending_since, UTC).isoformat(),
+        }
+        self.notifier.send(event)
+        inc.last_notified_at = now
+        inc.notifications += 1
+        log.info("alert %s %s on %s/%s (incident %d)", kind, rule.id, inc.site, inc.device, inc.id)
+        return event
+
+    def _history(self, events: list[Event]) -> None:
+        lines = [
+            to_line(
+                "alert_events",
+                {
+                    "site": e["site"],
+                    "device": e["device"],
+                    "rule": e["rule"],
+                    "event": e["event"],
+                    "severity": e["severity"],
+                },
+                {
+                    "incident": e["incident"],
+                    **({"value": float(e["value"])} if e["value"] is not None else {}),
+                },
+                e["ts"],
+            )
+            for e in events
+        ]
+        try:
+            self.influx.write(lines)
+        except Exception as exc:
+            log.warning("alert history not written: %s", exc)

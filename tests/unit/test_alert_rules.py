@@ -1,0 +1,44 @@
+"""The alert rules' schema against the observers: every kind has one, and a rule
+missing what its kind reads is refused when the file is loaded, naming it."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+from foursave.rules.alerts import OBSERVERS, load_alert_settings
+from foursave.rules.alerts.observers import NEEDS, Kind
+
+
+def test_every_kind_has_an_observer_and_its_needs():
+    assert set(get_args(Kind)) == set(OBSERVERS) == set(NEEDS)
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [
+        ({"kind": "threshold", "value": 5}, "a threshold rule needs field"),
+        ({"kind": "threshold", "field": "flow_m3h"}, "a threshold rule needs value"),
+        ({"kind": "rate_of_change"}, "a rate_of_change rule needs field and value"),
+        ({"kind": "peer_deviation"}, "a peer_deviation rule needs value"),
+        ({"kind": "demand_forecast"}, "a demand_forecast rule needs value"),
+        ({"kind": "wobble"}, "rules.0.kind"),
+    ],
+)
+def test_a_rule_missing_what_its_kind_reads_is_refused_on_load(tmp_path, rule, error):
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        "rules:\n  - "
+        + "\n    ".join(f"{k}: {v}" for k, v in {"id": "r1", "title": "t", **rule}.items())
+    )
+    with pytest.raises(ValueError) as exc:
+        load_alert_settings(path)
+    assert str(path) in str(exc.value) and error in str(exc.value)
+
+
+def test_stale_and_state_rules_need_nothing_more(tmp_path):
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        "rules:\n  - {id: s1, title: t, kind: stale}\n  - {id: s2, title: t, kind: state}\n"
+    )
+    assert [r.kind for r in load_alert_settings(path).rules] == ["stale", "state"]
