@@ -304,9 +304,8 @@ class SnapshotBuilder:
                 ok = False
                 self.failures += 1
                 log.warning("display snapshot of %s not refreshed: %s", site.id, exc)
-                doc = self.docs.get(site.id)
-                if doc is None:
-                    doc = self.empty(site)
+                last = self.docs.get(site.id)
+                doc = last if last is not None else self.empty(site)
             self.docs[site.id] = doc
             body = json.dumps(doc, ensure_ascii=False).encode()
             etag = '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'

@@ -89,7 +89,7 @@ def _pv(
         p0 = {d.device: d.p0_kwp for d in mine}
         energy = sum(d.e_ac_kwh for d in mine)
         judged = [d for d in mine if d.pr is not None and d.y_r is not None]
-        ref = sum(d.p0_kwp * d.y_r for d in judged)
+        ref = sum(d.p0_kwp * d.y_r for d in judged if d.y_r is not None)
         y_r = [d.y_r for d in mine if d.y_r is not None]
         avail = [d.availability for d in mine if d.availability is not None]
         out.append(

@@ -150,14 +150,17 @@ class RecordStore:
                 r.supersedes,
             ),
         )
-        return int(cur.lastrowid)
+        rid = cur.lastrowid
+        assert rid is not None  # an INSERT always sets it
+        return rid
 
     def get(self, record_id: int) -> Record | None:
         row = self.db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
         return Record(*row) if row else None
 
     def history(self, site: str | None = None) -> list[Record]:
-        q, args = "SELECT * FROM records", ()
+        q = "SELECT * FROM records"
+        args: tuple[str, ...] = ()
         if site:
             q, args = q + " WHERE site = ?", (site,)
         return [Record(*row) for row in self.db.execute(q + " ORDER BY id", args)]
