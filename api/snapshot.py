@@ -37,6 +37,7 @@ from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.influxql import agg, eq, every, select, tag_in, time_range
 from foursave.core.periods import day_start, zone
 from foursave.rules.factors import FactorError, emission_factor
+from foursave.rules.items import ITEMS
 
 log = logging.getLogger("foursave.api.display")
 
@@ -175,7 +176,6 @@ class SiteQueries:
                 select(agg("last", "met", "met"), "ledger", where=this_year, group_by=["item"])
             )
         }
-        units = {"electricity": "kWh", "water": "m³", "fuel": "L", "paper": "online-signing rate"}
         by_item = {r["item"]: r for r in rows}
         return [
             {
@@ -187,7 +187,7 @@ class SiteQueries:
                 "savings_rate": by_item.get(item, {}).get("savings_rate"),
                 "met": met.get(item),
             }
-            for item, unit in units.items()
+            for item, unit in ((i.name, i.unit) for i in ITEMS)
         ]
 
 
@@ -304,9 +304,8 @@ class SnapshotBuilder:
                 ok = False
                 self.failures += 1
                 log.warning("display snapshot of %s not refreshed: %s", site.id, exc)
-                doc = self.docs.get(site.id)
-                if doc is None:
-                    doc = self.empty(site)
+                last = self.docs.get(site.id)
+                doc = last if last is not None else self.empty(site)
             self.docs[site.id] = doc
             body = json.dumps(doc, ensure_ascii=False).encode()
             etag = '"' + hashlib.blake2b(body, digest_size=8).hexdigest() + '"'

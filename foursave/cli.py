@@ -201,7 +201,7 @@ def cmd_rules(args) -> int:
         records = RecordStore(cfg.services.rules.records_path)
         try:
             if args.rebuild:
-                from foursave.rules.ledger import ROLLUP, rebuild_rollup
+                from foursave.rules.rollup import ROLLUP, rebuild_rollup
 
                 gen = rebuild_rollup(influx, cfg, args.start, args.to, clock=clock)
                 print(

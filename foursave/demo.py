@@ -175,7 +175,7 @@ def _has_annual_ledger(cfg: Config, y: int) -> bool:
 
 
 def _has_rollup(cfg: Config) -> bool:
-    from foursave.rules.ledger import ROLLUP
+    from foursave.rules.rollup import ROLLUP
 
     influx = app.influx(cfg, timeout_s=10)
     try:

@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from foursave.core.clock import ManualClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.periods import local_date, zone
+from foursave.core.periods import Period, local_date, month, months_between, year, zone
 from foursave.reports.model import (
     ITEMS,
     Adjustment,
@@ -32,19 +32,14 @@ from foursave.reports.model import (
     SiteInfo,
 )
 from foursave.reports.store import ReportStore
+from foursave.rules import items as catalogue
 from foursave.rules.factors import FactorError, emission_factor
-from foursave.rules.ledger import (
-    METHOD_VERSION,
-    Ledger,
-    LedgerRow,
-    Period,
-    month,
-    months_between,
-    year,
-)
+from foursave.rules.ledger import Ledger
 from foursave.rules.notes import Note, note_text
 from foursave.rules.pv import pv_days
 from foursave.rules.records import RecordStore
+from foursave.rules.rows import METHOD_VERSION, LedgerRow
+from foursave.rules.targets import target_of
 
 
 class ReportUnchanged(Exception):
@@ -60,11 +55,7 @@ def period_of(y: int, m: int | None) -> Period:
 
 
 def _item(r: LedgerRow) -> ItemRow:
-    target = None
-    if r.item == "paper":
-        target = r.target_rate
-    elif r.baseline is not None and r.target_rate is not None:
-        target = r.baseline * (1 - r.target_rate)
+    target = target_of(catalogue.item(r.item).target, r.baseline, r.target_rate)
     return ItemRow(
         site=r.site,
         item=r.item,
@@ -98,7 +89,7 @@ def _pv(
         p0 = {d.device: d.p0_kwp for d in mine}
         energy = sum(d.e_ac_kwh for d in mine)
         judged = [d for d in mine if d.pr is not None and d.y_r is not None]
-        ref = sum(d.p0_kwp * d.y_r for d in judged)
+        ref = sum(d.p0_kwp * d.y_r for d in judged if d.y_r is not None)
         y_r = [d.y_r for d in mine if d.y_r is not None]
         avail = [d.availability for d in mine if d.availability is not None]
         out.append(
@@ -160,7 +151,7 @@ def build_report(
     monthly = [
         MonthBar(r.site, r.item, r.period, r.actual, r.baseline, i.target)
         for r, i in ((r, _item(r)) for r in ledger.rows(months))
-        if r.item != "paper"
+        if catalogue.item(r.item).target == "reduction"  # a rate (paper) has no bars
     ]
     adjustments = [
         Adjustment(
@@ -169,9 +160,7 @@ def build_report(
             item=r.item or "",
             period=r.period,
             amount=r.value,
-            unit={"electricity": "kWh", "water": "m³", "fuel": "L", "paper": "%"}.get(
-                r.item or "", ""
-            ),
+            unit=catalogue.item(r.item).adjustment_unit if r.item in catalogue.NAMES else "",
             reason=r.reason or "",
             approved_by=r.approved_by or "",
             approved_on=str(r.approved_on or ""),

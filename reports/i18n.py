@@ -259,7 +259,7 @@ NOTES_ZH: dict[str, Wording] = {
 NOTE_WORDINGS = {"zh-TW": NOTES_ZH, "en": NOTES_EN}
 
 
-# the ledger's baseline rules (rules/ledger.py words them in English) in Traditional Chinese
+# the ledger's baseline rules (rules/targets.py words them in English) in Traditional Chinese
 _RULES_ZH = (
     (re.compile(r"^previous year \((\d{4}(?:-\d{2})?)\)$"), "前一年（{0}）"),
     (re.compile(r"^base year (\d{4}) \(EUI no growth\)$"), "基準年 {0}（EUI 不成長）"),

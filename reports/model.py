@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from foursave.rules.items import NAMES
 from foursave.rules.notes import Note
 
-ITEMS = ("electricity", "water", "fuel", "paper")
+ITEMS = NAMES  # the item names in report order: rules/items.py's catalogue
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ItemRow:
     """One ledger row: an item of a site over the report's period (rules.ledger.LedgerRow)."""
 
     site: str
-    item: str  # electricity | water | fuel | paper
+    item: str  # a name in ITEMS: electricity | water | fuel | paper
     period: str  # "2025" or "2025-07"
     unit: str  # kWh | m³ | L | online-signing rate
     actual: float | None

@@ -174,7 +174,7 @@ def demand_lines(md: MonthDemand, tz: ZoneLike) -> list[str]:
         to_line("demand", {"site": md.site}, {"demand_kw": kw}, t)
         for t, kw in sorted(md.blocks.items())
     ]
-    if md.max_demand_kw is not None:
+    if md.max_demand_kw is not None and md.max_at_ms is not None:  # set together
         ts = day_start_ms(parse_period(md.month).start, tz)
         fields = {"max_demand_kw": md.max_demand_kw, "max_at_ms": md.max_at_ms}
         if md.contract_kw:

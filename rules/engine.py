@@ -17,19 +17,14 @@ from datetime import date, timedelta
 from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.periods import add_months, month, today
+from foursave.core.periods import add_months, month, months_between, today, year
 from foursave.rules.alerts import AlertEngine
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
-from foursave.rules.ledger import (
-    Ledger,
-    LedgerRow,
-    data_span,
-    ledger_lines,
-    months_between,
-    year,
-)
+from foursave.rules.ledger import Ledger, ledger_lines
 from foursave.rules.pv import pv_days, pv_lines
 from foursave.rules.records import RecordStore
+from foursave.rules.rollup import data_span
+from foursave.rules.rows import LedgerRow
 
 log = logging.getLogger("foursave.rules")
 

@@ -30,7 +30,7 @@ from foursave.core.periods import ZoneLike, bounds_ms, day_start, day_start_ms, 
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
 from foursave.rules import formulas
-from foursave.rules.ledger import daily_quantities
+from foursave.rules.rollup import daily_quantities
 
 SANDIA_DELTA_T_C = 3.0  # cell minus back-of-module at 1,000 W/m² (open rack)
 SYSTEM_LOSSES = 0.14  # PVWatts default

@@ -18,6 +18,7 @@ from typing import Literal
 
 from foursave.core.glossary import SLUG_PATTERN
 from foursave.core.store import open_db
+from foursave.rules.items import ItemName
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -52,9 +53,7 @@ class RecordIn(BaseModel):
     value: float
     entered_by: str = Field(min_length=1)
     evidence: str | None = Field(None, description="invoice number, document id, file")
-    item: Literal["electricity", "water", "fuel", "paper"] | None = Field(
-        None, description="adjustments: the item adjusted"
-    )
+    item: ItemName | None = Field(None, description="adjustments: the item adjusted")
     reason: str | None = Field(None, description="adjustments: why")
     approved_by: str | None = None
     approved_on: date | None = None
@@ -151,14 +150,17 @@ class RecordStore:
                 r.supersedes,
             ),
         )
-        return int(cur.lastrowid)
+        rid = cur.lastrowid
+        assert rid is not None  # an INSERT always sets it
+        return rid
 
     def get(self, record_id: int) -> Record | None:
         row = self.db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
         return Record(*row) if row else None
 
     def history(self, site: str | None = None) -> list[Record]:
-        q, args = "SELECT * FROM records", ()
+        q = "SELECT * FROM records"
+        args: tuple[str, ...] = ()
         if site:
             q, args = q + " WHERE site = ?", (site,)
         return [Record(*row) for row in self.db.execute(q + " ORDER BY id", args)]

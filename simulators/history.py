@@ -189,7 +189,7 @@ def sample_records(site_id: str, y: int, m: int, seed: int, base_year: int) -> l
         RecordIn(
             site=site_id,
             period=period,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             value=value,
             entered_by=SAMPLE_BY,
             evidence=f"{SAMPLE_EVIDENCE} ({kind} {period})",

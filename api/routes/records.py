@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from foursave.api.deps import Adjuster, Reader, RecordWriter, State
 from foursave.api.routes.sites import _site
+from foursave.rules.items import ItemName
 from foursave.rules.records import RecordError, RecordIn, import_csv_text
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,7 +75,7 @@ class AdjustmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     site: str
     period: str = Field(examples=["2026-10"])
-    item: Literal["electricity", "water", "fuel", "paper"]
+    item: ItemName
     value: float = Field(allow_inf_nan=False, description="amount in the item's unit (+ or −)")
     reason: str = Field(min_length=3, max_length=500)
     approved_by: str = Field(min_length=1, max_length=100)

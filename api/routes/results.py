@@ -16,6 +16,7 @@ from foursave.core.influxql import ALL, column, eq, select, time_range
 from foursave.core.periods import day_start_ms, local_date
 from foursave.core.periods import month as month_period
 from foursave.core.periods import zone as zone_of
+from foursave.rules.items import order
 from pydantic import BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
@@ -78,8 +79,7 @@ def ledger(
                 values=_values(r, tags),
             ),
         )
-    order = ("electricity", "water", "fuel", "paper")
-    return sorted(seen.values(), key=lambda e: order.index(e.item) if e.item in order else 9)
+    return sorted(seen.values(), key=lambda e: order(e.item))  # catalogue order
 
 
 @router.get("/ledger/daily")

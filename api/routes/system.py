@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi import APIRouter, Response
 from foursave.api.deps import AppState, Reader, State
 from foursave.core.influx import InfluxRejected, InfluxUnavailable
@@ -43,7 +45,7 @@ class PipelineCollector:
     def __init__(self, state: AppState):
         self.state = state
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         st = self.state
         devices, collectors, ingesters = st.live.copy()
         now_ms = st.clock.time() * 1000
