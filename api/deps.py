@@ -15,6 +15,7 @@ from typing import Annotated, Protocol, cast
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
 from foursave.api.keys import PERMISSIONS, KeyStore, Principal
 from foursave.api.live import LiveStatus
 from foursave.api.ratelimit import RateLimiter

@@ -18,6 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+
 from foursave.api.deps import AppState
 from foursave.api.keys import KeyStore, check_bootstrap
 from foursave.api.live import LiveStatus, LiveSubscriber

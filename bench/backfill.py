@@ -22,12 +22,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from foursave.app import load_config  # noqa: E402
 from foursave.core.influx import InfluxClient  # noqa: E402
 from foursave.core.influxql import agg, select  # noqa: E402
-from foursave.simulators.backfill import generate, run_backfill  # noqa: E402
-
-from foursave.app import load_config  # noqa: E402
 from foursave.localstack import free_port, influxd  # noqa: E402
+from foursave.simulators.backfill import generate, run_backfill  # noqa: E402
 
 
 def bare_write_rate(url: str, batches: list[list[str]], writers: int) -> float:

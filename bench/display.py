@@ -41,10 +41,10 @@ AT = datetime(2026, 1, 20, 13, 0, tzinfo=ZoneInfo("Asia/Taipei"))
 def serve(config_path: str, port: int) -> None:
     """The server process: the real app plus one trivial route, under uvicorn."""
     import uvicorn
-    from foursave.api.main import create_app
-    from foursave.core.clock import ManualClock
 
+    from foursave.api.main import create_app
     from foursave.app import load_config
+    from foursave.core.clock import ManualClock
 
     app = create_app(load_config(config_path, env={}), clock=ManualClock(AT.timestamp()))
 
@@ -58,10 +58,10 @@ def serve(config_path: str, port: int) -> None:
 def make_site(tmp: Path, influx_port: int) -> Path:
     """Three weeks of the demo site, backfilled; the config the server loads."""
     import yaml
-    from foursave.core.influx import InfluxClient
-    from foursave.simulators.backfill import run_backfill
 
     from foursave.app import load_config
+    from foursave.core.influx import InfluxClient
+    from foursave.simulators.backfill import run_backfill
     from tests.helpers import demo_raw
 
     raw = demo_raw()

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from foursave.api.main import create_app  # noqa: E402
-
 from foursave.localstack import free_port, influxd, mosquitto  # noqa: E402
 from tests.api_fixtures import ServerThread, build_stack  # noqa: E402
 from tests.fuzz import fuzz  # noqa: E402

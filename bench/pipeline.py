@@ -32,9 +32,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from foursave.core.influx import InfluxClient  # noqa: E402
-
 from foursave.app import ingester, load_config  # noqa: E402
+from foursave.core.influx import InfluxClient  # noqa: E402
 from foursave.localstack import free_port, influxd, mosquitto, wait_until  # noqa: E402
 
 TEMPLATES = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["devices"]

@@ -13,6 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
+from pymodbus.client.mixin import ModbusClientMixin
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
 from foursave.collector.plan import RegisterMap, Span, plan_requests
 from foursave.collector.profiles import Profile, load_profile, load_sunspec_map
 from foursave.collector.sunspec import (
@@ -24,11 +30,6 @@ from foursave.collector.sunspec import (
     model_layout,
 )
 from foursave.core.config import Device
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
-from pymodbus.client.mixin import ModbusClientMixin
-from pymodbus.exceptions import ModbusException, ModbusIOException
-from pymodbus.framer import FramerType
-from pymodbus.pdu import ModbusPDU
 
 log = logging.getLogger("foursave.collector")
 

@@ -16,6 +16,7 @@ import time
 from collections import deque
 
 import paho.mqtt.client as mqtt
+
 from foursave.collector.spool import Spool
 from foursave.core.config import Config
 from foursave.core.mqtt import mqtt_client

@@ -18,7 +18,6 @@ from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
-from foursave.core.glossary import SLUG_PATTERN
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from foursave.core.glossary import SLUG_PATTERN
 
 SLUG = SLUG_PATTERN  # pydantic's Field(pattern=...) takes the pattern text
 DEFAULT_CONFIG = "config/demo.yaml"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+
 from foursave.core import influxql
 from foursave.core.config import InfluxService
 

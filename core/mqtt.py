@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
 from foursave.core.config import MqttService
 
 

@@ -17,6 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DataTransformerConfig,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+)
+from sunspec2 import device as ss_device
+
 from foursave.core.config import Config, Site
 from foursave.core.influxql import (
     GRAFANA_INTERVAL,
@@ -32,19 +46,6 @@ from foursave.core.influxql import (
     select,
     show_tag_values,
 )
-from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import stat, table, timeseries
-from grafana_foundation_sdk.cog import builder as cogbuilder
-from grafana_foundation_sdk.cog import variants as cogvariants
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import (
-    DataSourceRef,
-    DataTransformerConfig,
-    ValueMap,
-    ValueMappingResult,
-    VariableRefresh,
-)
-from sunspec2 import device as ss_device
 
 DS_UID = "foursave-influxdb"
 # the dashboards' time zone (days and hours on the time axis): the sites' zone, which

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 
+from grafana_client import GrafanaApi
+from grafana_client.client import GrafanaClientError
+
 from foursave.dashboards.build import (
     DASHBOARDS,
     DEFAULT_TIMEZONE,
@@ -17,8 +20,6 @@ from foursave.dashboards.build import (
     dashboard_json,
     datasource_json,
 )
-from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError
 
 log = logging.getLogger("foursave.dashboards")
 FOLDER_UID = "foursave"

@@ -11,6 +11,13 @@ import re
 import zipfile
 from datetime import UTC, datetime
 
+from openpyxl import Workbook
+from openpyxl.chart import BarChart, LineChart, Reference, Series
+from openpyxl.chart.data_source import AxDataSource, StrRef
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.worksheet.worksheet import Worksheet
+from openpyxl.writer.excel import ExcelWriter
+
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     SUMMARY_KEYS,
@@ -25,12 +32,6 @@ from foursave.reports.i18n import (
     unit_label,
 )
 from foursave.reports.model import ITEMS, ItemRow, ReportData
-from openpyxl import Workbook
-from openpyxl.chart import BarChart, LineChart, Reference, Series
-from openpyxl.chart.data_source import AxDataSource, StrRef
-from openpyxl.styles import Alignment, Font, PatternFill
-from openpyxl.worksheet.worksheet import Worksheet
-from openpyxl.writer.excel import ExcelWriter
 
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 HEAD_FILL = PatternFill("solid", fgColor="E8EEF5")

@@ -22,6 +22,7 @@ from datetime import date, timedelta, tzinfo
 import numpy as np
 import pandas as pd
 import pvlib
+
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient

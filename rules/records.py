@@ -16,9 +16,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
-from foursave.core.glossary import SLUG_PATTERN
-from foursave.core.store import open_db
-from foursave.rules.items import ItemName
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +24,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from foursave.core.glossary import SLUG_PATTERN
+from foursave.core.store import open_db
+from foursave.rules.items import ItemName
 
 RecordKind = Literal[
     "gasoline_l",  # litres of gasoline bought for official vehicles

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
+
 from foursave.core.config import Config, Device
 from foursave.core.glossary import FIELDS
 from foursave.core.influx import InfluxClient, InfluxUnavailable

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException
+
 from foursave.simulators.faults import EXCEPTION_CODES, FaultUpdate
 
 if TYPE_CHECKING:

@@ -30,6 +30,7 @@ import holidays
 import numpy as np
 import pandas as pd
 import pvlib
+
 from foursave.simulators.climate import Climate
 
 MINUTES_PER_DAY = 1440

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from foursave.collector.profiles import Profile, load_sunspec_map
-from foursave.collector.sunspec import END_MODEL_ID, SUNS_MARKER, model_layout
 from pymodbus.client.mixin import ModbusClientMixin
 from sunspec2 import device as ss_device
+
+from foursave.collector.profiles import Profile, load_sunspec_map
+from foursave.collector.sunspec import END_MODEL_ID, SUNS_MARKER, model_layout
 
 DEFAULT_MODELS = {
     "inverter": (1, 103),

@@ -15,16 +15,17 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
 from foursave.collector.profiles import load_profile
 from foursave.core.clock import Clock, simulated_clock
 from foursave.core.config import Config, Device
 from foursave.simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
 from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, ValueSource, site_models
-from pymodbus.constants import ExcCodes
-from pymodbus.framer import FramerType
-from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 if TYPE_CHECKING:
     import uvicorn
@@ -204,6 +205,7 @@ class Simulator:
         svc = self.config.services.simulator
         if svc.control_port:
             import uvicorn
+
             from foursave.simulators.control import control_app
 
             cfg = uvicorn.Config(

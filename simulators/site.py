@@ -22,6 +22,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
+
 from foursave.core.config import Config, Device, Simulation, Site
 from foursave.simulators.climate import CLIMATES
 from foursave.simulators.physics import (

@@ -20,7 +20,6 @@ from foursave.core.influx import InfluxClient
 from foursave.rules.engine import run_once
 from foursave.rules.records import RecordIn, RecordStore
 from foursave.simulators.backfill import run_backfill
-
 from tests.helpers import make_config
 
 TZ = ZoneInfo("Asia/Taipei")

@@ -6,8 +6,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from foursave.core.influx import InfluxClient
 
+from foursave.core.influx import InfluxClient
 from foursave.localstack import LocalService, free_port, influxd, mosquitto
 
 

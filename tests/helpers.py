@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from foursave.core.config import Config
 
 from foursave import app
 from foursave.app import load_config
+from foursave.core.config import Config
 from foursave.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

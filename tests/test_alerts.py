@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
+
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.core.reading import to_line
-from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
-
 from foursave.localstack import free_port
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 from tests.helpers import Mailbox, Watcher, Webhook, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
-from foursave.core.clock import simulated_clock
-from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 
+from foursave.core.clock import simulated_clock
 from foursave.localstack import free_port
+from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 from tests.helpers import Mailbox, Pipeline, Watcher, Webhook, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

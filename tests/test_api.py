@@ -10,11 +10,11 @@ import uuid
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+
 from foursave.api.keys import KeyRequestError, KeyStore
 from foursave.api.main import create_app
-from foursave.rules.alerts import IncidentStore
-
 from foursave.localstack import free_port, mosquitto
+from foursave.rules.alerts import IncidentStore
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import reap, wait_for
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from foursave.api.main import create_app
 
+from foursave.api.main import create_app
 from foursave.localstack import free_port, mosquitto
 from tests.api_fixtures import ServerThread, build_stack
 from tests.fuzz import fuzz

@@ -9,11 +9,11 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+
+from foursave.app import load_config
 from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import site_models
-
-from foursave.app import load_config
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration

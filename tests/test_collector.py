@@ -9,9 +9,6 @@ import subprocess
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from foursave.collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
-from foursave.core.clock import ManualClock
-from foursave.simulators.server import SimulatorThread
 from pymodbus.pdu.bit_message import WriteMultipleCoilsRequest, WriteSingleCoilRequest
 from pymodbus.pdu.register_message import (
     ReadHoldingRegistersRequest,
@@ -22,7 +19,10 @@ from pymodbus.pdu.register_message import (
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from foursave.app import load_config
+from foursave.collector.modbus import ModbusLink, WriteRefused, read_only_guard, reader_for
+from foursave.core.clock import ManualClock
 from foursave.localstack import free_port
+from foursave.simulators.server import SimulatorThread
 from tests.helpers import ROOT, CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration

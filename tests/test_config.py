@@ -9,9 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from foursave.core.config import parse_config
-
 from foursave.app import load_config
+from foursave.core.config import parse_config
 from tests.helpers import ROOT
 
 # the input of the case that pins the field errors' lines (tests/cases/README.md); here

@@ -12,17 +12,17 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+
+from foursave.app import load_config
 from foursave.core.clock import ManualClock
 from foursave.core.reading import to_line
 from foursave.dashboards.build import DASHBOARDS, DS_UID, OUT, dashboard_json, write_all
+from foursave.localstack import free_port
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 from foursave.rules.demand import forecast_lines
 from foursave.rules.engine import run_once
 from foursave.rules.records import RecordIn, RecordStore
 from foursave.simulators.backfill import run_backfill
-
-from foursave.app import load_config
-from foursave.localstack import free_port
 from tests.helpers import ROOT, Pipeline, expand, panels, wait_for
 
 UIDS = {

@@ -7,6 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+
+from foursave.app import load_config
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.core.reading import to_line
@@ -16,8 +18,6 @@ from foursave.rules.demand import forecast, month_demand
 from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import SiteModel
-
-from foursave.app import load_config
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]

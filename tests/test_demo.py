@@ -29,11 +29,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import yaml
+
 from foursave.core.influx import InfluxClient
 from foursave.dashboards.build import DASHBOARDS, dashboard_json
-from foursave.simulators.history import SAMPLE_BY
-
 from foursave.localstack import free_port, port_open
+from foursave.simulators.history import SAMPLE_BY
 from tests.helpers import (
     ARTIFACTS,
     CHROME_ARGS,

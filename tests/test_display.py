@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+
 from foursave.api.main import create_app
 from foursave.api.ratelimit import RateLimiter
 from foursave.api.snapshot import SnapshotBuilder
+from foursave.app import api_app
 from foursave.core.clock import ManualClock
 from foursave.core.influx import InfluxClient
-
-from foursave.app import api_app
 from foursave.localstack import free_port
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import ARTIFACTS, CHROME_ARGS, CHROMIUM, Pipeline, wait_for
@@ -100,7 +100,6 @@ def test_snapshot_numbers_are_the_counters_and_factor(stack):
 def test_history_written_after_the_first_snapshot_counts_in_the_year(tmp_path, influx_url):
     """The demo's case: the display starts before history is filled into the past."""
     from foursave.simulators.backfill import run_backfill
-
     from tests.helpers import make_config
 
     database = f"late_{free_port()}"

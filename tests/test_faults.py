@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import httpx
 import pytest
+
 from foursave.core.clock import SimClock
 from foursave.simulators.faults import evt1_bits
-
 from tests.helpers import Pipeline, wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import httpx
 import pytest
 import yaml
+
 from foursave.core.config import parse_config
 from foursave.core.influxql import column, eq, select, time_range
 from foursave.core.reading import to_line
@@ -26,7 +27,6 @@ from foursave.rules.records import RecordIn, RecordStore, import_csv
 from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import SiteModel
-
 from tests.helpers import ROOT, YONGHUA_CONFIG, reap
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import pytest
+
 from foursave.core.clock import ManualClock
 from foursave.core.config import Config, parse_config
 from foursave.core.influx import InfluxClient

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import yaml
-from foursave.simulators.server import SimulatorThread
 
+from foursave.simulators.server import SimulatorThread
 from tests.helpers import ROOT, Watcher, demo_raw, make_config, reap, wait_for
 
 pytestmark = pytest.mark.integration

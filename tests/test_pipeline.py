@@ -11,10 +11,10 @@ from datetime import date
 
 import paho.mqtt.client as mqtt
 import pytest
-from foursave.core.influx import InfluxClient
-from foursave.simulators.server import SimulatorThread
 
+from foursave.core.influx import InfluxClient
 from foursave.localstack import free_port, influxd
+from foursave.simulators.server import SimulatorThread
 from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
 
 pytestmark = pytest.mark.integration

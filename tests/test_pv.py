@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+
 from foursave.core.config import parse_config
 from foursave.rules.pv import _transpose, pv_days, pv_lines
 from foursave.simulators.backfill import run_backfill
-
 from tests.helpers import YONGHUA_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+
 from foursave.core.config import parse_config
 from foursave.core.reading import to_line
 from foursave.rules.demand import block_demands

@@ -12,10 +12,10 @@ import sys
 import httpx
 import openpyxl
 import pytest
-from foursave.api.main import create_app
-from foursave.reports.i18n import fmt, t
 from pypdf import PdfReader
 
+from foursave.api.main import create_app
+from foursave.reports.i18n import fmt, t
 from tests.api_fixtures import ServerThread, build_stack
 from tests.helpers import ROOT
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from foursave.collector.spool import Spool
 from foursave.simulators.server import SimulatorThread
-
 from tests.helpers import CollectorThread, IngesterThread, make_config, wait_for
 
 

@@ -7,9 +7,10 @@ from dataclasses import asdict
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
 from foursave.api.deps import AlertAcker, Reader, State
 from foursave.rules.alerts import acknowledge_incident
-from pydantic import BaseModel, Field
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="row id")]
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
+
 from foursave.api.deps import State
 
 STATIC = Path(__file__).resolve().parent.parent / "display" / "static"

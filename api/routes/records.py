@@ -14,11 +14,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from foursave.api.deps import Adjuster, Reader, RecordWriter, State
 from foursave.api.routes.sites import _site
 from foursave.rules.items import ItemName
 from foursave.rules.records import RecordError, RecordIn, import_csv_text
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="row id")]
 

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel, Field
+
 from foursave.api.deps import ReportMaker, State
 from foursave.reports import render
 from foursave.reports.build import ReportUnchanged, report_for
-from pydantic import BaseModel, Field
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 

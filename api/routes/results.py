@@ -10,6 +10,8 @@ from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+
 from foursave.api.deps import Reader, State
 from foursave.api.routes.sites import _site
 from foursave.core.influxql import ALL, column, eq, select, time_range
@@ -17,7 +19,6 @@ from foursave.core.periods import day_start_ms, local_date
 from foursave.core.periods import month as month_period
 from foursave.core.periods import zone as zone_of
 from foursave.rules.items import order
-from pydantic import BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["four-saving results"])
 

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel
+
 from foursave.api.deps import Reader, State
 from foursave.core.config import Device, Site
 from foursave.core.glossary import FIELDS
 from foursave.core.influxql import ALL, agg, column, eq, every, select, time_range
-from pydantic import AwareDatetime, BaseModel
 
 router = APIRouter(prefix="/api/v1", tags=["sites and devices"])
 

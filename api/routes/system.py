@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Response
-from foursave.api.deps import AppState, Reader, State
-from foursave.core.influx import InfluxRejected, InfluxUnavailable
-from foursave.core.influxql import agg, select, time_range
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+
+from foursave.api.deps import AppState, Reader, State
+from foursave.core.influx import InfluxRejected, InfluxUnavailable
+from foursave.core.influxql import agg, select, time_range
 
 router = APIRouter(tags=["system"])
 

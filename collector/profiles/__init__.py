@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from foursave.core.glossary import FIELDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from foursave.core.glossary import FIELDS
 
 PROFILE_DIR = Path(__file__).parent
 RESERVED = {"sunspec"}

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pvlib
+
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
 from foursave.core.influx import InfluxClient

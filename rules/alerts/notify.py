@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+
 from foursave.core.topics import alert_topic
 from foursave.rules.alerts.spec import AlertSettings, SmtpSettings
 

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from foursave.core.config import Device
 from foursave.core.glossary import SLUG_PATTERN
 from foursave.rules.alerts.observers import NEEDS, Kind
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):

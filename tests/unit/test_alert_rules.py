@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
+
 from foursave.rules.alerts import OBSERVERS, load_alert_settings
 from foursave.rules.alerts.observers import NEEDS, Kind
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from foursave.core.reading import PayloadError, Reading, decode_reading, reading_line, to_line
 from foursave.core.topics import TopicError, parse_device_topic, reading_topic
 

@@ -7,6 +7,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+
 from foursave.rules import formulas as f
 from foursave.rules.factors import FactorError, emission_factor, is_summer, tariff
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import (
     ALL,

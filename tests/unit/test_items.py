@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
+
 from foursave.api.routes.records import AdjustmentCreate
 from foursave.core.config import Site
 from foursave.core.periods import month

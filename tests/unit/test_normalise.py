@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+
 from foursave.core.periods import month
 from foursave.rules.normalise import weather_normalised
 

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from foursave.core.clock import ManualClock
 from foursave.core.periods import (
     Period,

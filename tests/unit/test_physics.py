@@ -6,13 +6,13 @@ from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+
 from foursave.core.clock import SimClock
 from foursave.core.config import parse_config
 from foursave.simulators.climate import TAINAN
 from foursave.simulators.faults import ValueFaults
 from foursave.simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
 from foursave.simulators.site import SiteModel
-
 from tests.helpers import YONGHUA_CONFIG
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from foursave.collector.plan import Span, plan_requests
 
 H, I = 3, 4  # noqa: E741 - holding and input, as in the Modbus spec

@@ -8,6 +8,9 @@ import zipfile
 from dataclasses import replace
 
 import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
+
 from foursave.reports import render
 from foursave.reports.csv import render_csv
 from foursave.reports.i18n import ADJUSTMENT_KEYS, DASH, LANGS, fmt, item_label, met_label, t, title
@@ -21,8 +24,6 @@ from foursave.reports.model import (
 )
 from foursave.reports.pdf import render_pdf
 from foursave.reports.xlsx import render_xlsx
-from openpyxl import load_workbook
-from pypdf import PdfReader
 
 pytestmark = pytest.mark.clock  # local days and hours: run again under a second zone in CI
 

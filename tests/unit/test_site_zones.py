@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import pytest
+
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.dashboards.build import dashboard_timezone

@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
-from foursave.collector.sunspec import decode_points, model_layout
 from sunspec2 import device as ss_device
+
+from foursave.collector.sunspec import decode_points, model_layout
 
 
 def regs_of(model: ss_device.Model) -> list[int]:

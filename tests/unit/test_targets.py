@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from foursave.core.periods import month, year
 from foursave.rules import targets
 from foursave.rules.factors import load_factors

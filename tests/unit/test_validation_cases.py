@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from foursave.collector.profiles import REGISTER_COUNT, Profile, ProfileError, load_profile_file
-from foursave.core.config import Config, ConfigError
 
 from foursave.app import load_config
+from foursave.collector.profiles import REGISTER_COUNT, Profile, ProfileError, load_profile_file
+from foursave.core.config import Config, ConfigError
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 UPDATE = os.environ.get("FOURSAVE_UPDATE_CASES") == "1"
