@@ -4,7 +4,6 @@ ingester status messages (docs/design.md, "MQTT"), kept in memory for ``/devices
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 
 from foursave.core.config import MqttService
 from foursave.core.mqtt import mqtt_client
+from foursave.core.reading import PayloadError, load_json
 from foursave.core.topics import PREFIX, STATUS_FILTER
 
 log = logging.getLogger("foursave.api.live")
@@ -34,8 +34,8 @@ class LiveStatus:
         if len(parts) != 5 or "/".join(parts[:2]) != PREFIX or parts[4] != "status":
             return
         try:
-            body = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = load_json(payload, "status")
+        except PayloadError:
             body = None
         if not isinstance(body, dict):
             with self.lock:
@@ -71,9 +71,19 @@ class LiveSubscriber:
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
-        self.client.on_message = lambda c, u, msg: self.status.take(msg.topic, msg.payload)
+        self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 30)
         self.client.connect_async(svc.host, svc.port, svc.keepalive_s)
+
+    def _on_message(self, client: object, userdata: object, msg: Any) -> None:
+        """paho's callback: an exception escaping it ends the network thread, and with
+        it every later status; so whatever one message does, it is counted and dropped."""
+        try:
+            self.status.take(msg.topic, msg.payload)
+        except Exception:
+            log.exception("status message on %s not taken", msg.topic)
+            with self.status.lock:
+                self.status.rejected += 1
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:

@@ -24,12 +24,14 @@ from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.mqtt import mqtt_client
 from foursave.core.reading import (
+    INT_MAX,
     TS_MAX_MS,
     TS_MIN_MS,
     PayloadError,
     Value,
     decode_reading,
     decode_status,
+    load_json,
     reading_line,
     to_line,
 )
@@ -50,10 +52,7 @@ INGESTER_PREFIX = "foursave/v1/_ingester/"
 def collector_status_line(topic: str, payload: bytes) -> str:
     """A collector's retained presence -> ``collector_status`` (spool depth, drops)."""
     collector_id = topic[len(COLLECTOR_PREFIX) :].split("/", 1)[0]
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
+    body = load_json(payload, "collector status")
     if not isinstance(body, dict) or body.get("state") not in ("online", "offline"):
         raise PayloadError("collector status: expected 'state' online or offline")
     ts = body.get("ts")
@@ -62,7 +61,7 @@ def collector_status_line(topic: str, payload: bytes) -> str:
     fields: dict[str, Value] = {"online": body["state"] == "online"}
     for key in ("spool_depth", "spool_dropped", "readings", "devices_online"):
         v = body.get(key)
-        if isinstance(v, int) and not isinstance(v, bool):
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT_MAX:
             fields[key] = v
     return to_line("collector_status", {"collector": collector_id}, fields, ts)
 
@@ -175,6 +174,7 @@ class Ingester:
         self.written = 0
         self.batches = 0
         self.write_retries = 0
+        self.unknown_fields = 0  # field values left out of readings: not in the glossary
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
         self.connection = 0
@@ -225,7 +225,16 @@ class Ingester:
 
     # writer thread ----------------------------------------------------------------
     def _to_lines(self, msg: Message) -> tuple[list[str], str | None]:
-        """Line protocol for a message, or an error for the dead-letter store."""
+        """Line protocol for a message, or an error for the dead-letter store.  Whatever
+        a message holds, it ends here: a failure no check foresaw is its reason too, so
+        one message never stops the writer (and with it every later reading)."""
+        try:
+            return self._decode(msg)
+        except Exception as exc:
+            log.exception("unexpected failure decoding a message from %s", msg.topic)
+            return [], f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
+
+    def _decode(self, msg: Message) -> tuple[list[str], str | None]:
         if msg.topic.startswith(COLLECTOR_PREFIX):
             try:
                 return [collector_status_line(msg.topic, msg.payload)], None
@@ -237,6 +246,14 @@ class Ingester:
             t = parse_device_topic(msg.topic)
             if t.kind == "reading":
                 r = decode_reading(msg.payload)
+                if r.dropped:
+                    self.unknown_fields += len(r.dropped)
+                    log.debug(
+                        "%s/%s: fields not in the glossary left out: %s",
+                        t.site,
+                        t.device,
+                        r.dropped,
+                    )
                 self.seq.see(f"{t.site}/{t.device}", r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
@@ -374,6 +391,7 @@ class Ingester:
             "batches": self.batches,
             "dead_letters": self.dead.count(),
             "write_retries": self.write_retries,
+            "unknown_fields": self.unknown_fields,
             "queue": self.q.qsize(),
         }
         if self.last_lag_ms is not None:

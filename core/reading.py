@@ -20,12 +20,47 @@ _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SLUG = SLUG
 TS_MIN_MS = 946_684_800_000  # 2000-01-01
 TS_MAX_MS = 4_102_444_800_000  # 2100-01-01
+# what a payload may be: a reading is a few hundred bytes; beyond these it is refused
+MAX_PAYLOAD_BYTES = 65_536
+INT_MAX = 2**63 - 1  # InfluxDB integers and SQLite INTEGER are signed 64-bit
+_INT_DIGITS = len(str(INT_MAX))
 
 Value = float | int | bool
 
 
 class PayloadError(ValueError):
     """A payload that cannot be stored; the message says what and where."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _INT_DIGITS:
+        raise PayloadError(f"an integer of {len(text.lstrip('-'))} digits (at most {_INT_DIGITS})")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise PayloadError(f"{name} is not a number JSON allows")
+
+
+def load_json(payload: bytes, what: str) -> Any:
+    """A payload's JSON, or ``PayloadError`` saying why not: larger than
+    ``MAX_PAYLOAD_BYTES``, not UTF-8, not JSON, an integer beyond 64 bits, ``NaN`` or
+    ``Infinity``, or nested deeper than the parser goes.  Nothing else escapes, so one
+    message can never end the service that reads it."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"{what}: {len(payload):,} bytes, more than {MAX_PAYLOAD_BYTES:,}")
+    try:
+        return json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)
+    except PayloadError as exc:
+        raise PayloadError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise PayloadError(f"{what}: nested too deep") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PayloadError(f"{what}: not JSON: {str(exc)[:200]}") from None
+
+
+def _int_in_range(v: object, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 @dataclass(frozen=True)
@@ -35,6 +70,8 @@ class Reading:
     kind: str
     fields: dict[str, Value]
     role: str | None = None
+    # fields of the payload the glossary does not know for its kind: left out, counted
+    dropped: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"ts": self.ts_ms, "seq": self.seq, "kind": self.kind}
@@ -45,20 +82,21 @@ class Reading:
 
 
 def decode_reading(payload: bytes) -> Reading:
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
+    """A reading payload, checked against the glossary: only the kind's known fields,
+    each of its type (an ``int`` field an integer within 64 bits, a ``float`` field a
+    finite number); unknown field names are left out and listed in ``dropped``, never
+    stored as new fields.  ``PayloadError`` names the first problem."""
+    body = load_json(payload, "reading")
     if not isinstance(body, dict):
         raise PayloadError("expected a JSON object")
     missing = [k for k in ("ts", "seq", "kind", "fields") if k not in body]
     if missing:
         raise PayloadError(f"missing key(s) {missing}")
     ts, seq, kind, fields = body["ts"], body["seq"], body["kind"], body["fields"]
-    if not isinstance(ts, int) or isinstance(ts, bool) or not TS_MIN_MS <= ts < TS_MAX_MS:
+    if not _int_in_range(ts, TS_MIN_MS, TS_MAX_MS - 1):
         raise PayloadError(f"ts: expected epoch milliseconds between 2000 and 2100, got {ts!r}")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise PayloadError(f"seq: expected a non-negative integer, got {seq!r}")
+    if not _int_in_range(seq, 0, INT_MAX):
+        raise PayloadError(f"seq: expected an integer from 0 to 2**63 - 1, got {seq!r}")
     if kind not in KINDS:
         raise PayloadError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
     role = body.get("role")
@@ -66,15 +104,39 @@ def decode_reading(payload: bytes) -> Reading:
         raise PayloadError(f"role: expected a lower-case slug, got {role!r}")
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("fields: expected a non-empty object")
+    known = FIELDS[kind]
     clean: dict[str, Value] = {}
+    dropped: list[str] = []
     for name, value in fields.items():
-        if not _FIELD.match(name):
-            raise PayloadError(f"fields.{name}: not a valid field name")
-        if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
-            clean[name] = value
+        fdef = known.get(name)
+        if fdef is None:
+            dropped.append(name if _FIELD.match(name) else repr(name)[:70])
+            continue
+        if fdef.type == "bool":
+            ok = isinstance(value, bool)
+        elif fdef.type == "int":
+            ok = _int_in_range(value, -INT_MAX - 1, INT_MAX)
         else:
-            raise PayloadError(f"fields.{name}: expected a finite number, got {value!r}")
-    return Reading(ts, seq, kind, clean, role)
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+        if not ok:
+            raise PayloadError(
+                f"fields.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
+            )
+        clean[name] = value
+    if not clean:
+        raise PayloadError(f"fields: none the glossary knows for a {kind} ({len(dropped)} unknown)")
+    return Reading(ts, seq, kind, clean, role, tuple(dropped))
+
+
+_EXPECTED = {
+    "bool": "true or false",
+    "int": "an integer within 64 bits",
+    "float": "a finite number",
+}
 
 
 def _escape_key(s: str) -> str:
@@ -111,18 +173,16 @@ def reading_line(site: str, device: str, r: Reading) -> str:
 
 def decode_status(payload: bytes) -> dict[str, Value]:
     """Device status payload -> device_status fields (online, poll_ms, errors) and ts."""
-    try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
+    body = load_json(payload, "status")
     if not isinstance(body, dict) or not isinstance(body.get("online"), bool):
         raise PayloadError("status: expected an object with boolean 'online'")
     ts = body.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool) or not TS_MIN_MS <= ts < TS_MAX_MS:
         raise PayloadError(f"status.ts: expected epoch milliseconds, got {ts!r}")
     out: dict[str, Value] = {"ts": ts, "online": body["online"]}
-    for key in ("poll_ms", "errors"):
-        v = body.get(key)
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out[key] = v
+    v = body.get("poll_ms")
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        out["poll_ms"] = v
+    if _int_in_range(body.get("errors"), 0, INT_MAX):
+        out["errors"] = body["errors"]
     return out

@@ -200,8 +200,8 @@ def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
     tmp_path, broker, influx_url, database, influx
 ):
     cfg = make_config(tmp_path, broker.port, influx_url, database, devices=[])
-    # a field whose type InfluxDB already knows as float: a boolean makes /write answer 400
-    influx.write(["meter,site=demo,device=m1,role=main odd_field=1.5 1700000000000"])
+    # a field InfluxDB already holds as a string: a number for it makes /write answer 400
+    influx.write(['meter,site=demo,device=m1,role=main voltage_v="x" 1700000000000'])
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
@@ -225,7 +225,7 @@ def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
             pub("foursave/v1/Demo Site/m1/reading", json.dumps({**good, "seq": 0}))
             pub(
                 "foursave/v1/demo/m1/reading",
-                json.dumps({**good, "seq": 1, "fields": {"odd_field": True}}),
+                json.dumps({**good, "seq": 1, "fields": {"voltage_v": 230.0}}),
             )
             pub("foursave/v1/demo/m1/reading", json.dumps({**good, "seq": 2, "ts": 1700000002000}))
             wait_for(lambda: ing.ingester.dead.count() == 4, 20, "4 dead letters")
@@ -306,3 +306,70 @@ def test_fast_simulated_time_through_the_whole_pipeline(
     energy = rows[-1]["ac_energy_wh"] - rows[0]["ac_energy_wh"]
     mean_power = sum(r["ac_power_w"] for r in rows) / len(rows)
     assert energy == pytest.approx(mean_power * span_s / 3600, rel=0.25)
+
+
+def _poison_payloads() -> dict[str, bytes]:
+    """Each of these once stopped ingestion for good (issue 12), named after it."""
+    head = '{"ts": 1700000001000, "kind": "meter", "role": "main", '
+    fields = '"fields": {"active_power_w": 10.0}'
+    return {
+        "seq 2**64": f'{head}"seq": {2**64}, {fields}}}'.encode(),
+        "400-digit number": f'{head}"seq": 0, "fields": {{"active_power_w": {"9" * 400}}}}}'.encode(),
+        "5,000-digit integer": f'{head}"seq": {"7" * 5000}, {fields}}}'.encode(),
+        "100,000-deep nesting": b'{"fields": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "1 MB payload": f'{head}"seq": 0, "pad": "{"x" * 1_000_000}", {fields}}}'.encode(),
+        "unknown fields only": (
+            f'{head}"seq": 0, "fields": {json.dumps({f"f{i}": 1.0 for i in range(50)})}}}'
+        ).encode(),
+    }
+
+
+def test_poison_payloads_are_dead_lettered_and_the_next_good_reading_is_stored(
+    tmp_path, broker, influx_url, database, influx
+):
+    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=[])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-poisoner")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    good = {"ts": 1700000001000, "kind": "meter", "role": "main", "seq": 0}
+    good["fields"] = {"active_power_w": 10.0}
+    try:
+        with IngesterThread(cfg) as ing:
+
+            def pub(topic, payload):
+                client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+            poison = _poison_payloads()
+            for payload in poison.values():
+                pub("foursave/v1/demo/m1/reading", payload)
+            pub("foursave/v1/demo/M-1!/reading", json.dumps(good))  # a tag that is no slug
+            pub("foursave/v1/_collector/c1/status", b"[" * 100_000)
+            pub(
+                "foursave/v1/_collector/c1/status",
+                b'{"state": "online", "ts": 1' + b"0" * 5000 + b"}",
+            )
+            # a good reading with one unknown field: stored without it
+            mixed = {**good, "seq": 1, "fields": {"active_power_w": 11.0, "made_up_w": 1.0}}
+            pub("foursave/v1/demo/m1/reading", json.dumps(mixed))
+            pub("foursave/v1/demo/m1/reading", json.dumps({**good, "seq": 2, "ts": 1700000002000}))
+            n_bad = len(poison) + 3
+            wait_for(lambda: ing.ingester.dead.count() == n_bad, 30, f"{n_bad} dead letters")
+            wait_for(
+                lambda: (
+                    (influx.rows("SELECT count(active_power_w) FROM meter") or [{}])[0].get("count")
+                    == 2
+                ),
+                30,
+                "both good readings stored",
+            )
+            assert ing.thread.is_alive()
+            assert ing.ingester.unknown_fields == 1
+            errors = [r[3] for r in ing.ingester.dead.rows()]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert not any(e.startswith("unexpected") for e in errors), errors  # each one foreseen
+    fields = {r["fieldKey"] for r in influx.rows("SHOW FIELD KEYS FROM meter")}
+    assert fields == {"active_power_w"}  # nothing outside the glossary was stored
+    values = [r["active_power_w"] for r in influx.rows("SELECT active_power_w FROM meter")]
+    assert values == [11.0, 10.0]

@@ -30,7 +30,7 @@ def test_reading_round_trip():
         ),
         (
             b'{"ts": 1790000000000, "seq": -1, "kind": "meter", "fields": {"a": 1}}',
-            "seq: expected a non-negative",
+            "seq: expected an integer from 0 to 2**63 - 1",
         ),
         (
             b'{"ts": 1790000000000, "seq": 1, "kind": "boiler", "fields": {"a": 1}}',
@@ -41,16 +41,16 @@ def test_reading_round_trip():
             "fields: expected a non-empty",
         ),
         (
-            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"a": "1"}}',
-            "fields.a: expected a finite number",
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"active_power_w": "1"}}',
+            "fields.active_power_w: expected a finite number",
         ),
         (
-            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"a": NaN}}',
-            "fields.a: expected a finite number",
+            b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"active_power_w": NaN}}',
+            "NaN is not a number JSON allows",
         ),
         (
             b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "fields": {"A b": 1}}',
-            "not a valid field name",
+            "fields: none the glossary knows for a meter (1 unknown)",
         ),
         (
             b'{"ts": 1790000000000, "seq": 1, "kind": "meter", "role": "Main", "fields": {"a": 1}}',
