@@ -26,9 +26,11 @@ sys.path.insert(0, str(ROOT))
 from foursave.app import load_config  # noqa: E402
 from foursave.core.influx import InfluxClient  # noqa: E402
 from foursave.core.influxql import agg, every, select, time_range  # noqa: E402
+from foursave.core.periods import year  # noqa: E402
 from foursave.localstack import free_port, influxd  # noqa: E402
-from foursave.rules.ledger import COUNTERS, Ledger, year  # noqa: E402
+from foursave.rules.ledger import Ledger  # noqa: E402
 from foursave.rules.records import RecordStore  # noqa: E402
+from foursave.rules.rollup import COUNTERS  # noqa: E402
 from foursave.simulators.backfill import run_backfill  # noqa: E402
 
 

@@ -31,10 +31,7 @@ from foursave.core.periods import (
     ZoneLike,
     day_period,
     day_start_ms,
-    month,
-    months_between,
     parse_period,
-    year,
 )
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
@@ -44,38 +41,10 @@ from foursave.rules.items import ITEMS
 from foursave.rules.notes import Note
 from foursave.rules.records import RecordStore
 from foursave.rules.rollup import (
-    COUNTERS,
-    ROLLUP,
     DeviceDays,
     daily_quantities,
-    data_span,
-    rebuild_rollup,
-    rollup_generation,
 )
 from foursave.rules.rows import METHOD_VERSION, LedgerRow
-from foursave.rules.targets import COMPLETE_ENOUGH
-
-# This module's own names are Ledger and ledger_lines.  The rest are re-exported
-# deliberately: names it held before the split (issue 11), for callers on branches not
-# merged yet; code here imports them from their owners (core/periods.py, rules/rows.py,
-# rules/rollup.py, rules/targets.py).
-__all__ = [
-    "COMPLETE_ENOUGH",
-    "COUNTERS",
-    "METHOD_VERSION",
-    "ROLLUP",
-    "Ledger",
-    "LedgerRow",
-    "Period",
-    "daily_quantities",
-    "data_span",
-    "ledger_lines",
-    "month",
-    "months_between",
-    "rebuild_rollup",
-    "rollup_generation",
-    "year",
-]
 
 
 class Ledger:

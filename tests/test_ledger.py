@@ -13,17 +13,11 @@ import yaml
 
 from foursave.core.config import parse_config
 from foursave.core.influxql import column, eq, select, time_range
+from foursave.core.periods import month, year
 from foursave.core.reading import to_line
-from foursave.rules.ledger import (
-    ROLLUP,
-    Ledger,
-    daily_quantities,
-    month,
-    rebuild_rollup,
-    rollup_generation,
-    year,
-)
+from foursave.rules.ledger import Ledger
 from foursave.rules.records import RecordIn, RecordStore, import_csv
+from foursave.rules.rollup import ROLLUP, daily_quantities, rebuild_rollup, rollup_generation
 from foursave.simulators.backfill import run_backfill
 from foursave.simulators.server import register_image
 from foursave.simulators.site import SiteModel

@@ -15,10 +15,12 @@ import pytest
 from foursave.core.clock import ManualClock
 from foursave.core.config import Config, parse_config
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import month
 from foursave.core.reading import to_line
 from foursave.rules.engine import run_once
-from foursave.rules.ledger import ROLLUP, Ledger, daily_quantities, month
+from foursave.rules.ledger import Ledger
 from foursave.rules.records import RecordStore
+from foursave.rules.rollup import ROLLUP, daily_quantities
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
 

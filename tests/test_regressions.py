@@ -7,10 +7,12 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from foursave.core.config import parse_config
+from foursave.core.periods import month
 from foursave.core.reading import to_line
 from foursave.rules.demand import block_demands
-from foursave.rules.ledger import Ledger, daily_quantities, month
+from foursave.rules.ledger import Ledger
 from foursave.rules.records import RecordStore
+from foursave.rules.rollup import daily_quantities
 
 pytestmark = pytest.mark.integration
 TAIPEI = timezone(timedelta(hours=8))
