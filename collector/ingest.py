@@ -3,10 +3,18 @@
 The ingester subscribes with a fixed client id and a persistent session, and paho's
 ``manual_ack``: a message is acknowledged only after InfluxDB answered 204 for the
 batch that holds it, so a crash or an InfluxDB outage loses nothing (the broker keeps
-and redelivers).  Batches close at ``batch_max_lines`` or ``batch_max_ms``.  Network
-errors and 5xx are retried with capped backoff; a 400 is never retried: the batch is
-split until the offending lines are found, they go to the dead-letter store with the
-server's error text, and the rest is written.  Per-device ``seq`` gaps are counted.
+and redelivers).  After each batch it also confirms to each collector which readings
+it stored (``collector/ack.py``), so a reading leaves the collector's spool only once
+it is in InfluxDB, whatever the broker forgets.  Messages that arrived on an earlier
+broker connection are written and confirmed too; only their MQTT acknowledgement is
+skipped (their ids mean nothing on the new connection).
+
+Batches close at ``batch_max_lines`` or ``batch_max_ms``.  Network errors and 5xx are
+retried with capped backoff; a 400 is never retried: the batch is split until the
+offending lines are found, they go to the dead-letter store with the server's error
+text, and the rest is written.  A message that cannot be stored (not JSON, not a
+reading, dated beyond ``future_tolerance_s`` ahead of the ingester's clock, ...) goes
+to the dead-letter store with its reason.  Per-device ``seq`` gaps are counted.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from foursave.collector.ack import ack_key, encode_acks
+from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.mqtt import mqtt_client
@@ -40,6 +50,7 @@ from foursave.core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
     TopicError,
+    ack_topic,
     ingester_topic,
     parse_device_topic,
 )
@@ -49,7 +60,7 @@ COLLECTOR_PREFIX = "foursave/v1/_collector/"
 INGESTER_PREFIX = "foursave/v1/_ingester/"
 
 
-def collector_status_line(topic: str, payload: bytes) -> str:
+def collector_status_line(topic: str, payload: bytes, not_after_ms: int = TS_MAX_MS) -> str:
     """A collector's retained presence -> ``collector_status`` (spool depth, drops)."""
     collector_id = topic[len(COLLECTOR_PREFIX) :].split("/", 1)[0]
     body = load_json(payload, "collector status")
@@ -58,12 +69,31 @@ def collector_status_line(topic: str, payload: bytes) -> str:
     ts = body.get("ts")
     if not isinstance(ts, int) or isinstance(ts, bool) or not TS_MIN_MS <= ts < TS_MAX_MS:
         raise PayloadError(f"collector status.ts: expected epoch milliseconds, got {ts!r}")
+    check_not_ahead("collector status", ts, not_after_ms)
     fields: dict[str, Value] = {"online": body["state"] == "online"}
-    for key in ("spool_depth", "spool_dropped", "readings", "devices_online"):
+    for key in (
+        "spool_depth",
+        "spool_dropped",
+        "spool_released",
+        "spool_unconfirmed",
+        "readings",
+        "devices_online",
+    ):
         v = body.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT_MAX:
             fields[key] = v
     return to_line("collector_status", {"collector": collector_id}, fields, ts)
+
+
+def check_not_ahead(what: str, ts_ms: int, not_after_ms: int) -> None:
+    """A point dated beyond the receiver's clock and its tolerance is refused: one
+    stray future point would otherwise be "the latest reading" for years and open a
+    span the rules engine computes over."""
+    if ts_ms > not_after_ms:
+        raise PayloadError(
+            f"{what}.ts: {ts_ms} is more than the tolerance ahead of the ingester's clock "
+            f"(latest accepted {not_after_ms})"
+        )
 
 
 @dataclass
@@ -162,8 +192,9 @@ class SeqTracker:
 
 
 class Ingester:
-    def __init__(self, config: Config, influx: InfluxClient):
+    def __init__(self, config: Config, influx: InfluxClient, clock: Clock):
         svc = config.services
+        self.clock = clock  # the readings' clock (foursave.app.clock)
         self.cfg = svc.ingester
         self.mqtt_cfg = svc.mqtt
         self.influx = influx  # the caller's (foursave.app.ingester), who closes it
@@ -175,6 +206,10 @@ class Ingester:
         self.batches = 0
         self.write_retries = 0
         self.unknown_fields = 0  # field values left out of readings: not in the glossary
+        self.confirmations = 0  # acknowledgement messages sent to collectors
+        self.earlier_connection = 0  # written, but arrived on a broker connection since lost
+        # per batch: collector -> device -> seqs stored (or dead-lettered) to confirm
+        self._batch_acks: dict[str, dict[str, list[int]]] = {}
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
         self.connection = 0
@@ -213,8 +248,8 @@ class Ingester:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        # messages from an earlier connection are redelivered on this one: their ids
-        # mean nothing now, so they are neither acknowledged nor written twice
+        # messages from an earlier connection are written and confirmed to their
+        # collectors, but their ids mean nothing now: they get no MQTT acknowledgement
         self.connection += 1
         client.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)])
         self.connected.set()
@@ -234,10 +269,18 @@ class Ingester:
             log.exception("unexpected failure decoding a message from %s", msg.topic)
             return [], f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
 
+    def _not_after_ms(self) -> int:
+        return int((self.clock.time() + self.cfg.future_tolerance_s) * 1000)
+
+    def _confirm(self, collector: str | None, device: str, seq: int) -> None:
+        if collector is not None:
+            self._batch_acks.setdefault(collector, {}).setdefault(device, []).append(seq)
+
     def _decode(self, msg: Message) -> tuple[list[str], str | None]:
+        not_after = self._not_after_ms()
         if msg.topic.startswith(COLLECTOR_PREFIX):
             try:
-                return [collector_status_line(msg.topic, msg.payload)], None
+                return [collector_status_line(msg.topic, msg.payload, not_after)], None
             except PayloadError as exc:
                 return [], str(exc)
         if msg.topic.startswith(INGESTER_PREFIX):
@@ -246,6 +289,7 @@ class Ingester:
             t = parse_device_topic(msg.topic)
             if t.kind == "reading":
                 r = decode_reading(msg.payload)
+                check_not_ahead("reading", r.ts_ms, not_after)
                 if r.dropped:
                     self.unknown_fields += len(r.dropped)
                     log.debug(
@@ -255,11 +299,13 @@ class Ingester:
                         r.dropped,
                     )
                 self.seq.see(f"{t.site}/{t.device}", r.seq)
+                self._confirm(r.collector, t.device, r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
                 return [reading_line(t.site, t.device, r)], None
             status = decode_status(msg.payload)
             ts = int(status.pop("ts"))
+            check_not_ahead("status", ts, not_after)
             return [
                 to_line("device_status", {"site": t.site, "device": t.device}, status, ts)
             ], None
@@ -344,17 +390,16 @@ class Ingester:
         return batch
 
     def process(self, batch: list[Message]) -> None:
-        batch = [m for m in batch if m.connection == self.connection]
-        if not batch:
-            return
         lines: list[str] = []
         owners: list[Message] = []
         self._batch_ts = []
+        self._batch_acks = {}
         for msg in batch:
             msg_lines, error = self._to_lines(msg)
             if error is not None:
                 log.warning("dead letter from %s: %s", msg.topic, error)
                 self.dead.add(msg, error)
+                self._confirm_dead_letter(msg)
                 continue
             for line in msg_lines:
                 lines.append(line)
@@ -362,11 +407,36 @@ class Ingester:
         self._write(lines, owners)  # returns only when stored (or dead-lettered)
         self._save_seq_state()
         for msg in batch:
-            if msg.qos > 0 and msg.connection == self.connection:
+            if msg.connection != self.connection:
+                self.earlier_connection += 1
+            elif msg.qos > 0:
                 self.client.ack(msg.mid, msg.qos)
+        self._send_confirmations()
         self.batches += 1
         if self.on_batch:
             self.on_batch(self._batch_ts)
+
+    def _confirm_dead_letter(self, msg: Message) -> None:
+        """A collector's reading that ends in the dead-letter store is confirmed too:
+        that store is its final home, and the collector must not send it forever."""
+        try:
+            t = parse_device_topic(msg.topic)
+        except TopicError:
+            return
+        key = ack_key(msg.payload) if t.kind == "reading" else None
+        if key is not None:
+            self._confirm(key[0], t.device, key[1])
+
+    def _send_confirmations(self) -> None:
+        """QoS 1 to each collector: which of its readings this batch stored.  paho keeps
+        them queued while the broker is away; one lost (a broker crash) only means the
+        collector publishes those readings again, and they are stored once."""
+        now_ms = int(time.time() * 1000)
+        for collector, seqs in self._batch_acks.items():
+            for payload in encode_acks(self.cfg.id, now_ms, seqs):
+                self.client.publish(ack_topic(collector), payload, qos=1)
+                self.confirmations += 1
+        self._batch_acks = {}
 
     def write_stats(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -392,6 +462,8 @@ class Ingester:
             "dead_letters": self.dead.count(),
             "write_retries": self.write_retries,
             "unknown_fields": self.unknown_fields,
+            "confirmations": self.confirmations,
+            "earlier_connection": self.earlier_connection,
             "queue": self.q.qsize(),
         }
         if self.last_lag_ms is not None:

@@ -1,10 +1,21 @@
-"""MQTT publishing with store-and-forward.
+"""MQTT publishing with store-and-forward and end-to-end acknowledgement.
 
 Every reading goes to the disk spool first; a forwarder hands spooled readings to the
-broker in order (QoS 1) and deletes each one only when the broker's PUBACK arrived.
-While the broker is away readings pile up in the spool (bounded) and are replayed in
-order when it is back.  Device status and collector presence are retained messages;
-presence has a last will of ``offline``.
+broker in order (QoS 1).  The broker's PUBACK only marks a reading accepted; it leaves
+the spool when an ingester confirms it stored it (``collector/ack.py``).  While the
+broker is away readings pile up in the spool (bounded) and are replayed in order when
+it is back.
+
+A reading handed to the broker and not confirmed within ``ack_timeout_s`` is published
+again once there is evidence it was lost:
+- the broker connection was lost and made again since it was sent (a broker that
+  crashed and restarted from its snapshot forgot what it took after it), or
+- a reading sent after it has been confirmed (the pipeline is flowing, this one is not).
+Without either (an ingester or InfluxDB away) nothing is sent twice: the broker holds
+the readings for the ingesters' sessions, and the spool keeps them until confirmed.
+
+Device status and collector presence are retained messages; presence has a last will
+of ``offline``.
 """
 
 from __future__ import annotations
@@ -17,10 +28,12 @@ from collections import deque
 
 import paho.mqtt.client as mqtt
 
-from foursave.collector.spool import Spool
+from foursave.collector.ack import decode_ack
+from foursave.collector.spool import Spool, Spooled
 from foursave.core.config import Config
 from foursave.core.mqtt import mqtt_client
-from foursave.core.topics import collector_topic
+from foursave.core.reading import PayloadError
+from foursave.core.topics import ack_topic, collector_topic
 
 log = logging.getLogger("foursave.collector.mqtt")
 
@@ -37,20 +50,31 @@ class Publisher:
         self.collector_id = svc.collector.id
         self.spool = spool
         self.max_inflight = svc.collector.max_inflight
-        self._pending: list[tuple[str, bytes]] = []
+        self.ack_timeout_s = svc.collector.ack_timeout_s
+        self._pending: list[Spooled] = []
         self._seqs: dict[str, int] = {}
         self._acked: deque[tuple[int, int]] = deque()  # (mid, PUBACK reason code)
         self._retry_from: int | None = None  # spool id to publish again from
         self._retry_at = 0.0
         self._retry_delay = 1.0
         self.refused = 0  # PUBACKs that did not accept the reading
-        self._inflight: dict[int, int] = {}  # mqtt mid -> spool id
+        self._inflight: dict[int, int] = {}  # mqtt mid -> spool id, until the PUBACK
+        # spool id -> when it was last handed to the broker (monotonic), oldest first,
+        # until an ingester confirms it
+        self._sent: dict[int, float] = {}
+        self._legacy: set[int] = set()
+        self._confirms: deque[bytes] = deque()  # acknowledgement payloads from ingesters
+        self._confirmed_sent = float("-inf")  # latest send time of a confirmed reading
+        self._connected_at = float("-inf")  # when the current broker connection began
         self._cursor = 0  # last spool id handed to the client
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self.connected = False
         self.published = 0
-        self.acked = 0
+        self.acked = 0  # PUBACKs: the broker took it
+        self.confirmed = 0  # an ingester stored it: it left the spool
+        self.republished = 0  # sent again, unconfirmed and probably lost
+        self.bad_acks = 0
         # MQTT 5: a PUBACK carries a reason code, so "no subscriber" or "not authorised"
         # keeps the reading in the spool instead of deleting it (3.1.1 acks them all)
         c = mqtt_client(svc.mqtt, f"foursave-collector-{self.collector_id}", protocol=mqtt.MQTTv5)
@@ -64,6 +88,7 @@ class Publisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         self.client = c
         self._host, self._port, self._keepalive = svc.mqtt.host, svc.mqtt.port, svc.mqtt.keepalive_s
 
@@ -72,6 +97,7 @@ class Publisher:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
+        client.subscribe(ack_topic(self.collector_id), qos=1)
         client.publish(collector_topic(self.collector_id), self._online(), 1, True)
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
@@ -82,10 +108,19 @@ class Publisher:
         self._acked.append((mid, reason_code.value))
         self._loop.call_soon_threadsafe(self._wake.set)
 
+    def _on_message(self, client, userdata, msg):
+        self._confirms.append(msg.payload)
+        self._loop.call_soon_threadsafe(self._wake.set)
+
     # the event loop -------------------------------------------------------------
     def _set_connected(self, value: bool) -> None:
         if value != self.connected:
             log.info("broker %s:%d %s", self._host, self._port, "connected" if value else "lost")
+            if value:
+                self._connected_at = time.monotonic()
+                # PUBACKs of the lost connection will not come: those readings wait
+                # for an ingester's confirmation like the others
+                self._inflight.clear()
         self.connected = value
         self._wake.set()
 
@@ -94,7 +129,7 @@ class Publisher:
         self.client.loop_start()
 
     def enqueue(self, topic: str, payload: bytes, device: str, seq: int) -> None:
-        self._pending.append((topic, payload))
+        self._pending.append(Spooled(topic, payload, device, seq))
         self._seqs[device] = seq
         self._wake.set()
 
@@ -104,6 +139,8 @@ class Publisher:
             self.collector_id,
             spool_depth=self.spool.depth,
             spool_dropped=self.spool.dropped,
+            spool_released=self.spool.released,
+            spool_unconfirmed=len(self._sent),
             **counters,
         )
 
@@ -118,7 +155,7 @@ class Publisher:
 
     def _flush(self) -> None:
         if self._pending or self._seqs:
-            dropped = self.spool.append(self._pending, self._seqs, protect_upto=self._cursor)
+            dropped = self.spool.append(self._pending, self._seqs)
             if dropped:
                 log.warning(
                     "spool full (%d readings): dropped the %d oldest, %d dropped in all",
@@ -130,18 +167,24 @@ class Publisher:
             self._seqs = {}
 
     def _process_acks(self) -> None:
-        done = []
+        accepted, legacy = [], []
         while self._acked:
             mid, code = self._acked.popleft()
             sid = self._inflight.pop(mid, None)
             if sid is None:
                 continue
             if code == 0:
-                done.append(sid)
+                if sid in self._legacy:
+                    self._legacy.discard(sid)
+                    legacy.append(sid)
+                else:
+                    accepted.append(sid)
                 continue
             # 0x10 no matching subscribers (no ingester session yet), 0x87 not
             # authorised, ...: the broker did not take it; keep it and try again later
             self.refused += 1
+            self._sent.pop(sid, None)
+            self._legacy.discard(sid)
             if self._retry_from is None:
                 log.warning(
                     "broker did not accept readings (PUBACK reason 0x%02x); keeping them in "
@@ -152,11 +195,51 @@ class Publisher:
                 self._retry_at = time.monotonic() + self._retry_delay
                 self._retry_delay = min(self._retry_delay * 2, 60.0)
             self._retry_from = sid if self._retry_from is None else min(self._retry_from, sid)
-        if done:
-            self.spool.delete(done)
-            self.acked += len(done)
-            if self._retry_from is None:
-                self._retry_delay = 1.0
+        self.acked += len(accepted) + len(legacy)
+        self.spool.accept(accepted)
+        self.spool.delete(legacy)  # spooled before acknowledgements: the PUBACK is all
+        if (accepted or legacy) and self._retry_from is None:
+            self._retry_delay = 1.0
+
+    def _process_confirms(self) -> None:
+        while self._confirms:
+            payload = self._confirms.popleft()
+            try:
+                acks = decode_ack(payload)
+            except PayloadError as exc:
+                self.bad_acks += 1
+                log.warning("acknowledgement ignored: %s", exc)
+                continue
+            for sid in self.spool.confirm(acks):
+                self.confirmed += 1
+                sent = self._sent.pop(sid, None)
+                if sent is not None and sent > self._confirmed_sent:
+                    self._confirmed_sent = sent
+
+    def _overdue(self, room: int) -> list[int]:
+        """Spool ids sent at least ``ack_timeout_s`` ago, unconfirmed, and sent before
+        the evidence of their loss (a reconnect, or a later reading confirmed)."""
+        now = time.monotonic()
+        before = min(max(self._confirmed_sent, self._connected_at), now - self.ack_timeout_s)
+        out: list[int] = []
+        for sid, sent in self._sent.items():  # oldest send first
+            if sent >= before or len(out) >= room:
+                break
+            out.append(sid)
+        return out
+
+    def _publish(self, sid: int, topic: str, payload: bytes, device: str | None) -> bool:
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            return False  # paho queues QoS 1 while reconnecting; anything else: retry later
+        self._inflight[info.mid] = sid
+        if device is None:  # a row from before acknowledgements leaves on PUBACK
+            self._legacy.add(sid)
+        else:  # (re)inserted last: the dict stays in order of sending
+            self._sent.pop(sid, None)
+            self._sent[sid] = time.monotonic()
+        self.published += 1
+        return True
 
     def _feed(self) -> None:
         if self._retry_from is not None:
@@ -167,17 +250,33 @@ class Publisher:
         room = self.max_inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return
-        for sid, topic, payload in self.spool.after(self._cursor, room):
-            info = self.client.publish(topic, payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                break  # paho queues QoS 1 while reconnecting; anything else: retry later
-            self._inflight[info.mid] = sid
-            self._cursor = sid
-            self.published += 1
+        overdue = self._overdue(room)
+        if overdue:
+            again = self.spool.rows(overdue)
+            present = {row.id for row in again}
+            for sid in overdue:
+                if sid not in present:  # left the bound meanwhile
+                    del self._sent[sid]
+            if again:
+                log.info(
+                    "publishing again %d readings not confirmed within %.0f s",
+                    len(again),
+                    self.ack_timeout_s,
+                )
+            for row in again:
+                if not self._publish(row.id, row.topic, row.payload, row.device):
+                    return
+                self.republished += 1
+                room -= 1
+        for row in self.spool.after(self._cursor, room):
+            if not self._publish(row.id, row.topic, row.payload, row.device):
+                break
+            self._cursor = row.id
 
     def step(self) -> None:
         self._flush()
         self._process_acks()
+        self._process_confirms()
         self._feed()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -204,6 +303,7 @@ class Publisher:
             except TimeoutError:
                 pass
         self._process_acks()
+        self._process_confirms()
         if self.connected:
             info = self.client.publish(
                 collector_topic(self.collector_id), presence("offline", self.collector_id), 1, True
@@ -219,3 +319,8 @@ class Publisher:
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Readings handed to the broker that no ingester has confirmed yet."""
+        return len(self._sent)

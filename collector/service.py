@@ -105,7 +105,7 @@ class DevicePoller:
         h.field_errors = list(result.errors)
         h.last_error = result.errors[0] if result.errors else None
         self.seq += 1
-        reading = Reading(ts_ms, self.seq, d.kind, result.fields, d.role)
+        reading = Reading(ts_ms, self.seq, d.kind, result.fields, d.role, self.c.collector_id)
         self.c.publisher.enqueue(reading_topic(d.site, d.id), reading.to_json(), d.id, self.seq)
         h.last_reading_ms = ts_ms
         self.c.readings += 1

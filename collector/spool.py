@@ -1,13 +1,18 @@
-"""The collector's disk spool: every reading waits here until the broker acknowledged it.
+"""The collector's disk spool: every reading waits here until an ingester confirmed
+it stored it (``collector/ack.py``).
 
-SQLite, in the order readings were taken.  Bounded: past ``max_rows`` the oldest
-readings not yet handed to the broker are dropped, counted and reported.  The spool
-and the per-device sequence counters survive a restart of the collector.
+SQLite, in the order readings were taken.  Each row remembers its device and ``seq``
+(what an acknowledgement names) and whether the broker accepted it (PUBACK).  Bounded:
+past ``max_rows`` the oldest rows go first, counted as ``released`` when the broker
+had accepted them (it still holds them for the ingesters, but nobody will publish them
+again) and as ``dropped`` when it had not (lost).  The spool, its counters and the
+per-device sequence counters survive a restart of the collector.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from foursave.core.store import open_db
 
@@ -20,6 +25,27 @@ CREATE TABLE IF NOT EXISTS spool (
 CREATE TABLE IF NOT EXISTS device_seq (device TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# added when acknowledgements came; a spool from before has rows with device NULL,
+# which leave on the broker's PUBACK as they did then
+_COLUMNS = {
+    "device": "ALTER TABLE spool ADD COLUMN device TEXT",
+    "seq": "ALTER TABLE spool ADD COLUMN seq INTEGER",
+    "accepted": "ALTER TABLE spool ADD COLUMN accepted INTEGER NOT NULL DEFAULT 0",
+}
+
+
+class Spooled(NamedTuple):
+    topic: str
+    payload: bytes
+    device: str | None
+    seq: int | None
+
+
+class Row(NamedTuple):
+    id: int
+    topic: str
+    payload: bytes
+    device: str | None
 
 
 class Spool:
@@ -28,28 +54,41 @@ class Spool:
         self.max_rows = max_rows
         # FULL: a committed reading survives a power cut (one fsync per flush, ~50 ms)
         self.db = open_db(self.path, SCHEMA, synchronous="FULL")
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(spool)")}
+        for name, ddl in _COLUMNS.items():
+            if name not in have:
+                self.db.execute(ddl)
+        self.db.execute("CREATE INDEX IF NOT EXISTS spool_device_seq ON spool (device, seq)")
         self._depth = self.db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
         self.dropped = self._counter("dropped")
+        self.released = self._counter("released")
 
     def _counter(self, name: str) -> int:
         row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
+    def _save_counter(self, name: str, value: int) -> None:
+        self.db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
     def last_seqs(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT device, seq FROM device_seq").fetchall())
 
-    def append(
-        self, rows: list[tuple[str, bytes]], seqs: dict[str, int], protect_upto: int = 0
-    ) -> int:
+    def append(self, rows: list[Spooled], seqs: dict[str, int]) -> int:
         """Store readings and the devices' last seq in one transaction.
 
-        Returns how many old readings were dropped to stay within the bound; rows with
-        id <= ``protect_upto`` (handed to the broker, waiting for its ack) are kept.
-        """
+        Returns how many readings were dropped (never accepted by the broker) to stay
+        within the bound; the oldest rows go first (``released`` counts those the
+        broker had)."""
         dropped = 0
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany("INSERT INTO spool (topic, payload) VALUES (?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO spool (topic, payload, device, seq) VALUES (?, ?, ?, ?)", rows
+            )
             self.db.executemany(
                 "INSERT INTO device_seq (device, seq) VALUES (?, ?) "
                 "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
@@ -58,28 +97,75 @@ class Spool:
             self._depth += len(rows)
             excess = self._depth - self.max_rows
             if excess > 0:
-                cur = self.db.execute(
-                    "DELETE FROM spool WHERE id IN "
-                    "(SELECT id FROM spool WHERE id > ? ORDER BY id LIMIT ?)",
-                    (protect_upto, excess),
-                )
-                dropped = cur.rowcount
-                self._depth -= dropped
+                gone = self.db.execute(
+                    "DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?) "
+                    "RETURNING accepted",
+                    (excess,),
+                ).fetchall()
+                released = sum(1 for (a,) in gone if a)
+                dropped = len(gone) - released
+                self._depth -= len(gone)
                 self.dropped += dropped
-                self.db.execute(
-                    "INSERT INTO counters (name, value) VALUES ('dropped', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    (self.dropped,),
-                )
+                self.released += released
+                self._save_counter("dropped", self.dropped)
+                self._save_counter("released", self.released)
         return dropped
 
-    def after(self, cursor: int, limit: int) -> list[tuple[int, str, bytes]]:
-        return self.db.execute(
-            "SELECT id, topic, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-            (cursor, limit),
-        ).fetchall()
+    def after(self, cursor: int, limit: int) -> list[Row]:
+        """The next rows after spool id ``cursor``, oldest first."""
+        return [
+            Row(*r)
+            for r in self.db.execute(
+                "SELECT id, topic, payload, device FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+                (cursor, limit),
+            )
+        ]
+
+    def rows(self, ids: list[int]) -> list[Row]:
+        """The rows among ``ids`` still in the spool, oldest first."""
+        out: list[Row] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.extend(
+                Row(*r)
+                for r in self.db.execute(
+                    f"SELECT id, topic, payload, device FROM spool WHERE id IN ({marks})", chunk
+                )
+            )
+        return sorted(out)
+
+    def accept(self, ids: list[int]) -> None:
+        """The broker took these (PUBACK): still waiting for an ingester."""
+        if ids:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "UPDATE spool SET accepted = 1 WHERE id = ?", [(i,) for i in ids]
+                )
+
+    def confirm(self, acks: dict[str, list[tuple[int, int]]]) -> list[int]:
+        """Delete what an ingester confirmed stored: ranges of seq per device.  Returns
+        the spool ids deleted (a range may name rows already gone: confirmed twice,
+        or by two ingesters)."""
+        gone: list[int] = []
+        with self.db:
+            self.db.execute("BEGIN")
+            for device, rs in acks.items():
+                for lo, hi in rs:
+                    gone.extend(
+                        r[0]
+                        for r in self.db.execute(
+                            "DELETE FROM spool WHERE device = ? AND seq BETWEEN ? AND ? "
+                            "RETURNING id",
+                            (device, lo, hi),
+                        )
+                    )
+        self._depth -= len(gone)
+        return gone
 
     def delete(self, ids: list[int]) -> None:
+        """Rows from a spool older than acknowledgements leave on the broker's PUBACK."""
         if not ids:
             return
         with self.db:

@@ -109,6 +109,12 @@ class CollectorService(_Frozen):
     spool_max_readings: int = Field(500_000, ge=10)
     status_interval_s: float = Field(30.0, gt=0)
     max_inflight: int = Field(1000, ge=1, le=65535)
+    ack_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a reading unconfirmed this long is published again once there is "
+        "evidence it was lost (collector/publisher.py)",
+    )
 
 
 class IngesterService(_Frozen):
@@ -118,6 +124,11 @@ class IngesterService(_Frozen):
     batch_max_ms: int = Field(250, ge=1, le=60_000)
     dead_letter_path: str = "var/dead-letters.sqlite"
     retry_max_s: float = Field(30.0, gt=0)
+    future_tolerance_s: float = Field(
+        300.0,
+        gt=0,
+        description="readings dated further ahead of the ingester's clock are refused",
+    )
 
 
 class SimulatorService(_Frozen):

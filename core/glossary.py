@@ -93,8 +93,20 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
         f.name: f
         for f in (
             _f("online", "bool", "the collector is connected (false: its last will)", "bool"),
-            _f("spool_depth", "count", "readings waiting in the spool for the broker", "int"),
+            _f("spool_depth", "count", "readings in the spool, waiting to be stored", "int"),
             _f("spool_dropped", "count", "readings dropped beyond the spool's bound", "int"),
+            _f(
+                "spool_released",
+                "count",
+                "readings the broker had taken, left unconfirmed beyond the spool's bound",
+                "int",
+            ),
+            _f(
+                "spool_unconfirmed",
+                "count",
+                "readings handed to the broker that no ingester has confirmed yet",
+                "int",
+            ),
             _f("readings", "count", "readings taken since the collector started", "int"),
             _f("devices_online", "count", "devices that answered their last poll", "int"),
         )

@@ -3,7 +3,9 @@ protocol.  Pure functions: no broker, no database.
 
 Payload (docs/design.md): ``{"ts": <epoch ms>, "seq": <per-device counter>, "kind": ...,
 "fields": {...}}``; foursave adds ``"role"`` for meters so the ingester needs no copy
-of the device list (several collectors and ingesters may run).
+of the device list (several collectors and ingesters may run), and ``"collector"``, the
+id of the collector that took it, so the ingester knows where to send its
+acknowledgement (``collector/ack.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Reading:
     kind: str
     fields: dict[str, Value]
     role: str | None = None
+    collector: str | None = None  # who took it: its spool waits for the acknowledgement
     # fields of the payload the glossary does not know for its kind: left out, counted
     dropped: tuple[str, ...] = ()
 
@@ -77,6 +80,8 @@ class Reading:
         body: dict[str, Any] = {"ts": self.ts_ms, "seq": self.seq, "kind": self.kind}
         if self.role:
             body["role"] = self.role
+        if self.collector:
+            body["collector"] = self.collector
         body["fields"] = self.fields
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
@@ -99,9 +104,10 @@ def decode_reading(payload: bytes) -> Reading:
         raise PayloadError(f"seq: expected an integer from 0 to 2**63 - 1, got {seq!r}")
     if kind not in KINDS:
         raise PayloadError(f"kind: expected one of {list(KINDS)}, got {kind!r}")
-    role = body.get("role")
-    if role is not None and (not isinstance(role, str) or not _SLUG.match(role)):
-        raise PayloadError(f"role: expected a lower-case slug, got {role!r}")
+    role, collector = body.get("role"), body.get("collector")
+    for name, tag in (("role", role), ("collector", collector)):
+        if tag is not None and (not isinstance(tag, str) or not _SLUG.match(tag)):
+            raise PayloadError(f"{name}: expected a lower-case slug, got {tag!r}"[:200])
     if not isinstance(fields, dict) or not fields:
         raise PayloadError("fields: expected a non-empty object")
     known = FIELDS[kind]
@@ -129,7 +135,7 @@ def decode_reading(payload: bytes) -> Reading:
         clean[name] = value
     if not clean:
         raise PayloadError(f"fields: none the glossary knows for a {kind} ({len(dropped)} unknown)")
-    return Reading(ts, seq, kind, clean, role, tuple(dropped))
+    return Reading(ts, seq, kind, clean, role, collector, tuple(dropped))
 
 
 _EXPECTED = {

@@ -25,6 +25,11 @@ def collector_topic(collector_id: str) -> str:
     return f"{PREFIX}/_collector/{collector_id}/status"
 
 
+def ack_topic(collector_id: str) -> str:
+    """Where ingesters confirm what they stored of this collector's readings."""
+    return f"{PREFIX}/_collector/{collector_id}/ack"
+
+
 def ingester_topic(ingester_id: str) -> str:
     return f"{PREFIX}/_ingester/{ingester_id}/status"
 

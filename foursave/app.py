@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the services are imported when assembled: `foursave sim` ne
 
 log = logging.getLogger("foursave")
 
-Service = Literal["collector", "rules", "api"]
+Service = Literal["collector", "ingester", "rules", "api"]
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -62,8 +62,9 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def clock(config: Config, service: Service) -> Clock:
     """The clock a service runs on.
 
-    ``services.collector.clock`` stamps readings; the API reads "now" on the same clock
-    so its "today" matches the readings.  ``services.rules.clock`` drives the rules
+    ``services.collector.clock`` stamps readings; the ingester (which refuses readings
+    dated too far ahead) and the API (whose "today" must match the readings) read "now"
+    on the same clock.  ``services.rules.clock`` drives the rules
     engine.  ``simulated`` means the simulators' clock (``services.simulator``).
     """
     choice = config.services.rules.clock if service == "rules" else config.services.collector.clock
@@ -97,7 +98,7 @@ def collector(config: Config, devices: list[Device] | None = None) -> Collector:
 def ingester(config: Config) -> Ingester:
     from foursave.collector.ingest import Ingester
 
-    return Ingester(config, influx(config))
+    return Ingester(config, influx(config), clock(config, "ingester"))
 
 
 @dataclass

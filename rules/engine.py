@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import date, timedelta
 
-from foursave.core.clock import Clock
+from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import add_months, month, months_between, today, year
@@ -41,7 +41,8 @@ def run_once(
     each site's days and months in its own zone; ``clock`` says which days are still
     open (default: the system clock)."""
     if start is None or end is None:
-        span = data_span(influx, *sorted({s.timezone for s in config.sites}))
+        now_ms = int((clock or SystemClock()).time() * 1000)
+        span = data_span(influx, *sorted({s.timezone for s in config.sites}), until_ms=now_ms)
         if span is None:
             log.info("no meter data yet: nothing to compute")
             return []

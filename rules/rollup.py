@@ -302,7 +302,9 @@ def rebuild_rollup(
         ]
     )
     if start is None or end is None:
-        span = data_span(influx, *{s.timezone for s in config.sites})
+        span = data_span(
+            influx, *{s.timezone for s in config.sites}, until_ms=int(clock.time() * 1000)
+        )
         if span is None:
             return generation
         start, end = start or span[0], end or span[1]
@@ -310,8 +312,12 @@ def rebuild_rollup(
     return generation
 
 
-def data_span(influx: InfluxClient, *zones: ZoneLike) -> tuple[date, date] | None:
-    """[first, last + 1 day) of the local days with meter, inverter or water data.
+def data_span(
+    influx: InfluxClient, *zones: ZoneLike, until_ms: int | None = None
+) -> tuple[date, date] | None:
+    """[first, last + 1 day) of the local days with meter, inverter or water data,
+    counting no point after ``until_ms`` (the caller's "now"): a stray point dated
+    ahead must not open a span of years to compute over.
 
     Readings are not told apart by site here, so with several zones (every site's)
     the span is the union of the local days in each: from the earliest local date of
@@ -321,13 +327,14 @@ def data_span(influx: InfluxClient, *zones: ZoneLike) -> tuple[date, date] | Non
     tzs = [zone_of(z) for z in zones]
     firsts: list[date] = []
     lasts: list[date] = []
+    bound = [] if until_ms is None else [time_range(end_ms=until_ms, include_end=True)]
     for m, f in (
         ("meter", "import_energy_wh"),
         ("inverter", "ac_energy_wh"),
         ("water", "volume_m3"),
     ):
         for fn, acc in (("first", firsts), ("last", lasts)):
-            rows = influx.rows(select(agg(fn, f), m))
+            rows = influx.rows(select(agg(fn, f), m, where=bound))
             if rows:
                 acc.extend(local_date(rows[0]["time"], z) for z in tzs)
     if not firsts:

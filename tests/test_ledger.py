@@ -383,3 +383,20 @@ def test_rebuild_forgets_what_the_readings_no_longer_say(tmp_path, influx):
     # a second rebuild starts another generation; the numbers stay
     assert rebuild_rollup(influx, cfg) == 2
     assert _same(daily_quantities(influx, cfg, start, end), truth)
+
+
+def test_a_stray_future_point_opens_no_span(influx):
+    """One meter point dated 2090 (written past the ingester, e.g. by hand) must not
+    make the engine compute every day from now to 2090."""
+    from foursave.rules.rollup import data_span
+
+    def point(day: date) -> str:
+        ts = int(datetime(day.year, day.month, day.day, 4, tzinfo=UTC).timestamp() * 1000)
+        return to_line(
+            "meter", {"site": "s", "device": "m", "role": "main"}, {"import_energy_wh": 1.0}, ts
+        )
+
+    influx.write([point(date(2026, 3, 1)), point(date(2026, 3, 4)), point(date(2090, 1, 1))])
+    now_ms = int(datetime(2026, 3, 10, tzinfo=UTC).timestamp() * 1000)
+    assert data_span(influx, "Asia/Taipei", until_ms=now_ms) == (date(2026, 3, 1), date(2026, 3, 5))
+    assert data_span(influx, "Asia/Taipei")[1] == date(2090, 1, 2)  # what it would have been

@@ -321,6 +321,9 @@ def _poison_payloads() -> dict[str, bytes]:
         "unknown fields only": (
             f'{head}"seq": 0, "fields": {json.dumps({f"f{i}": 1.0 for i in range(50)})}}}'
         ).encode(),
+        "a date in 2090": (
+            '{"ts": 3786912000000, "kind": "meter", "role": "main", "seq": 0, ' + fields + "}"
+        ).encode(),
     }
 
 
