@@ -34,6 +34,19 @@ _COLUMNS = {
 }
 
 
+def readings_per_s(intervals_s: list[float]) -> float:
+    """Readings a collector takes per second when every device answers."""
+    return sum(1 / i for i in intervals_s)
+
+
+def lasts_s(max_rows: int, intervals_s: list[float]) -> float | None:
+    """How long a spool of ``max_rows`` holds everything while nothing is confirmed (the
+    broker, every ingester or InfluxDB away) before the oldest readings go; None for
+    a collector without devices."""
+    rate = readings_per_s(intervals_s)
+    return max_rows / rate if rate else None
+
+
 class Spooled(NamedTuple):
     topic: str
     payload: bytes

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from foursave import app
 from foursave.app import load_config
+from foursave.collector.spool import lasts_s, readings_per_s
 from foursave.core.config import DEFAULT_CONFIG, Config, ConfigError
 
 log = logging.getLogger("foursave")
@@ -69,7 +70,26 @@ def cmd_check_config(args) -> int:
         f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
         f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
     )
+    col = cfg.services.collector
+    intervals = [d.interval_s for d in cfg.devices]
+    held = lasts_s(col.spool_max_readings, intervals)
+    if held is not None:
+        print(
+            f"collector spool: {col.spool_max_readings:,} readings hold "
+            f"{_duration(held)} of this config's {readings_per_s(intervals):,.1f} readings/s "
+            "while nothing is confirmed; then the oldest go first"
+        )
     return 0
+
+
+def _duration(s: float) -> str:
+    """1 d 4 h, 3 h 20 min, 42 min: the two largest units."""
+    d, rest = divmod(int(s), 86_400)
+    h, rest = divmod(rest, 3_600)
+    m = rest // 60
+    if d:
+        return f"{d} d {h} h"
+    return f"{h} h {m} min" if h else f"{m} min"
 
 
 def cmd_sim(args) -> int:

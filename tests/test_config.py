@@ -71,6 +71,7 @@ def test_check_config_command_explains_without_a_traceback(tmp_path):
         timeout=60,
     )
     assert ok.returncode == 0 and "OK" in ok.stdout
+    assert "collector spool: 500,000 readings hold" in ok.stdout
     ok_flag = subprocess.run(
         [sys.executable, "-m", "foursave", "check-config", "--config", "config/demo.yaml"],
         capture_output=True,

@@ -8,8 +8,10 @@ import json
 import pytest
 import yaml
 
+from foursave.cli import _duration
 from foursave.collector.ack import ack_key, decode_ack, encode_acks, ranges
 from foursave.collector.ingest import Ingester, Message
+from foursave.collector.spool import lasts_s
 from foursave.core.clock import ManualClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
@@ -67,6 +69,14 @@ def test_a_dead_lettered_reading_still_names_its_collector_and_seq():
     assert ack_key(b'{"collector": "C 1", "seq": 4}') is None
     assert ack_key(b'{"collector": "c-1", "seq": -1}') is None
     assert ack_key(b"\xff") is None
+
+
+def test_how_long_the_spool_lasts_worked_by_hand():
+    """1,000 devices every 5 s take 200 readings/s: 500,000 rows last 2,500 s."""
+    assert lasts_s(500_000, [5.0] * 1000) == pytest.approx(2_500)
+    assert lasts_s(500_000, []) is None
+    assert _duration(2_500) == "41 min"
+    assert _duration(500_000 / 1.2) == "4 d 19 h"
 
 
 NOW_MS = 1_790_000_000_000
