@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -207,6 +208,7 @@ class Ingester:
         self.write_retries = 0
         self.unknown_fields = 0  # field values left out of readings: not in the glossary
         self.confirmations = 0  # acknowledgement messages sent to collectors
+        self.store_errors = 0  # the dead-letter / seq-state SQLite could not be written
         self.earlier_connection = 0  # written, but arrived on a broker connection since lost
         # per batch: collector -> device -> seqs stored (or dead-lettered) to confirm
         self._batch_acks: dict[str, dict[str, list[int]]] = {}
@@ -251,7 +253,10 @@ class Ingester:
         # messages from an earlier connection are written and confirmed to their
         # collectors, but their ids mean nothing now: they get no MQTT acknowledgement
         self.connection += 1
-        client.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)])
+        group = self.cfg.shared_group
+        client.subscribe(
+            [(f"$share/{group}/{f}" if group else f, 1) for f in (READINGS_FILTER, STATUS_FILTER)]
+        )
         self.connected.set()
         log.info("subscribed (session present: %s)", flags.session_present)
 
@@ -438,6 +443,25 @@ class Ingester:
                 self.confirmations += 1
         self._batch_acks = {}
 
+    def _process_until_done(self, batch: list[Message]) -> bool:
+        """Process a batch, again while the dead-letter store cannot be written (its
+        disk full, ...): nothing is acknowledged before it is stored or set aside, and
+        writing the batch again is harmless.  False when told to stop meanwhile."""
+        delay = 0.2
+        while True:
+            try:
+                self.process(batch)
+                return True
+            except InfluxUnavailable:
+                return False
+            except sqlite3.Error as exc:
+                self.store_errors += 1
+                if delay == 0.2:
+                    log.error("cannot write %s (%s): retrying", self.cfg.dead_letter_path, exc)
+                if self.stop_event.wait(delay):
+                    return False
+                delay = min(delay * 2, self.cfg.retry_max_s)
+
     def write_stats(self) -> None:
         now_ms = int(time.time() * 1000)
         lines = []
@@ -487,11 +511,8 @@ class Ingester:
         try:
             while not self.stop_event.is_set():
                 batch = self._next_batch()
-                if batch:
-                    try:
-                        self.process(batch)
-                    except InfluxUnavailable:
-                        break  # stopping while InfluxDB is away: unacked, redelivered later
+                if batch and not self._process_until_done(batch):
+                    break  # stopping while InfluxDB is away: unacked, redelivered later
                 if time.monotonic() >= next_stats:
                     self.write_stats()
                     next_stats = time.monotonic() + stats_interval_s

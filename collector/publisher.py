@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections import deque
 
@@ -75,6 +76,12 @@ class Publisher:
         self.confirmed = 0  # an ingester stored it: it left the spool
         self.republished = 0  # sent again, unconfirmed and probably lost
         self.bad_acks = 0
+        self.spool_errors = 0  # spool writes that failed (disk full, ...): retried
+        self._spool_failing: str | None = None
+        # readings kept in memory while the spool cannot be written; beyond this the
+        # oldest go (counted as dropped), so a full disk cannot exhaust memory too
+        self.max_pending = min(svc.collector.spool_max_readings, 100_000)
+        self._unspooled_dropped = 0
         # MQTT 5: a PUBACK carries a reason code, so "no subscriber" or "not authorised"
         # keeps the reading in the spool instead of deleting it (3.1.1 acks them all)
         c = mqtt_client(svc.mqtt, f"foursave-collector-{self.collector_id}", protocol=mqtt.MQTTv5)
@@ -154,17 +161,51 @@ class Publisher:
             self.client.publish(topic, payload, 1, True)
 
     def _flush(self) -> None:
-        if self._pending or self._seqs:
+        if not (self._pending or self._seqs):
+            return
+        try:
             dropped = self.spool.append(self._pending, self._seqs)
-            if dropped:
-                log.warning(
-                    "spool full (%d readings): dropped the %d oldest, %d dropped in all",
-                    self.spool.max_rows,
-                    dropped,
-                    self.spool.dropped,
-                )
-            self._pending = []
-            self._seqs = {}
+            if self._unspooled_dropped:
+                self.spool.drop_unspooled(self._unspooled_dropped)
+                self._unspooled_dropped = 0
+        except sqlite3.Error as exc:
+            self._spool_failed(exc)
+            excess = len(self._pending) - self.max_pending
+            if excess > 0:
+                del self._pending[:excess]
+                self._unspooled_dropped += excess
+            return
+        self._spool_ok()
+        if dropped:
+            log.warning(
+                "spool full (%d readings): dropped the %d oldest, %d dropped in all",
+                self.spool.max_rows,
+                dropped,
+                self.spool.dropped,
+            )
+        self._pending = []
+        self._seqs = {}
+
+    def _spool_failed(self, exc: sqlite3.Error) -> None:
+        self.spool_errors += 1
+        if self._spool_failing is None:
+            log.error(
+                "cannot write the spool %s (%s): keeping up to %d readings in memory and "
+                "retrying (logged once while it lasts)",
+                self.spool.path,
+                exc,
+                self.max_pending,
+            )
+        self._spool_failing = str(exc)
+
+    def _spool_ok(self) -> None:
+        if self._spool_failing is not None:
+            log.info(
+                "spool %s writable again (%d readings dropped from memory meanwhile)",
+                self.spool.path,
+                self.spool.dropped,
+            )
+            self._spool_failing = None
 
     def _process_acks(self) -> None:
         accepted, legacy = [], []
@@ -275,9 +316,12 @@ class Publisher:
 
     def step(self) -> None:
         self._flush()
-        self._process_acks()
-        self._process_confirms()
-        self._feed()
+        try:
+            self._process_acks()
+            self._process_confirms()
+            self._feed()
+        except sqlite3.Error as exc:  # a confirmation not recorded: sent again later
+            self._spool_failed(exc)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -289,13 +333,21 @@ class Publisher:
             self.step()
 
     async def close(self, drain_s: float = 5.0) -> None:
-        """Keep what is accepted: spool pending readings, hand over what the broker can
-        take within ``drain_s``, and leave the rest in the spool for the next start."""
+        """Keep what is accepted: spool pending readings, hand the broker what it can
+        take within ``drain_s``, and leave everything unconfirmed in the spool for the
+        next start.  While ingesters are confirming, wait (within the same deadline)
+        for their confirmations too, so the next start publishes little twice."""
         self._flush()
         deadline = time.monotonic() + drain_s
-        while (
-            self.connected and (self._inflight or self.spool.depth) and time.monotonic() < deadline
-        ):
+
+        def busy() -> bool:
+            if self._inflight or self._retry_from is not None:
+                return True
+            if self.spool.after(self._cursor, 1):
+                return True  # not yet handed to the broker
+            return bool(self._sent) and self.confirmed > 0
+
+        while self.connected and busy() and time.monotonic() < deadline:
             self._wake.clear()
             self.step()
             try:

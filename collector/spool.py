@@ -95,8 +95,8 @@ class Spool:
 
         Returns how many readings were dropped (never accepted by the broker) to stay
         within the bound; the oldest rows go first (``released`` counts those the
-        broker had)."""
-        dropped = 0
+        broker had).  A failure (``sqlite3.Error``: the disk full, ...) stores nothing
+        and changes nothing: the caller keeps the rows and tries again."""
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
@@ -107,22 +107,30 @@ class Spool:
                 "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
                 list(seqs.items()),
             )
-            self._depth += len(rows)
-            excess = self._depth - self.max_rows
+            excess = self._depth + len(rows) - self.max_rows
+            gone = []
             if excess > 0:
                 gone = self.db.execute(
                     "DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?) "
                     "RETURNING accepted",
                     (excess,),
                 ).fetchall()
-                released = sum(1 for (a,) in gone if a)
-                dropped = len(gone) - released
-                self._depth -= len(gone)
-                self.dropped += dropped
-                self.released += released
-                self._save_counter("dropped", self.dropped)
-                self._save_counter("released", self.released)
+            released = sum(1 for (a,) in gone if a)
+            dropped = len(gone) - released
+            if gone:
+                self._save_counter("dropped", self.dropped + dropped)
+                self._save_counter("released", self.released + released)
+        # committed: only now do the counters in memory move
+        self._depth += len(rows) - len(gone)
+        self.dropped += dropped
+        self.released += released
         return dropped
+
+    def drop_unspooled(self, n: int) -> None:
+        """Readings that never reached the spool (it could not be written) and were
+        dropped from memory: counted with the others once the spool takes writes."""
+        self.dropped += n
+        self._save_counter("dropped", self.dropped)
 
     def after(self, cursor: int, limit: int) -> list[Row]:
         """The next rows after spool id ``cursor``, oldest first."""
@@ -162,7 +170,7 @@ class Spool:
         the spool ids deleted (a range may name rows already gone: confirmed twice,
         or by two ingesters)."""
         gone: list[int] = []
-        with self.db:
+        with self.db:  # all or nothing: on failure the rows stay, and are sent again
             self.db.execute("BEGIN")
             for device, rs in acks.items():
                 for lo, hi in rs:

@@ -124,6 +124,12 @@ class IngesterService(_Frozen):
     batch_max_ms: int = Field(250, ge=1, le=60_000)
     dead_letter_path: str = "var/dead-letters.sqlite"
     retry_max_s: float = Field(30.0, gt=0)
+    shared_group: str | None = Field(
+        None,
+        pattern=SLUG,
+        description="ingesters with the same group share the readings between them "
+        "(MQTT shared subscription $share/<group>/...); without one each gets them all",
+    )
     future_tolerance_s: float = Field(
         300.0,
         gt=0,

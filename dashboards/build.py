@@ -556,10 +556,15 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
         .timezone(tz)
         .with_panel(
             _ts(
-                "暫存佇列 Collector spool depth and drops",
+                "暫存佇列 Collector spool: depth, unconfirmed, released and dropped",
                 "none",
                 select(
-                    [agg("last", "spool_depth", "depth"), agg("last", "spool_dropped", "dropped")],
+                    [
+                        agg("last", "spool_depth", "depth"),
+                        agg("last", "spool_unconfirmed", "unconfirmed"),
+                        agg("last", "spool_released", "released"),
+                        agg("last", "spool_dropped", "dropped"),
+                    ],
                     "collector_status",
                     where=[TIME_FILTER],
                     group_by=[INTERVAL, "collector"],

@@ -478,6 +478,8 @@ def test_devices_show_live_status_and_metrics_from_the_broker(stack):
                 "ts": now_ms,
                 "spool_depth": 17,
                 "spool_dropped": 0,
+                "spool_unconfirmed": 12,
+                "spool_released": 3,
             }
         ),
         qos=1,
@@ -507,6 +509,8 @@ def test_devices_show_live_status_and_metrics_from_the_broker(stack):
     assert 'foursave_device_poll_seconds{device="inv-02",site="demo"} 1.25' in text
     assert 'foursave_device_reading_age_seconds{device="inv-02",site="demo"} 90.0' in text
     assert 'foursave_collector_spool_depth{collector="c1"} 17.0' in text
+    assert 'foursave_collector_spool_unconfirmed{collector="c1"} 12.0' in text
+    assert 'foursave_collector_spool_released{collector="c1"} 3.0' in text
     assert 'foursave_ingest_lag_seconds{ingester="i1"} 0.18' in text
     assert 'foursave_ingest_dead_letters{ingester="i1"} 2.0' in text
     assert 'foursave_alerts_firing{site="demo"}' in text

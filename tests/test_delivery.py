@@ -155,3 +155,45 @@ def test_nothing_leaves_the_spool_before_an_ingester_stored_it(
             assert pub.unconfirmed >= 10
         spooled = col.collector.spool
     assert spooled.depth == sum(col.published_counts().values())
+
+
+def test_two_ingesters_sharing_the_readings_each_confirm_what_they_stored(
+    tmp_path, broker, influx_url, database, influx
+):
+    """Scale-out: two ingesters in one shared subscription group get part of the readings
+    each; each confirms its part, and the collector's spool empties with nothing lost."""
+
+    def config(n: int) -> Config:
+        (tmp_path / f"i{n}").mkdir()
+        return make_config(
+            tmp_path / f"i{n}",
+            broker.port,
+            influx_url,
+            database,
+            devices=two_devices(),
+            extra_services={
+                "ingester": {
+                    "id": f"ingester-{n}",
+                    "client_id": f"ingest-{n}-{database}",
+                    "shared_group": "ingest",
+                }
+            },
+        )
+
+    cfg1, cfg2 = config(1), config(2)
+    with SimulatorThread(cfg1), IngesterThread(cfg1) as one, IngesterThread(cfg2) as two:
+        with CollectorThread(cfg1) as col:
+            wait_for(
+                lambda: one.ingester.written >= 10 and two.ingester.written >= 10,
+                60,
+                "both ingesters writing",
+            )
+        taken = col.published_counts()
+        wait_for(lambda: stored(influx, cfg1) == taken, 60, f"all of {taken} stored")
+        ones = sum(s.received for s in one.ingester.seq.devices.values())
+        twos = sum(s.received for s in two.ingester.seq.devices.values())
+        confirmations = (one.ingester.confirmations, two.ingester.confirmations)
+    assert ones + twos == sum(taken.values())  # each reading went to one of them
+    assert min(confirmations) > 0
+    assert col.collector.spool.depth == 0  # every reading confirmed by the one that stored it
+    assert col.collector.publisher.confirmed == sum(taken.values())

@@ -126,3 +126,40 @@ def test_readings_spooled_before_a_collector_restart_arrive_in_order(
             stats = ing.ingester.seq.devices["demo/inv-01"]
     assert total > taken_first
     assert stats.gaps == 0 and stats.duplicates == 0 and stats.received == total
+
+
+def test_a_full_disk_keeps_readings_in_memory_bounded_and_loses_nothing_else(tmp_path):
+    """The spool's SQLite refusing writes (SQLITE_FULL, provoked with max_page_count on
+    a real database) must not end the forwarder: readings wait in memory up to a bound,
+    the oldest beyond it are counted as dropped, and all is written once it can be."""
+    import asyncio
+
+    from foursave.collector.publisher import Publisher
+
+    cfg = make_config(tmp_path, 1, "http://127.0.0.1:9", "unused", devices=[])
+
+    async def main():
+        sp = Spool(tmp_path / "full.sqlite", max_rows=1_000)
+        pub = Publisher(cfg, sp)
+        pub.max_pending = 50
+        pages = sp.db.execute("PRAGMA page_count").fetchone()[0]
+        sp.db.execute(f"PRAGMA max_page_count = {pages}")
+        big = b"x" * 3000
+        for i in range(80):
+            pub.enqueue("foursave/v1/demo/inv-01/reading", big, "inv-01", i)
+            pub.step()
+        assert pub.spool_errors > 0 and sp.depth < 80
+        assert len(pub._pending) <= 50
+        sp.db.execute("PRAGMA max_page_count = 1073741823")  # the disk has room again
+        pub.step()
+        assert pub._pending == []
+        kept = sp.depth
+        assert kept + sp.dropped == 80  # every reading either spooled or counted
+        assert sp.dropped == 80 - kept > 0
+        assert sp.last_seqs() == {"inv-01": 79}
+        seqs = sp.db.execute("SELECT seq FROM spool ORDER BY id").fetchall()
+        assert [s for (s,) in seqs] == sorted(s for (s,) in seqs)  # in the order taken
+        pub.client.loop_stop()
+        sp.close()
+
+    asyncio.run(main())

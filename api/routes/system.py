@@ -58,7 +58,17 @@ class PipelineCollector:
                 ("device_errors", "poll errors since the collector started", ["site", "device"]),
                 ("device_reading_age_seconds", "time since the last reading", ["site", "device"]),
                 ("collector_online", "1 while the collector is connected", ["collector"]),
-                ("collector_spool_depth", "readings waiting to be published", ["collector"]),
+                ("collector_spool_depth", "readings in the spool, not yet stored", ["collector"]),
+                (
+                    "collector_spool_unconfirmed",
+                    "readings the broker took that no ingester confirmed yet",
+                    ["collector"],
+                ),
+                (
+                    "collector_spool_released",
+                    "readings the broker took, released unconfirmed from a full spool",
+                    ["collector"],
+                ),
                 ("collector_spool_dropped", "readings dropped from a full spool", ["collector"]),
                 ("ingest_lag_seconds", "reading time to InfluxDB write", ["ingester"]),
                 ("ingest_written", "points written since the ingester started", ["ingester"]),
@@ -84,7 +94,7 @@ class PipelineCollector:
                 )
         for cid, b in collectors.items():
             g["collector_online"].add_metric([cid], float(b.get("state") == "online"))
-            for f in ("spool_depth", "spool_dropped"):
+            for f in ("spool_depth", "spool_unconfirmed", "spool_released", "spool_dropped"):
                 if isinstance(b.get(f), int):
                     g[f"collector_{f}"].add_metric([cid], b[f])
         for iid, b in ingesters.items():
