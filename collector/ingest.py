@@ -175,6 +175,7 @@ class Ingester:
         self.batches = 0
         self.write_retries = 0
         self.unknown_fields = 0  # field values left out of readings: not in the glossary
+        self.out_of_bounds = 0  # field values left out of readings: outside their bounds
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
         self.connection = 0
@@ -254,6 +255,7 @@ class Ingester:
                         t.device,
                         r.dropped,
                     )
+                self.out_of_bounds += len(r.out_of_bounds)
                 self.seq.see(f"{t.site}/{t.device}", r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
@@ -392,6 +394,7 @@ class Ingester:
             "dead_letters": self.dead.count(),
             "write_retries": self.write_retries,
             "unknown_fields": self.unknown_fields,
+            "out_of_bounds": self.out_of_bounds,
             "queue": self.q.qsize(),
         }
         if self.last_lag_ms is not None:
