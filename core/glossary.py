@@ -85,14 +85,14 @@ class Bounds:
                 if (self.min is None or v >= self.min) and (self.max is None or v <= self.max)
             )
             text = "one of " + ", ".join(str(v) for v in allowed)
-        elif self.min is None and self.max is None:
-            text = "any"
-        elif self.max is None:
+        elif self.min is not None and self.max is not None:
+            text = f"{_num(self.min)} .. {_num(self.max)}"
+        elif self.min is not None:
             text = f"≥ {_num(self.min)}"
-        elif self.min is None:
+        elif self.max is not None:
             text = f"≤ {_num(self.max)}"
         else:
-            text = f"{_num(self.min)} .. {_num(self.max)}"
+            text = "any"
         if self.also:
             text += " (or " + ", ".join(_num(a) for a in sorted(self.also)) + ")"
         return text
