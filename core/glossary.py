@@ -107,8 +107,11 @@ def _smaller(a: float, b: float) -> float:
 
 
 def _num(v: float) -> str:
-    """``4,294,967,295``, ``-7,500``, ``0.5``, ``1e15``."""
-    if float(v).is_integer() and abs(v) < 1e10:
+    """``4,294,967,295``, ``-7,500``, ``0.5``, ``1e15`` (round powers of ten from 1e6)."""
+    if float(v).is_integer() and abs(v) < 1e16:
+        exponent = math.log10(abs(v)) if v else 0.0
+        if abs(v) >= 1e6 and exponent.is_integer():
+            return f"{'-' if v < 0 else ''}1e{int(exponent)}"
         return f"{int(v):,}"
     return f"{v:g}".replace("e+", "e")
 
@@ -163,8 +166,9 @@ _ENERGY = Bounds(
 _CURRENT = Bounds(
     -100_000,
     100_000,
-    "±100 kA, the short-circuit rating of the largest low-voltage switchgear; either "
-    "sign, vendors sign current with the power direction (docs/domain.md)",
+    "±100 kA, the short-circuit rating of the largest low-voltage switchgear "
+    "(docs/domain.md); either sign, so a device that signs current with the power "
+    "direction keeps it",
 )
 _FREQUENCY = Bounds(
     40,
@@ -443,3 +447,31 @@ def device_bounds(
             b = b.narrowed(lo, hi, "the device's configured bounds")
         out[name] = b
     return out
+
+
+def bounds_table() -> str:
+    """The physical bounds of every field as a Markdown table (docs/bounds.md is this,
+    checked by tests/unit/test_bounds.py)."""
+    rows = [
+        "<!-- Generated from core/glossary.py (bounds_table); do not edit by hand. -->",
+        "# Physical bounds of the stored fields",
+        "",
+        "A value outside its field's bounds is left out of the reading (never clamped, never",
+        "0) by the collector and again by the ingester, and counted: `out_of_bounds` per",
+        "field in the device status, in total in `device_status` and `ingest_stats`.  A",
+        "device narrows them with `rated_power_w` (power fields: within "
+        f"±{RATED_POWER_MULTIPLE:g} x the",
+        "rating; SunSpec inverters give theirs as WRtg, model 120) and `bounds:`; it never",
+        "widens them.",
+        "",
+        "| measurement | field | unit | bounds | why |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, fields in FIELDS.items():
+        for name, f in fields.items():
+            bounds = f.bounds.describe()
+            if f.rating_multiple:
+                bounds += f"; ±{f.rating_multiple:g} x rating"
+            why = f.bounds.reason.replace("|", "\\|")
+            rows.append(f"| `{kind}` | `{name}` | {f.unit} | {bounds} | {why} |")
+    return "\n".join(rows) + "\n"

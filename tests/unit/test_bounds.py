@@ -492,3 +492,13 @@ def test_device_status_carries_the_out_of_bounds_total():
     assert decode_status(json.dumps(body).encode())["out_of_bounds"] == 15
     body["out_of_bounds"] = {"a": -1}
     assert "out_of_bounds" not in decode_status(json.dumps(body).encode())
+
+
+def test_docs_bounds_table_is_the_glossarys():
+    """docs/bounds.md is rendered from the glossary, so the two never disagree.  After a
+    deliberate change: .venv/bin/python -c "from foursave.core.glossary import
+    bounds_table; print(bounds_table(), end='')" > docs/bounds.md"""
+    from foursave.core.glossary import bounds_table
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "bounds.md"
+    assert docs.read_text(encoding="utf-8") == bounds_table()
