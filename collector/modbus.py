@@ -185,8 +185,7 @@ class OutOfBounds:
     bounds: Bounds
 
     def describe(self) -> str:
-        raw = " ".join(f"0x{r:04X}" for r in self.registers)
-        return f"{self.value!r} (registers {raw}) outside {self.bounds.describe()}"
+        return f"{self.value!r} (registers {_hex(self.registers)}) outside {self.bounds.describe()}"
 
 
 @dataclass
@@ -403,11 +402,9 @@ class SunSpecReader:
         log.info("%s: SunSpec at %d, models %s", d.id, base, [m.model_id for m in models])
         nameplate = next((m for m in models if m.model_id == RATING_MODEL), None)
         if d.kind == "inverter" and nameplate is not None:
-            rating = await self._read_rating(link, nameplate)
-            if rating != self.rated_power_w:
-                self.rated_power_w = rating
-                if rating is not None and d.rated_power_w is None:
-                    log.info("%s: rated %g W (SunSpec WRtg) bounds its power", d.id, rating)
+            self.rated_power_w = await self._read_rating(link, nameplate)
+            if self.rated_power_w is not None and d.rated_power_w is None:
+                log.info("%s: rated %g W (SunSpec WRtg) bounds its power", d.id, self.rated_power_w)
             self.bounds = d.field_bounds(self.rated_power_w)
         return models
 
