@@ -207,6 +207,7 @@ class Ingester:
         self.batches = 0
         self.write_retries = 0
         self.unknown_fields = 0  # field values left out of readings: not in the glossary
+        self.out_of_bounds = 0  # field values left out of readings: outside their bounds
         self.confirmations = 0  # acknowledgement messages sent to collectors
         self.store_errors = 0  # the dead-letter / seq-state SQLite could not be written
         self.earlier_connection = 0  # written, but arrived on a broker connection since lost
@@ -303,6 +304,7 @@ class Ingester:
                         t.device,
                         r.dropped,
                     )
+                self.out_of_bounds += len(r.out_of_bounds)
                 self.seq.see(f"{t.site}/{t.device}", r.seq)
                 self._confirm(r.collector, t.device, r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
@@ -486,6 +488,7 @@ class Ingester:
             "dead_letters": self.dead.count(),
             "write_retries": self.write_retries,
             "unknown_fields": self.unknown_fields,
+            "out_of_bounds": self.out_of_bounds,
             "confirmations": self.confirmations,
             "earlier_connection": self.earlier_connection,
             "queue": self.q.qsize(),

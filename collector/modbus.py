@@ -2,6 +2,11 @@
 
 Read-only by construction: a link exposes only read requests, and every PDU is checked
 on its way out — a function code other than 1-4 raises before it reaches the wire.
+
+Readers keep only possible values: a value outside the device's bounds (the glossary's
+physical bounds narrowed by its configuration and rating, ``Device.field_bounds``), a
+non-finite one, or one that fails to decode is absent from the reading — never clamped,
+never 0 — and reported in ``ReadResult.out_of_bounds`` or ``errors``.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -30,6 +35,7 @@ from foursave.collector.sunspec import (
     model_layout,
 )
 from foursave.core.config import Device
+from foursave.core.glossary import Bounds
 
 log = logging.getLogger("foursave.collector")
 
@@ -170,11 +176,46 @@ class ModbusLink:
         await self.close()
 
 
+@dataclass(frozen=True)
+class OutOfBounds:
+    """A value left out of a reading: what it decoded to, the registers it came from."""
+
+    value: float
+    registers: tuple[int, ...]
+    bounds: Bounds
+
+    def describe(self) -> str:
+        return f"{self.value!r} (registers {_hex(self.registers)}) outside {self.bounds.describe()}"
+
+
 @dataclass
 class ReadResult:
     fields: dict[str, float | int]
     errors: list[str] = field(default_factory=list)
     requests: int = 0
+    out_of_bounds: dict[str, OutOfBounds] = field(default_factory=dict)
+
+    def keep(
+        self,
+        name: str,
+        value: float,
+        registers: Sequence[int],
+        bounds: Mapping[str, Bounds],
+    ) -> None:
+        """Put ``value`` in the reading if it can be a measurement of ``name``: NaN is no
+        value (SunSpec: not implemented) and stays absent; ±Inf, an overflow of the
+        scaling, or a value outside ``bounds`` is absent and noted in ``out_of_bounds``."""
+        if isinstance(value, float) and math.isnan(value):
+            return
+        b = bounds.get(name)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not finite or (b is not None and not b.admits(value)):
+            self.out_of_bounds[name] = OutOfBounds(value, tuple(registers), b or _FINITE)
+            return
+        self.fields[name] = value
+
+
+_FINITE = Bounds(reason="a finite number")
 
 
 async def read_spans(
@@ -200,6 +241,7 @@ class ProfileReader:
     def __init__(self, device: Device, profile: Profile | None = None):
         self.device = device
         self.profile = profile or load_profile(device.profile)
+        self.bounds = device.field_bounds()
         self.measurement = self.profile.measurement
         self._point_spans = {
             p.field: Span(FC_HOLDING if p.function == "holding" else FC_INPUT, p.address, p.count)
@@ -228,21 +270,28 @@ class ProfileReader:
                 log.info("%s: block refused (exception 02); reading points singly", d.id)
                 result.errors.clear()
                 return await self.read(link)
+        self.decode(regs, result)
+        return result
+
+    def decode(self, regs: RegisterMap, result: ReadResult) -> None:
+        """Pure: the profile's points from ``regs`` into ``result``, each checked."""
         for p in self.profile.points:
             span = self._point_spans[p.field]
             block = regs.get_block(span.function, span.address, span.count)
             if block is None:
                 continue
-            value = ModbusClientMixin.convert_from_registers(
-                block, _DT[p.type], word_order=p.word_order
-            )
-            if not isinstance(value, int | float):
-                # a profile point is one scalar of a numeric type (profiles.REGISTER_COUNT)
-                raise TypeError(f"{d.id}: point {p.field!r} decoded to {type(value).__name__}")
-            if isinstance(value, float) and not math.isfinite(value):  # NaN/Inf: not a value
-                continue
-            result.fields[p.field] = value * p.scale if p.scale != 1 else value
-        return result
+            try:
+                value = ModbusClientMixin.convert_from_registers(
+                    block, _DT[p.type], word_order=p.word_order
+                )
+                if not isinstance(value, int | float):
+                    # a profile point is one scalar of a numeric type (REGISTER_COUNT)
+                    raise TypeError(f"decoded to {type(value).__name__}")
+                scaled = value * p.scale if p.scale != 1 else value
+            except (ArithmeticError, TypeError, ValueError) as exc:
+                result.errors.append(f"{p.field}: cannot decode {_hex(block)}: {exc}")
+                continue  # this field is absent; the others and the polling go on
+            result.keep(p.field, scaled, block, self.bounds)
 
 
 _DT = {
@@ -257,8 +306,26 @@ _DT = {
 }
 
 
+def _hex(registers: Sequence[int]) -> str:
+    return " ".join(f"0x{r:04X}" for r in registers)
+
+
 class DiscoveryError(Exception):
     pass
+
+
+RATING_MODEL = 120  # SunSpec Nameplate Ratings: WRtg, the continuous AC power rating
+
+
+def nameplate_rating(regs: Sequence[int], length: int) -> float | None:
+    """Pure: WRtg [W] from model 120's registers (ID first), or ``None`` when it is not
+    implemented or no positive power."""
+    w = decode_points(model_layout(RATING_MODEL, length), regs, [(None, "WRtg")]).get(
+        (None, "WRtg")
+    )
+    if not isinstance(w, int | float) or isinstance(w, bool) or not 0 < w < math.inf:
+        return None
+    return float(w)
 
 
 class SunSpecReader:
@@ -270,9 +337,24 @@ class SunSpecReader:
         self.models: list[ModelRef] | None = None
         self.plan: list[Span] = []
         self.measurement: str | None = None
+        self.rated_power_w: float | None = None  # SunSpec WRtg, read once at discovery
+        self.bounds = device.field_bounds()
 
     def reset(self) -> None:
         self.models = None  # rediscover on the next poll
+
+    async def _read_rating(self, link: ModbusLink, m: ModelRef) -> float | None:
+        """WRtg of the Nameplate model (120), read once (FC 3, like every read): the
+        inverter's AC rating, which bounds its power unless the configuration says one."""
+        d = self.device
+        try:
+            regs = await link.read(
+                Span(FC_HOLDING, m.address, m.length + 2), d.unit_id, d.timeout_s
+            )
+            return nameplate_rating(regs, m.length)
+        except (DeviceException, TransportError, ArithmeticError, ValueError) as exc:
+            log.info("%s: nameplate model 120 not read (%s); power bounded by physics", d.id, exc)
+            return None
 
     async def discover(self, link: ModbusLink) -> list[ModelRef]:
         d = self.device
@@ -318,6 +400,12 @@ class SunSpecReader:
         self.measurement = d.kind
         self.plan = plan_requests(Span(FC_HOLDING, m.address, m.length + 2) for m in self.models)
         log.info("%s: SunSpec at %d, models %s", d.id, base, [m.model_id for m in models])
+        nameplate = next((m for m in models if m.model_id == RATING_MODEL), None)
+        if d.kind == "inverter" and nameplate is not None:
+            self.rated_power_w = await self._read_rating(link, nameplate)
+            if self.rated_power_w is not None and d.rated_power_w is None:
+                log.info("%s: rated %g W (SunSpec WRtg) bounds its power", d.id, self.rated_power_w)
+            self.bounds = d.field_bounds(self.rated_power_w)
         return models
 
     async def read(self, link: ModbusLink) -> ReadResult:
@@ -335,18 +423,29 @@ class SunSpecReader:
                 self.models = None  # the chain changed (firmware update?): rediscover
                 result.errors.append(f"model {m.model_id} moved; rediscovering")
                 break
-            mm = self.map.models[m.model_id]
-            decoded = decode_points(
-                model_layout(m.model_id, m.length), block, [(p.group, p.point) for p in mm.points]
-            )
-            for p in mm.points:
-                v = decoded.get((p.group, p.point))
-                if v is None or isinstance(v, str):
-                    continue  # not implemented: absent, never 0
-                result.fields[p.field] = v * p.scale if p.scale != 1 else v
+            self.decode_model(m, block, result)
         if illegal:
             self.models = None
         return result
+
+    def decode_model(self, m: ModelRef, block: Sequence[int], result: ReadResult) -> None:
+        """Pure: the mapped points of model ``m`` (registers from its ID on) into
+        ``result``, each checked."""
+        mm = self.map.models[m.model_id]
+        layout = model_layout(m.model_id, m.length)
+        for p in mm.points:
+            key = (p.group, p.point)
+            pl = layout.points.get(key)
+            registers = block[pl.offset : pl.offset + pl.size] if pl else []
+            try:
+                v = decode_points(layout, block, [key]).get(key)
+                if v is None or isinstance(v, str):
+                    continue  # not implemented: absent, never 0
+                scaled = v * p.scale if p.scale != 1 else v
+            except (ArithmeticError, TypeError, ValueError) as exc:
+                result.errors.append(f"{p.field}: cannot decode {_hex(registers)}: {exc}")
+                continue  # this field is absent; the others and the polling go on
+            result.keep(p.field, scaled, registers, self.bounds)
 
 
 def reader_for(device: Device) -> ProfileReader | SunSpecReader:

@@ -4,7 +4,9 @@ A device that does not answer is retried a bounded number of times within its po
 then backs off exponentially (up to ``backoff_max_s``); it never delays the others,
 except devices sharing its serial line or gateway, which must take turns on the wire.
 A failure is logged once while it lasts, not every cycle; device health is published
-as a retained status message.
+as a retained status message.  So is a value out of bounds (left out of the reading by
+the reader): counted per field in the status (``out_of_bounds``), logged with its raw
+registers when the field goes out, and again when it comes back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from foursave.collector.modbus import (
     DeviceException,
     DiscoveryError,
     ModbusLink,
+    ReadResult,
     TransportError,
     link_key,
     reader_for,
@@ -44,6 +47,10 @@ class DeviceHealth:
     last_reading_ms: int | None = None
     field_errors: list[str] = field(default_factory=list)
     polls: int = 0
+    # values left out for being out of bounds since start, per field; and the fields
+    # out of bounds at the last poll that read them (logged once while it lasts)
+    out_of_bounds: dict[str, int] = field(default_factory=dict)
+    out_of_bounds_now: set[str] = field(default_factory=set)
 
 
 class DevicePoller:
@@ -82,7 +89,11 @@ class DevicePoller:
                 break
         h.polls += 1
         h.last_poll_ms = (time.monotonic() - started) * 1000
+        if result is not None:
+            self._track_bounds(result)
         if result is None or not result.fields:
+            if result is not None and result.out_of_bounds and not error:
+                error = f"every value out of bounds: {sorted(result.out_of_bounds)}"
             error = error or (result.errors[0] if result and result.errors else "no field read")
             h.errors += 1
             h.consecutive_failures += 1
@@ -112,6 +123,26 @@ class DevicePoller:
         self.publish_status()
         return True
 
+    def _track_bounds(self, result: ReadResult) -> None:
+        """Count each value left out for being out of bounds; log a field when it goes
+        out (with the raw registers) and when a value of it is kept again."""
+        d, h = self.device, self.health
+        for name, oob in result.out_of_bounds.items():
+            h.out_of_bounds[name] = h.out_of_bounds.get(name, 0) + 1
+            if name not in h.out_of_bounds_now:
+                h.out_of_bounds_now.add(name)
+                log.warning(
+                    "%s: %s = %s: left out of the readings (logged once while it lasts)",
+                    d.id,
+                    name,
+                    oob.describe(),
+                )
+                self._status_dirty = True
+        for name in sorted(h.out_of_bounds_now & result.fields.keys()):
+            h.out_of_bounds_now.discard(name)
+            log.info("%s: %s back in bounds (%r)", d.id, name, result.fields[name])
+            self._status_dirty = True
+
     def publish_status(self) -> None:
         now = time.monotonic()
         if not self._status_dirty and now - self._last_status_mono < self.c.status_interval_s:
@@ -124,6 +155,8 @@ class DevicePoller:
             "errors": h.errors,
             "last_error": h.last_error,
             "field_errors": h.field_errors,
+            "out_of_bounds": dict(sorted(h.out_of_bounds.items())),
+            "out_of_bounds_now": sorted(h.out_of_bounds_now),
             "last_reading_ts": h.last_reading_ms,
             "collector": self.c.collector_id,
         }

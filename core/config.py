@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from foursave.core.glossary import SLUG_PATTERN
+from foursave.core.glossary import FIELDS, SLUG_PATTERN, Bounds, device_bounds
 
 SLUG = SLUG_PATTERN  # pydantic's Field(pattern=...) takes the pattern text
 DEFAULT_CONFIG = "config/demo.yaml"
@@ -299,6 +299,13 @@ class ArraySpec(_Frozen):
     )
 
 
+class FieldBounds(_Frozen):
+    """A device's own bounds for one field: narrower than the glossary's, never wider."""
+
+    min: float | None = None
+    max: float | None = None
+
+
 Transport = Literal["tcp", "rtu", "rtu-over-tcp"]
 Kind = Literal["inverter", "meter", "weather", "water"]
 
@@ -322,7 +329,26 @@ class Device(_Frozen):
     sunspec_base: Literal[0, 40000, 50000] | None = Field(
         None, description="skip discovery: 0, 40000 or 50000"
     )
+    rated_power_w: float | None = Field(
+        None,
+        gt=0,
+        description="rated power [W]: an inverter's AC rating (else SunSpec WRtg, model 120, "
+        "when the device has it), a meter's CT or breaker rating; power reads at most "
+        "1.5 x this, either sign (core/glossary.py, RATED_POWER_MULTIPLE)",
+    )
+    bounds: dict[str, FieldBounds] = Field(
+        default_factory=dict,
+        description="field -> {min, max}: narrower bounds than the glossary's (never wider); "
+        "a value outside is left out of the reading and counted",
+    )
     simulate: Simulation | None = None
+
+    def field_bounds(self, device_rating_w: float | None = None) -> dict[str, Bounds]:
+        """The bounds each field of this device's readings must keep: the glossary's,
+        narrowed by the rating (the configured one first, else ``device_rating_w``, what
+        the device says of itself) and by ``bounds``."""
+        narrow = {name: (b.min, b.max) for name, b in self.bounds.items()}
+        return device_bounds(self.kind, self.rated_power_w or device_rating_w, narrow)
 
     @model_validator(mode="after")
     def _requirements(self) -> Device:
@@ -389,6 +415,7 @@ class Config(_Frozen):
                 problem = check_profile(d.profile, d.kind)
                 if problem:
                     errors.append((("devices", i, "profile"), problem))
+            errors.extend((("devices", i, *where), msg) for where, msg in bounds_problems(d))
         if errors:
             raise _CrossErrors(errors)
         return self
@@ -398,6 +425,41 @@ class Config(_Frozen):
 
     def device(self, device_id: str) -> Device:
         return next(d for d in self.devices if d.id == device_id)
+
+
+def bounds_problems(d: Device) -> list[tuple[tuple[str, ...], str]]:
+    """What is wrong with a device's ``rated_power_w`` and ``bounds`` (path inside the
+    device, message): a field its kind does not have, an empty range, or a range wider
+    than the glossary's physical bounds (a device may only narrow them)."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    known = FIELDS[d.kind]
+    if d.rated_power_w is not None and not any(f.rating_multiple for f in known.values()):
+        problems.append((("rated_power_w",), f"a {d.kind} device has no power field to rate"))
+    for name, b in d.bounds.items():
+        fdef = known.get(name)
+        if fdef is None:
+            problems.append(
+                (
+                    ("bounds", name),
+                    f"unknown field {name!r} for a {d.kind}; its fields are {sorted(known)}",
+                )
+            )
+            continue
+        physics = fdef.bounds
+        why = f"the physical bounds of {name}, {physics.describe()} (core/glossary.py)"
+        if b.min is None and b.max is None:
+            problems.append((("bounds", name), "give 'min', 'max' or both"))
+        elif b.min is not None and b.max is not None and b.min > b.max:
+            problems.append((("bounds", name), f"min {b.min:g} is above max {b.max:g}"))
+        if b.min is not None and physics.min is not None and b.min < physics.min:
+            problems.append(
+                (("bounds", name, "min"), f"{b.min:g} is below {why}; bounds only narrow")
+            )
+        if b.max is not None and physics.max is not None and b.max > physics.max:
+            problems.append(
+                (("bounds", name, "max"), f"{b.max:g} is above {why}; bounds only narrow")
+            )
+    return problems
 
 
 class _CrossErrors(ValueError):

@@ -4,12 +4,21 @@ Every stored field name carries its unit as a suffix.  Vendor and SunSpec names 
 translated to these names once, at the edge (``collector/profiles``).  The field type
 is fixed here because InfluxDB refuses a field whose type changes within a shard:
 ``float`` fields are always written as floats, ``int`` fields with the ``i`` suffix.
+
+Every field also has its physical :class:`Bounds`: what a measurement of it can be at
+all, on any device, with the reason beside the numbers (docs/domain.md, "Physical
+bounds").  A value outside them is left out of a reading (never clamped, never 0) by
+the collector and again by the ingester.  A device narrows them in the configuration
+(``rated_power_w``, ``bounds:``; :func:`device_bounds`), never widens them.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from functools import cache
 from typing import Literal
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -23,92 +32,406 @@ KINDS: tuple[str, ...] = ("inverter", "meter", "weather", "water")
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The values a field can take: ``min`` .. ``max`` (``None``: that side unbounded),
+    or, for an enumerated field, only ``values``; ``also`` lists single values outside
+    the range that still mean something (0 Hz: no voltage to measure).  ``reason`` says
+    where the numbers come from."""
+
+    min: float | None = None
+    max: float | None = None
+    reason: str = ""
+    values: frozenset[int] | None = None
+    also: frozenset[float] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"bounds {self.min} .. {self.max}: min above max")
+
+    def admits(self, value: float) -> bool:
+        """Whether ``value`` can be a measurement of the field (NaN and ±Inf never are)."""
+        if isinstance(value, bool):
+            return self.values is None or int(value) in self.values
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if value in self.also:
+            return True
+        if self.values is not None and value not in self.values:
+            return False
+        if self.min is not None and value < self.min:
+            return False
+        return self.max is None or value <= self.max
+
+    def narrowed(
+        self, min: float | None = None, max: float | None = None, reason: str = ""
+    ) -> Bounds:
+        """These bounds cut down to ``min`` .. ``max`` (the tighter side wins; never wider).
+        ``also`` values stay: 0 Hz still means no voltage within a narrower range."""
+        lo = self.min if min is None else min if self.min is None else _larger(self.min, min)
+        hi = self.max if max is None else max if self.max is None else _smaller(self.max, max)
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"{lo:g} .. {hi:g} is empty")
+        if (lo, hi) == (self.min, self.max):
+            return self
+        why = f"{self.reason}; {reason}" if reason else self.reason
+        return replace(self, min=lo, max=hi, reason=why)
+
+    def describe(self) -> str:
+        """``40 .. 70 (or 0)``, ``one of 1, 2, 3``, ``≥ 0``: the bounds as a reader writes them."""
+        if self.values is not None:
+            allowed = sorted(
+                v
+                for v in self.values
+                if (self.min is None or v >= self.min) and (self.max is None or v <= self.max)
+            )
+            text = "one of " + ", ".join(str(v) for v in allowed)
+        elif self.min is not None and self.max is not None:
+            text = f"{_num(self.min)} .. {_num(self.max)}"
+        elif self.min is not None:
+            text = f"≥ {_num(self.min)}"
+        elif self.max is not None:
+            text = f"≤ {_num(self.max)}"
+        else:
+            text = "any"
+        if self.also:
+            text += " (or " + ", ".join(_num(a) for a in sorted(self.also)) + ")"
+        return text
+
+
+def _larger(a: float, b: float) -> float:
+    return a if a >= b else b
+
+
+def _smaller(a: float, b: float) -> float:
+    return a if a <= b else b
+
+
+def _num(v: float) -> str:
+    """``4,294,967,295``, ``-7,500``, ``0.5``, ``1e15`` (round powers of ten from 1e6)."""
+    if float(v).is_integer() and abs(v) < 1e16:
+        exponent = math.log10(abs(v)) if v else 0.0
+        if abs(v) >= 1e6 and exponent.is_integer():
+            return f"{'-' if v < 0 else ''}1e{int(exponent)}"
+        return f"{int(v):,}"
+    return f"{v:g}".replace("e+", "e")
+
+
+@dataclass(frozen=True)
 class FieldDef:
     name: str
     unit: str
     type: FieldType
     description: str
+    bounds: Bounds
+    rating_multiple: float | None = None
+    """Power fields: a device with a rating in the configuration (or SunSpec WRtg)
+    reads at most this multiple of it, either sign (:data:`RATED_POWER_MULTIPLE`)."""
 
 
-def _f(name: str, unit: str, description: str, type: FieldType = "float") -> FieldDef:
-    return FieldDef(name, unit, type, description)
+# ----------------------------------------------------------------------- the reasons
+
+RATED_POWER_MULTIPLE = 1.5
+"""|P| ≤ 1.5 x the device's rating: an inverter limits its output to its rating (it
+leaves the maximum power point to clip), a meter's rating is what its CTs and breaker
+carry; the margin takes in a rating given as nominal rather than maximum apparent power
+(inverters often allow 1.1 x), short overload and measurement error, and still catches
+the garbage a wrong register or scale factor gives (x 10, x 1000, 3.3e14 W)."""
+
+_ENUM_SOURCE = "SunSpec model 103 point St, via pysunspec2"
+
+
+@cache
+def sunspec_states() -> frozenset[int]:
+    """SunSpec inverter operating states St (1 OFF .. 8 STANDBY), from pysunspec2's
+    model 103 definition, never retyped (docs/domain.md, "SunSpec Modbus")."""
+    from sunspec2 import device as ss_device  # the SunSpec Alliance's model JSON
+
+    points = ss_device.get_model_def(103)["group"]["points"]
+    st = next(p for p in points if p["name"] == "St")
+    return frozenset(int(s["value"]) for s in st["symbols"])
+
+
+POWER_CAP_W = 1e9
+_POWER = Bounds(
+    -POWER_CAP_W,
+    POWER_CAP_W,
+    "sanity cap 1 GW, beyond any building connection or PV plant behind one inverter "
+    "or meter; the device's rating narrows it (rated_power_w, SunSpec WRtg)",
+)
+_ENERGY = Bounds(
+    0,
+    1e15,
+    "a lifetime counter: never negative; 1e15 Wh is 1 GW for 100 years",
+)
+_CURRENT = Bounds(
+    -100_000,
+    100_000,
+    "±100 kA, the short-circuit rating of the largest low-voltage switchgear "
+    "(docs/domain.md); either sign, so a device that signs current with the power "
+    "direction keeps it",
+)
+_FREQUENCY = Bounds(
+    40,
+    70,
+    "grids run at 50 or 60 Hz and trip within a few Hz of it (EN 50549-1 47.5..51.5 Hz, "
+    "IEEE 1547 56.5..62 Hz); 40..70 takes in both with room; 0: no voltage to measure, "
+    "as idle units read (docs/domain.md, 'Physical bounds')",
+    also=frozenset({0.0}),
+)
+_PF = Bounds(-1, 1, "|PF| = |P| / S ≤ 1 by definition (docs/domain.md, 'Physical bounds')")
+_IRRADIANCE = Bounds(
+    -30,
+    2000,
+    "cloud enhancement records ≈ 1,800 W/m² (extraterrestrial 1,361 W/m²); thermopile "
+    "pyranometers read a few W/m² negative at night, ISO 9060 zero offset ≤ 30 W/m² "
+    "(docs/domain.md, 'Physical bounds')",
+)
+
+_BOOL = Bounds(reason="true or false")
+_COUNT = Bounds(0, None, "a count: never negative")
+
+
+def _f(
+    name: str,
+    unit: str,
+    description: str,
+    bounds: Bounds,
+    type: FieldType = "float",
+    rating_multiple: float | None = None,
+) -> FieldDef:
+    return FieldDef(name, unit, type, description, bounds, rating_multiple)
 
 
 FIELDS: dict[str, dict[str, FieldDef]] = {
     "inverter": {
         f.name: f
         for f in (
-            _f("ac_power_w", "W", "AC active power output"),
-            _f("ac_energy_wh", "Wh", "AC energy delivered, lifetime counter"),
-            _f("dc_power_w", "W", "DC input power"),
-            _f("dc_voltage_v", "V", "DC input voltage"),
-            _f("dc_current_a", "A", "DC input current"),
-            _f("ac_voltage_v", "V", "AC phase voltage (phase A to neutral)"),
-            _f("ac_current_a", "A", "AC current, sum of phases"),
-            _f("ac_frequency_hz", "Hz", "AC line frequency"),
-            _f("power_factor", "1", "power factor, -1..1"),
-            _f("cabinet_temp_c", "°C", "cabinet temperature"),
-            _f("state", "enum", "SunSpec operating state St (1 OFF .. 8 STANDBY)", "int"),
-            _f("events", "bitfield", "SunSpec Evt1 event bits", "int"),
+            _f("ac_power_w", "W", "AC active power output", _POWER, "float", RATED_POWER_MULTIPLE),
+            _f("ac_energy_wh", "Wh", "AC energy delivered, lifetime counter", _ENERGY),
+            _f(
+                "dc_power_w",
+                "W",
+                "DC input power (negative: a hybrid inverter charging)",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f(
+                "dc_voltage_v",
+                "V",
+                "DC input voltage",
+                Bounds(
+                    0,
+                    1500,
+                    "1,500 V DC: the low-voltage limit PV arrays are built to (IEC 60038, "
+                    "Low Voltage Directive 2014/35/EU; docs/domain.md)",
+                ),
+            ),
+            _f("dc_current_a", "A", "DC input current", _CURRENT),
+            _f(
+                "ac_voltage_v",
+                "V",
+                "AC phase voltage (phase A to neutral)",
+                Bounds(
+                    0,
+                    1000,
+                    "1,000 V AC: the low-voltage limit (IEC 60038); an inverter feeds a "
+                    "low-voltage line or the LV side of a transformer (docs/domain.md)",
+                ),
+            ),
+            _f("ac_current_a", "A", "AC current, sum of phases", _CURRENT),
+            _f("ac_frequency_hz", "Hz", "AC line frequency", _FREQUENCY),
+            _f("power_factor", "1", "power factor, -1..1", _PF),
+            _f(
+                "cabinet_temp_c",
+                "°C",
+                "cabinet temperature",
+                Bounds(
+                    -70,
+                    125,
+                    "an idle cabinet sits at ambient (≥ -70 °C, see ambient_temp_c); 125 °C "
+                    "is the top of the electronics' industrial temperature grade "
+                    "(docs/domain.md, 'Physical bounds')",
+                ),
+            ),
+            _f(
+                "state",
+                "enum",
+                "SunSpec operating state St (1 OFF .. 8 STANDBY)",
+                Bounds(1, 8, _ENUM_SOURCE, values=sunspec_states()),
+                "int",
+            ),
+            _f(
+                "events",
+                "bitfield",
+                "SunSpec Evt1 event bits",
+                Bounds(0, 2**32 - 1, "SunSpec Evt1 is a 32-bit bitfield (bitfield32)"),
+                "int",
+            ),
         )
     },
     "meter": {
         f.name: f
         for f in (
-            _f("active_power_w", "W", "total active power, import positive"),
-            _f("import_energy_wh", "Wh", "imported active energy, lifetime counter"),
-            _f("export_energy_wh", "Wh", "exported active energy, lifetime counter"),
-            _f("voltage_v", "V", "phase-to-neutral voltage (average or phase A)"),
-            _f("current_a", "A", "current, sum of phases"),
-            _f("power_factor", "1", "power factor, -1..1"),
-            _f("frequency_hz", "Hz", "line frequency"),
+            _f(
+                "active_power_w",
+                "W",
+                "total active power, import positive",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f("import_energy_wh", "Wh", "imported active energy, lifetime counter", _ENERGY),
+            _f("export_energy_wh", "Wh", "exported active energy, lifetime counter", _ENERGY),
+            _f(
+                "voltage_v",
+                "V",
+                "phase-to-neutral voltage (average or phase A)",
+                Bounds(
+                    0,
+                    100_000,
+                    "a meter behind voltage transformers may give primary volts: Taipower's "
+                    "highest supply, 161 kV, is 93 kV phase to neutral (docs/domain.md, "
+                    "'Physical bounds'); a low-voltage sub-meter narrows it in its bounds",
+                ),
+            ),
+            _f("current_a", "A", "current, sum of phases", _CURRENT),
+            _f("power_factor", "1", "power factor, -1..1", _PF),
+            _f("frequency_hz", "Hz", "line frequency", _FREQUENCY),
         )
     },
     "weather": {
         f.name: f
         for f in (
-            _f("poa_irradiance_wm2", "W/m²", "plane-of-array irradiance"),
-            _f("ghi_wm2", "W/m²", "global horizontal irradiance"),
-            _f("module_temp_c", "°C", "back-of-module temperature"),
-            _f("ambient_temp_c", "°C", "ambient air temperature"),
-            _f("wind_speed_ms", "m/s", "wind speed"),
+            _f("poa_irradiance_wm2", "W/m²", "plane-of-array irradiance", _IRRADIANCE),
+            _f("ghi_wm2", "W/m²", "global horizontal irradiance", _IRRADIANCE),
+            _f(
+                "module_temp_c",
+                "°C",
+                "back-of-module temperature",
+                Bounds(
+                    -70,
+                    125,
+                    "a module at night sits at or below ambient (≥ -70 °C); backs reach "
+                    "80-90 °C in deserts; 125 °C: the sensor electronics' grade "
+                    "(docs/domain.md, 'Physical bounds')",
+                ),
+            ),
+            _f(
+                "ambient_temp_c",
+                "°C",
+                "ambient air temperature",
+                Bounds(
+                    -70,
+                    60,
+                    "air temperature records where people live: -67.8 °C (Verkhoyansk, "
+                    "Oymyakon), 56.7 °C (Death Valley) (docs/domain.md, 'Physical bounds')",
+                ),
+            ),
+            _f(
+                "wind_speed_ms",
+                "m/s",
+                "wind speed",
+                Bounds(
+                    0,
+                    120,
+                    "a speed is never negative; the highest gust on record is 113 m/s "
+                    "(Barrow Island, 1996; WMO) (docs/domain.md, 'Physical bounds')",
+                ),
+            ),
         )
     },
     "water": {
         f.name: f
         for f in (
-            _f("volume_m3", "m³", "water volume, lifetime counter"),
-            _f("flow_m3h", "m³/h", "water flow rate"),
+            _f(
+                "volume_m3",
+                "m³",
+                "water volume, lifetime counter",
+                Bounds(
+                    0, 1e9, "a lifetime counter: never negative; 1e9 m³ is 1,000 m³/h for 100 years"
+                ),
+            ),
+            _f(
+                "flow_m3h",
+                "m³/h",
+                "water flow rate",
+                Bounds(
+                    0,
+                    10_000,
+                    "a consumption meter's flow is never negative; 10,000 m³/h is a DN1000 "
+                    "main at 3.5 m/s, far beyond a building's supply",
+                ),
+            ),
         )
     },
     "device_status": {
         f.name: f
         for f in (
-            _f("online", "bool", "device answered its last poll", "bool"),
-            _f("poll_ms", "ms", "duration of the last complete poll"),
-            _f("errors", "count", "failed polls since the collector started", "int"),
+            _f("online", "bool", "device answered its last poll", _BOOL, "bool"),
+            _f(
+                "poll_ms",
+                "ms",
+                "duration of the last complete poll",
+                Bounds(0, None, "a duration: never negative"),
+            ),
+            _f("errors", "count", "failed polls since the collector started", _COUNT, "int"),
+            _f(
+                "out_of_bounds",
+                "count",
+                "values left out of this device's readings for being out of bounds, since "
+                "the collector started (per field in the status message)",
+                _COUNT,
+                "int",
+            ),
         )
     },
     "collector_status": {
         f.name: f
         for f in (
-            _f("online", "bool", "the collector is connected (false: its last will)", "bool"),
-            _f("spool_depth", "count", "readings in the spool, waiting to be stored", "int"),
-            _f("spool_dropped", "count", "readings dropped beyond the spool's bound", "int"),
+            _f(
+                "online",
+                "bool",
+                "the collector is connected (false: its last will)",
+                _BOOL,
+                "bool",
+            ),
+            _f(
+                "spool_depth",
+                "count",
+                "readings in the spool, waiting to be stored",
+                _COUNT,
+                "int",
+            ),
+            _f(
+                "spool_dropped",
+                "count",
+                "readings dropped beyond the spool's bound",
+                _COUNT,
+                "int",
+            ),
             _f(
                 "spool_released",
                 "count",
                 "readings the broker had taken, left unconfirmed beyond the spool's bound",
+                _COUNT,
                 "int",
             ),
             _f(
                 "spool_unconfirmed",
                 "count",
                 "readings handed to the broker that no ingester has confirmed yet",
+                _COUNT,
                 "int",
             ),
-            _f("readings", "count", "readings taken since the collector started", "int"),
-            _f("devices_online", "count", "devices that answered their last poll", "int"),
+            _f("readings", "count", "readings taken since the collector started", _COUNT, "int"),
+            _f(
+                "devices_online",
+                "count",
+                "devices that answered their last poll",
+                _COUNT,
+                "int",
+            ),
         )
     },
 }
@@ -116,3 +439,53 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
 
 def field_def(measurement: str, field: str) -> FieldDef | None:
     return FIELDS.get(measurement, {}).get(field)
+
+
+def device_bounds(
+    kind: str,
+    rated_power_w: float | None = None,
+    narrow: Mapping[str, tuple[float | None, float | None]] | None = None,
+) -> dict[str, Bounds]:
+    """The bounds of each field of a device of ``kind``: the glossary's, narrowed by its
+    rating (power fields: ±``rating_multiple`` x ``rated_power_w``) and by the
+    configuration's ``bounds:`` (``narrow``: field -> (min, max)).  Every source narrows;
+    the tightest wins, so nothing here widens what physics allows."""
+    out: dict[str, Bounds] = {}
+    for name, fdef in FIELDS[kind].items():
+        b = fdef.bounds
+        if rated_power_w is not None and fdef.rating_multiple is not None:
+            cap = fdef.rating_multiple * rated_power_w
+            b = b.narrowed(-cap, cap, f"rating {rated_power_w:g} W x {fdef.rating_multiple:g}")
+        if narrow and name in narrow:
+            lo, hi = narrow[name]
+            b = b.narrowed(lo, hi, "the device's configured bounds")
+        out[name] = b
+    return out
+
+
+def bounds_table() -> str:
+    """The physical bounds of every field as a Markdown table (docs/bounds.md is this,
+    checked by tests/unit/test_bounds.py)."""
+    rows = [
+        "<!-- Generated from core/glossary.py (bounds_table); do not edit by hand. -->",
+        "# Physical bounds of the stored fields",
+        "",
+        "A value outside its field's bounds is left out of the reading (never clamped, never",
+        "0) by the collector and again by the ingester, and counted: `out_of_bounds` per",
+        "field in the device status, in total in `device_status` and `ingest_stats`.  A",
+        "device narrows them with `rated_power_w` (power fields: within "
+        f"±{RATED_POWER_MULTIPLE:g} x the",
+        "rating; SunSpec inverters give theirs as WRtg, model 120) and `bounds:`; it never",
+        "widens them.",
+        "",
+        "| measurement | field | unit | bounds | why |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, fields in FIELDS.items():
+        for name, f in fields.items():
+            bounds = f.bounds.describe()
+            if f.rating_multiple:
+                bounds += f"; ±{f.rating_multiple:g} x rating"
+            why = f.bounds.reason.replace("|", "\\|")
+            rows.append(f"| `{kind}` | `{name}` | {f.unit} | {bounds} | {why} |")
+    return "\n".join(rows) + "\n"

@@ -75,6 +75,8 @@ class Reading:
     collector: str | None = None  # who took it: its spool waits for the acknowledgement
     # fields of the payload the glossary does not know for its kind: left out, counted
     dropped: tuple[str, ...] = ()
+    # fields whose value is outside the glossary's physical bounds: left out, counted
+    out_of_bounds: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"ts": self.ts_ms, "seq": self.seq, "kind": self.kind}
@@ -90,7 +92,10 @@ def decode_reading(payload: bytes) -> Reading:
     """A reading payload, checked against the glossary: only the kind's known fields,
     each of its type (an ``int`` field an integer within 64 bits, a ``float`` field a
     finite number); unknown field names are left out and listed in ``dropped``, never
-    stored as new fields.  ``PayloadError`` names the first problem."""
+    stored as new fields; a value outside the field's physical bounds (the glossary's:
+    a device's own narrower ones are the collector's to apply) is left out and listed
+    in ``out_of_bounds``.  ``PayloadError`` names the first problem, or says that no
+    field is left."""
     body = load_json(payload, "reading")
     if not isinstance(body, dict):
         raise PayloadError("expected a JSON object")
@@ -113,6 +118,7 @@ def decode_reading(payload: bytes) -> Reading:
     known = FIELDS[kind]
     clean: dict[str, Value] = {}
     dropped: list[str] = []
+    out_of_bounds: list[str] = []
     for name, value in fields.items():
         fdef = known.get(name)
         if fdef is None:
@@ -132,10 +138,20 @@ def decode_reading(payload: bytes) -> Reading:
             raise PayloadError(
                 f"fields.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
             )
+        if not fdef.bounds.admits(value):
+            out_of_bounds.append(name)
+            continue
         clean[name] = value
     if not clean:
-        raise PayloadError(f"fields: none the glossary knows for a {kind} ({len(dropped)} unknown)")
-    return Reading(ts, seq, kind, clean, role, collector, tuple(dropped))
+        if not out_of_bounds:
+            raise PayloadError(
+                f"fields: none the glossary knows for a {kind} ({len(dropped)} unknown)"
+            )
+        raise PayloadError(
+            f"fields: none within the glossary's bounds for a {kind} ({len(dropped)} unknown, "
+            f"out of bounds: {', '.join(out_of_bounds)})"
+        )
+    return Reading(ts, seq, kind, clean, role, collector, tuple(dropped), tuple(out_of_bounds))
 
 
 _EXPECTED = {
@@ -178,7 +194,8 @@ def reading_line(site: str, device: str, r: Reading) -> str:
 
 
 def decode_status(payload: bytes) -> dict[str, Value]:
-    """Device status payload -> device_status fields (online, poll_ms, errors) and ts."""
+    """Device status payload -> device_status fields (online, poll_ms, errors,
+    out_of_bounds: the sum of the per-field counts) and ts."""
     body = load_json(payload, "status")
     if not isinstance(body, dict) or not isinstance(body.get("online"), bool):
         raise PayloadError("status: expected an object with boolean 'online'")
@@ -191,4 +208,7 @@ def decode_status(payload: bytes) -> dict[str, Value]:
         out["poll_ms"] = v
     if _int_in_range(body.get("errors"), 0, INT_MAX):
         out["errors"] = body["errors"]
+    counts = body.get("out_of_bounds")
+    if isinstance(counts, dict) and all(_int_in_range(n, 0, INT_MAX) for n in counts.values()):
+        out["out_of_bounds"] = min(sum(counts.values()), INT_MAX)
     return out

@@ -285,10 +285,10 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
         )
         .with_panel(
             _table(
-                "設備狀態 Device status (online, poll latency, errors)",
+                "設備狀態 Device status (online, poll latency, errors, values out of bounds)",
                 "none",
                 select(
-                    [agg("last", f, f) for f in ("online", "poll_ms", "errors")],
+                    [agg("last", f, f) for f in ("online", "poll_ms", "errors", "out_of_bounds")],
                     "device_status",
                     where=[SITE, TIME_FILTER],
                     group_by=["device"],

@@ -5,6 +5,9 @@ faults (inverter trip, string under-performance, counter reset and rollover, stu
 value, water leak, demand spike) act on the values before they are encoded, keeping
 counters physically consistent: a tripped inverter's energy counter stops, a leak's
 extra flow is counted in the volume, a spike's extra power in the import energy.
+``values`` serves given canonical values instead, impossible ones included (600 Hz,
+St 59541, 3.4e38 as a float32): what a buggy or hostile device sends.  A value its
+register cannot hold is served as SunSpec "not implemented".
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ class FaultUpdate(BaseModel):
     stuck: bool | None = Field(None, description="all values freeze")
     leak_m3h: float | None = Field(None, ge=0, description="extra water flow")
     spike_w: float | None = Field(None, ge=0, description="extra active power (demand spike)")
+    values: dict[str, float] | None = Field(
+        None,
+        description="field -> canonical value served instead of the physics' (impossible "
+        "values too: a buggy or hostile device)",
+    )
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Faults:
     stuck: bool = False
     leak_m3h: float = 0.0
     spike_w: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {
@@ -72,6 +81,7 @@ class Faults:
             "stuck": self.stuck,
             "leak_m3h": self.leak_m3h,
             "spike_w": self.spike_w,
+            "values": self.values,
         }
 
 
@@ -146,6 +156,7 @@ class ValueFaults:
             self._pending_rollover = None
         for name, value in self._eff.items():
             v[name] = value
+        v.update(f.values)  # served as given, after the physics: nothing keeps them sane
         self._t_prev = t
         self._last = v
         return v

@@ -39,7 +39,7 @@ _FIXED_SF = {
     "Tmp_SF": -1,
 }
 _ENERGY_SF = {"WH_SF", "TotWh_SF", "TotVAh_SF", "TotVArh_SF"}
-_POWER_SF = {"W_SF", "VA_SF", "VAr_SF", "VAR_SF", "DCW_SF"}
+_POWER_SF = {"W_SF", "VA_SF", "VAr_SF", "VAR_SF", "DCW_SF", "WRtg_SF"}
 
 
 def _power_sf(rated_w: float) -> int:
@@ -104,6 +104,10 @@ class SunSpecImage:
                     else:
                         sf = _FIXED_SF.get(name, 0)
                     p.set_value(sf)
+            if "WRtg" in m.points:  # Nameplate (120): the rating the collector bounds power by
+                m.points["WRtg"].set_value(round(rated_power_w / 10 ** _power_sf(rated_power_w)))
+                if "DERTyp" in m.points:
+                    m.points["DERTyp"].set_value(4)  # PV
             if mid in smap.models:
                 for sp in smap.models[mid].points:
                     self._targets[sp.field] = (m, sp.group, sp.point, sp.scale)

@@ -23,6 +23,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from foursave.collector.profiles import load_profile
 from foursave.core.clock import Clock, simulated_clock
 from foursave.core.config import Config, Device
+from foursave.core.glossary import FIELDS
 from foursave.simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
 from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, ValueSource, site_models
@@ -255,6 +256,15 @@ class Simulator:
             if update.spike_w and sd.device.kind != "meter":
                 raise ValueError(f"{device_id} is a {sd.device.kind}; demand spikes are for meters")
             f.spike_w = update.spike_w or 0.0
+        if "values" in fields:
+            known = FIELDS[sd.device.kind]
+            unknown = sorted(set(update.values or {}) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"{device_id} is a {sd.device.kind}; it has no field {unknown}, "
+                    f"only {sorted(known)}"
+                )
+            f.values = dict(update.values or {})
         if update.counter_reset:
             sd.value_faults.reset_counters()
         if update.counter_rollover:

@@ -3,6 +3,9 @@ collector path: Modbus -> collector -> MQTT -> ingester -> InfluxDB."""
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 from datetime import date, datetime, timedelta, timezone
 
 import httpx
@@ -10,7 +13,7 @@ import pytest
 
 from foursave.core.clock import SimClock
 from foursave.simulators.faults import evt1_bits
-from tests.helpers import Pipeline, wait_for
+from tests.helpers import Pipeline, Watcher, demo_raw, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +23,10 @@ NOON = datetime(2026, 10, 13, 11, 0, tzinfo=TAIPEI).timestamp()  # a Tuesday, wo
 
 def sim_clock(speed: float = 60.0) -> SimClock:
     return SimClock(start=NOON, speed=speed)
+
+
+# SunSpec St of a healthy inverter (never FAULT): see tests/test_collector.py
+HEALTHY_STATES = (2, 3, 4, 5)
 
 
 def status(p: Pipeline, device: str) -> dict:
@@ -186,3 +193,153 @@ def test_control_interface_rejects_nonsense(tmp_path, broker, influx_url, databa
         assert (
             httpx.patch(f"{p.control}/devices/nope/faults", json={}, timeout=5).status_code == 404
         )
+
+
+def test_impossible_values_are_never_stored(
+    tmp_path, broker, influx_url, database, caplog, request
+):
+    """A SunSpec inverter (with its nameplate, WRtg 5 kW) and an SDM630 meter send
+    impossible values over real Modbus TCP (issue 12): the readings stored in InfluxDB
+    lack exactly those fields and keep the others, the retained device status counts
+    them per field, and the collector logs each once while it lasts.  A reading that
+    reaches the broker with an impossible value anyway is cut down by the ingester."""
+    import paho.mqtt.client as mqtt
+
+    caplog.set_level(logging.INFO, logger="foursave.collector")
+    raw = {d["id"]: d for d in demo_raw()["devices"]}
+    inverter = copy.deepcopy(raw["inv-01"])
+    inverter["simulate"]["sunspec_models"] = [1, 103, 120]  # WRtg = rated_power_w 5000
+    devices = [inverter, raw["meter-hvac"]]
+    impossible = {
+        "ac_frequency_hz": 600.0,  # Hz raw 60000 x 10^-2
+        "power_factor": 32.767,  # PF raw 32767 x 10^-1 %
+        "state": 59541,  # St: no such state
+        "ac_power_w": 20_000.0,  # 4 x WRtg: a plausible number, impossible for this device
+    }
+    watcher = Watcher(broker.port)
+    request.addfinalizer(watcher.close)
+    with Pipeline(
+        tmp_path,
+        broker,
+        influx_url,
+        database,
+        devices=devices,
+        clock=sim_clock(),
+        commissioned=date(2026, 10, 10),
+    ) as p:
+        pollers = {x.device.id: x for x in p.collector.collector.pollers}
+        wait_for(
+            lambda: p.latest("inverter", "inv-01") and p.latest("meter", "meter-hvac"),
+            30,
+            "first readings",
+        )
+        assert pollers["inv-01"].reader.rated_power_w == 5000  # read from model 120
+        p.fault("inv-01", values=impossible)
+        p.fault("meter-hvac", values={"frequency_hz": 3.4e38})  # float32 0x7F7FFFxx
+
+        def lacking(measurement, device, field, keeps):
+            rows = p.rows(
+                f"SELECT {field}, {keeps} FROM {measurement} WHERE \"device\" = '{device}'"
+            )
+            return [r for r in rows if r[field] is None and r[keeps] is not None]
+
+        wait_for(
+            lambda: len(lacking("inverter", "inv-01", "ac_frequency_hz", "ac_energy_wh")) >= 3,
+            30,
+            "3 inverter readings stored without their impossible fields",
+        )
+        wait_for(
+            lambda: len(lacking("meter", "meter-hvac", "frequency_hz", "voltage_v")) >= 3,
+            30,
+            "3 meter readings stored without frequency",
+        )
+        faulty = [
+            r
+            for r in p.rows("SELECT * FROM inverter WHERE \"device\" = 'inv-01'")
+            if r["ac_frequency_hz"] is None
+        ]
+        for r in faulty:  # the other fields are stored as served
+            assert r["power_factor"] is None and r["state"] is None and r["ac_power_w"] is None
+            assert 200 < r["ac_voltage_v"] < 250 and r["ac_energy_wh"] > 0
+            assert r["dc_power_w"] is not None and r["events"] is not None
+        # nothing impossible was ever stored
+        for r in p.rows("SELECT * FROM inverter"):
+            assert r["ac_frequency_hz"] is None or 40 <= r["ac_frequency_hz"] <= 70
+            assert r["power_factor"] is None or -1 <= r["power_factor"] <= 1
+            assert r["state"] is None or 1 <= r["state"] <= 8
+            assert r["ac_power_w"] is None or abs(r["ac_power_w"]) <= 7500
+        for r in p.rows("SELECT frequency_hz FROM meter"):
+            assert r["frequency_hz"] is None or r["frequency_hz"] <= 70
+
+        # the retained device status counts them per field, and InfluxDB has the total
+        def status_counts(device):
+            body = watcher.last(f"foursave/v1/demo/{device}/status") or {}
+            return body.get("out_of_bounds", {})
+
+        wait_for(
+            lambda: (
+                set(status_counts("inv-01")) == set(impossible)
+                and min(status_counts("inv-01").values()) >= 3
+                and status_counts("meter-hvac").get("frequency_hz", 0) >= 3
+            ),
+            30,
+            "out_of_bounds counts in the retained status",
+        )
+        assert watcher.last("foursave/v1/demo/inv-01/status")["online"] is True
+        wait_for(
+            lambda: (
+                (
+                    r := p.rows(
+                        "SELECT last(out_of_bounds) AS n FROM device_status WHERE \"device\" = 'inv-01'"
+                    )
+                )
+                and r[0]["n"] >= 12
+            ),
+            30,
+            "device_status.out_of_bounds in InfluxDB",
+        )
+
+        p.clear("inv-01")
+        wait_for(
+            lambda: (
+                (r := p.latest("inverter", "inv-01")[0])["ac_frequency_hz"] is not None
+                and r["state"] in HEALTHY_STATES
+            ),
+            30,
+            "values back in bounds stored again",
+        )
+
+        # a reading published straight to the broker: the ingester checks again
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="rogue-publisher")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        try:
+            body = {"ts": 1_790_000_000_000, "seq": 0, "kind": "meter", "role": "main"}
+            body["fields"] = {"voltage_v": 229.5, "frequency_hz": 655.35, "power_factor": 327.67}
+            client.publish(
+                "foursave/v1/demo/rogue/reading", json.dumps(body), qos=1
+            ).wait_for_publish(5)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        wait_for(lambda: p.latest("meter", "rogue"), 30, "the rogue reading, cut down")
+        row = p.latest("meter", "rogue")[0]
+        assert row["voltage_v"] == 229.5
+        assert row["frequency_hz"] is None and row["power_factor"] is None
+        wait_for(
+            lambda: (
+                (r := p.rows("SELECT last(out_of_bounds) AS n FROM ingest_stats"))
+                and r[0]["n"] >= 2
+            ),
+            30,
+            "ingest_stats.out_of_bounds",
+        )
+
+    # logged once while it lasted (however many polls), then once back in bounds
+    logged = [r.getMessage() for r in caplog.records if r.name == "foursave.collector"]
+    for name in impossible:
+        went = [m for m in logged if m.startswith(f"inv-01: {name} = ")]
+        assert len(went) == 1, (name, went)
+    assert len([m for m in logged if m.startswith("meter-hvac: frequency_hz = ")]) == 1
+    assert "registers 0x7F7F" in next(m for m in logged if m.startswith("meter-hvac: frequency"))
+    assert len([m for m in logged if m.startswith("inv-01: ac_frequency_hz back in bounds")]) == 1

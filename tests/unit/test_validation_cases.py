@@ -22,6 +22,7 @@ import pytest
 from foursave.app import load_config
 from foursave.collector.profiles import REGISTER_COUNT, Profile, ProfileError, load_profile_file
 from foursave.core.config import Config, ConfigError
+from foursave.core.glossary import FIELDS
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 UPDATE = os.environ.get("FOURSAVE_UPDATE_CASES") == "1"
@@ -53,6 +54,14 @@ def config_summary(cfg: Config) -> str:
             f"device {d.id}: site {d.site}, {kind}, profile {d.profile}, {link} unit "
             f"{d.unit_id}, every {d.interval_s} s, timeout {d.timeout_s} s, retries {d.retries}"
         )
+        if d.rated_power_w is not None or d.bounds:
+            rating = f"rated {d.rated_power_w:g} W, " if d.rated_power_w is not None else ""
+            narrowed = [
+                f"{name} {b.describe()}"
+                for name, b in d.field_bounds().items()
+                if b != FIELDS[d.kind][name].bounds
+            ]
+            out.append(f"  {rating}bounds: {'; '.join(narrowed)}")
     out.append(f"mqtt {cfg.services.mqtt.url}")
     out.append(f"influxdb {cfg.services.influxdb.url} {cfg.services.influxdb.database}")
     return "\n".join(out) + "\n"
@@ -140,6 +149,9 @@ def test_the_cases_cover_what_the_issue_names():
         "yaml-syntax-error",
         "field-errors-name-line-and-path",
         "cross-reference-errors-after-fields-fixed",
+        "device-bounds-and-rating",
+        "bounds-unknown-field",
+        "bounds-only-narrow",
     } <= config
     assert {
         "valid-meter",
