@@ -184,7 +184,7 @@ def collector_kill(size: Size, shared_influx: LocalService | None = None) -> Res
 def broker_kill(size: Size, shared_influx: LocalService | None = None) -> Result:
     """mosquitto SIGKILLed and restarted on its data directory (persistence as shipped:
     foursave.localstack.mosquitto); InfluxDB stalled (SIGSTOP) 3 s before every other
-    kill and let go (SIGCONT) after the broker is back."""
+    kill and let go (SIGCONT) 2 s after the broker is back."""
     t0 = time.monotonic()
     rng = random.Random(10)
     with Stack("broker-kill") as st:  # its own influxd: it is stalled
@@ -198,10 +198,13 @@ def broker_kill(size: Size, shared_influx: LocalService | None = None) -> Result
             _grows(st, 90, f"writes before broker kill {i + 1}")
             time.sleep(rng.uniform(0.2, 1.0))  # a random instant, not a wait
             if i % 2 == 0:
+                # stalled 3 s before the kill and 2 s past the restart: the ingester is
+                # back on the broker before InfluxDB answers the batch it holds
                 with stopped(st.influxd.proc.pid):
                     hold(3.0)
                     sigkill(st.broker)
                     st.broker.start()
+                    hold(2.0)
                 stalls += 1
             else:
                 sigkill(st.broker)
