@@ -1,0 +1,107 @@
+"""Answers no correct device sends, from a raw-socket server (found by the Modbus fuzzer,
+tests/chaos): an answer of another function is not the registers asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+
+import pytest
+
+from foursave.collector.modbus import FC_HOLDING, FC_INPUT, ModbusLink, TransportError
+from foursave.collector.plan import Span
+from foursave.core.config import Device
+from foursave.localstack import free_port
+
+
+class RawServer:
+    """Answers every request with ``pdu`` (function code first), on its own loop thread."""
+
+    def __init__(self, pdu: bytes, port: int | None = None):
+        self.pdu = pdu
+        self.port = port or free_port()
+        self.requests = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    async def _serve(self, reader, writer):
+        try:
+            while True:
+                tid, _pid, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                await reader.readexactly(length - 1)
+                self.requests += 1
+                writer.write(struct.pack(">HHHB", tid, 0, len(self.pdu) + 1, unit) + self.pdu)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def __enter__(self) -> RawServer:
+        self.thread.start()
+
+        async def start():
+            self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc):
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _device(port: int) -> Device:
+    return Device(
+        id="odd",
+        site="demo",
+        kind="water",
+        profile="generic_water_meter",
+        host="127.0.0.1",
+        port=port,
+        timeout_s=0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered"),
+    [(FC_HOLDING, FC_INPUT), (FC_INPUT, FC_HOLDING), (FC_HOLDING, 23)],
+    ids=["input for holding", "holding for input", "read/write-multiple for holding"],
+)
+def test_an_answer_of_another_function_is_refused(asked, answered):
+    # two registers, 1 and 2, in the answer of the wrong function
+    with RawServer(bytes([answered, 4, 0, 1, 0, 2])) as server:
+
+        async def read():
+            link = ModbusLink(_device(server.port))
+            try:
+                return await link.read(Span(asked, 0, 2), 1, 0.5)
+            finally:
+                await link.close()
+
+        with pytest.raises(TransportError, match=f"answer of function {answered} to a function"):
+            asyncio.run(read())
+
+
+def test_the_right_function_is_still_read():
+    with RawServer(bytes([FC_HOLDING, 4, 0, 1, 0, 2])) as server:
+
+        async def read():
+            link = ModbusLink(_device(server.port))
+            try:
+                return await link.read(Span(FC_HOLDING, 0, 2), 1, 0.5)
+            finally:
+                await link.close()
+
+        assert asyncio.run(read()) == [1, 2]
