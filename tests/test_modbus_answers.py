@@ -1,9 +1,11 @@
 """Answers no correct device sends, from a raw-socket server (found by the Modbus fuzzer,
-tests/chaos): an answer of another function is not the registers asked for."""
+tests/chaos): an answer of another function is not the registers asked for, and an
+undecodable frame is one poll failure, not a traceback per frame."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import threading
 
@@ -13,6 +15,7 @@ from foursave.collector.modbus import FC_HOLDING, FC_INPUT, ModbusLink, Transpor
 from foursave.collector.plan import Span
 from foursave.core.config import Device
 from foursave.localstack import free_port
+from tests.helpers import CollectorThread, make_config, wait_for
 
 
 class RawServer:
@@ -105,3 +108,37 @@ def test_the_right_function_is_still_read():
                 await link.close()
 
         assert asyncio.run(read()) == [1, 2]
+
+
+def test_an_undecodable_answer_is_one_logged_failure_not_a_traceback_per_frame(tmp_path, caplog):
+    devices = [
+        {
+            "id": "junk",
+            "site": "demo",
+            "kind": "water",
+            "profile": "generic_water_meter",
+            "host": "127.0.0.1",
+            "unit_id": 1,
+            "timeout_s": 0.2,
+            "retries": 0,
+            "backoff_max_s": 0.2,
+        }
+    ]
+    # no broker: the readings would wait in the spool; none is taken anyway
+    cfg = make_config(tmp_path, free_port(), "http://127.0.0.1:9", "x", devices=devices)
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    caplog.set_level(logging.WARNING, logger="foursave.collector")
+    # function code 0x7F: pymodbus has no decoder for it and raises in data_received
+    with RawServer(bytes([0x7F, 4, 0, 1, 0, 2]), port=cfg.devices[0].port) as server:
+        collector = CollectorThread(cfg).start()
+        try:
+            poller = collector.collector.pollers[0]
+            wait_for(lambda: poller.health.polls >= 5, 20, "five polls")
+        finally:
+            collector.stop()
+    assert server.requests >= 5
+    assert poller.health.errors >= 5 and not poller.health.online
+    fatal = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert fatal == []
+    failures = [r for r in caplog.records if r.getMessage().startswith("junk: poll failed")]
+    assert len(failures) == 1  # logged once while it lasts
