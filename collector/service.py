@@ -60,7 +60,9 @@ class DevicePoller:
         self._status_dirty = True
 
     def backoff_s(self) -> float:
-        n = self.health.consecutive_failures
+        # the exponent is capped: past 1024 failures in a row 2.0**n overflows a float,
+        # which would end the poller's task for good (a device away for 17 h at 60 s)
+        n = min(self.health.consecutive_failures, 64)
         return min(self.device.backoff_max_s, self.device.interval_s * 2 ** (n - 1))
 
     async def poll_once(self) -> bool:

@@ -1,6 +1,7 @@
-"""Answers no correct device sends, from a raw-socket server (found by the Modbus fuzzer,
-tests/chaos): an answer of another function is not the registers asked for, and an
-undecodable frame is one poll failure, not a traceback per frame."""
+"""What the Modbus fuzzer (tests/chaos) found, each from a raw-socket server answering
+what no correct device sends: an answer of another function is not the registers asked
+for, an undecodable frame is one poll failure, not a traceback per frame, and a device
+that fails for ever is polled for ever."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import asyncio
 import logging
 import struct
 import threading
+from types import SimpleNamespace
 
 import pytest
 
 from foursave.collector.modbus import FC_HOLDING, FC_INPUT, ModbusLink, TransportError
 from foursave.collector.plan import Span
+from foursave.collector.service import DevicePoller
 from foursave.core.config import Device
 from foursave.localstack import free_port
 from tests.helpers import CollectorThread, make_config, wait_for
@@ -142,3 +145,16 @@ def test_an_undecodable_answer_is_one_logged_failure_not_a_traceback_per_frame(t
     assert fatal == []
     failures = [r for r in caplog.records if r.getMessage().startswith("junk: poll failed")]
     assert len(failures) == 1  # logged once while it lasts
+
+
+def test_a_device_failing_for_ever_is_polled_for_ever():
+    """The backoff doubles per failure up to backoff_max_s; past 1024 failures in a row
+    2**n overflowed a float and the OverflowError ended the poller's task (the fuzzer's
+    hostile SunSpec devices stopped being polled after ~1025 failures)."""
+    device = _device(502)
+    poller = DevicePoller(device, link=None, collector=SimpleNamespace(seqs={}))
+    for n, expected in [(1, device.interval_s), (2, 2 * device.interval_s), (1025, 60.0)]:
+        poller.health.consecutive_failures = n
+        assert poller.backoff_s() == min(expected, device.backoff_max_s)
+    poller.health.consecutive_failures = 10**6
+    assert poller.backoff_s() == device.backoff_max_s
