@@ -298,6 +298,7 @@ class Stack:
         self.config_path: Path | None = None
         self.config: Config | None = None
         self._influx: InfluxClient | None = None
+        self.exact: frozenset[str] = frozenset()  # devices counted by their timestamps
         self._exit = contextlib.ExitStack()
 
     @property
@@ -400,7 +401,7 @@ class Stack:
         return spool_depth(Path(self.config.services.collector.spool_path))
 
     def stored(self) -> dict[str, int]:
-        return stored_counts(self.influx)
+        return stored_counts(self.influx, exact=self.exact)
 
     def dead(self) -> int:
         assert self.config is not None
@@ -504,16 +505,19 @@ def seq_state(path: Path) -> dict[str, dict[str, int]]:
         db.close()
 
 
-def stored_counts(influx: InfluxClient, kinds: tuple[str, ...] = KINDS) -> dict[str, int]:
+def stored_counts(
+    influx: InfluxClient, kinds: tuple[str, ...] = KINDS, exact: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """Distinct points per device.  Each field's ``count`` is the number of points
     holding it; when every field of a device has the same count, that is its number of
-    points; when they differ (readings with different fields: a device answering NaN
-    for some), its points' timestamps are fetched and counted."""
+    points (every reading of a healthy device carries the same fields); when they
+    differ, and always for the devices in ``exact`` (hostile ones, whose readings carry
+    random subsets of their fields), its points' timestamps are fetched and counted."""
     out: dict[str, int] = {}
     for m in kinds:
         for row in influx.rows(f'SELECT count(*) FROM "{m}" GROUP BY "device"'):
             counts = {v or 0 for k, v in row.items() if k.startswith("count_")} - {0}
-            if len(counts) <= 1:
+            if len(counts) <= 1 and row["device"] not in exact:
                 n = max(counts, default=0)
             else:
                 n = len(set(stored_times(influx, m, row["device"])))

@@ -66,7 +66,7 @@ class Size:
 
     @classmethod
     def full_size(cls) -> Size:
-        return cls(True, 20, 10, 300, 100, 0.5, 60, 100_000, 100_000, 20.0, 600, 20)
+        return cls(True, 20, 10, 300, 105, 0.5, 60, 100_000, 100_000, 20.0, 600, 20)
 
 
 def _finish(
@@ -485,7 +485,10 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
     ENOSPC, as a full disk gives it; needs root), with the broker away so the spool
     grows until the disk is full; then the broker comes back.  The collector runs in
     this process: readings are counted from its pollers (``taken``), because what the
-    spool can no longer hold it cannot count either."""
+    spool can no longer hold it cannot count either.  1 MiB (CI) is less than the
+    SQLite write-ahead log takes before its first checkpoint (1000 pages, ~4 MB), so
+    the disk is full within seconds, broker or not; 8 MiB (full size) fills during the
+    outage."""
     t0 = time.monotonic()
     if os.geteuid() != 0:
         r = Result("spool-full")
@@ -494,7 +497,10 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
     with Stack("spool-full", shared_influx) as st:
         mnt = st.tmp / "spool-disk"
         mnt.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+        disk = "8m" if size.full else "1m"
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={disk}", "tmpfs", str(mnt)], check=True
+        )
         col: InProcessCollector | None = None
         try:
             cfg = st.configure(sim_devices(6, 0.1), spool_dir=mnt)
@@ -510,7 +516,7 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
                 s = os.statvfs(mnt)
                 return s.f_bavail * s.f_frsize < 16384
 
-            wait_for(full, 120, "the spool's disk full")
+            wait_for(full, 900, "the spool's disk full", 0.5)
             hold(size.hold_s)
             taken_at_full = sum(col.taken().values())
             # all_tasks: the tasks not done yet
@@ -526,7 +532,7 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
             col = None
             r.figures.update(
                 {
-                    "tmpfs": "1 MiB",
+                    "tmpfs": disk,
                     "taken when full": taken_at_full,
                     "forwarder alive while full": forwarder_alive,
                     "spool rows before stop": depth,
@@ -787,6 +793,7 @@ def modbus_fuzz(size: Size, shared_influx: LocalService | None = None) -> Result
                 d["role"] = "main"
             hostile.append(d)
         cfg = st.configure(healthy + hostile)
+        st.exact = frozenset(str(d["id"]) for d in hostile)
         st.start_sim()
         st.start_ingester()
         polls = PollTimes()
