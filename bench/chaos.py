@@ -62,6 +62,9 @@ def main() -> int:
     finally:
         if shared is not None:
             shared.stop()
+            import shutil
+
+            shutil.rmtree(shared.workdir, ignore_errors=True)
     print()
     print(table(results))
     print(f"\nall scenarios: {time.monotonic() - t0:.0f} s")
