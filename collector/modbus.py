@@ -152,6 +152,15 @@ class ModbusLink:
             except (ModbusException, OSError) as exc:
                 self.client.close()
                 raise TransportError(f"{self.key} unit {unit_id}: {exc!r}") from None
+            if not resp.isError() and resp.function_code != span.function:
+                # pymodbus pairs an answer with its request by transaction id only: an
+                # answer of another function (input registers for holding ones, a
+                # read/write-multiple answer) is not these registers
+                self.client.close()
+                raise TransportError(
+                    f"{self.key} unit {unit_id}: answer of function {resp.function_code} "
+                    f"to a function {span.function} request"
+                )
         if resp.isError():
             code = getattr(resp, "exception_code", 0)
             raise DeviceException(int(code), span)

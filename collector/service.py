@@ -18,6 +18,8 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from pymodbus.exceptions import ModbusException
+
 from foursave.collector.modbus import (
     DeviceException,
     DiscoveryError,
@@ -65,7 +67,9 @@ class DevicePoller:
         self._status_dirty = True
 
     def backoff_s(self) -> float:
-        n = self.health.consecutive_failures
+        # the exponent is capped: past 1024 failures in a row 2.0**n overflows a float,
+        # which would end the poller's task for good (a device away for 17 h at 60 s)
+        n = min(self.health.consecutive_failures, 64)
         return min(self.device.backoff_max_s, self.device.interval_s * 2 ** (n - 1))
 
     async def poll_once(self) -> bool:
@@ -191,6 +195,20 @@ class DevicePoller:
                 next_due = now + self.backoff_s()
 
 
+def _frame_errors_once(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The event loop's exception handler while the collector runs.  pymodbus decodes
+    answers inside ``data_received``: a frame it cannot decode raises there, asyncio
+    logs "Fatal error" with a traceback at ERROR and closes the connection.  The read
+    waiting for that answer fails (TransportError) and its poller logs the failure once
+    while it lasts, so a device that answers garbage every cycle must not also fill the
+    log with a traceback per frame."""
+    exc = context.get("exception")
+    if isinstance(exc, ModbusException) and "data_received" in str(context.get("message")):
+        log.debug("undecodable Modbus frame, connection closed: %s", exc)
+        return
+    loop.default_exception_handler(context)
+
+
 class Collector:
     def __init__(self, config: Config, clock: Clock, devices: list[Device] | None = None):
         self.config = config
@@ -218,6 +236,15 @@ class Collector:
                 pass
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(_frame_errors_once)
+        try:
+            await self._run(stop)
+        finally:
+            loop.set_exception_handler(previous_handler)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         self.publisher = Publisher(self.config, self.spool)
         self.publisher.start()
         links: dict[tuple, ModbusLink] = {}
