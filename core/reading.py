@@ -204,8 +204,12 @@ def decode_status(payload: bytes) -> dict[str, Value]:
         raise PayloadError(f"status.ts: expected epoch milliseconds, got {ts!r}")
     out: dict[str, Value] = {"ts": ts, "online": body["online"]}
     v = body.get("poll_ms")
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        out["poll_ms"] = v
+    if (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and FIELDS["device_status"]["poll_ms"].bounds.admits(v)
+    ):
+        out["poll_ms"] = v  # a negative or absurd duration is left out, like any value
     if _int_in_range(body.get("errors"), 0, INT_MAX):
         out["errors"] = body["errors"]
     counts = body.get("out_of_bounds")

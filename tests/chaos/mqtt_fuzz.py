@@ -2,7 +2,7 @@
 
 Each generated message says whether the ingester should refuse it (dead-letter it) or
 may store it: the ones that may be stored are well-formed readings and statuses with
-hostile but legal content (dates in 2090, +-1e308, unknown extra fields) and go only to
+hostile but legal content (tiny floats, unknown extra fields, odd statuses) and go only to
 fuzz devices (``fz-*``), so the real devices' counts stay exact.  The named poison
 cases of tests/unit/test_poison.py are among the kinds (a test module is not imported
 from another: tests/unit/test_tests_import_rules.py); here they are generated with
@@ -126,15 +126,17 @@ def hostile(rng: random.Random, i: int, real_devices: list[str]) -> Hostile:
         ts = rng.choice([0, -1, 946_684_799_999, 4_102_444_800_000, 10**15, 2**62])
         return Hostile(rtopic, json.dumps({**r, "ts": ts}).encode(), "ts out of range", True)
     if k == 12:
-        # legal: a date in 2090
+        # a date in 2090: beyond the ingester's future tolerance, refused
         body = {**r, "ts": Y2090_MS + i}
         topic = f"{PREFIX}/demo/{fz}/reading"
-        return Hostile(topic, json.dumps(body).encode(), "2090", False)
+        return Hostile(topic, json.dumps(body).encode(), "2090", True)
     if k == 13:
         v = rng.choice([1e308, -1e308, 1.7976931348623157e308, 5e-324, -0.0, 1e-300])
         body = _reading(i, {"active_power_w": v, "voltage_v": v, "frequency_hz": -v})
         topic = f"{PREFIX}/demo/{fz}/reading"
-        return Hostile(topic, json.dumps(body).encode(), "+-1e308", False)
+        # +-1e308 is outside every one of these fields' physical bounds: nothing is left
+        # and the reading is refused; the tiny ones keep power and voltage (docs/bounds.md)
+        return Hostile(topic, json.dumps(body).encode(), "+-1e308", abs(v) > 1e9)
     if k == 14:
         return Hostile(any_topic, b"\x00\xff\xfe" + rng.randbytes(50), "binary", True)
     if k == 15:
@@ -215,9 +217,10 @@ def hostile(rng: random.Random, i: int, real_devices: list[str]) -> Hostile:
         body = {**r, "fields": {"active_power_w": 1.0}, "kind": "meter", "role": "x" * 70}
         return Hostile(rtopic, json.dumps(body).encode(), "long role", True)
     if k == 24:
+        # 64-bit extremes are valid integers but no SunSpec St or Evt1: both out of bounds
         body = _reading(i, {"events": -(2**63), "state": 2**63 - 1}, kind="inverter")
         topic = f"{PREFIX}/demo/{fz}/reading"
-        return Hostile(topic, json.dumps(body).encode(), "int extremes", False)
+        return Hostile(topic, json.dumps(body).encode(), "int extremes", True)
     nested = {"fields": {"active_power_w": {"a": {"b": {"c": [1] * 100}}}}}
     return Hostile(rtopic, json.dumps({**r, **nested}).encode(), "nested value", True)
 

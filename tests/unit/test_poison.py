@@ -85,3 +85,12 @@ def test_the_live_status_keeps_taking_after_any_message():
     assert live.device("demo", "m1")["online"] is True
     assert live.received + live.rejected == len(POISON) + 1  # each one filed or counted
     assert live.rejected >= 7  # what is no JSON object at all
+
+
+def test_a_status_with_a_negative_poll_duration_keeps_the_rest():
+    """Found by the MQTT fuzzer: a poll_ms of -5 was stored; a duration is never
+    negative (the glossary's bounds), so it is left out and the status kept."""
+    st = decode_status(b'{"online": true, "ts": 1700000001000, "poll_ms": -5, "errors": 2}')
+    assert st == {"ts": 1700000001000, "online": True, "errors": 2}
+    st = decode_status(b'{"online": true, "ts": 1700000001000, "poll_ms": 12.5}')
+    assert st["poll_ms"] == 12.5
