@@ -53,6 +53,7 @@ from foursave.app import load_config
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.localstack import LocalService, die_with_parent, free_port, influxd, mosquitto
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES: list[dict] = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["devices"]
@@ -61,18 +62,6 @@ KINDS = ("inverter", "meter", "weather", "water")
 
 def log(msg: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.1):
-    """A condition with a deadline (never a bare sleep)."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})")
 
 
 def hold(seconds: float, *, check: Callable[[], None] | None = None) -> None:
