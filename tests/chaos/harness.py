@@ -392,9 +392,9 @@ class Stack:
     def stored(self) -> dict[str, int]:
         return stored_counts(self.influx, exact=self.exact)
 
-    def dead(self) -> int:
+    def dead(self, topic_like: str = "%") -> int:
         assert self.config is not None
-        return dead_count(Path(self.config.services.ingester.dead_letter_path))
+        return dead_count(Path(self.config.services.ingester.dead_letter_path), topic_like)
 
     def seq_state(self) -> dict[str, dict[str, int]]:
         assert self.config is not None
@@ -466,12 +466,15 @@ def spool_depth(path: Path) -> int:
         db.close()
 
 
-def dead_count(path: Path) -> int:
+def dead_count(path: Path, topic_like: str = "%") -> int:
+    """Dead letters, or those whose topic is LIKE ``topic_like`` (``%/reading``)."""
     if not path.exists():
         return 0
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
-        return db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        return db.execute(
+            "SELECT COUNT(*) FROM dead_letters WHERE topic LIKE ?", (topic_like,)
+        ).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
     finally:

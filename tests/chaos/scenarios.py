@@ -594,6 +594,8 @@ def clock_step(size: Size, shared_influx: LocalService | None = None) -> Result:
         r.stall_s = r.figures["longest gap between polls s"]
         r.figures["inverter points 1 h back"] = _count(span)
         r.figures["inverter points 1 h ahead"] = _count(ahead)
+        # statuses and presence are stamped by the same clock: refused as well
+        r.figures["readings dead-lettered"] = st.dead("%/reading")
         r.notes.append("stall: the longest gap between poll starts (stored times jump by 1 h)")
         return r
 
