@@ -40,10 +40,11 @@ from foursave.core.reading import (
     TS_MIN_MS,
     PayloadError,
     Value,
+    decode_info,
     decode_reading,
     decode_status,
     load_json,
-    reading_line,
+    reading_lines,
     to_line,
 )
 from foursave.core.store import open_db
@@ -201,6 +202,8 @@ class Ingester:
         self.influx = influx  # the caller's (foursave.app.ingester), who closes it
         self.dead = DeadLetters(self.cfg.dead_letter_path)
         self.seq = SeqTracker(self._load_seq_state())
+        # the last device_info written per (site, device): written again only on a change
+        self._info_seen: dict[tuple[str, str], dict] = {}
         self.q: queue.Queue[Message] = queue.Queue()
         self.stop_event = threading.Event()
         self.written = 0
@@ -309,13 +312,19 @@ class Ingester:
                 self._confirm(r.collector, t.device, r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
-                return [reading_line(t.site, t.device, r)], None
+                return reading_lines(t.site, t.device, r), None
             status = decode_status(msg.payload)
             ts = int(status.pop("ts"))
             check_not_ahead("status", ts, not_after)
-            return [
-                to_line("device_status", {"site": t.site, "device": t.device}, status, ts)
-            ], None
+            tags = {"site": t.site, "device": t.device}
+            lines = [to_line("device_status", tags, status, ts)]
+            info = decode_info(msg.payload)
+            if info is not None and self._info_seen.get((t.site, t.device)) != info:
+                # nameplate and identity: a point when they first arrive and when they
+                # change (a new serial or firmware), not with every status
+                self._info_seen[(t.site, t.device)] = info
+                lines.append(to_line("device_info", tags, info, ts))
+            return lines, None
         except (TopicError, PayloadError) as exc:
             return [], str(exc)
 

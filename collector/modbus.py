@@ -197,12 +197,28 @@ class OutOfBounds:
         return f"{self.value!r} (registers {_hex(self.registers)}) outside {self.bounds.describe()}"
 
 
+PartKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A part of a reading (``core.glossary.PARTS``): its measurement and its tags, e.g.
+``("inverter_string", (("string", "1"),))`` or ``("battery", ())``."""
+
+
+def part_label(key: PartKey, name: str) -> str:
+    """``inverter_string[1].dc_voltage_v``, ``battery.soc_pct``: a part's field as the
+    status and the log name it."""
+    measurement, tags = key
+    where = f"[{','.join(v for _, v in tags)}]" if tags else ""
+    return f"{measurement}{where}.{name}"
+
+
 @dataclass
 class ReadResult:
     fields: dict[str, float | int]
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     out_of_bounds: dict[str, OutOfBounds] = field(default_factory=dict)
+    parts: dict[PartKey, dict[str, float | int]] = field(default_factory=dict)
+    # nameplate and identity (device_info fields), when the reader learnt them
+    info: dict[str, float | str] = field(default_factory=dict)
 
     def keep(
         self,
@@ -222,6 +238,26 @@ class ReadResult:
             self.out_of_bounds[name] = OutOfBounds(value, tuple(registers), b or _FINITE)
             return
         self.fields[name] = value
+
+    def keep_part(
+        self,
+        key: PartKey,
+        name: str,
+        value: float,
+        registers: Sequence[int],
+        bounds: Mapping[str, Bounds],
+    ) -> None:
+        """``keep`` for a field of the part ``key`` (its measurement's ``bounds``): a
+        value out of bounds is noted as ``part_label(key, name)``."""
+        if isinstance(value, float) and math.isnan(value):
+            return
+        b = bounds.get(name)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not finite or (b is not None and not b.admits(value)):
+            oob = OutOfBounds(value, tuple(registers), b or _FINITE)
+            self.out_of_bounds[part_label(key, name)] = oob
+            return
+        self.parts.setdefault(key, {})[name] = value
 
 
 _FINITE = Bounds(reason="a finite number")

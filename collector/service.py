@@ -27,13 +27,14 @@ from foursave.collector.modbus import (
     ReadResult,
     TransportError,
     link_key,
+    part_label,
     reader_for,
 )
 from foursave.collector.publisher import Publisher
 from foursave.collector.spool import Spool
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
-from foursave.core.reading import Reading
+from foursave.core.reading import Part, Reading
 from foursave.core.topics import reading_topic, status_topic
 
 log = logging.getLogger("foursave.collector")
@@ -95,7 +96,7 @@ class DevicePoller:
         h.last_poll_ms = (time.monotonic() - started) * 1000
         if result is not None:
             self._track_bounds(result)
-        if result is None or not result.fields:
+        if result is None or not (result.fields or result.parts):
             if result is not None and result.out_of_bounds and not error:
                 error = f"every value out of bounds: {sorted(result.out_of_bounds)}"
             error = error or (result.errors[0] if result and result.errors else "no field read")
@@ -120,7 +121,10 @@ class DevicePoller:
         h.field_errors = list(result.errors)
         h.last_error = result.errors[0] if result.errors else None
         self.seq += 1
-        reading = Reading(ts_ms, self.seq, d.kind, result.fields, d.role, self.c.collector_id)
+        parts = tuple(Part(m, tags, f) for (m, tags), f in result.parts.items() if f)
+        reading = Reading(
+            ts_ms, self.seq, d.kind, result.fields, d.role, self.c.collector_id, parts=parts
+        )
         self.c.publisher.enqueue(reading_topic(d.site, d.id), reading.to_json(), d.id, self.seq)
         h.last_reading_ms = ts_ms
         self.c.readings += 1
@@ -142,9 +146,12 @@ class DevicePoller:
                     oob.describe(),
                 )
                 self._status_dirty = True
-        for name in sorted(h.out_of_bounds_now & result.fields.keys()):
+        kept: dict[str, float | int] = dict(result.fields)
+        for key, fields in result.parts.items():
+            kept.update((part_label(key, n), v) for n, v in fields.items())
+        for name in sorted(h.out_of_bounds_now & kept.keys()):
             h.out_of_bounds_now.discard(name)
-            log.info("%s: %s back in bounds (%r)", d.id, name, result.fields[name])
+            log.info("%s: %s back in bounds (%r)", d.id, name, kept[name])
             self._status_dirty = True
 
     def publish_status(self) -> None:

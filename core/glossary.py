@@ -26,7 +26,7 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 digits, ``_`` and ``-``, so that one is a tag value and an MQTT topic level as it is."""
 SLUG = re.compile(SLUG_PATTERN)
 
-FieldType = Literal["float", "int", "bool"]
+FieldType = Literal["float", "int", "bool", "str"]
 Kind = Literal["inverter", "meter", "weather", "water"]
 KINDS: tuple[str, ...] = ("inverter", "meter", "weather", "water")
 
@@ -187,6 +187,15 @@ _IRRADIANCE = Bounds(
     "(docs/domain.md, 'Physical bounds')",
 )
 
+_ELECTRONICS_TEMP = Bounds(
+    -70,
+    125,
+    "an idle unit sits at ambient (≥ -70 °C, see ambient_temp_c); 125 °C is the top of "
+    "the electronics' industrial temperature grade (docs/domain.md, 'Physical bounds')",
+)
+_PERCENT = Bounds(0, 100, "a share of a whole: 0 .. 100 %")
+_TEXT = Bounds(reason="text as the device gives it (at most 64 characters)")
+
 _BOOL = Bounds(reason="true or false")
 _COUNT = Bounds(0, None, "a count: never negative")
 
@@ -255,9 +264,31 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
                 ),
             ),
             _f(
+                "ac_apparent_power_va",
+                "VA",
+                "AC apparent power",
+                Bounds(0, POWER_CAP_W, "S = |V| x |I| is never negative; the 1 GW sanity cap"),
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f(
+                "ac_reactive_power_var",
+                "var",
+                "AC reactive power (sign as SunSpec: positive over-excited)",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f("heatsink_temp_c", "°C", "heat-sink temperature", _ELECTRONICS_TEMP),
+            _f("transformer_temp_c", "°C", "transformer temperature", _ELECTRONICS_TEMP),
+            _f("switch_temp_c", "°C", "power switch (IGBT/MOSFET) temperature", _ELECTRONICS_TEMP),
+            _f("other_temp_c", "°C", "the vendor's other temperature", _ELECTRONICS_TEMP),
+            _f("ambient_temp_c", "°C", "the inverter's own ambient sensor", _ELECTRONICS_TEMP),
+            _f(
                 "state",
                 "enum",
-                "SunSpec operating state St (1 OFF .. 8 STANDBY)",
+                "SunSpec operating state St (1 OFF .. 8 STANDBY); model 701's InvSt "
+                "(0 OFF .. 7 STANDBY) is stored as the same state, InvSt + 1",
                 Bounds(1, 8, _ENUM_SOURCE, values=sunspec_states()),
                 "int",
             ),
@@ -282,6 +313,22 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
                 RATED_POWER_MULTIPLE,
             ),
             _f("import_energy_wh", "Wh", "imported active energy, lifetime counter", _ENERGY),
+            _f(
+                "apparent_power_va",
+                "VA",
+                "total apparent power",
+                Bounds(0, POWER_CAP_W, "S = |V| x |I| is never negative; the 1 GW sanity cap"),
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f(
+                "reactive_power_var",
+                "var",
+                "total reactive power",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
             _f("export_energy_wh", "Wh", "exported active energy, lifetime counter", _ENERGY),
             _f(
                 "voltage_v",
@@ -365,6 +412,109 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
             ),
         )
     },
+    "inverter_string": {
+        f.name: f
+        for f in (
+            _f("dc_current_a", "A", "DC current of this input (string, MPPT)", _CURRENT),
+            _f(
+                "dc_voltage_v",
+                "V",
+                "DC voltage of this input",
+                Bounds(0, 1500, "1,500 V DC: the low-voltage limit PV arrays are built to"),
+            ),
+            _f(
+                "dc_power_w",
+                "W",
+                "DC power of this input",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f("dc_energy_wh", "Wh", "DC energy of this input, lifetime counter", _ENERGY),
+            _f("temp_c", "°C", "this input's temperature (SunSpec 160 Tmp)", _ELECTRONICS_TEMP),
+            _f(
+                "state",
+                "enum",
+                "SunSpec 160 DCSt (1 OFF .. 10)",
+                Bounds(1, 10, "SunSpec model 160 point DCSt, via pysunspec2"),
+                "int",
+            ),
+            _f(
+                "events",
+                "bitfield",
+                "SunSpec 160 DCEvt event bits",
+                Bounds(0, 2**32 - 1, "SunSpec DCEvt is a 32-bit bitfield (bitfield32)"),
+                "int",
+            ),
+        )
+    },
+    "battery": {
+        f.name: f
+        for f in (
+            _f("soc_pct", "%", "state of charge", _PERCENT),
+            _f("soh_pct", "%", "state of health", _PERCENT),
+            _f("energy_rating_wh", "Wh", "energy the storage holds when full and new", _ENERGY),
+            _f("energy_available_wh", "Wh", "energy available now", _ENERGY),
+            _f(
+                "dc_power_w",
+                "W",
+                "DC power, positive when the battery gives power (discharging), negative "
+                "when it takes it (charging)",
+                _POWER,
+                "float",
+                RATED_POWER_MULTIPLE,
+            ),
+            _f("dc_voltage_v", "V", "battery DC voltage", Bounds(0, 1500, "1,500 V DC: LV")),
+            _f("dc_current_a", "A", "battery DC current (sign as dc_power_w)", _CURRENT),
+            _f(
+                "discharged_energy_wh",
+                "Wh",
+                "energy the battery gave (SunSpec 714 DCWhInj of its port), lifetime counter",
+                _ENERGY,
+            ),
+            _f(
+                "charged_energy_wh",
+                "Wh",
+                "energy the battery took (SunSpec 714 DCWhAbs of its port), lifetime counter",
+                _ENERGY,
+            ),
+            _f("temp_c", "°C", "battery temperature", _ELECTRONICS_TEMP),
+        )
+    },
+    "device_info": {
+        f.name: f
+        for f in (
+            _f("manufacturer", "text", "manufacturer (SunSpec model 1 Mn)", _TEXT, "str"),
+            _f("model", "text", "model (SunSpec model 1 Md)", _TEXT, "str"),
+            _f("options", "text", "options (SunSpec model 1 Opt)", _TEXT, "str"),
+            _f("version", "text", "firmware version (SunSpec model 1 Vr)", _TEXT, "str"),
+            _f("serial", "text", "serial number (SunSpec model 1 SN)", _TEXT, "str"),
+            _f(
+                "rated_power_w",
+                "W",
+                "continuous AC power rating (SunSpec 120 WRtg, or 702 WMaxRtg)",
+                Bounds(0, POWER_CAP_W, "a rating: positive, within the 1 GW sanity cap"),
+            ),
+            _f(
+                "rated_apparent_power_va",
+                "VA",
+                "apparent power rating (SunSpec 120 VARtg, or 702 VAMaxRtg)",
+                Bounds(0, POWER_CAP_W, "a rating: positive, within the 1 GW sanity cap"),
+            ),
+            _f(
+                "rated_current_a",
+                "A",
+                "AC current rating (SunSpec 120 ARtg, or 702 AMaxRtg)",
+                Bounds(0, 100_000, "a rating: positive, within ±100 kA"),
+            ),
+            _f(
+                "rated_energy_wh",
+                "Wh",
+                "storage energy rating (SunSpec 120 WHRtg, or 713 WHRtg)",
+                _ENERGY,
+            ),
+        )
+    },
     "device_status": {
         f.name: f
         for f in (
@@ -435,6 +585,19 @@ FIELDS: dict[str, dict[str, FieldDef]] = {
         )
     },
 }
+
+
+PARTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "inverter": {"inverter_string": ("string",), "battery": ()},
+    "meter": {},
+    "weather": {},
+    "water": {},
+}
+"""The measurements one reading of a kind may carry beside its own (``parts``), with
+the tags that tell the parts apart: an inverter's strings (MPPT inputs, SunSpec model
+160 or a vendor profile's PV inputs) and its battery (SunSpec 713, 714, 802)."""
+
+INFO_FIELDS = frozenset(FIELDS["device_info"])
 
 
 def field_def(measurement: str, field: str) -> FieldDef | None:

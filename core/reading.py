@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from foursave.core.glossary import FIELDS, KINDS, SLUG
+from foursave.core.glossary import FIELDS, INFO_FIELDS, KINDS, PARTS, SLUG
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SLUG = SLUG
@@ -28,6 +28,8 @@ INT_MAX = 2**63 - 1  # InfluxDB integers and SQLite INTEGER are signed 64-bit
 _INT_DIGITS = len(str(INT_MAX))
 
 Value = float | int | bool
+MAX_TEXT = 64  # characters of a text field (device_info): a SunSpec string is at most 32
+MAX_PARTS = 64  # parts of one reading: more MPPT inputs than any inverter has
 
 
 class PayloadError(ValueError):
@@ -66,6 +68,23 @@ def _int_in_range(v: object, lo: int, hi: int) -> bool:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One point of another measurement that a reading carries (``PARTS``): a string of
+    the inverter (tag ``string``), its battery."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: dict[str, Value]
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"measurement": self.measurement}
+        if self.tags:
+            body["tags"] = dict(self.tags)
+        body["fields"] = self.fields
+        return body
+
+
+@dataclass(frozen=True)
 class Reading:
     ts_ms: int
     seq: int
@@ -77,6 +96,7 @@ class Reading:
     dropped: tuple[str, ...] = ()
     # fields whose value is outside the glossary's physical bounds: left out, counted
     out_of_bounds: tuple[str, ...] = ()
+    parts: tuple[Part, ...] = ()
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"ts": self.ts_ms, "seq": self.seq, "kind": self.kind}
@@ -85,6 +105,8 @@ class Reading:
         if self.collector:
             body["collector"] = self.collector
         body["fields"] = self.fields
+        if self.parts:
+            body["parts"] = [p.to_body() for p in self.parts]
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -113,36 +135,13 @@ def decode_reading(payload: bytes) -> Reading:
     for name, tag in (("role", role), ("collector", collector)):
         if tag is not None and (not isinstance(tag, str) or not _SLUG.match(tag)):
             raise PayloadError(f"{name}: expected a lower-case slug, got {tag!r}"[:200])
-    if not isinstance(fields, dict) or not fields:
-        raise PayloadError("fields: expected a non-empty object")
-    known = FIELDS[kind]
-    clean: dict[str, Value] = {}
+    if not isinstance(fields, dict):
+        raise PayloadError("fields: expected an object")
     dropped: list[str] = []
     out_of_bounds: list[str] = []
-    for name, value in fields.items():
-        fdef = known.get(name)
-        if fdef is None:
-            dropped.append(name if _FIELD.match(name) else repr(name)[:70])
-            continue
-        if fdef.type == "bool":
-            ok = isinstance(value, bool)
-        elif fdef.type == "int":
-            ok = _int_in_range(value, -INT_MAX - 1, INT_MAX)
-        else:
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
-        if not ok:
-            raise PayloadError(
-                f"fields.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
-            )
-        if not fdef.bounds.admits(value):
-            out_of_bounds.append(name)
-            continue
-        clean[name] = value
-    if not clean:
+    clean = _check_fields(kind, fields, "fields", dropped, out_of_bounds)
+    parts = _check_parts(kind, body.get("parts"), dropped, out_of_bounds)
+    if not clean and not parts:
         if not out_of_bounds:
             raise PayloadError(
                 f"fields: none the glossary knows for a {kind} ({len(dropped)} unknown)"
@@ -151,11 +150,95 @@ def decode_reading(payload: bytes) -> Reading:
             f"fields: none within the glossary's bounds for a {kind} ({len(dropped)} unknown, "
             f"out of bounds: {', '.join(out_of_bounds)})"
         )
-    return Reading(ts, seq, kind, clean, role, collector, tuple(dropped), tuple(out_of_bounds))
+    return Reading(
+        ts, seq, kind, clean, role, collector, tuple(dropped), tuple(out_of_bounds), parts
+    )
+
+
+def _check_fields(
+    measurement: str,
+    fields: dict[Any, Any],
+    where: str,
+    dropped: list[str],
+    out_of_bounds: list[str],
+) -> dict[str, Value]:
+    """The fields of ``measurement`` the glossary knows, each of its type and within its
+    bounds; unknown names go to ``dropped``, values out of bounds to ``out_of_bounds``
+    (prefixed with ``where`` beyond the reading's own fields); a value of the wrong type
+    is a ``PayloadError`` naming ``where``."""
+    known = FIELDS[measurement]
+    prefix = "" if where == "fields" else f"{where}."
+    clean: dict[str, Value] = {}
+    for name, value in fields.items():
+        fdef = known.get(name)
+        if fdef is None:
+            dropped.append(prefix + (name if _FIELD.match(name) else repr(name)[:70]))
+            continue
+        if fdef.type == "bool":
+            ok = isinstance(value, bool)
+        elif fdef.type == "int":
+            ok = _int_in_range(value, -INT_MAX - 1, INT_MAX)
+        elif fdef.type == "str":
+            ok = isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+        else:
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+        if not ok:
+            raise PayloadError(
+                f"{where}.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
+            )
+        if not isinstance(value, str) and not fdef.bounds.admits(value):
+            out_of_bounds.append(prefix + name)
+            continue
+        clean[name] = value
+    return clean
+
+
+def _check_parts(
+    kind: str, raw: object, dropped: list[str], out_of_bounds: list[str]
+) -> tuple[Part, ...]:
+    """A reading's ``parts``: each a measurement its kind may carry (``PARTS``) with
+    exactly that measurement's tags, slugs; a part left with no field is left out."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_PARTS:
+        raise PayloadError(f"parts: expected a list of at most {MAX_PARTS} objects")
+    allowed = PARTS[kind]
+    parts: list[Part] = []
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for i, item in enumerate(raw):
+        where = f"parts[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("fields"), dict):
+            raise PayloadError(f"{where}: expected an object with 'fields'")
+        measurement = item.get("measurement")
+        if measurement not in allowed:
+            raise PayloadError(
+                f"{where}.measurement: a {kind} reading carries {sorted(allowed) or 'none'}, "
+                f"got {measurement!r}"[:200]
+            )
+        tags = item.get("tags", {})
+        want = allowed[measurement]
+        if not isinstance(tags, dict) or sorted(tags) != sorted(want):
+            raise PayloadError(f"{where}.tags: expected exactly {list(want)}, got {tags!r}"[:200])
+        for k, v in tags.items():
+            if not isinstance(v, str) or not _SLUG.match(v):
+                raise PayloadError(f"{where}.tags.{k}: expected a lower-case slug, got {v!r}"[:200])
+        key = (measurement, tuple(sorted(tags.items())))
+        if key in seen:
+            raise PayloadError(f"{where}: a second {measurement} {dict(key[1])}")
+        seen.add(key)
+        clean = _check_fields(measurement, item["fields"], where, dropped, out_of_bounds)
+        if clean:
+            parts.append(Part(measurement, key[1], clean))
+    return tuple(parts)
 
 
 _EXPECTED = {
     "bool": "true or false",
+    "str": f"a printable text of at most {MAX_TEXT} characters",
     "int": "an integer within 64 bits",
     "float": "a finite number",
 }
@@ -169,6 +252,9 @@ def format_value(measurement: str, name: str, value: Value) -> str:
     """Line-protocol field value with the glossary's type (floats stay floats)."""
     fdef = FIELDS.get(measurement, {}).get(name)
     ftype = fdef.type if fdef else ("bool" if isinstance(value, bool) else "float")
+    if ftype == "str":
+        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{text}"'
     if ftype == "bool":
         return "true" if value else "false"
     if ftype == "int":
@@ -191,6 +277,37 @@ def reading_line(site: str, device: str, r: Reading) -> str:
     if r.role:
         tags["role"] = r.role
     return to_line(r.kind, tags, r.fields, r.ts_ms)
+
+
+def reading_lines(site: str, device: str, r: Reading) -> list[str]:
+    """The reading's own point (when it has fields) and one point per part, tagged with
+    the site, the device and the part's own tags."""
+    lines = [reading_line(site, device, r)] if r.fields else []
+    for p in r.parts:
+        tags = {"site": site, "device": device, **dict(p.tags)}
+        lines.append(to_line(p.measurement, tags, p.fields, r.ts_ms))
+    return lines
+
+
+def decode_info(payload: bytes) -> dict[str, Value] | None:
+    """The ``info`` object of a device status (nameplate and identity, the
+    ``device_info`` measurement): its known fields of the right type, or ``None`` when
+    the status has none.  Unknown or ill-typed entries are left out."""
+    body = load_json(payload, "status")
+    info = body.get("info") if isinstance(body, dict) else None
+    if not isinstance(info, dict):
+        return None
+    dropped: list[str] = []
+    oob: list[str] = []
+    ok = {}
+    for name, value in info.items():
+        if name not in INFO_FIELDS:
+            continue
+        try:
+            ok.update(_check_fields("device_info", {name: value}, "info", dropped, oob))
+        except PayloadError:
+            continue
+    return ok or None
 
 
 def decode_status(payload: bytes) -> dict[str, Value]:
