@@ -31,11 +31,16 @@ from foursave.collector.sunspec import (
     END_MODEL_ID,
     SUNS_MARKER,
     ModelRef,
+    SunSpecError,
     decode_points,
+    layout_of,
     model_layout,
+    point_value,
+    symbol_name,
 )
 from foursave.core.config import Device
-from foursave.core.glossary import Bounds
+from foursave.core.glossary import PARTS, Bounds, device_bounds
+from foursave.core.reading import MAX_TEXT
 
 log = logging.getLogger("foursave.collector")
 
@@ -368,13 +373,71 @@ def nameplate_rating(regs: Sequence[int], length: int) -> float | None:
     w = decode_points(model_layout(RATING_MODEL, length), regs, [(None, "WRtg")]).get(
         (None, "WRtg")
     )
+    return _positive(w)
+
+
+def _positive(w: object) -> float | None:
     if not isinstance(w, int | float) or isinstance(w, bool) or not 0 < w < math.inf:
         return None
     return float(w)
 
 
+def _text(v: str) -> str | None:
+    """A SunSpec string as stored: printable, trimmed, at most ``MAX_TEXT`` characters;
+    ``None`` when nothing is left."""
+    clean = "".join(c if c.isprintable() else " " for c in v).strip()[:MAX_TEXT].strip()
+    return clean or None
+
+
+@dataclass
+class PowerFactorRule:
+    """How a device's SunSpec PF point becomes a ratio in [-1, 1] (docs/design.md,
+    "Power factor").  The models say percent (101-113, 201-204) or ratio (211-214, 701);
+    devices differ (SMA, FIMER and Veris put a ratio in the percent point).
+
+    ``auto``: a value beyond ±1 can only be percent; a value within ±1 is a ratio unless
+    the device is known to give percent.  The device's convention is learnt once, from
+    the first decisive reading: a magnitude beyond 1 (percent), or |PF| within 0.05 of
+    |W| / VA at a real load (|W| / VA ≥ 0.2; ratio: the percent reading would be ≤ 0.01).
+    ``percent`` and ``ratio`` force the convention."""
+
+    mode: str = "auto"
+    learnt: str | None = None
+
+    def convention(self) -> str | None:
+        return self.mode if self.mode != "auto" else self.learnt
+
+    def ratio(self, pf: float, w: float | None, va: float | None) -> tuple[float, str | None]:
+        """``pf`` as a ratio, and what was learnt now (for the log) or ``None``."""
+        news = None
+        if self.mode == "auto" and self.learnt is None:
+            if abs(pf) > 1:
+                self.learnt = "percent"
+                news = f"power factor read as percent (PF {pf:g} is beyond ±1)"
+            elif w is not None and va is not None and va > 0 and abs(w) / va >= 0.2:
+                r = abs(w) / va
+                if abs(abs(pf) - r) <= 0.05:
+                    self.learnt = "ratio"
+                    news = (
+                        f"power factor read as a ratio (|PF| {abs(pf):g} agrees with W/VA {r:.3f})"
+                    )
+        convention = self.convention()
+        if convention == "percent" or (convention is None and abs(pf) > 1):
+            return pf / 100, news
+        return pf, news
+
+
+Target = tuple[str, tuple[tuple[str, str], ...]] | None  # a part, or None: the reading
+
+
 class SunSpecReader:
-    """Discovers a SunSpec device's model chain, then reads the mapped models."""
+    """Discovers a SunSpec device's model chain, then reads the mapped models.
+
+    A device entry takes the models of its kind (``sunspec.yaml``: an inverter's
+    101-113, 160, 701, 713, 714, 802; a meter's 201-214; a weather station's 302, 303,
+    307); a unit whose chain holds an inverter and a meter is configured as two device
+    entries on one unit.  Identity and ratings (models 1, 120, 702, 713, 802) are read at
+    discovery and go with the device's status (``info``)."""
 
     def __init__(self, device: Device):
         self.device = device
@@ -384,24 +447,53 @@ class SunSpecReader:
         self.measurement: str | None = None
         self.rated_power_w: float | None = None  # SunSpec WRtg, read once at discovery
         self.bounds = device.field_bounds()
+        self.part_bounds = self._part_bounds(None)
+        self.info: dict[str, float | str] = {}
+        self.pf = PowerFactorRule(device.power_factor)
+        self._noted: set[tuple[int, str]] = set()  # layout notes already logged
+
+    def _part_bounds(self, rating: float | None) -> dict[str, dict[str, Bounds]]:
+        rated = self.device.rated_power_w or rating
+        return {m: device_bounds(m, rated) for m in PARTS[self.device.kind]}
 
     def reset(self) -> None:
         self.models = None  # rediscover on the next poll
 
-    async def _read_rating(self, link: ModbusLink, m: ModelRef) -> float | None:
-        """WRtg of the Nameplate model (120), read once (FC 3, like every read): the
-        inverter's AC rating, which bounds its power unless the configuration says one."""
+    async def _read_model(self, link: ModbusLink, m: ModelRef) -> list[int]:
         d = self.device
-        try:
-            regs = await link.read(
-                Span(FC_HOLDING, m.address, m.length + 2), d.unit_id, d.timeout_s
-            )
-            return nameplate_rating(regs, m.length)
-        except (DeviceException, TransportError, ArithmeticError, ValueError) as exc:
-            log.info("%s: nameplate model 120 not read (%s); power bounded by physics", d.id, exc)
-            return None
+        regs = RegisterMap()
+        for span in plan_requests([Span(FC_HOLDING, m.address, m.length + 2)]):
+            regs.put(span, await link.read(span, d.unit_id, d.timeout_s))
+        block = regs.get_block(FC_HOLDING, m.address, m.length + 2)
+        assert block is not None
+        return list(block)
 
-    async def discover(self, link: ModbusLink) -> list[ModelRef]:
+    async def _read_info(self, link: ModbusLink, chain: Sequence[ModelRef]) -> dict:
+        """Identity and ratings from the chain's info models, each read once (FC 3).  A
+        model that cannot be read or decoded leaves its fields out, with a log line."""
+        d = self.device
+        info: dict[str, float | str] = {}
+        for m in chain:
+            points = self.map.info.get(m.model_id)
+            if not points:
+                continue
+            try:
+                regs = await self._read_model(link, m)
+                layout = layout_of(m.model_id, m.length, regs)
+                for p in points:
+                    pl = layout.points.get((None, p.point))
+                    v = point_value(layout, regs, pl) if pl else None
+                    if isinstance(v, str):
+                        text = _text(v)
+                        if text is not None:
+                            info.setdefault(p.field, text)
+                    elif (pos := _positive(v)) is not None:
+                        info.setdefault(p.field, pos)
+            except (DeviceException, TransportError, ArithmeticError, ValueError) as exc:
+                log.info("%s: model %d (nameplate) not read: %s", d.id, m.model_id, exc)
+        return info
+
+    async def _chain(self, link: ModbusLink) -> tuple[int, list[ModelRef]]:
         d = self.device
         bases = (d.sunspec_base,) if d.sunspec_base is not None else BASE_ADDRESSES
         base = None
@@ -423,16 +515,44 @@ class SunSpecReader:
         address = base + 2
         for _ in range(256):  # a chain longer than this is a broken device
             if address + 2 > 65536:
-                raise DiscoveryError(f"{d.id}: SunSpec model chain runs past address 65535")
-            mid, length = await link.read(Span(FC_HOLDING, address, 2), d.unit_id, d.timeout_s)
+                log.warning(
+                    "%s: SunSpec chain runs past address 65535; kept %d models", d.id, len(models)
+                )
+                break
+            try:
+                mid, length = await link.read(Span(FC_HOLDING, address, 2), d.unit_id, d.timeout_s)
+            except DeviceException as exc:
+                if not models:
+                    raise DiscoveryError(
+                        f"{d.id}: no model after 'SunS' at {base}: {exc}"
+                    ) from None
+                log.warning(
+                    "%s: SunSpec chain breaks at %d (%s); kept %d models",
+                    d.id,
+                    address,
+                    exc,
+                    len(models),
+                )
+                break
             if mid == END_MODEL_ID:
                 break
             if address + 2 + length > 65536:
-                raise DiscoveryError(f"{d.id}: model {mid} (L={length}) runs past address 65535")
+                log.warning(
+                    "%s: model %d (L=%d) runs past address 65535; chain ends there",
+                    d.id,
+                    mid,
+                    length,
+                )
+                break
             models.append(ModelRef(mid, address, length))
             address += 2 + length
         else:
             raise DiscoveryError(f"{d.id}: SunSpec model chain has no end marker")
+        return base, models
+
+    async def discover(self, link: ModbusLink) -> list[ModelRef]:
+        d = self.device
+        base, models = await self._chain(link)
         mapped = [m for m in models if m.model_id in self.map.models]
         if not mapped:
             raise DiscoveryError(
@@ -445,12 +565,23 @@ class SunSpecReader:
         self.measurement = d.kind
         self.plan = plan_requests(Span(FC_HOLDING, m.address, m.length + 2) for m in self.models)
         log.info("%s: SunSpec at %d, models %s", d.id, base, [m.model_id for m in models])
-        nameplate = next((m for m in models if m.model_id == RATING_MODEL), None)
-        if d.kind == "inverter" and nameplate is not None:
-            self.rated_power_w = await self._read_rating(link, nameplate)
+        info = await self._read_info(link, models)
+        if self.info and info != self.info:
+            changed = sorted(
+                k for k in info.keys() | self.info.keys() if info.get(k) != self.info.get(k)
+            )
+            log.warning(
+                "%s: the device is not the one it was: %s",
+                d.id,
+                "; ".join(f"{k} {self.info.get(k)!r} -> {info.get(k)!r}" for k in changed),
+            )
+        self.info = info
+        if d.kind == "inverter":
+            self.rated_power_w = _positive(info.get("rated_power_w"))
             if self.rated_power_w is not None and d.rated_power_w is None:
-                log.info("%s: rated %g W (SunSpec WRtg) bounds its power", d.id, self.rated_power_w)
+                log.info("%s: rated %g W (SunSpec) bounds its power", d.id, self.rated_power_w)
             self.bounds = d.field_bounds(self.rated_power_w)
+            self.part_bounds = self._part_bounds(self.rated_power_w)
         return models
 
     async def read(self, link: ModbusLink) -> ReadResult:
@@ -458,7 +589,7 @@ class SunSpecReader:
         if self.models is None:
             await self.discover(link)
         assert self.models is not None
-        result = ReadResult({})
+        result = ReadResult({}, info=dict(self.info))
         regs, illegal = await read_spans(link, d.unit_id, d.timeout_s, self.plan, result)
         for m in self.models:
             block = regs.get_block(FC_HOLDING, m.address, m.length + 2)
@@ -468,29 +599,110 @@ class SunSpecReader:
                 self.models = None  # the chain changed (firmware update?): rediscover
                 result.errors.append(f"model {m.model_id} moved; rediscovering")
                 break
-            self.decode_model(m, block, result)
+            try:
+                self.decode_model(m, block, result)
+            except (ArithmeticError, TypeError, ValueError, KeyError, SunSpecError) as exc:
+                # a malformed model is skipped; the rest of the chain is still read
+                result.errors.append(f"model {m.model_id} skipped: {exc}")
+        self._sum_strings(result)
         if illegal:
             self.models = None
         return result
 
+    def _sum_strings(self, result: ReadResult) -> None:
+        """An inverter that leaves the DC points of its inverter model not implemented
+        (SMA: DC per MPPT in model 160 only) has ``dc_power_w`` = the sum of its strings,
+        when every string that reads gives its power."""
+        if "dc_power_w" in result.fields or "dc_power_w" in result.out_of_bounds:
+            return
+        strings = [f for (m, _), f in result.parts.items() if m == "inverter_string" and f]
+        if strings and all("dc_power_w" in f for f in strings):
+            total = math.fsum(f["dc_power_w"] for f in strings)
+            result.keep("dc_power_w", total, (), self.bounds)
+
     def decode_model(self, m: ModelRef, block: Sequence[int], result: ReadResult) -> None:
-        """Pure: the mapped points of model ``m`` (registers from its ID on) into
-        ``result``, each checked."""
+        """Pure but for what it learns (the power-factor convention, layout notes): the
+        mapped points of model ``m`` (registers from its ID on) into ``result``, each
+        checked; a field a model earlier in the chain gave is kept."""
+        d = self.device
         mm = self.map.models[m.model_id]
-        layout = model_layout(m.model_id, m.length)
-        for p in mm.points:
-            key = (p.group, p.point)
-            pl = layout.points.get(key)
-            registers = block[pl.offset : pl.offset + pl.size] if pl else []
+        layout = layout_of(m.model_id, m.length, block)
+        for note in layout.notes:
+            if (m.model_id, note) not in self._noted:
+                self._noted.add((m.model_id, note))
+                log.warning("%s: model %d: %s", d.id, m.model_id, note)
+        target: Target = (mm.part, ()) if mm.part else None
+        values = self._decode(layout, block, mm.points, None, result)
+        self._keep(target, values, result)
+        for gm in mm.groups:
+            for i, inst in enumerate(layout.groups.get(gm.group, ())):
+                if not self._matches(layout, block, inst, gm.when):
+                    continue
+                tag = str(i + 1)
+                if gm.id and gm.id in inst:
+                    ident = point_value(layout, block, inst[gm.id], inst)
+                    if isinstance(ident, int) and not isinstance(ident, bool) and ident >= 0:
+                        tag = str(ident)
+                tags = (("string", tag),) if PARTS[d.kind][gm.part] else ()
+                values = self._decode(layout, block, gm.points, inst, result)
+                self._keep((gm.part, tags), values, result)
+
+    @staticmethod
+    def _matches(layout, block, inst, when: Mapping[str, str]) -> bool:
+        for name, symbol in when.items():
+            pl = inst.get(name)
+            v = point_value(layout, block, pl, inst) if pl else None
+            if (
+                v is None
+                or symbol_name(layout.model_id, pl.group if pl else None, name, v) != symbol
+            ):
+                return False
+        return True
+
+    def _decode(self, layout, block, points, inst, result) -> dict[str, tuple[float, list[int]]]:
+        out: dict[str, tuple[float, list[int]]] = {}
+        for p in points:
+            if p.field in out:
+                continue  # an earlier point of the model gave it (PhV before PhVphA)
+            pl = inst.get(p.point) if inst is not None else layout.points.get((p.group, p.point))
+            if pl is None:
+                continue
+            registers = list(block[pl.offset : pl.offset + pl.size])
             try:
-                v = decode_points(layout, block, [key]).get(key)
+                v = point_value(layout, block, pl, inst)
                 if v is None or isinstance(v, str):
                     continue  # not implemented: absent, never 0
                 scaled = v * p.scale if p.scale != 1 else v
+                if p.offset:
+                    scaled += p.offset
             except (ArithmeticError, TypeError, ValueError) as exc:
                 result.errors.append(f"{p.field}: cannot decode {_hex(registers)}: {exc}")
                 continue  # this field is absent; the others and the polling go on
-            result.keep(p.field, scaled, registers, self.bounds)
+            out[p.field] = (scaled, registers)
+        if "power_factor" in out:
+            pf, registers = out["power_factor"]
+            w = next((out[f][0] for f in ("ac_power_w", "active_power_w") if f in out), None)
+            va = next(
+                (out[f][0] for f in ("ac_apparent_power_va", "apparent_power_va") if f in out),
+                None,
+            )
+            ratio, news = self.pf.ratio(pf, w, va)
+            if news:
+                log.info("%s: %s", self.device.id, news)
+            out["power_factor"] = (ratio, registers)
+        return out
+
+    def _keep(self, target: Target, values, result: ReadResult) -> None:
+        if target is None:
+            for name, (v, registers) in values.items():
+                if name not in result.fields:
+                    result.keep(name, v, registers, self.bounds)
+            return
+        have = result.parts.get(target, {})
+        bounds = self.part_bounds.get(target[0], {})
+        for name, (v, registers) in values.items():
+            if name not in have:
+                result.keep_part(target, name, v, registers, bounds)
 
 
 def reader_for(device: Device) -> ProfileReader | SunSpecReader:

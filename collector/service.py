@@ -66,6 +66,7 @@ class DevicePoller:
         self.seq = collector.seqs.get(device.id, -1)
         self._last_status_mono = 0.0
         self._status_dirty = True
+        self.info: dict[str, float | str] = {}  # nameplate and identity, for the status
 
     def backoff_s(self) -> float:
         # the exponent is capped: past 1024 failures in a row 2.0**n overflows a float,
@@ -120,6 +121,9 @@ class DevicePoller:
         h.consecutive_failures = 0
         h.field_errors = list(result.errors)
         h.last_error = result.errors[0] if result.errors else None
+        if result.info != self.info:
+            self.info = dict(result.info)  # a new device, or new firmware: say so at once
+            self._status_dirty = True
         self.seq += 1
         parts = tuple(Part(m, tags, f) for (m, tags), f in result.parts.items() if f)
         reading = Reading(
@@ -159,7 +163,7 @@ class DevicePoller:
         if not self._status_dirty and now - self._last_status_mono < self.c.status_interval_s:
             return
         h = self.health
-        body = {
+        body: dict[str, object] = {
             "ts": int(self.c.clock.time() * 1000),
             "online": h.online,
             "poll_ms": round(h.last_poll_ms or 0.0, 1),
@@ -171,6 +175,8 @@ class DevicePoller:
             "last_reading_ts": h.last_reading_ms,
             "collector": self.c.collector_id,
         }
+        if self.info:
+            body["info"] = self.info
         self.c.publisher.publish_status(
             status_topic(self.device.site, self.device.id), json.dumps(body).encode()
         )

@@ -326,8 +326,17 @@ class Device(_Frozen):
     retries: int = Field(2, ge=0, le=10)
     backoff_max_s: float = Field(60.0, gt=0)
     array: ArraySpec | None = Field(None, description="inverters: the array as installed")
-    sunspec_base: Literal[0, 40000, 50000] | None = Field(
-        None, description="skip discovery: 0, 40000 or 50000"
+    sunspec_base: int | None = Field(
+        None,
+        ge=0,
+        le=65533,
+        description="the address of the 'SunS' marker, as the vendor documents it (some "
+        "meters use 4096); without it discovery tries 40000, 0 and 50000",
+    )
+    power_factor: Literal["auto", "percent", "ratio"] = Field(
+        "auto",
+        description="SunSpec: what the device's PF point holds; auto decides from W / VA "
+        "and the value's magnitude (docs/design.md, 'Power factor')",
     )
     rated_power_w: float | None = Field(
         None,
@@ -402,12 +411,21 @@ class Config(_Frozen):
                 errors.append(
                     (("devices", i, "site"), f"unknown site {d.site!r}; sites are {site_ids}")
                 )
-            ep = (d.transport, d.host, d.port, d.serial.port if d.serial else None, d.unit_id)
+            # one unit may carry logical devices of different kinds (an inverter and its
+            # meter in one SunSpec chain): each device entry takes the models of its kind
+            ep = (
+                d.transport,
+                d.host,
+                d.port,
+                d.serial.port if d.serial else None,
+                d.unit_id,
+                d.kind,
+            )
             if ep in endpoints:
                 errors.append(
                     (
                         ("devices", i, "unit_id"),
-                        f"same address and unit id as devices[{endpoints[ep]}]",
+                        f"same address, unit id and kind as devices[{endpoints[ep]}]",
                     )
                 )
             endpoints.setdefault(ep, i)

@@ -216,7 +216,7 @@ def _check_parts(
         measurement = item.get("measurement")
         if measurement not in allowed:
             raise PayloadError(
-                f"{where}.measurement: a {kind} reading carries {sorted(allowed) or 'none'}, "
+                f"{where}.measurement: {kind} readings carry {sorted(allowed) or 'none'}, "
                 f"got {measurement!r}"[:200]
             )
         tags = item.get("tags", {})

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -405,3 +406,128 @@ class Mailbox:
 
     def close(self):
         self.controller.stop()
+
+
+# ------------------------------------------------------------------ real devices' dumps
+
+DEVICE_DUMPS = ROOT / "tests" / "devices"  # copies, provenance in its README
+
+
+def device_dumps() -> list[Path]:
+    """Register dumps of real devices: the copies in tests/devices/, the team's shared
+    folder beside the checkout (../shared/devices/) when there is one, and any folders
+    in ``FOURSAVE_DEVICE_DUMPS`` (``:``-separated): a dump added there is tested too.
+    A file of the same name in a later folder replaces the copy."""
+    import os
+
+    folders = [DEVICE_DUMPS, ROOT.parent / "shared" / "devices"]
+    folders += [Path(p) for p in os.environ.get("FOURSAVE_DEVICE_DUMPS", "").split(":") if p]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.regs.json")):
+                found[path.name] = path
+    return [found[name] for name in sorted(found)]
+
+
+@dataclass
+class Expected:
+    """What a device's readings must hold, computed by pysunspec2 from the dump's
+    registers (``point.cvalue``): fields of the reading, parts, and the fields the
+    device leaves not implemented."""
+
+    fields: dict[str, Any]
+    parts: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Any]]
+    absent: set[str]
+    # power factor: the value pysunspec2 computes (a ratio or a percentage) with W and VA
+    pf: tuple[float, float | None, float | None] | None = None
+
+
+def pysunspec2_models(dump: dict) -> list:
+    """pysunspec2's models of a dump's chain, each built from its registers
+    (``sunspec2.device.Model``), in chain order."""
+    import struct
+
+    from sunspec2 import device as ss_device
+
+    block = dump["blocks"][0]
+    regs = [0xFFFF if r is None else r for r in block["registers"]]
+    models, i = [], 2
+    while regs[i] != 0xFFFF:
+        mid, length = regs[i], regs[i + 1]
+        body = regs[i : i + 2 + length]
+        data = struct.pack(f">{len(body)}H", *body)
+        models.append(
+            ss_device.Model(
+                model_id=mid, model_addr=block["address"] + i, model_len=length, data=data
+            )
+        )
+        i += 2 + length
+    return models
+
+
+def expected_readings(dump: dict, kind: str) -> Expected | None:
+    """The reading a device of ``kind`` must give for ``dump``: each field of the SunSpec
+    map (collector/profiles/sunspec.yaml: the naming is ours) with pysunspec2's value;
+    the first model in the chain that implements a field gives it."""
+    from foursave.collector.profiles import load_sunspec_map
+    from foursave.core.glossary import PARTS
+
+    smap = load_sunspec_map()
+    out = Expected({}, {}, set())
+    found = False
+
+    def value(point) -> Any:
+        v = point.cvalue if point is not None else None
+        return None if isinstance(v, str) else v
+
+    def symbol(point) -> str | None:
+        for s in point.pdef.get("symbols", []):
+            if s["value"] == point.value:
+                return s["name"]
+        return None
+
+    for m in pysunspec2_models(dump):
+        mm = smap.models.get(m.model_id)
+        if mm is None or mm.measurement != kind:
+            continue
+        found = True
+        got: dict[str, Any] = {}
+        for p in mm.points:
+            group = m.groups.get(p.group) if p.group else None
+            scope = (group[0] if isinstance(group, list) else group) if p.group else m
+            v = value(scope.points.get(p.point)) if scope is not None else None
+            if v is not None and p.field not in got:
+                got[p.field] = v * p.scale + p.offset
+        if "power_factor" in got:
+            w = got.get("ac_power_w", got.get("active_power_w"))
+            va = got.get("ac_apparent_power_va", got.get("apparent_power_va"))
+            if out.pf is None:
+                out.pf = (got["power_factor"], w, va)
+        target = out.fields if mm.part is None else out.parts.setdefault((mm.part, ()), {})
+        for f, v in got.items():
+            target.setdefault(f, v)
+        for gm in mm.groups:
+            instances = m.groups.get(gm.group) or []
+            for i, inst in enumerate(instances if isinstance(instances, list) else [instances]):
+                if any(symbol(inst.points[k]) != sym for k, sym in gm.when.items()):
+                    continue
+                ident = value(inst.points.get(gm.id)) if gm.id else None
+                tag = str(ident) if isinstance(ident, int) else str(i + 1)
+                tags = (("string", tag),) if PARTS[kind][gm.part] else ()
+                part = out.parts.setdefault((gm.part, tags), {})
+                for p in gm.points:
+                    v = value(inst.points.get(p.point))
+                    if v is not None:
+                        part.setdefault(p.field, v * p.scale + p.offset)
+    if not found:
+        return None
+    out.parts = {k: v for k, v in out.parts.items() if v}
+    mapped = {
+        p.field
+        for mm in smap.models.values()
+        if mm.measurement == kind and not mm.part
+        for p in mm.points
+    }
+    out.absent = mapped - set(out.fields)
+    return out

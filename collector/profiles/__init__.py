@@ -8,6 +8,7 @@ model points (layouts from pysunspec2, never retyped) to canonical fields.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -15,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from foursave.core.glossary import FIELDS
+from foursave.core.glossary import FIELDS, PARTS
 
 PROFILE_DIR = Path(__file__).parent
 RESERVED = {"sunspec"}
@@ -141,17 +142,89 @@ class SunSpecPoint(_Strict):
     point: str
     field: str
     scale: float = 1.0
+    offset: int = Field(0, description="added after scaling: model 701's InvSt + 1 = St")
     group: str | None = Field(None, description="repeating group name, first instance is read")
+
+
+class SunSpecGroupMap(_Strict):
+    """Each instance of a model's top-level ``group`` feeds a part of its own."""
+
+    group: str
+    part: str
+    id: str | None = Field(None, description="the point naming the instance (tag value)")
+    when: dict[str, str] = Field(
+        default_factory=dict, description="enumerated point -> symbol the instance must have"
+    )
+    points: tuple[SunSpecPoint, ...]
 
 
 class SunSpecModelMap(_Strict):
     measurement: Literal["inverter", "meter", "weather", "water"]
-    points: tuple[SunSpecPoint, ...]
+    part: str | None = Field(None, description="the points feed this part of the reading")
+    points: tuple[SunSpecPoint, ...] = ()
+    groups: tuple[SunSpecGroupMap, ...] = ()
 
 
 class SunSpecMap(_Strict):
     source: str
+    info: dict[int, tuple[SunSpecPoint, ...]] = Field(default_factory=dict)
     models: dict[int, SunSpecModelMap]
+
+
+def _model_points(model_id: int) -> tuple[dict[str, dict], dict[str, dict[str, dict]]]:
+    """pysunspec2's definition of ``model_id``: its top-level points, and each top-level
+    group's points, by name (what the map may name)."""
+    from sunspec2 import device as ss_device
+
+    top = ss_device.get_model_def(model_id)["group"]
+    groups = {g["name"]: {p["name"]: p for p in g.get("points", [])} for g in top.get("groups", [])}
+    return {p["name"]: p for p in top.get("points", [])}, groups
+
+
+def _map_problems(m: SunSpecMap) -> list[str]:
+    """Every point the map names must exist in pysunspec2's model definition, every field
+    in the glossary, every part be one its measurement may carry."""
+    problems: list[str] = []
+
+    def check(where: str, target: str, points: Mapping[str, dict], sp: SunSpecPoint) -> None:
+        if sp.field not in FIELDS[target]:
+            problems.append(f"{where}: {sp.field!r} is not a canonical {target} field")
+        if sp.point not in points:
+            problems.append(f"{where}: model has no point {sp.point!r}")
+
+    for mid, mm in m.models.items():
+        try:
+            top, groups = _model_points(mid)
+        except Exception:
+            problems.append(f"models.{mid}: pysunspec2 has no definition of model {mid}")
+            continue
+        target = mm.part or mm.measurement
+        if mm.part is not None and mm.part not in PARTS[mm.measurement]:
+            problems.append(f"models.{mid}: a {mm.measurement} reading carries no {mm.part!r}")
+            continue
+        for i, sp in enumerate(mm.points):
+            scope = groups.get(sp.group, {}) if sp.group else top
+            check(f"models.{mid}.points[{i}]", target, scope, sp)
+        for j, gm in enumerate(mm.groups):
+            where = f"models.{mid}.groups[{j}]"
+            if gm.part not in PARTS[mm.measurement]:
+                problems.append(f"{where}: a {mm.measurement} reading carries no {gm.part!r}")
+                continue
+            gpoints = groups.get(gm.group)
+            if gpoints is None:
+                problems.append(f"{where}: model has no group {gm.group!r}")
+                continue
+            for name, symbol in gm.when.items():
+                symbols = {s["name"] for s in gpoints.get(name, {}).get("symbols", [])}
+                if symbol not in symbols:
+                    problems.append(f"{where}.when: {name} has no symbol {symbol!r}")
+            for i, sp in enumerate(gm.points):
+                check(f"{where}.points[{i}]", gm.part, gpoints, sp)
+    for mid, points in m.info.items():
+        top, _ = _model_points(mid)
+        for i, sp in enumerate(points):
+            check(f"info.{mid}[{i}]", "device_info", top, sp)
+    return problems
 
 
 @cache
@@ -161,8 +234,7 @@ def load_sunspec_map() -> SunSpecMap:
         m = SunSpecMap.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as exc:
         raise ProfileError(f"{path}: {exc}") from None
-    for mid, mm in m.models.items():
-        for p in mm.points:
-            if p.field not in FIELDS[mm.measurement]:
-                raise ProfileError(f"{path}: models.{mid}: {p.field!r} is not a canonical field")
+    problems = _map_problems(m)
+    if problems:
+        raise ProfileError("\n".join(f"{path}: {p}" for p in problems))
     return m

@@ -3,7 +3,7 @@ own (rating, ``bounds:``), the collector's decoding and the ingester's check.
 
 Checked against what no one here wrote where there is such a thing: pysunspec2's model
 definitions (the St enumeration, the "not implemented" encodings) and the register
-captures of real devices in /work/shared/devices, whose every normal value must stay
+captures of real devices in tests/devices, whose every normal value must stay
 in bounds.
 """
 
@@ -32,9 +32,8 @@ from foursave.core.glossary import FIELDS, RATED_POWER_MULTIPLE, Bounds, device_
 from foursave.core.reading import PayloadError, Reading, decode_reading, decode_status
 from foursave.simulators.registers import ProfileImage, SunSpecImage
 from foursave.simulators.site import site_models
-from tests.helpers import YONGHUA_CONFIG
+from tests.helpers import YONGHUA_CONFIG, device_dumps
 
-DEVICES = Path("/work/shared/devices")
 F32_MAX = 0x7F7FFFFF  # float32 3.4028235e38, the largest finite float32
 
 
@@ -353,10 +352,7 @@ def test_a_rated_meter_drops_power_beyond_its_rating():
 
 
 def captures() -> list:
-    return [
-        pytest.param(p, id=p.name.removesuffix(".regs.json"))
-        for p in sorted(DEVICES.glob("*.regs.json"))
-    ]
+    return [pytest.param(p, id=p.name.removesuffix(".regs.json")) for p in device_dumps()]
 
 
 @pytest.mark.parametrize("path", captures())
@@ -377,6 +373,15 @@ def test_real_devices_normal_values_stay_in_bounds(path):
         m = by_id[120]
         o = m.address - block["address"]
         rating = nameplate_rating(regs[o : o + m.length + 2], m.length)
+    # the OutBack prototype's battery port (model 714, ESS) gives impossible values: 6.2e17
+    # and 1.8e19 Wh lifetime energy (1e15 Wh is 1 GW for 100 years) and 199 °C on an idle
+    # unit; they are left out, the rest of the chain is read
+    impossible = (
+        {"battery.discharged_energy_wh", "battery.charged_energy_wh", "battery.temp_c"}
+        if path.name.startswith("outback")
+        else set()
+    )
+    seen_impossible: set[str] = set()
     decoded = 0
     for kind in ("inverter", "meter", "weather"):
         reader = SunSpecReader(device(kind))
@@ -388,9 +393,11 @@ def test_real_devices_normal_values_stay_in_bounds(path):
             o = m.address - block["address"]
             result = ReadResult({})
             reader.decode_model(m, regs[o : o + m.length + 2], result)
-            assert result.out_of_bounds == {}, (m.model_id, result.out_of_bounds)
+            assert set(result.out_of_bounds) <= impossible, (m.model_id, result.out_of_bounds)
+            seen_impossible |= set(result.out_of_bounds)
             assert result.errors == []
-            decoded += len(result.fields)
+            decoded += len(result.fields) + sum(len(f) for f in result.parts.values())
+    assert seen_impossible == impossible
     if not cap.get("synthetic") and "pysunspec2" not in path.name:
         assert decoded > 0
     if path.name.startswith(("fronius", "sma")):

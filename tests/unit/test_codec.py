@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -91,3 +92,91 @@ def test_topics():
     ):
         with pytest.raises(TopicError):
             parse_device_topic(bad)
+
+
+# ------------------------------------------------------------------ parts and info
+
+
+def _reading(**extra) -> bytes:
+    body = {"ts": 1_790_000_000_000, "seq": 1, "kind": "inverter", "fields": {"ac_power_w": 5.0}}
+    return json.dumps({**body, **extra}).encode()
+
+
+def test_parts_become_points_of_their_own_measurement_with_their_tags():
+    from foursave.core.reading import reading_lines
+
+    r = decode_reading(
+        _reading(
+            parts=[
+                {
+                    "measurement": "inverter_string",
+                    "tags": {"string": "1"},
+                    "fields": {"dc_power_w": 1960.0},
+                },
+                {"measurement": "battery", "fields": {"soc_pct": 100, "nonsense": 1}},
+            ]
+        )
+    )
+    assert r.dropped == ("parts[1].nonsense",)
+    assert reading_lines("s", "inv", r) == [
+        "inverter,device=inv,site=s ac_power_w=5.0 1790000000000",
+        "inverter_string,device=inv,site=s,string=1 dc_power_w=1960.0 1790000000000",
+        "battery,device=inv,site=s soc_pct=100.0 1790000000000",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        (
+            [{"measurement": "meter", "fields": {"x": 1}}],
+            "parts[0].measurement: inverter readings carry ['battery', 'inverter_string']",
+        ),
+        (
+            [{"measurement": "inverter_string", "fields": {"dc_power_w": 1}}],
+            "parts[0].tags: expected exactly ['string']",
+        ),
+        (
+            [{"measurement": "inverter_string", "tags": {"string": "A 1"}, "fields": {}}],
+            "parts[0].tags.string: expected a lower-case slug",
+        ),
+        (
+            [{"measurement": "battery", "fields": {"soc_pct": "full"}}],
+            "parts[0].soc_pct: expected a finite number",
+        ),
+        ("strings", "parts: expected a list"),
+        ([{"measurement": "battery", "fields": {"soc_pct": 1}}] * 2, "parts[1]: a second battery"),
+    ],
+)
+def test_bad_parts_are_named(parts, message):
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        decode_reading(_reading(parts=parts))
+
+
+def test_a_part_value_out_of_bounds_is_left_out_and_named():
+    r = decode_reading(
+        _reading(parts=[{"measurement": "battery", "fields": {"soc_pct": 140, "soh_pct": 90}}])
+    )
+    assert r.out_of_bounds == ("parts[0].soc_pct",)
+    assert r.parts[0].fields == {"soh_pct": 90}
+
+
+def test_device_info_keeps_known_printable_text_and_positive_ratings():
+    from foursave.core.reading import decode_info, to_line
+
+    status = {
+        "ts": 1_790_000_000_000,
+        "online": True,
+        "info": {
+            "manufacturer": 'SMA "Solar"',
+            "serial": "bad\nline",
+            "rated_power_w": 50000.0,
+            "x": 1,
+        },
+    }
+    info = decode_info(json.dumps(status).encode())
+    assert info == {"manufacturer": 'SMA "Solar"', "rated_power_w": 50000.0}
+    assert to_line("device_info", {"device": "i"}, info, 1) == (
+        'device_info,device=i manufacturer="SMA \\"Solar\\"",rated_power_w=50000.0 1'
+    )
+    assert decode_info(json.dumps({"ts": 1, "online": True}).encode()) is None

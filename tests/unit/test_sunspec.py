@@ -111,20 +111,17 @@ def test_repeating_group_of_302_irradiance():
     assert out == {("repeating", "POAI"): 943, ("repeating", "GHI"): None}
 
 
-def test_power_factor_scale_follows_each_models_units():
-    """PF is 'Pct' in 103 and 203, a plain ratio ('PF') in the float meter 213."""
+def test_the_map_stores_power_factor_unscaled_and_lets_the_rule_decide():
+    """Models say percent (103, 203: units Pct) or ratio (213: PF; 701: none), and
+    devices do not follow them (SMA, Veris): no PF point carries a fixed scale."""
     from foursave.collector.profiles import load_sunspec_map
 
-    units = {
-        mid: next(p for p in ss_device.get_model_def(mid)["group"]["points"] if p["name"] == "PF")[
-            "units"
-        ]
-        for mid in (103, 113, 203, 213)
-    }
     smap = load_sunspec_map()
-    for mid, unit in units.items():
-        scale = next(p.scale for p in smap.models[mid].points if p.point == "PF")
-        assert scale == (0.01 if unit == "Pct" else 1.0), (mid, unit, scale)
+    pf_points = [
+        (mid, p) for mid, mm in smap.models.items() for p in mm.points if p.field == "power_factor"
+    ]
+    assert {mid for mid, _ in pf_points} >= {101, 103, 113, 203, 213, 701}
+    assert all(p.scale == 1 and p.offset == 0 for _, p in pf_points)
 
 
 def test_float_model_113_and_non_finite_values():
