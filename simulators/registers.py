@@ -52,6 +52,11 @@ def _energy_sf(rated_w: float) -> int:
     return max(0, math.ceil(math.log10(wh_20y / 4_294_967_295))) if rated_w > 0 else 0
 
 
+def _units(model_id: int, point: str) -> str | None:
+    top = ss_device.get_model_def(model_id)["group"]
+    return next((p.get("units") for p in top["points"] if p["name"] == point), None)
+
+
 def _regs(data: bytes) -> list[int]:
     return list(struct.unpack(f">{len(data) // 2}H", data))
 
@@ -110,7 +115,11 @@ class SunSpecImage:
                     m.points["DERTyp"].set_value(4)  # PV
             if mid in smap.models:
                 for sp in smap.models[mid].points:
-                    self._targets[sp.field] = (m, sp.group, sp.point, sp.scale)
+                    scale = sp.scale
+                    if sp.field == "power_factor" and _units(mid, sp.point) == "Pct":
+                        scale = 0.01  # a simulated device follows the model: percent
+                    # the first point of a field is the one the collector reads first
+                    self._targets.setdefault(sp.field, (m, sp.group, sp.point, scale))
         common = self.models[0]
         for point, value in (
             ("Mn", manufacturer),
