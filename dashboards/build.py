@@ -534,6 +534,7 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                             "device",
                             "severity",
                             "value",
+                            "detail",
                             "by",
                             "comment",
                         )

@@ -284,8 +284,10 @@ def cmd_alerts(args) -> int:
                 timespec="seconds"
             )
             ack = f"  ack {i.acked_by}: {i.ack_comment}" if i.acked_by else ""
+            detail = f"  {i.detail}" if i.detail else ""
             print(
-                f"{i.id:>5} {i.state:<9} {i.rule_id:<22} {i.site}/{i.device:<14} since {when}{ack}"
+                f"{i.id:>5} {i.state:<9} {i.rule_id:<22} {i.site}/{i.device:<14} since {when}"
+                f"{detail}{ack}"
             )
     finally:
         store.close()

@@ -10,6 +10,7 @@ import yaml
 
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
+from foursave.core.influxql import column, eq, select
 from foursave.core.reading import to_line
 from foursave.localstack import free_port
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
@@ -376,3 +377,97 @@ def test_threshold_without_for_s_and_naive_maintenance_in_site_time(
     clock.t = at(9, 30)
     write(influx, "meter", "meter-main", {"active_power_w": 5000.0}, clock.time() - 10, role="main")
     assert engine.evaluate() == []
+
+
+IDENTITY = {
+    "id": "identity",
+    "kind": "identity_change",
+    "title": "Firmware or serial changed",
+    "title_zh": "設備韌體或序號變更",
+    "severity": "info",
+    "window_s": 86400,
+}
+
+
+def info(influx, device, t, **fields):
+    """A device_info point as the ingester writes it (string fields)."""
+    write(influx, "device_info", device, {"manufacturer": "SunSpecSim", **fields}, t)
+
+
+def test_identity_change_fires_once_naming_old_and_new_and_clears_on_ack(
+    tmp_path, influx, broker, channels
+):
+    hook, mail, _ = channels
+    clock = ManualClock(at(10))
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [IDENTITY], clock)
+    info(influx, "inv-01", at(8), version="3.11.02.R", serial="SN-1")
+    info(influx, "inv-01", at(9), version="3.11.02.R", serial="SN-1")  # an ingester restart
+    info(influx, "meter-main", at(9), version="1.0", serial="M-1")  # a single point
+    assert engine.evaluate() == []  # equal consecutive points, or one point: no change
+
+    info(influx, "inv-01", at(10, 5), version="3.12.01.R", serial="SN-1")
+    clock.t = at(10, 6)
+    events = engine.evaluate()
+    assert [(e["event"], e["device"]) for e in events] == [("firing", "inv-01")]
+    detail = (
+        "inv-01: firmware 3.11.02.R -> 3.12.01.R at 2026-10-13T10:05:00+08:00, serial unchanged"
+    )
+    assert events[0]["detail"] == detail and events[0]["severity"] == "info"
+    inc = engine.store.all("firing")[0]
+    assert inc.detail == detail and inc.pending_since == at(10, 5)  # dated by the change
+    assert len(hook.bodies) == 1 and hook.bodies[0]["detail"] == detail
+    wait_for(lambda: len(mail.messages) == 1, 10, "one e-mail")
+    assert detail in mail.messages[0]
+    for _ in range(3):  # shown once: no more events while it is news
+        clock.advance(60)
+        assert engine.evaluate() == []
+
+    engine.store.acknowledge(inc.id, "engineer Lee", "planned update", clock.time())
+    clock.advance(60)
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]  # cleared by the ack
+    clock.advance(60)
+    assert engine.evaluate() == []  # the acknowledged change is not reported again
+    assert len(hook.bodies) == 1  # the resolution is history, not another notification
+    history = influx.rows(
+        select([column("event"), column("detail")], "alert_events", where=[eq("rule", "identity")])
+    )
+    assert [(r["event"], r["detail"]) for r in history] == [
+        ("firing", detail),
+        ("resolved", detail),
+    ]
+
+    info(influx, "inv-01", clock.time() - 10, version="3.12.02.R", serial="SN-1")  # a newer one
+    events = engine.evaluate()
+    assert [e["event"] for e in events] == ["firing"]
+    assert "firmware 3.12.01.R -> 3.12.02.R" in events[0]["detail"]
+
+
+def test_identity_change_of_serial_and_expiry(tmp_path, influx, broker, channels):
+    hook, mail, _ = channels
+    clock = ManualClock(at(12))
+    rule = {**IDENTITY, "window_s": 3600}
+    engine = make_engine(tmp_path, influx, broker, hook, mail, [rule], clock)
+    info(influx, "inv-01", at(11), version="3.11.02.R", serial="SN-1")
+    info(influx, "inv-01", at(11, 30), serial="SN-1")  # the version not read: still known
+    assert engine.evaluate() == []
+    info(influx, "inv-01", at(11, 59), version="3.11.02.R", serial="SN-2")  # a swapped unit
+    events = engine.evaluate()
+    assert [e["event"] for e in events] == ["firing"]
+    assert events[0]["detail"] == (
+        "inv-01: serial SN-1 -> SN-2 at 2026-10-13T11:59:00+08:00, firmware unchanged"
+    )
+    # not acknowledged: news for window_s after the change, then resolved without a word
+    clock.t = at(12, 58)
+    assert engine.evaluate() == []
+    clock.t = at(13, 0)
+    assert [e["event"] for e in engine.evaluate()] == ["resolved"]
+    assert len(hook.bodies) == 1
+    clock.advance(60)
+    assert engine.evaluate() == []
+
+
+def test_identity_change_fields_are_device_info_fields():
+    with pytest.raises(ValueError, match="not device_info fields: firmware"):
+        AlertSettings.model_validate({"rules": [{**IDENTITY, "fields": ["firmware"]}]})
+    rule = AlertSettings.model_validate({"rules": [IDENTITY]}).rules[0]
+    assert rule.fields == ("version", "serial")

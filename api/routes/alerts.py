@@ -25,7 +25,8 @@ class IncidentOut(BaseModel):
     device: str
     state: Literal["pending", "firing", "resolved", "cancelled"]
     value: float | None
-    pending_since: float  # epoch seconds
+    detail: str | None = Field(None, description="what happened in words (old -> new values)")
+    pending_since: float  # epoch seconds; an event's (identity change's) own time
     fired_at: float | None
     resolved_at: float | None
     acked_by: str | None

@@ -9,6 +9,10 @@ device it matches against InfluxDB, at the engine's clock (real or simulated):
 - ``stale``: no reading for ``stale_s`` (a dead device), with its real age however long
   ago it was last heard from; a device never heard from at all is stale only once the
   engine has run ``stale_s`` (no alert storm at start-up);
+- ``rate_of_change`` and ``peer_deviation`` (an inverter below its site's peers);
+- ``identity_change``: a device's firmware or serial (``device_info``) changed, an
+  *event*: dated by the change, notified once, resolved when acknowledged or when the
+  change leaves ``window_s``, never reported twice;
 - any rule may be ``daylight_only`` (no "zero output" at night: the sun is computed for
   the site with pvlib) or limited to ``hours`` (night water flow = leak);
 - maintenance windows silence chosen rules and devices.
@@ -16,9 +20,10 @@ device it matches against InfluxDB, at the engine's clock (real or simulated):
 Lifecycle per rule and device: pending -> firing -> resolved, one incident and one
 notification per incident (repeats only if asked for, never once acknowledged),
 acknowledgement with who, when and a comment; incidents live in SQLite and survive a
-restart.  Notifications: an MQTT event on ``foursave/v1/{site}/alert/{rule_id}``, a
+restart, and may say in words what happened (``detail``: an identity change's old and
+new values).  Notifications: an MQTT event on ``foursave/v1/{site}/alert/{rule_id}``, a
 webhook (HTTP POST, JSON) and e-mail over SMTP.  Every transition is also written to
-InfluxDB (``alert_events``).
+InfluxDB (``alert_events``, with ``detail`` as a string field).
 
 The package by concern: ``spec`` (the rules file's schema and loader), ``observers``
 (what each kind of rule reads and decides, one function per kind), ``incidents`` (the

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     state TEXT NOT NULL, value REAL,
     pending_since REAL NOT NULL, fired_at REAL, resolved_at REAL,
     acked_by TEXT, acked_at REAL, ack_comment TEXT,
-    last_notified_at REAL, notifications INTEGER NOT NULL DEFAULT 0
+    last_notified_at REAL, notifications INTEGER NOT NULL DEFAULT 0,
+    detail TEXT
 );
 CREATE INDEX IF NOT EXISTS open_incidents ON incidents (rule_id, device, state);
 """
@@ -41,11 +42,15 @@ class Incident:
     ack_comment: str | None
     last_notified_at: float | None
     notifications: int
+    detail: str | None = None  # what happened in words (an identity change: old -> new)
 
 
 class IncidentStore:
     def __init__(self, path: str | Path):
         self.db = open_db(path, SCHEMA)
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(incidents)")}
+        if "detail" not in columns:  # a store from before incidents carried text
+            self.db.execute("ALTER TABLE incidents ADD COLUMN detail TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -58,12 +63,27 @@ class IncidentStore:
         ).fetchone()
         return Incident(*row) if row else None
 
+    def last_for(self, rule_id: str, device: str) -> Incident | None:
+        """The newest incident of the rule and device, whatever its state."""
+        row = self.db.execute(
+            "SELECT * FROM incidents WHERE rule_id=? AND device=? ORDER BY id DESC LIMIT 1",
+            (rule_id, device),
+        ).fetchone()
+        return Incident(*row) if row else None
+
     def create(
-        self, rule_id: str, site: str, device: str, now: float, value: float | None
+        self,
+        rule_id: str,
+        site: str,
+        device: str,
+        now: float,
+        value: float | None,
+        detail: str | None = None,
     ) -> Incident:
         cur = self.db.execute(
-            "INSERT INTO incidents (rule_id, site, device, state, value, pending_since) VALUES (?,?,?,?,?,?)",
-            (rule_id, site, device, "pending", value, now),
+            "INSERT INTO incidents (rule_id, site, device, state, value, pending_since, detail) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (rule_id, site, device, "pending", value, now, detail),
         )
         created = self.get(cur.lastrowid or 0)
         if created is None:  # the row just inserted: only a broken database loses it
@@ -77,7 +97,7 @@ class IncidentStore:
     def update(self, inc: Incident) -> None:
         self.db.execute(
             "UPDATE incidents SET state=?, value=?, fired_at=?, resolved_at=?, acked_by=?, acked_at=?, "
-            "ack_comment=?, last_notified_at=?, notifications=? WHERE id=?",
+            "ack_comment=?, last_notified_at=?, notifications=?, detail=? WHERE id=?",
             (
                 inc.state,
                 inc.value,
@@ -88,6 +108,7 @@ class IncidentStore:
                 inc.ack_comment,
                 inc.last_notified_at,
                 inc.notifications,
+                inc.detail,
                 inc.id,
             ),
         )
@@ -107,6 +128,20 @@ class IncidentStore:
         return inc
 
 
+def with_text(line: str, text: dict[str, str]) -> str:
+    """An ``alert_events`` line (made by ``to_line``, ``incident`` its first field) with
+    string fields added: the glossary has no ``alert_events``, so ``to_line`` would
+    write every field as a number."""
+    if not text:
+        return line
+    quoted = ",".join(f'{k}="{_escape(v)}"' for k, v in text.items())
+    return line.replace(" incident=", f" {quoted},incident=", 1)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def ack_line(inc: Incident) -> str:
     """An acknowledgement as an ``alert_events`` point (who, when, why)."""
     line = to_line(
@@ -115,9 +150,7 @@ def ack_line(inc: Incident) -> str:
         {"incident": inc.id},
         int((inc.acked_at or 0) * 1000),
     )
-    by = (inc.acked_by or "").replace("\\", "\\\\").replace('"', '\\"')
-    comment = (inc.ack_comment or "").replace("\\", "\\\\").replace('"', '\\"')
-    return line.replace(" incident=", f' by="{by}",comment="{comment}",incident=', 1)
+    return with_text(line, {"by": inc.acked_by or "", "comment": inc.ack_comment or ""})
 
 
 @dataclass(frozen=True)

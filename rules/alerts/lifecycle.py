@@ -3,7 +3,13 @@ it matches, then moves each rule and device's incident pending -> firing -> reso
 (or cancelled), notifies once per incident (repeats only if asked for, never once
 acknowledged) and writes every transition to alert history (``alert_events``).  Rules
 apply only in their ``hours``, in daylight when ``daylight_only`` (the sun computed for
-the site with pvlib) and outside maintenance windows."""
+the site with pvlib) and outside maintenance windows.
+
+An observed *event* (``Observation.since``: a firmware or serial change) is dated by
+its own time, reported once (an incident for the same event is never opened again),
+resolved when acknowledged or when its observer no longer sees it, and replaced by a
+new incident when a newer event comes; its resolution goes to alert history and is not
+notified (the one notification said all there is)."""
 
 from __future__ import annotations
 
@@ -19,9 +25,9 @@ from foursave.core.config import Config, Device
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import zone
 from foursave.core.reading import to_line
-from foursave.rules.alerts.incidents import Incident, IncidentStore
+from foursave.rules.alerts.incidents import Incident, IncidentStore, with_text
 from foursave.rules.alerts.notify import Notifier
-from foursave.rules.alerts.observers import OBSERVERS, Context, Observation, Window
+from foursave.rules.alerts.observers import EVENTS, OBSERVERS, Context, Observation, Window
 from foursave.rules.alerts.spec import AlertSettings, RuleSpec
 
 log = logging.getLogger("foursave.alerts")
@@ -111,12 +117,24 @@ class AlertEngine:
             and (not rule.daylight_only or self._daylight(d.site, now))
         )
         active = o is not None and o.active and applicable
+        event = rule.kind in EVENTS
+        since = o.since if o is not None else None
         events: list[Event] = []
+        if inc is not None and active and since is not None and inc.pending_since != since:
+            # a newer event: the previous one's incident is done, the new one gets its own
+            events.extend(self._close(rule, inc, now, notify=False))
+            inc = None
         if inc is None:
             if o is None or not active:
-                return []
-            inc = self.store.create(rule.id, d.site, d.id, now, o.value)
-        inc.value = o.value if o else inc.value
+                return events
+            if since is not None:
+                last = self.store.last_for(rule.id, d.id)
+                if last is not None and last.pending_since == since:
+                    return events  # this event was reported (and acknowledged) already
+            start = since if since is not None else now
+            inc = self.store.create(rule.id, d.site, d.id, start, o.value, o.detail)
+        if o is not None:
+            inc.value, inc.detail = o.value, o.detail if o.detail is not None else inc.detail
         if inc.state == "pending":
             if not active:
                 inc.state = "cancelled"
@@ -128,9 +146,9 @@ class AlertEngine:
                 inc.state, inc.fired_at = "firing", now
                 events.append(self._event("firing", rule, inc, now))
         elif inc.state == "firing":
-            if o is not None and o.clear:
-                inc.state, inc.resolved_at = "resolved", now
-                events.append(self._event("resolved", rule, inc, now))
+            if o is not None and (o.clear or (event and inc.acked_by)):
+                # an event's resolution is history only: its one notification said it all
+                return events + self._close(rule, inc, now, notify=not event)
             elif (
                 rule.repeat_s
                 and not inc.acked_by
@@ -142,7 +160,20 @@ class AlertEngine:
         self.store.update(inc)
         return events
 
-    def _event(self, kind: str, rule: RuleSpec, inc: Incident, now: float) -> Event:
+    def _close(self, rule: RuleSpec, inc: Incident, now: float, notify: bool) -> list[Event]:
+        """Resolve a firing incident (cancel a pending one) and store it."""
+        if inc.state == "pending":
+            inc.state = "cancelled"
+            self.store.update(inc)
+            return []
+        inc.state, inc.resolved_at = "resolved", now
+        done = self._event("resolved", rule, inc, now, notify=notify)
+        self.store.update(inc)
+        return [done]
+
+    def _event(
+        self, kind: str, rule: RuleSpec, inc: Incident, now: float, notify: bool = True
+    ) -> Event:
         event: Event = {
             "event": kind,
             "incident": inc.id,
@@ -153,31 +184,36 @@ class AlertEngine:
             "site": inc.site,
             "device": inc.device,
             "value": inc.value,
+            "detail": inc.detail,
             "ts": int(now * 1000),
             "since": datetime.fromtimestamp(inc.pending_since, UTC).isoformat(),
         }
-        self.notifier.send(event)
-        inc.last_notified_at = now
-        inc.notifications += 1
+        if notify:
+            self.notifier.send(event)
+            inc.last_notified_at = now
+            inc.notifications += 1
         log.info("alert %s %s on %s/%s (incident %d)", kind, rule.id, inc.site, inc.device, inc.id)
         return event
 
     def _history(self, events: list[Event]) -> None:
         lines = [
-            to_line(
-                "alert_events",
-                {
-                    "site": e["site"],
-                    "device": e["device"],
-                    "rule": e["rule"],
-                    "event": e["event"],
-                    "severity": e["severity"],
-                },
-                {
-                    "incident": e["incident"],
-                    **({"value": float(e["value"])} if e["value"] is not None else {}),
-                },
-                e["ts"],
+            with_text(
+                to_line(
+                    "alert_events",
+                    {
+                        "site": e["site"],
+                        "device": e["device"],
+                        "rule": e["rule"],
+                        "event": e["event"],
+                        "severity": e["severity"],
+                    },
+                    {
+                        "incident": e["incident"],
+                        **({"value": float(e["value"])} if e["value"] is not None else {}),
+                    },
+                    e["ts"],
+                ),
+                {"detail": e["detail"]} if e["detail"] else {},
             )
             for e in events
         ]

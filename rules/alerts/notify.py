@@ -72,7 +72,8 @@ class Notifier:
         msg["Subject"] = f"[foursave] {state}: {event['title']} — {event['site']}/{event['device']}"
         msg["From"] = smtp.sender
         msg["To"] = ", ".join(smtp.to)
-        msg.set_content(json.dumps(event, ensure_ascii=False, indent=2))
+        body = json.dumps(event, ensure_ascii=False, indent=2)
+        msg.set_content(f"{event['detail']}\n\n{body}" if event.get("detail") else body)
         with smtplib.SMTP(smtp.host, smtp.port, timeout=10) as s:
             if smtp.starttls:
                 s.starttls()

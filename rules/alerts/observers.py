@@ -3,6 +3,13 @@
 per device, whether the condition holds, has held for the whole ``for_s`` window, has
 cleared (hysteresis), and the value shown in the incident.
 
+Most kinds observe a *condition* (it holds as long as the readings say so).  The kinds
+in ``EVENTS`` observe *events* instead, something that happened at a time of its own
+(``Observation.since``, e.g. a new firmware): the engine dates the incident by the
+event, reports each event once, resolves its incident when it is acknowledged or when
+the observer no longer sees it (history only, not notified again), and opens a new one
+for a newer event.
+
 Adding a kind of rule touches this file only: its name in ``Kind``, the rule fields it
 needs in ``NEEDS`` (checked when the rules file is loaded) and its observer function.
 """
@@ -12,18 +19,28 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Cond, agg, select, tag_in, time_range
+from foursave.core.influxql import Cond, agg, column, select, tag_in, time_range
+from foursave.core.periods import zone
 from foursave.rules.demand import forecast
 from foursave.rules.pv import array_of
 
 if TYPE_CHECKING:
     from foursave.rules.alerts.spec import RuleSpec
 
-Kind = Literal["threshold", "state", "stale", "demand_forecast", "rate_of_change", "peer_deviation"]
+Kind = Literal[
+    "threshold",
+    "state",
+    "stale",
+    "demand_forecast",
+    "rate_of_change",
+    "peer_deviation",
+    "identity_change",
+]
 
 # rule fields a kind reads; a rule of that kind without one is refused on load
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -33,7 +50,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "demand_forecast": ("value",),
     "rate_of_change": ("field", "value"),
     "peer_deviation": ("value",),
+    "identity_change": (),
 }
+
+# kinds whose observations are events (dated by Observation.since, cleared by an ack)
+EVENTS = frozenset({"identity_change"})
 
 # stale rules look at the last day first; a device silent for longer is looked up once
 STALE_LOOKBACK_MS = 86_400_000
@@ -53,6 +74,8 @@ class Observation:
     sustained: bool  # ... and for the whole for_s window
     clear: bool  # the clear (hysteresis) condition holds
     value: float | None
+    detail: str | None = None  # what the incident says in words (e.g. old -> new values)
+    since: float | None = None  # an event's own time (epoch s): this observation is an event
 
 
 @dataclass
@@ -302,6 +325,80 @@ def threshold(rule: RuleSpec, w: Window, ctx: Context) -> dict[str, Observation]
     return out
 
 
+# how an identity change names the device_info fields ("version" is SunSpec Vr, the firmware)
+IDENTITY_LABELS = {"version": "firmware"}
+
+
+def identity_change(rule: RuleSpec, w: Window, ctx: Context) -> dict[str, Observation]:
+    """An event: a device's identity (``device_info``) changed in any of ``fields``
+    (default: firmware ``version`` and ``serial``) within the last ``window_s``, i.e.
+    a point whose value differs from the field's last known value before it.
+
+    The ingester writes a point on start and on every change, so equal consecutive
+    points (a restart) are no change, and a field a point lacks (a failed read) keeps
+    its last known value.  The latest change is reported, dated by its point; it
+    stops being news (the incident resolves) when it leaves the window.
+    """
+    start_ms = w.now_ms - int(rule.window_s * 1000)
+    ids = tag_in("device", [d.id for d in w.devices])
+    # each field's last value before the window, then the window's points, oldest first
+    before = ctx.influx.rows(
+        select(
+            [agg("last", f, f) for f in rule.fields],
+            "device_info",
+            where=[ids, time_range(None, start_ms, include_end=True)],
+            group_by=["device"],
+        )
+    )
+    points = ctx.influx.rows(
+        select(
+            [column(f) for f in rule.fields],
+            "device_info",
+            where=w.since(int(rule.window_s * 1000)),
+            group_by=["device"],
+        )
+    )
+    known: dict[str, dict[str, Any]] = {
+        r["device"]: {f: r[f] for f in rule.fields if r.get(f) is not None} for r in before
+    }
+    latest: dict[str, tuple[int, list[tuple[str, Any, Any]], dict[str, Any]]] = {}
+    for r in points:
+        k = known.setdefault(r["device"], {})
+        new = {f: r[f] for f in rule.fields if r.get(f) is not None}
+        diffs = [(f, k[f], v) for f, v in new.items() if f in k and k[f] != v]
+        k.update(new)
+        if diffs:
+            latest[r["device"]] = (r["time"], diffs, dict(k))
+    site_of = {d.id: d.site for d in w.devices}
+    out: dict[str, Observation] = {}
+    for dev in known:
+        if dev not in latest:
+            out[dev] = Observation(False, False, True, None)
+            continue
+        t_ms, diffs, now_known = latest[dev]
+        tz = zone(ctx.sites[site_of[dev]].timezone)
+        detail = _identity_detail(dev, t_ms, diffs, now_known, rule.fields, tz)
+        out[dev] = Observation(True, True, False, None, detail, t_ms / 1000)
+    return out
+
+
+def _identity_detail(
+    dev: str,
+    t_ms: int,
+    diffs: list[tuple[str, Any, Any]],
+    now_known: dict[str, Any],
+    fields: tuple[str, ...],
+    tz: Any,
+) -> str:
+    """``inv-01: firmware 3.11.02.R -> 3.12.01.R at 2026-10-13T11:00:00+08:00, serial
+    unchanged`` (the site's local time)."""
+    changed = {f for f, _, _ in diffs}
+    what = ", ".join(f"{IDENTITY_LABELS.get(f, f)} {old} -> {new}" for f, old, new in diffs)
+    when = datetime.fromtimestamp(t_ms / 1000, tz).isoformat(timespec="seconds")
+    same = [IDENTITY_LABELS.get(f, f) for f in fields if f not in changed and f in now_known]
+    return f"{dev}: {what} at {when}" + (f", {', '.join(same)} unchanged" if same else "")
+
+
 OBSERVERS: dict[str, Observer] = {
     "threshold": threshold,
     "state": state,
@@ -309,4 +406,5 @@ OBSERVERS: dict[str, Observer] = {
     "demand_forecast": demand_forecast,
     "rate_of_change": rate_of_change,
     "peer_deviation": peer_deviation,
+    "identity_change": identity_change,
 }

@@ -9,10 +9,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from foursave.core.config import Device
-from foursave.core.glossary import SLUG_PATTERN
+from foursave.core.glossary import FIELDS, SLUG_PATTERN
 from foursave.rules.alerts.observers import NEEDS, Kind
 
 
@@ -57,13 +64,31 @@ class RuleSpec(_Strict):
     states: tuple[int, ...] = ()
     event_mask: int = 0
     stale_s: float = Field(300, gt=0)
-    window_s: float = Field(900, gt=0, description="rate_of_change / peer_deviation window")
+    window_s: float = Field(
+        900, gt=0, description="rate_of_change / peer_deviation window, identity_change look-back"
+    )
     min_peer_w_per_kwp: float = Field(100, ge=0, description="peer_deviation: ignore dim skies")
+    fields: tuple[str, ...] = Field(
+        ("version", "serial"),
+        min_length=1,
+        description="identity_change: the device_info fields whose change is reported",
+    )
     daylight_only: bool = False
     hours: tuple[int, int] | None = Field(None, description="local [from, to) hours, e.g. [0, 5]")
     repeat_s: float | None = Field(
         None, gt=0, description="notify again while firing, unacknowledged"
     )
+
+    @field_validator("fields")
+    @classmethod
+    def _device_info_fields(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [f for f in v if f not in FIELDS["device_info"]]
+        if unknown:
+            raise ValueError(
+                f"not device_info fields: {', '.join(unknown)}; "
+                f"known: {', '.join(FIELDS['device_info'])}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _needs(self) -> RuleSpec:

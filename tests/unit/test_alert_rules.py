@@ -3,16 +3,38 @@ missing what its kind reads is refused when the file is loaded, naming it."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import get_args
 
 import pytest
 
-from foursave.rules.alerts import OBSERVERS, load_alert_settings
-from foursave.rules.alerts.observers import NEEDS, Kind
+from foursave.rules.alerts import OBSERVERS, IncidentStore, load_alert_settings
+from foursave.rules.alerts.incidents import SCHEMA
+from foursave.rules.alerts.observers import EVENTS, NEEDS, Kind
 
 
 def test_every_kind_has_an_observer_and_its_needs():
     assert set(get_args(Kind)) == set(OBSERVERS) == set(NEEDS)
+    assert set(EVENTS) <= set(OBSERVERS)
+
+
+def test_an_incident_store_from_before_incidents_carried_text_is_upgraded(tmp_path):
+    path = tmp_path / "incidents.sqlite"
+    old_schema = SCHEMA.replace(",\n    detail TEXT", "")
+    assert "detail" not in old_schema
+    old = sqlite3.connect(path)
+    old.executescript(old_schema)
+    old.execute(
+        "INSERT INTO incidents (rule_id, site, device, state, pending_since) "
+        "VALUES ('r', 's', 'd', 'firing', 1.0)"
+    )
+    old.commit()
+    old.close()
+    store = IncidentStore(path)
+    assert store.get(1).detail is None and store.get(1).state == "firing"
+    inc = store.create("r", "s", "d", 2.0, None, "inv-01: firmware A -> B")
+    assert store.get(inc.id).detail == "inv-01: firmware A -> B"
+    store.close()
 
 
 @pytest.mark.parametrize(
