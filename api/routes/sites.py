@@ -40,6 +40,10 @@ class DeviceStatus(BaseModel):
     last_reading_ts: int | None = None
     status_ts: int | None = None
     collector: str | None = None
+    out_of_bounds: dict[str, int] | None = None  # values left out since the collector started
+    out_of_bounds_now: list[str] | None = None
+    # identity and ratings as the device gives them (SunSpec models 1, 120, 702)
+    info: dict[str, float | str] | None = None
 
 
 class DevicePublic(BaseModel):
@@ -88,13 +92,49 @@ def device_of(state, device_id: str) -> Device:
     raise HTTPException(404, f"no device {device_id!r}")
 
 
+_CHECKED = {"status_ts", "out_of_bounds", "out_of_bounds_now", "info"}
+
+
+def _counts(v: object) -> dict[str, int] | None:
+    if not isinstance(v, dict):
+        return None
+    return {str(k): n for k, n in v.items() if isinstance(n, int) and not isinstance(n, bool)}
+
+
+def _names(v: object) -> list[str] | None:
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else None
+
+
+def _info(v: object) -> dict[str, float | str] | None:
+    """The status's ``info``: only device_info fields of their type (a collector's
+    status is not trusted to be well formed)."""
+    if not isinstance(v, dict):
+        return None
+    out: dict[str, float | str] = {}
+    for name, value in v.items():
+        fdef = FIELDS["device_info"].get(name)
+        if fdef is None:
+            continue
+        if fdef.type == "str" and isinstance(value, str):
+            out[name] = value[:64]
+        elif (
+            fdef.type == "float" and isinstance(value, int | float) and not isinstance(value, bool)
+        ):
+            out[name] = float(value)
+    return out or None
+
+
 def _device_public(state, d: Device) -> DevicePublic:
     body = state.live.device(d.site, d.id)
     status = None
     if body is not None:
+        plain = {k: body.get(k) for k in DeviceStatus.model_fields if k not in _CHECKED}
         status = DeviceStatus(
-            **{k: body.get(k) for k in DeviceStatus.model_fields if k != "status_ts"},
+            **plain,
             status_ts=body.get("ts"),
+            out_of_bounds=_counts(body.get("out_of_bounds")),
+            out_of_bounds_now=_names(body.get("out_of_bounds_now")),
+            info=_info(body.get("info")),
         )
     return DevicePublic(
         id=d.id,
