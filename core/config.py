@@ -311,7 +311,8 @@ class Simulation(_Frozen):
             raise ValueError("expected the path of a register dump (JSON)")
         base = (info.context or {}).get("base_dir")
         path = Path(v).expanduser()
-        return str(path if path.is_absolute() or base is None else Path(base) / path)
+        # absolute: the configuration may be dumped and loaded again from elsewhere
+        return str(path if path.is_absolute() or base is None else Path(base).absolute() / path)
 
     @model_validator(mode="after")
     def _model_or_image(self) -> Simulation:
@@ -321,7 +322,13 @@ class Simulation(_Frozen):
                 "dump to replay), one of them"
             )
         if self.image is not None:
-            physics = sorted(self.model_fields_set - _REPLAY_KEYS)
+            # a key of the physics with a value of its own (a dumped and reloaded
+            # configuration carries every default: those mean nothing here either)
+            physics = sorted(
+                k
+                for k in self.model_fields_set - _REPLAY_KEYS
+                if getattr(self, k) != type(self).model_fields[k].default
+            )
             if physics:
                 raise ValueError(
                     f"{physics} describe a simulated model; a replayed image takes only "
@@ -640,9 +647,9 @@ def parse_config(
     base_dir: str | os.PathLike[str] | None = None,
     check_image: ImageCheck | None = None,
 ) -> Config:
-    """The configuration in ``text``.  ``base_dir`` is the folder relative paths in it
-    are taken from (``load_config``: the file's own); ``None`` leaves them relative to
-    the working directory."""
+    """The configuration in ``text``.  ``base_dir`` is the folder a relative register
+    dump (``simulate.image``) is taken from (``load_config``: the file's own); ``None``
+    leaves it relative to the working directory."""
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)

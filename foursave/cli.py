@@ -116,7 +116,7 @@ def cmd_sim(args) -> int:
 def cmd_capture(args) -> int:
     from datetime import UTC, datetime
 
-    from foursave import __version__
+    import foursave
     from foursave.collector.capture import (
         CaptureError,
         capture,
@@ -155,7 +155,7 @@ def cmd_capture(args) -> int:
         device,
         profile=args.profile,
         at=datetime.now(UTC),
-        version=__version__,
+        version=foursave.__version__,
         dump_id=args.id,
         title=args.title,
     )

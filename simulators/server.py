@@ -4,6 +4,8 @@ Each device's registers are refreshed from its value source at most once per
 simulated tick, when a request arrives (pymodbus ``SimDevice.action``).  Devices that
 share an endpoint (a serial line or an RTU gateway) share one server, as on site.
 Faults are injected per device and show on the wire as a real device shows them.
+A device with ``simulate: {image: dump.json}`` is a register dump replayed as it was
+captured (``ReplayedDevice``, ``simulators/image.py``): no physics, wire faults only.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class ReplayedDevice:
         self.writes_refused = 0
         self.requests = 0
         self.served: deque[tuple[float, dict[str, float | int]]] = deque(maxlen=1)
-        self._reads = ImageAction()
+        self.reads = ImageAction()  # what reached the registers, by function code
 
     @property
     def faults(self) -> Faults:
@@ -205,7 +207,7 @@ class ReplayedDevice:
             refused = await wire_faults(self.faults, address, count)
             if refused is not None:
                 return refused
-        return await self._reads.action(
+        return await self.reads.action(
             function_code, start_address, address, count, registers, set_values
         )
 

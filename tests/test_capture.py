@@ -24,7 +24,7 @@ from foursave.core.clock import ManualClock
 from foursave.localstack import free_port
 from foursave.simulators.image import ImageServerThread, load_image, parse_image
 from foursave.simulators.server import SimulatorThread
-from tests.helpers import ROOT, device_dumps
+from tests.helpers import ROOT, device_dumps, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +170,65 @@ def test_capture_writes_null_where_the_device_refuses(tmp_path, capsys):
     assert server.requests.function_codes[3] < 60
 
 
+@pytest.mark.parametrize("base", [0, 50000, 4096])
+def test_the_marker_is_found_where_the_device_puts_it(tmp_path, base):
+    """Discovery at 40000, 0, 50000 in that order; elsewhere with --base."""
+    path = next(p for p in DUMPS if p.name == "veris-e51c2.regs.json")
+    doc = json.loads(path.read_text())
+    doc["blocks"][0]["address"] = base
+    image = parse_image(doc)
+    port = free_port()
+    extra = ["--base", str(base)] if base not in (0, 50000) else []
+    with ImageServerThread(image, port) as server:
+        assert capture(port, 1, tmp_path / "out.json", *extra) == 0
+    assert load_image(tmp_path / "out.json").registers(3) == image.registers(3)
+    # probes: 40000 refused first, then the base (or only the base given)
+    assert server.requests.function_codes[3] == 6 + (0 if extra else 1 if base == 0 else 2)
+
+
+def test_replay_and_capture_on_a_serial_line(tmp_path, capsys):
+    """Two dumps replayed behind one RTU line (socat pty pair), each at its unit id,
+    captured over Modbus RTU."""
+    dev_end, sim_end = tmp_path / "ttyCapture", tmp_path / "ttySim"
+    socat = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={dev_end}", f"pty,raw,echo=0,link={sim_end}"],
+        stderr=subprocess.DEVNULL,
+    )
+
+    def device(dev_id: str, kind: str, unit: int, dump) -> str:
+        return (
+            f"  - {{id: {dev_id}, site: s, {kind}, profile: sunspec, transport: rtu, "
+            f"serial: {{port: {dev_end}, baudrate: 38400}}, unit_id: {unit}, "
+            f"simulate: {{image: {dump}, serial_port: {sim_end}}}}}\n"
+        )
+
+    try:
+        wait_for(lambda: dev_end.exists() and sim_end.exists(), 10, "socat pty pair")
+        sma, veris = (
+            next(p for p in DUMPS if p.name == name)
+            for name in ("sma-stp-9338.regs.json", "veris-e51c2.regs.json")
+        )
+        (tmp_path / "rtu.yaml").write_text(
+            "sites: [{id: s, name: S, lat: 22.99, lon: 120.19}]\n"
+            "services: {simulator: {control_port: null}}\ndevices:\n"
+            + device("sma", "kind: inverter", 126, sma)
+            + device("veris", "kind: meter, role: main", 1, veris)
+        )
+        cfg = load_config(tmp_path / "rtu.yaml", env={}, images=True)
+        with SimulatorThread(cfg) as sim:
+            for name, unit in (("sma", 126), ("veris", 1)):
+                out = tmp_path / f"{name}.json"
+                rtu = ["--serial", str(dev_end), "--baudrate", "38400", "--unit", str(unit)]
+                rc = main(["capture", *rtu, "--timeout-s", "2", "--out", str(out)])
+                assert rc == 0, capsys.readouterr().err
+                assert load_image(out).registers(3) == sim.devices[name].image.registers(3)
+                assert load_image(out).unit_id == unit
+                assert json.loads(out.read_text())["source"]["captured"] == f"{dev_end} 38400 8N1"
+    finally:
+        socat.terminate()
+        socat.wait(5)
+
+
 def test_a_profile_device_captured_and_replayed_from_the_configuration(
     tmp_path, monkeypatch, capsys
 ):
@@ -231,7 +290,7 @@ def test_a_profile_device_captured_and_replayed_from_the_configuration(
             assert r.read_input_registers(0, count=2, device_id=1).exception_code == 4
         finally:
             r.close()
-        assert sim.devices["hvac-replay"].requests > 0
+        assert set(sim.devices["hvac-replay"].reads.function_codes) == {4}  # reads only
     assert load_image(tmp_path / "again.json").registers(4) == first.registers(4)
 
 

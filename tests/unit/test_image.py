@@ -173,7 +173,7 @@ def test_a_relative_image_is_the_config_files_neighbour(tmp_path, monkeypatch):
         ("{image: d.json, model: pv}", "give 'model' (a simulated device with physics) or 'image'"),
         ("{}", "give 'model' (a simulated device with physics) or 'image'"),
         (
-            "{image: d.json, rated_power_w: 5000}",
+            "{image: d.json, rated_power_w: 3000}",
             "['rated_power_w'] describe a simulated model; a replayed image takes only",
         ),
         ("{image: ''}", "expected the path of a register dump"),
