@@ -134,6 +134,12 @@ class ModbusLink:
         if not ok:
             raise TransportError(f"connect {self.key}: refused or unreachable")
 
+    async def connect(self, timeout_s: float) -> None:
+        """Connect now (``TransportError`` when refused or unreachable); ``read`` connects
+        by itself, this tells a dead address from a device that does not answer."""
+        async with self.lock:
+            await self._connect(timeout_s)
+
     async def read(self, span: Span, unit_id: int, timeout_s: float) -> list[int]:
         async with self.lock:
             await self._connect(timeout_s)

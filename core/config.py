@@ -36,6 +36,9 @@ DEFAULT_CONFIG = "config/demo.yaml"
 ProfileCheck = Callable[[str, str], "str | None"]
 """``check(profile, device_kind)``: what is wrong with a device's register-map profile
 (``None`` when nothing).  Supplied by the collector, which owns the profiles."""
+ImageCheck = Callable[[str, int], "str | None"]
+"""``check(path, unit_id)``: what is wrong with serving the register dump ``path`` as a
+device of unit ``unit_id`` (``None`` when nothing).  Supplied by the simulators."""
 
 
 def _check_port(parts: SplitResult) -> None:
@@ -259,20 +262,30 @@ class Simulation(_Frozen):
     real devices).  Models: ``pv`` (an inverter), load sub-meters ``hvac``,
     ``lighting``, ``plugs``, ``ev_charging`` (``load``: a generic office load),
     ``main`` (sum of the site's load meters + unmetered - PV behind it), ``pv_meter``
-    (sum of the site's inverters), ``weather``, ``water``."""
+    (sum of the site's inverters), ``weather``, ``water``.
 
-    model: Literal[
-        "pv",
-        "hvac",
-        "lighting",
-        "plugs",
-        "ev_charging",
-        "load",
-        "main",
-        "pv_meter",
-        "weather",
-        "water",
-    ]
+    Or ``image``: a register dump (``foursave capture``, ``../shared/devices/``) served
+    as it is, without physics (``simulators/image.py``); a relative path is taken from
+    the configuration file's folder.  A replayed device has no history to backfill."""
+
+    model: (
+        Literal[
+            "pv",
+            "hvac",
+            "lighting",
+            "plugs",
+            "ev_charging",
+            "load",
+            "main",
+            "pv_meter",
+            "weather",
+            "water",
+        ]
+        | None
+    ) = None
+    image: str | None = Field(
+        None, description="register dump (JSON) to serve instead of a model with physics"
+    )
     rated_power_w: float = Field(5000.0, gt=0, description="inverter AC rating or peak load")
     dc_kwp: float | None = Field(None, gt=0, description="pv: array size (default 1.2 x AC)")
     tilt_deg: float = Field(10.0, ge=0, le=90)
@@ -286,6 +299,45 @@ class Simulation(_Frozen):
     listen_host: str = "127.0.0.1"
     listen_port: int | None = Field(None, ge=1, le=65535)
     serial_port: str | None = Field(None, description="rtu: the simulator's end of the line")
+
+    @field_validator("image")
+    @classmethod
+    def _image_path(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """A relative path is the configuration file's neighbour, wherever the command
+        runs (``parse_config``'s ``base_dir``)."""
+        if v is None:
+            return None
+        if not v.strip():
+            raise ValueError("expected the path of a register dump (JSON)")
+        base = (info.context or {}).get("base_dir")
+        path = Path(v).expanduser()
+        # absolute: the configuration may be dumped and loaded again from elsewhere
+        return str(path if path.is_absolute() or base is None else Path(base).absolute() / path)
+
+    @model_validator(mode="after")
+    def _model_or_image(self) -> Simulation:
+        if (self.model is None) == (self.image is None):
+            raise ValueError(
+                "give 'model' (a simulated device with physics) or 'image' (a register "
+                "dump to replay), one of them"
+            )
+        if self.image is not None:
+            # a key of the physics with a value of its own (a dumped and reloaded
+            # configuration carries every default: those mean nothing here either)
+            physics = sorted(
+                k
+                for k in self.model_fields_set - _REPLAY_KEYS
+                if getattr(self, k) != type(self).model_fields[k].default
+            )
+            if physics:
+                raise ValueError(
+                    f"{physics} describe a simulated model; a replayed image takes only "
+                    f"{sorted(_REPLAY_KEYS)}"
+                )
+        return self
+
+
+_REPLAY_KEYS = {"image", "listen_host", "listen_port", "serial_port"}
 
 
 class ArraySpec(_Frozen):
@@ -392,6 +444,7 @@ class Config(_Frozen):
         # register-map profiles are the collector's data: whoever loads the configuration
         # may pass their check in the validation context (foursave.app.load_config does)
         check_profile: ProfileCheck | None = (info.context or {}).get("check_profile")
+        check_image: ImageCheck | None = (info.context or {}).get("check_image")
         site_ids = [s.id for s in self.sites]
         for i, sid in enumerate(site_ids):
             if site_ids.index(sid) != i:
@@ -434,6 +487,10 @@ class Config(_Frozen):
                 if problem:
                     errors.append((("devices", i, "profile"), problem))
             errors.extend((("devices", i, *where), msg) for where, msg in bounds_problems(d))
+            if check_image is not None and d.simulate is not None and d.simulate.image:
+                problem = check_image(d.simulate.image, d.unit_id)
+                if problem:
+                    errors.append((("devices", i, "simulate", "image"), problem))
         if errors:
             raise _CrossErrors(errors)
         return self
@@ -604,7 +661,13 @@ def parse_config(
     filename: str = "<config>",
     env: Mapping[str, str] | None = None,
     check_profile: ProfileCheck | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    check_image: ImageCheck | None = None,
 ) -> Config:
+    """The configuration in ``text``.  ``base_dir`` is the folder a relative register
+    dump (``simulate.image``) is taken from (``load_config``: the file's own); ``None``
+    leaves it relative to the working directory."""
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
@@ -644,7 +707,14 @@ def parse_config(
                         ConfigIssue(filename, _line_for(lines, loc), format_path(loc), problem)
                     )
     try:
-        cfg = Config.model_validate(raw, context={"check_profile": check_profile})
+        cfg = Config.model_validate(
+            raw,
+            context={
+                "check_profile": check_profile,
+                "check_image": check_image,
+                "base_dir": base_dir,
+            },
+        )
     except ValidationError as exc:
         issues = list(early)
         for err in exc.errors():
@@ -671,10 +741,14 @@ def load_config(
     path: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     check_profile: ProfileCheck | None = None,
+    *,
+    check_image: ImageCheck | None = None,
 ) -> Config:
     """The configuration in ``path``, or ``ConfigError`` naming every problem with its
     file, line and path.  Profiles are checked only when ``check_profile`` is given;
-    ``foursave.app.load_config`` gives the collector's."""
+    ``foursave.app.load_config`` gives the collector's.  Register dumps
+    (``simulate.image``, taken relative to the file's folder) are checked only when
+    ``check_image`` is given."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -682,4 +756,6 @@ def load_config(
         raise ConfigError([ConfigIssue(str(p), None, "", "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc}")]) from None
-    return parse_config(text, str(p), env, check_profile)
+    return parse_config(
+        text, str(p), env, check_profile, base_dir=p.parent, check_image=check_image
+    )

@@ -53,10 +53,23 @@ log = logging.getLogger("foursave")
 Service = Literal["collector", "ingester", "rules", "api"]
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, images: bool = False
+) -> Config:
     """The configuration with every check, the collector's register-map profiles
-    included (``ConfigError`` names each problem)."""
-    return _load_config(path, env, check_profile=check_profile)
+    included (``ConfigError`` names each problem).  With ``images`` the register dumps
+    replayed by the simulators (``simulate.image``) are read and checked too: what
+    ``check-config`` and ``sim`` need, and no other service (a collector's machine may
+    not have the dumps)."""
+    return _load_config(
+        path, env, check_profile=check_profile, check_image=_check_image if images else None
+    )
+
+
+def _check_image(path: str, unit_id: int) -> str | None:
+    from foursave.simulators.image import check_image
+
+    return check_image(path, unit_id)
 
 
 def clock(config: Config, service: Service) -> Clock:

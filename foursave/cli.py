@@ -30,9 +30,9 @@ def _setup_logging(verbose: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, images: bool = False) -> Config:
     try:
-        return load_config(path)
+        return load_config(path, images=images)
     except ConfigError as exc:
         print(f"foursave: configuration {path} has {len(exc.issues)} problem(s):", file=sys.stderr)
         for issue in exc.issues:
@@ -58,7 +58,7 @@ def cmd_check_config(args) -> int:
         return 2
     path = args.config or args.file or DEFAULT_CONFIG
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, images=True)
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} problem(s)")
         for issue in exc.issues:
@@ -93,17 +93,111 @@ def _duration(s: float) -> str:
 
 
 def cmd_sim(args) -> int:
-    cfg = _load(args.config)
+    from foursave.simulators.image import ImageError
+
+    cfg = _load(args.config, images=True)
     only = set(args.device) if args.device else None
-    sim = app.simulator(cfg, only=only)
+    try:
+        sim = app.simulator(cfg, only=only)
+    except ImageError as exc:  # the dump changed since the configuration was checked
+        print(f"foursave sim: {exc}", file=sys.stderr)
+        return 2
     if not sim.devices:
         print("no device with a 'simulate' section in the configuration", file=sys.stderr)
         return 2
     for sd in sim.devices.values():
         d = sd.device
-        print(f"sim {d.id:<14} {d.kind:<9} {d.profile:<22} {d.transport} {d.host}:{d.port}")
+        replay = f"  replays {d.simulate.image}" if d.simulate and d.simulate.image else ""
+        print(f"sim {d.id:<14} {d.kind:<9} {d.profile:<22} {d.transport} {d.host}:{d.port}{replay}")
     asyncio.run(_run_until_signal(sim.run))
     return 0
+
+
+def cmd_capture(args) -> int:
+    from datetime import UTC, datetime
+
+    import foursave
+    from foursave.collector.capture import (
+        CaptureError,
+        capture,
+        describe,
+        dump_document,
+        target,
+        write_dump,
+    )
+    from foursave.core.config import SerialLine
+
+    try:
+        serial = None
+        if args.serial:
+            serial = SerialLine(
+                port=args.serial,
+                baudrate=args.baudrate,
+                parity=args.parity,
+                stopbits=args.stopbits,
+                bytesize=args.bytesize,
+            )
+        device = target(
+            host=args.host,
+            port=args.port,
+            unit_id=args.unit,
+            profile=args.profile,
+            serial=serial,
+            rtu_over_tcp=args.rtu_over_tcp,
+            timeout_s=args.timeout_s,
+        )
+        captured = asyncio.run(capture(device, profile=args.profile, base=args.base))
+    except CaptureError as exc:
+        print(f"foursave capture: {exc}", file=sys.stderr)
+        return 1
+    doc = dump_document(
+        captured,
+        device,
+        profile=args.profile,
+        at=datetime.now(UTC),
+        version=foursave.__version__,
+        dump_id=args.id,
+        title=args.title,
+    )
+    try:
+        write_dump(doc, args.out)
+    except OSError as exc:
+        print(f"foursave capture: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    for w in captured.warnings:
+        print(f"foursave capture: warning: {w}", file=sys.stderr)
+    n = sum(len(b["registers"]) for b in doc["blocks"])
+    what = (
+        f"models {[m.model_id for m in captured.models]} at base {captured.base}"
+        if args.profile == "sunspec"
+        else f"profile {args.profile}"
+    )
+    print(
+        f"{args.out}: {n} registers in {len(doc['blocks'])} block(s), {captured.refused} "
+        f"refused (null); {what}; {captured.requests} read requests to "
+        f"{describe(device)} unit {device.unit_id}"
+    )
+    return 0
+
+
+def _unit_id(text: str) -> int:
+    try:
+        unit = int(text, 0)
+    except ValueError:
+        unit = -1
+    if not 0 <= unit <= 255:
+        raise argparse.ArgumentTypeError(f"a unit id is 0..255 (RTU: 1..247), got {text!r}")
+    return unit
+
+
+def _address(text: str) -> int:
+    try:
+        address = int(text, 0)
+    except ValueError:
+        address = -1
+    if not 0 <= address <= 65534:
+        raise argparse.ArgumentTypeError(f"a register address is 0..65535, got {text!r}")
+    return address
 
 
 def cmd_collect(args) -> int:
@@ -164,8 +258,12 @@ def cmd_backfill(args) -> int:
             file=sys.stderr,
         )
         return 2
-    if not any(d.simulate for d in cfg.devices):
-        print("foursave backfill: no device with a 'simulate' section", file=sys.stderr)
+    if not any(d.simulate and d.simulate.image is None for d in cfg.devices):
+        print(
+            "foursave backfill: no device with a 'simulate' model (a replayed image has "
+            "no history)",
+            file=sys.stderr,
+        )
         return 2
     bar = tqdm(total=(args.to - args.start).days, unit="day", disable=args.quiet)
 
@@ -497,6 +595,43 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", nargs="?", help="the same, given without --config")
     sp = add("sim", cmd_sim, "serve the simulated devices over Modbus")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
+    sp = add(
+        "capture",
+        cmd_capture,
+        "read a device's registers (read requests only) into a register dump for a bug "
+        "report; 'simulate: {image: FILE}' serves it back",
+        config=False,
+    )
+    sp.add_argument("--host", help="Modbus TCP: the device's or gateway's address")
+    sp.add_argument("--port", type=int, default=502, help="Modbus TCP port (502)")
+    sp.add_argument("--unit", type=_unit_id, required=True, help="unit id (slave id)")
+    sp.add_argument("--serial", metavar="PORT", help="Modbus RTU: serial device, e.g. /dev/ttyUSB0")
+    sp.add_argument("--baudrate", type=int, default=9600, help="--serial: baud rate (9600)")
+    sp.add_argument("--parity", choices=["N", "E", "O"], default="N", help="--serial: parity (N)")
+    sp.add_argument("--stopbits", type=int, choices=[1, 2], default=1, help="--serial: (1)")
+    sp.add_argument("--bytesize", type=int, choices=[7, 8], default=8, help="--serial: (8)")
+    sp.add_argument(
+        "--rtu-over-tcp", action="store_true", help="RTU frames over TCP (serial gateways)"
+    )
+    sp.add_argument(
+        "--profile",
+        default="sunspec",
+        help="'sunspec' (default: the model chain) or a register-map profile name "
+        "(collector/profiles/): its points' registers",
+    )
+    sp.add_argument(
+        "--base", type=_address, help="SunSpec base address (default: look at 40000, 0, 50000)"
+    )
+    sp.add_argument(
+        "--timeout-s", type=float, default=2.0, help="seconds to wait for each answer (2)"
+    )
+    sp.add_argument(
+        "--id", help="the dump's id (default: from the device's manufacturer and model)"
+    )
+    sp.add_argument(
+        "--title", help="the dump's title (default: manufacturer, model, serial, firmware)"
+    )
+    sp.add_argument("--out", required=True, help="the dump file to write (JSON)")
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")

@@ -64,7 +64,7 @@ def array_of(d: Device, site: Site, n_inverters: int):
     if d.array:
         return d.array.dc_kwp, d.array.tilt_deg, d.array.azimuth_deg, d.array.gamma_pdc
     sim = d.simulate
-    if sim and (sim.dc_kwp or sim.rated_power_w):
+    if sim and sim.image is None and (sim.dc_kwp or sim.rated_power_w):
         return (
             (sim.dc_kwp or sim.rated_power_w / 1000 * 1.2),
             sim.tilt_deg,

@@ -37,6 +37,7 @@ def control_app(sim: Simulator) -> FastAPI:
             "site": sd.device.site,
             "kind": sd.device.kind,
             "model": sd.device.simulate.model,
+            "image": sd.device.simulate.image,  # a replayed register dump (model null)
             "faults": sd.faults.describe(),
             "requests": sd.requests,
             "writes_refused": sd.writes_refused,

@@ -61,7 +61,7 @@ def history_start(config: Config, now: float) -> date:
 def find_gaps(influx: InfluxClient, config: Config, start_ms: int, end_ms: int) -> list[Gap]:
     """Hours of [start_ms, end_ms) in which no simulated device has a reading, merged into
     runs; the first and last run are cut to the exact bounds."""
-    ids = sorted(d.id for d in config.devices if d.simulate)
+    ids = sorted(d.id for d in config.devices if d.simulate and d.simulate.image is None)
     if not ids or end_ms <= start_ms:
         return []
     # hours aligned to the epoch: every zone the demo runs in has whole-hour offsets

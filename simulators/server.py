@@ -4,6 +4,8 @@ Each device's registers are refreshed from its value source at most once per
 simulated tick, when a request arrives (pymodbus ``SimDevice.action``).  Devices that
 share an endpoint (a serial line or an RTU gateway) share one server, as on site.
 Faults are injected per device and show on the wire as a real device shows them.
+A device with ``simulate: {image: dump.json}`` is a register dump replayed as it was
+captured (``ReplayedDevice``, ``simulators/image.py``): no physics, wire faults only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from foursave.core.clock import Clock, simulated_clock
 from foursave.core.config import Config, Device
 from foursave.core.glossary import FIELDS
 from foursave.simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
+from foursave.simulators.image import Image, ImageAction, ImageError, load_image, unit_problem
 from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, ValueSource, site_models
 
@@ -128,19 +131,96 @@ class SimulatedDevice:
         if set_values is not None:
             self.writes_refused += 1
             return ExcCodes.ILLEGAL_FUNCTION
-        faults = self.faults
-        if faults.delay_s:
-            await asyncio.sleep(faults.delay_s)  # a slow device, as seen on the wire
-        if faults.exception:
-            return ExcCodes(faults.exception)
-        for fault_address, code in faults.exceptions.items():
-            if address <= fault_address < address + count:
-                return ExcCodes(code)
+        refused = await wire_faults(self.faults, address, count)
+        if refused is not None:
+            return refused
         blocks = self._refresh()
         block = blocks.get("input" if function_code == 4 else "holding")
         if block is not None and block.start == start_address:
             registers[: len(block.registers)] = block.registers
         return None
+
+
+async def wire_faults(faults: Faults, address: int, count: int) -> ExcCodes | None:
+    """The faults a request meets on the wire: a delay, an exception for every request
+    or for those touching an address."""
+    if faults.delay_s:
+        await asyncio.sleep(faults.delay_s)  # a slow device, as seen on the wire
+    if faults.exception:
+        return ExcCodes(faults.exception)
+    for fault_address, code in faults.exceptions.items():
+        if address <= fault_address < address + count:
+            return ExcCodes(code)
+    return None
+
+
+# the faults a replayed image takes: those of the wire (its values are a snapshot)
+WIRE_FAULTS = {"offline", "delay_s", "exception", "exception_at"}
+
+
+class ReplayedDevice:
+    """A device served from a register dump (``simulate: {image: ...}``): its registers
+    as captured, never changing (no physics), at the dump's unit id.  Refused registers
+    and addresses outside the dump answer exception 02 (``simulators/image.py``); the
+    wire faults apply (offline, delay, exceptions), value faults do not."""
+
+    def __init__(self, device: Device, image: Image | None = None):
+        if device.simulate is None or device.simulate.image is None:
+            raise ValueError(f"device {device.id} has no 'simulate.image'")
+        self.device = device
+        self.image = image or load_image(device.simulate.image)
+        problem = unit_problem(self.image, device.unit_id)
+        if problem:
+            raise ImageError(self.image.path, [f"device {device.id}: {problem}"])
+        self.value_faults = ValueFaults()
+        self.writes_refused = 0
+        self.requests = 0
+        self.served: deque[tuple[float, dict[str, float | int]]] = deque(maxlen=1)
+        self.reads = ImageAction()  # what reached the registers, by function code
+
+    @property
+    def faults(self) -> Faults:
+        return self.value_faults.faults
+
+    def _refresh(self, force: bool = False) -> dict[str, Block]:
+        return {}  # a snapshot: nothing to refresh
+
+    def counter_limits(self) -> dict[str, float]:
+        return {}
+
+    def simdevice(self) -> SimDevice:
+        return self.image.simdevice(self.action)
+
+    async def action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        self.requests += 1
+        if set_values is not None:
+            self.writes_refused += 1
+        else:
+            refused = await wire_faults(self.faults, address, count)
+            if refused is not None:
+                return refused
+        return await self.reads.action(
+            function_code, start_address, address, count, registers, set_values
+        )
+
+
+def served_device(
+    device: Device, clock: Clock, sites: dict[str, SiteModel]
+) -> SimulatedDevice | ReplayedDevice:
+    """The device the simulator serves for ``device``: its dump replayed, or its model
+    with physics."""
+    assert device.simulate is not None
+    if device.simulate.image is not None:
+        return ReplayedDevice(device)
+    return SimulatedDevice(device, clock, sites[device.site].source(device))
 
 
 def _endpoint(d: Device) -> tuple:
@@ -159,8 +239,8 @@ class Simulator:
         self.config = config
         self.clock = clock or simulated_clock(svc)
         self.sites: dict[str, SiteModel] = site_models(config)
-        self.devices: dict[str, SimulatedDevice] = {
-            d.id: SimulatedDevice(d, self.clock, self.sites[d.site].source(d))
+        self.devices: dict[str, SimulatedDevice | ReplayedDevice] = {
+            d.id: served_device(d, self.clock, self.sites)
             for d in config.devices
             if d.simulate is not None and (only is None or d.id in only)
         }
@@ -168,13 +248,15 @@ class Simulator:
         self._control: uvicorn.Server | None = None
         self._control_task: asyncio.Task | None = None
 
-    def endpoints(self) -> dict[tuple, list[SimulatedDevice]]:
-        groups: dict[tuple, list[SimulatedDevice]] = {}
+    def endpoints(self) -> dict[tuple, list[SimulatedDevice | ReplayedDevice]]:
+        groups: dict[tuple, list[SimulatedDevice | ReplayedDevice]] = {}
         for sd in self.devices.values():
             groups.setdefault(_endpoint(sd.device), []).append(sd)
         return groups
 
-    async def _start_endpoint(self, ep: tuple, devices: list[SimulatedDevice]) -> None:
+    async def _start_endpoint(
+        self, ep: tuple, devices: list[SimulatedDevice | ReplayedDevice]
+    ) -> None:
         context = [sd.simdevice() for sd in devices]
         server: ModbusBaseServer
         if ep[0] == "rtu":
@@ -234,6 +316,13 @@ class Simulator:
         sd = self.devices[device_id]
         f = sd.faults
         fields = update.model_fields_set
+        if isinstance(sd, ReplayedDevice):
+            values = sorted(fields - WIRE_FAULTS)
+            if values:
+                raise ValueError(
+                    f"{device_id} replays a register dump: its values do not change "
+                    f"({values}); the faults it takes are {sorted(WIRE_FAULTS)}"
+                )
         if "trip" in fields:
             if update.trip is not None and sd.device.kind != "inverter":
                 raise ValueError(f"{device_id} is a {sd.device.kind}; only inverters trip")
@@ -282,7 +371,7 @@ class Simulator:
             await self._sync_endpoint(sd)
         sd._refresh(force=True)
 
-    async def _sync_endpoint(self, sd: SimulatedDevice) -> None:
+    async def _sync_endpoint(self, sd: SimulatedDevice | ReplayedDevice) -> None:
         """An endpoint answers unless one of its devices is offline (a shared gateway or
         serial line goes quiet as a whole)."""
         ep = _endpoint(sd.device)
@@ -350,5 +439,5 @@ class SimulatorThread:
         return asyncio.run_coroutine_threadsafe(_run(), self.loop).result(10)
 
     @property
-    def devices(self) -> dict[str, SimulatedDevice]:
+    def devices(self) -> dict[str, SimulatedDevice | ReplayedDevice]:
         return self.sim.devices

@@ -91,7 +91,12 @@ class SiteModel:
         self.climate = SiteClimate(
             site.id, site.lat, site.lon, site.timezone, 20.0, CLIMATES[svc.climate], svc.seed
         )
-        self.devices = [d for d in config.devices if d.site == site.id and d.simulate]
+        # the devices with physics; a replayed register dump (simulate.image) has none
+        self.devices = [
+            d
+            for d in config.devices
+            if d.site == site.id and d.simulate and d.simulate.image is None
+        ]
         self._days: OrderedDict[date, DayFrame] = OrderedDict()
         self._daily_totals: dict[date, dict[str, dict[str, float]]] = {}
 

@@ -10,6 +10,7 @@ import copy
 import email
 import email.policy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +31,20 @@ from foursave.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and rendered pages a person can look at
+# register dumps of real devices beside the repository (../shared/devices/README.md)
+DEVICE_DUMPS = Path(os.environ.get("FOURSAVE_DEVICE_DUMPS") or ROOT.parent / "shared" / "devices")
+
+
+def device_dumps() -> list[Path]:
+    """Every ``*.regs.json`` in DEVICE_DUMPS; a missing folder fails loudly (a test run
+    without the dumps must not pass by testing none)."""
+    found = sorted(DEVICE_DUMPS.glob("*.regs.json"))
+    if not found:
+        raise FileNotFoundError(
+            f"no register dumps (*.regs.json) in {DEVICE_DUMPS}; set FOURSAVE_DEVICE_DUMPS"
+        )
+    return found
+
 
 # Debian's Chromium (never a downloaded browser), started without its background
 # networking: this machine has no network but the package registries
@@ -131,7 +146,7 @@ def make_config(
     recent = (commissioned or datetime.now(UTC).date() - timedelta(days=3)).isoformat()
     raw["services"]["simulator"]["control_port"] = control_port
     for d in devs:
-        if d.get("simulate"):
+        if d.get("simulate") and "image" not in d["simulate"]:
             # counters start a few days back: no years of history to integrate per test
             d["simulate"] = {**d["simulate"], "commissioned": recent}
         if d.get("transport", "tcp") != "rtu":
