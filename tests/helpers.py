@@ -31,20 +31,6 @@ from foursave.localstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and rendered pages a person can look at
-# register dumps of real devices beside the repository (../shared/devices/README.md)
-DEVICE_DUMPS = Path(os.environ.get("FOURSAVE_DEVICE_DUMPS") or ROOT.parent / "shared" / "devices")
-
-
-def device_dumps() -> list[Path]:
-    """Every ``*.regs.json`` in DEVICE_DUMPS; a missing folder fails loudly (a test run
-    without the dumps must not pass by testing none)."""
-    found = sorted(DEVICE_DUMPS.glob("*.regs.json"))
-    if not found:
-        raise FileNotFoundError(
-            f"no register dumps (*.regs.json) in {DEVICE_DUMPS}; set FOURSAVE_DEVICE_DUMPS"
-        )
-    return found
-
 
 # Debian's Chromium (never a downloaded browser), started without its background
 # networking: this machine has no network but the package registries
@@ -433,7 +419,6 @@ def device_dumps() -> list[Path]:
     folder beside the checkout (../shared/devices/) when there is one, and any folders
     in ``FOURSAVE_DEVICE_DUMPS`` (``:``-separated): a dump added there is tested too.
     A file of the same name in a later folder replaces the copy."""
-    import os
 
     folders = [DEVICE_DUMPS, ROOT.parent / "shared" / "devices"]
     folders += [Path(p) for p in os.environ.get("FOURSAVE_DEVICE_DUMPS", "").split(":") if p]
