@@ -135,11 +135,17 @@ def make_config(
         if d.get("simulate") and "image" not in d["simulate"]:
             # counters start a few days back: no years of history to integrate per test
             d["simulate"] = {**d["simulate"], "commissioned": recent}
-        if d.get("transport", "tcp") != "rtu":
+        if d.get("same_port_as"):
+            pass  # a second logical device on another entry's unit: its port, below
+        elif d.get("transport", "tcp") != "rtu":
             d["port"] = free_port()
         d["interval_s"] = d.get("interval_s_override", interval_s)
         d.pop("interval_s_override", None)
         d.setdefault("timeout_s", 2.0)
+    ports = {d["id"]: d.get("port") for d in devs}
+    for d in devs:
+        if d.get("same_port_as"):
+            d["port"] = ports[d.pop("same_port_as")]
     raw["devices"] = devs
     if sites is not None:
         raw["sites"] = sites

@@ -1,0 +1,163 @@
+"""Every real device's register dump (tests/devices/, ../shared/devices/,
+``FOURSAVE_DEVICE_DUMPS``) served over Modbus TCP as the device (``simulate: {image}``),
+read by the real collector, carried by a real mosquitto, stored by the real ingester in
+a real InfluxDB — and what InfluxDB holds equals what pysunspec2 computes from the same
+registers (``point.cvalue``), field by field, power factor as a ratio.
+
+Prints (and writes to test-artifacts/real-devices.md) a table: device, fields matched,
+fields absent because the device does not implement them, values left out as impossible.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from foursave.core.influx import InfluxClient
+from foursave.core.influxql import ALL, eq, select
+from foursave.core.reading import INFO_FIELDS
+from tests.helpers import ARTIFACTS, Pipeline, device_dumps, expected_readings, wait_for
+
+pytestmark = pytest.mark.integration
+
+KINDS = ("inverter", "meter", "weather")
+
+
+def devices_for(path, dump) -> tuple[list[dict], dict[str, str]]:
+    """One device entry per kind the dump's chain offers, all on the dump's one unit."""
+    stem = path.name.removesuffix(".regs.json")
+    slug = "".join(c if c.isalnum() else "-" for c in stem.lower())[:40].strip("-")
+    entries, kinds = [], {}
+    for kind in KINDS:
+        if expected_readings(dump, kind) is None:
+            continue
+        dev_id = f"{slug}-{kind}"
+        entry = {
+            "id": dev_id,
+            "site": "demo",
+            "kind": kind,
+            "profile": "sunspec",
+            "host": "127.0.0.1",
+            "unit_id": dump.get("unit_id", 1),
+        }
+        if kind == "meter":
+            entry["role"] = "main"
+        if not entries:
+            entry["simulate"] = {"image": str(path)}
+        else:
+            entry["same_port_as"] = entries[0]["id"]
+        entries.append(entry)
+        kinds[dev_id] = kind
+    return entries, kinds
+
+
+def stored(influx: InfluxClient, measurement: str, device: str) -> list[dict]:
+    return influx.rows(select(ALL, measurement, where=[eq("device", device)]))
+
+
+def close(a, b) -> bool:
+    return a == pytest.approx(b, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem) for p in device_dumps()])
+def test_what_influxdb_holds_is_what_pysunspec2_computes(
+    path, tmp_path, broker, influx_url, database
+):
+    dump = json.loads(path.read_text())
+    devices, kinds = devices_for(path, dump)
+    assert devices, f"{path.name}: no kind foursave maps"
+    table = []
+    with Pipeline(tmp_path, broker, influx_url, database, devices=devices, interval_s=0.5) as p:
+        wanted = {d: expected_readings(dump, k) for d, k in kinds.items()}
+
+        def all_stored() -> bool:
+            for dev_id, kind in kinds.items():
+                exp = wanted[dev_id]
+                if exp.fields and not stored(p.influx, kind, dev_id):
+                    return False
+                parts = {m for m, _ in exp.parts}
+                if any(not stored(p.influx, m, dev_id) for m in parts):
+                    return False
+                if not stored(p.influx, "device_info", dev_id):
+                    return False
+            return True
+
+        wait_for(all_stored, 60, f"{path.name}: every measurement stored")
+        for dev_id, kind in kinds.items():
+            exp = wanted[dev_id]
+            row = stored(p.influx, kind, dev_id)[-1] if exp.fields else {}
+            matched, left_out = [], []
+            for name, value in exp.fields.items():
+                if name not in row or row[name] is None:
+                    left_out.append(name)
+                    continue
+                if name == "power_factor":
+                    cvalue, w, va = exp.pf
+                    assert close(row[name], cvalue) or close(row[name], cvalue / 100), row[name]
+                    assert -1 <= row[name] <= 1
+                    if w is not None and va:
+                        assert abs(row[name]) == pytest.approx(abs(w) / va, abs=0.01)
+                else:
+                    assert close(row[name], value), (dev_id, name, row[name], value)
+                matched.append(name)
+            extra = {k for k, v in row.items() if v is not None} - set(exp.fields)
+            extra -= {"time", "site", "device", "role"}
+            assert extra <= {"dc_power_w"}, extra  # the strings' sum (SMA), checked below
+            if "dc_power_w" in extra:
+                strings = [f for (m, _), f in exp.parts.items() if m == "inverter_string"]
+                assert close(row["dc_power_w"], sum(f["dc_power_w"] for f in strings))
+                matched.append("dc_power_w (Σ strings)")
+            part_matched = 0
+            for (measurement, tags), fields in exp.parts.items():
+                rows = stored(p.influx, measurement, dev_id)
+                mine = [r for r in rows if all(r.get(k) == v for k, v in tags)]
+                assert mine, (measurement, tags)
+                for name, value in fields.items():
+                    if mine[-1].get(name) is None:
+                        left_out.append(f"{measurement}{list(dict(tags).values()) or ''}.{name}")
+                        continue
+                    assert close(mine[-1][name], value), (measurement, tags, name)
+                    part_matched += 1
+            # whatever is left out must be left out as impossible, in the device's status
+            status = p.collector.collector.pollers
+            poller = next(x for x in status if x.device.id == dev_id)
+            impossible = sorted(poller.health.out_of_bounds)
+            for name in left_out:
+                assert any(name.endswith(o.split(".")[-1]) for o in impossible), (name, impossible)
+            info = stored(p.influx, "device_info", dev_id)[-1]
+            common = next(m for m in _models(dump) if m.model_id == 1)
+            for field, point in (("manufacturer", "Mn"), ("model", "Md"), ("serial", "SN")):
+                want = common.points[point].cvalue
+                if want:
+                    assert info[field] == want.strip(), (field, info[field], want)
+            assert (
+                set(k for k, v in info.items() if v is not None) - {"time", "site", "device"}
+                <= INFO_FIELDS
+            )
+            table.append(
+                (
+                    dev_id,
+                    len(matched),
+                    part_matched,
+                    sorted(exp.absent),
+                    impossible,
+                )
+            )
+    lines = [
+        f"| {d} | {n} | {pn} | {', '.join(a) or '-'} | {', '.join(i) or '-'} |"
+        for d, n, pn, a, i in table
+    ]
+    report = "\n".join(lines)
+    print(
+        f"\n{path.name}\n| device | fields matched | part fields matched | absent (not implemented) | left out (impossible) |\n| --- | --- | --- | --- | --- |\n{report}"
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "real-devices.md").open("a", encoding="utf-8") as f:
+        f.write(f"\n{path.name}\n\n{report}\n")
+
+
+def _models(dump):
+    from tests.helpers import pysunspec2_models
+
+    return pysunspec2_models(dump)
