@@ -10,10 +10,12 @@ fields absent because the device does not implement them, values left out as imp
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
+from foursave.collector.modbus import DiscoveryError, ModbusLink, SunSpecReader
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import ALL, eq, select
 from foursave.core.reading import INFO_FIELDS
@@ -161,3 +163,80 @@ def _models(dump):
     from tests.helpers import pysunspec2_models
 
     return pysunspec2_models(dump)
+
+
+def _dump(prefix: str) -> dict:
+    return json.loads(next(p for p in device_dumps() if p.name.startswith(prefix)).read_text())
+
+
+def _write(tmp_path, dump: dict, name: str):
+    path = tmp_path / name
+    path.write_text(json.dumps(dump))
+    return path
+
+
+def test_a_meter_at_the_base_its_vendor_documents(tmp_path, broker, influx_url, database):
+    """The Veris dump moved to 4096: read with ``sunspec_base: 4096``; the same device
+    without it is not found at 40000, 0, 50000, and the error says where it looked."""
+    veris = _dump("veris")
+    veris["blocks"][0]["address"] = 4096
+    image = _write(tmp_path, veris, "veris-4096.regs.json")
+    devices = [
+        {
+            "id": "veris",
+            "site": "demo",
+            "kind": "meter",
+            "role": "main",
+            "profile": "sunspec",
+            "host": "127.0.0.1",
+            "sunspec_base": 4096,
+            "simulate": {"image": str(image)},
+        }
+    ]
+    with Pipeline(tmp_path, broker, influx_url, database, devices=devices, interval_s=0.5) as p:
+        wait_for(lambda: stored(p.influx, "meter", "veris"), 30, "the meter at 4096 stored")
+        row = stored(p.influx, "meter", "veris")[-1]
+        assert row["active_power_w"] == pytest.approx(6540)
+        poller = next(x for x in p.collector.collector.pollers if x.device.id == "veris")
+        assert poller.reader.info["manufacturer"] == "Veris Industries"
+        undiscovered = p.config.device("veris").model_copy(update={"sunspec_base": None})
+
+        async def discover():
+            async with ModbusLink(undiscovered) as link:
+                await SunSpecReader(undiscovered).read(link)
+
+        with pytest.raises(
+            DiscoveryError, match=r"no SunSpec marker 'SunS' at \[40000, 0, 50000\]"
+        ):
+            asyncio.run(discover())
+
+
+def test_a_chain_that_breaks_keeps_the_models_before_the_break(
+    tmp_path, broker, influx_url, database
+):
+    """The SMA dump cut after model 160: no end marker, the rest answers exception 02.
+    The collector keeps the models it found and reads them."""
+    sma = _dump("sma")
+    regs = sma["blocks"][0]["registers"]
+    i = 2
+    while regs[i] != 160:
+        i += 2 + regs[i + 1]
+    cut = i + 2 + regs[i + 1]
+    sma["blocks"][0]["registers"] = regs[:cut]
+    image = _write(tmp_path, sma, "sma-cut.regs.json")
+    devices = [
+        {
+            "id": "sma",
+            "site": "demo",
+            "kind": "inverter",
+            "profile": "sunspec",
+            "host": "127.0.0.1",
+            "unit_id": sma["unit_id"],
+            "simulate": {"image": str(image)},
+        }
+    ]
+    with Pipeline(tmp_path, broker, influx_url, database, devices=devices, interval_s=0.5) as p:
+        wait_for(lambda: stored(p.influx, "inverter_string", "sma"), 30, "strings stored")
+        assert stored(p.influx, "inverter", "sma")[-1]["power_factor"] == pytest.approx(-0.998)
+        strings = {r["string"] for r in stored(p.influx, "inverter_string", "sma")}
+        assert strings == {"1", "2", "3", "4", "5", "6"}
