@@ -186,6 +186,17 @@ def _per_device(fields, measurement: str, bucket: Bucket) -> Query:
     )
 
 
+def _per_string(fields) -> Query:
+    """Per chosen inverter, string (MPPT input) and time bucket."""
+    return select(
+        fields,
+        "inverter_string",
+        where=[SITE, DEVICE, TIME_FILTER],
+        group_by=[INTERVAL, "device", "string"],
+        fill="none",
+    )
+
+
 def _per_item(fields) -> Query:
     """Monthly ledger rows per item."""
     return select(
@@ -340,6 +351,42 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "none",
                 _per_device(agg("last", "state"), "inverter", INTERVAL),
             ).mappings([sunspec_states()])
+        )
+        .with_panel(
+            _ts(
+                "組串直流功率 DC power per string (MPPT input)",
+                "watt",
+                _per_string(agg("mean", "dc_power_w")),
+            )
+        )
+        .with_panel(
+            _ts(
+                "組串電壓電流 String voltage and current",
+                "volt",
+                _per_string([agg("mean", "dc_voltage_v", "V"), agg("mean", "dc_current_a", "A")]),
+            )
+        )
+        .with_panel(
+            _ts(
+                "儲能荷電狀態 Battery state of charge",
+                "percent",
+                _per_device(agg("last", "soc_pct"), "battery", INTERVAL),
+            )
+        )
+        .with_panel(
+            _table(
+                "設備銘牌 Nameplate and firmware (last seen)",
+                "none",
+                select(
+                    [
+                        agg("last", f, f)
+                        for f in ("manufacturer", "model", "version", "serial", "rated_power_w")
+                    ],
+                    "device_info",
+                    where=[SITE, DEVICE, TIME_FILTER],
+                    group_by=["device"],
+                ),
+            )
         )
         .with_panel(
             _ts(
