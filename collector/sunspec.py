@@ -188,8 +188,11 @@ def point_value(
     if isinstance(pl.sf, int):
         sf: int | None = pl.sf
     else:
-        sf_pl = (scope or {}).get(pl.sf) if scope is not None else None
-        sf_pl = sf_pl or layout.points.get((pl.group, pl.sf)) or layout.points.get((None, pl.sf))
+        sf_pl = (
+            (scope or {}).get(pl.sf)
+            or layout.points.get((pl.group, pl.sf))
+            or layout.points.get((None, pl.sf))
+        )
         sf_raw = _raw(regs, sf_pl) if sf_pl else None
         sf = sf_raw if isinstance(sf_raw, int) else None
     if sf is None or not -10 <= sf <= 10:
