@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.client.mixin import ModbusClientMixin
@@ -377,14 +377,21 @@ _DT = {
 }
 
 
-def _unsigned(block: Sequence[int], word_order: str) -> int:
-    """The registers as one unsigned integer, most significant word first unless the
-    point's words come little end first (how ``no_value`` is written)."""
-    words = block if word_order == "big" else list(reversed(block))
-    out = 0
-    for w in words:
-        out = (out << 16) | w
-    return out
+_UNSIGNED = {
+    1: ModbusClientMixin.DATATYPE.UINT16,
+    2: ModbusClientMixin.DATATYPE.UINT32,
+    4: ModbusClientMixin.DATATYPE.UINT64,
+}
+
+
+def _unsigned(block: Sequence[int], word_order: Literal["big", "little"]) -> int:
+    """The registers as one unsigned integer in the point's word order (how
+    ``no_value`` is written)."""
+    value = ModbusClientMixin.convert_from_registers(
+        list(block), _UNSIGNED[len(block)], word_order=word_order
+    )
+    assert isinstance(value, int)
+    return value
 
 
 def _hex(registers: Sequence[int]) -> str:

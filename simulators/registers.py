@@ -13,6 +13,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
@@ -323,7 +324,7 @@ class ProfileImage:
         return self.blocks
 
 
-def _words(raw: int, count: int, word_order: str) -> list[int]:
-    """``raw`` as ``count`` registers, most significant first unless ``little``."""
-    words = [(raw >> (16 * i)) & 0xFFFF for i in reversed(range(count))]
-    return words if word_order == "big" else list(reversed(words))
+def _words(raw: int, count: int, word_order: Literal["big", "little"]) -> list[int]:
+    """``raw`` as ``count`` registers, unsigned, in the point's word order."""
+    dt = {1: "uint16", 2: "uint32", 4: "uint64"}[count]
+    return ModbusClientMixin.convert_to_registers(raw, _PYMODBUS_TYPE[dt], word_order=word_order)
