@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.client.mixin import ModbusClientMixin
@@ -292,21 +292,40 @@ async def read_spans(
 
 
 class ProfileReader:
-    """Reads a vendor device through its register-map profile."""
+    """Reads a vendor device through its register-map profile.
+
+    A point with a ``part`` (an inverter's PV input, its battery) feeds that part of the
+    reading, bounded by the part's own glossary bounds narrowed by the device's rating;
+    a raw value the profile lists in the point's ``no_value`` is absent, like NaN.
+    Nothing is computed that the device did not give (no DC power from volts x amps)."""
 
     def __init__(self, device: Device, profile: Profile | None = None):
         self.device = device
         self.profile = profile or load_profile(device.profile)
         self.bounds = device.field_bounds()
         self.measurement = self.profile.measurement
-        self._point_spans = {
-            p.field: Span(FC_HOLDING if p.function == "holding" else FC_INPUT, p.address, p.count)
+        # the parts' bounds: the glossary's, narrowed by the configured rating like the
+        # main fields' (Device.field_bounds); the configuration's bounds: name main fields
+        self.part_bounds: dict[str, dict[str, Bounds]] = {
+            p.part: device_bounds(p.part, device.rated_power_w)
             for p in self.profile.points
+            if p.part is not None
         }
-        self.plan = plan_requests(self._point_spans.values(), max_gap=self.profile.max_gap)
+        self._point_spans = [
+            (p, Span(FC_HOLDING if p.function == "holding" else FC_INPUT, p.address, p.count))
+            for p in self.profile.points
+        ]
+        self.plan = self._full_plan()
+
+    def _full_plan(self) -> list[Span]:
+        return plan_requests(
+            (s for _, s in self._point_spans),
+            max_gap=self.profile.max_gap,
+            max_count=self.profile.max_registers,
+        )
 
     def reset(self) -> None:
-        self.plan = plan_requests(self._point_spans.values(), max_gap=self.profile.max_gap)
+        self.plan = self._full_plan()
 
     async def read(self, link: ModbusLink) -> ReadResult:
         d = self.device
@@ -316,12 +335,14 @@ class ProfileReader:
             # the device refuses a merged block: read its points one by one from now on
             singles = [
                 s
-                for s in self._point_spans.values()
+                for _, s in self._point_spans
                 if any(i.function == s.function and i.address <= s.address < i.end for i in illegal)
             ]
             if len(singles) > len(illegal):
                 self.plan = plan_requests(
-                    [s for s in self.plan if s not in illegal] + singles, max_gap=-1
+                    [s for s in self.plan if s not in illegal] + singles,
+                    max_gap=-1,
+                    max_count=self.profile.max_registers,
                 )
                 log.info("%s: block refused (exception 02); reading points singly", d.id)
                 result.errors.clear()
@@ -331,12 +352,13 @@ class ProfileReader:
 
     def decode(self, regs: RegisterMap, result: ReadResult) -> None:
         """Pure: the profile's points from ``regs`` into ``result``, each checked."""
-        for p in self.profile.points:
-            span = self._point_spans[p.field]
+        for p, span in self._point_spans:
             block = regs.get_block(span.function, span.address, span.count)
             if block is None:
                 continue
             try:
+                if p.no_value and _unsigned(block, p.word_order) in p.no_value:
+                    continue  # the device says it has no value: absent, never a number
                 value = ModbusClientMixin.convert_from_registers(
                     block, _DT[p.type], word_order=p.word_order
                 )
@@ -345,9 +367,13 @@ class ProfileReader:
                     raise TypeError(f"decoded to {type(value).__name__}")
                 scaled = value * p.scale if p.scale != 1 else value
             except (ArithmeticError, TypeError, ValueError) as exc:
-                result.errors.append(f"{p.field}: cannot decode {_hex(block)}: {exc}")
+                result.errors.append(f"{p.label}: cannot decode {_hex(block)}: {exc}")
                 continue  # this field is absent; the others and the polling go on
-            result.keep(p.field, scaled, block, self.bounds)
+            key = p.part_key
+            if key is None:
+                result.keep(p.field, scaled, block, self.bounds)
+            else:
+                result.keep_part(key, p.field, scaled, block, self.part_bounds[key[0]])
 
 
 _DT = {
@@ -360,6 +386,23 @@ _DT = {
     "float32": ModbusClientMixin.DATATYPE.FLOAT32,
     "float64": ModbusClientMixin.DATATYPE.FLOAT64,
 }
+
+
+_UNSIGNED = {
+    1: ModbusClientMixin.DATATYPE.UINT16,
+    2: ModbusClientMixin.DATATYPE.UINT32,
+    4: ModbusClientMixin.DATATYPE.UINT64,
+}
+
+
+def _unsigned(block: Sequence[int], word_order: Literal["big", "little"]) -> int:
+    """The registers as one unsigned integer in the point's word order (how
+    ``no_value`` is written)."""
+    value = ModbusClientMixin.convert_from_registers(
+        list(block), _UNSIGNED[len(block)], word_order=word_order
+    )
+    assert isinstance(value, int)
+    return value
 
 
 def _hex(registers: Sequence[int]) -> str:

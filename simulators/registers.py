@@ -13,12 +13,13 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pymodbus.client.mixin import ModbusClientMixin
 from sunspec2 import device as ss_device
 
-from foursave.collector.profiles import Profile, load_sunspec_map
+from foursave.collector.profiles import PartKey, PointDef, Profile, load_sunspec_map
 from foursave.collector.sunspec import END_MODEL_ID, SUNS_MARKER, model_layout
 
 DEFAULT_MODELS = {
@@ -225,7 +226,13 @@ _PYMODBUS_TYPE = {
 
 
 class ProfileImage:
-    """Holding and input registers laid out from a vendor register-map profile."""
+    """Holding and input registers laid out from a vendor register-map profile.
+
+    A point whose value the source does not give is served as the device would: the
+    first of its ``no_value`` contents where the profile names one, NaN for a float, and
+    otherwise not at all (a read that touches it is refused with exception 02, as a
+    device refuses a register it does not implement; ``serves``).  Never a 0 that a
+    collector would take for a measurement."""
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -237,17 +244,31 @@ class ProfileImage:
             start = min(p.address for p in pts)
             end = max(p.address + p.count for p in pts)
             self.blocks[function] = Block(start, [0] * (end - start))
+        # (function, address) of each register of a point served as not implemented
+        self.unserved: set[tuple[str, int]] = {
+            (p.function, a) for p in profile.points for a in range(p.address, p.address + p.count)
+        }
+
+    def strings(self) -> tuple[str, ...]:
+        """The PV inputs the profile reads (``Profile.strings``)."""
+        return self.profile.strings()
+
+    def _main_point(self, field_name: str) -> PointDef | None:
+        return next(
+            (p for p in self.profile.points if p.part is None and p.field == field_name), None
+        )
 
     def counter_limits(self) -> dict[str, float]:
         """Largest value of each unsigned integer field before its register rolls over."""
         return {
             p.field: ((1 << (16 * p.count)) - 1) * p.scale
             for p in self.profile.points
-            if p.type.startswith("uint") and p.count >= 2
+            if p.part is None and p.type.startswith("uint") and p.count >= 2
         }
 
     def resolution(self, field_name: str, value: float) -> float:
-        p = next(p for p in self.profile.points if p.field == field_name)
+        p = self._main_point(field_name)
+        assert p is not None, field_name
         if p.type == "float32":
             return max(abs(value), 1e-30) * 2.0**-23
         if p.type == "float64":
@@ -256,7 +277,7 @@ class ProfileImage:
 
     def quantize(self, field_name: str, values: np.ndarray) -> np.ndarray:
         """``values`` as the profile's registers carry them (see SunSpecImage.quantize)."""
-        p = next((p for p in self.profile.points if p.field == field_name), None)
+        p = self._main_point(field_name)
         if p is None:
             return values
         raw = np.asarray(values, dtype=float) / p.scale
@@ -266,20 +287,53 @@ class ProfileImage:
             return raw * p.scale
         return np.round(raw) * p.scale
 
-    def update(self, values: Mapping[str, float | int | None]) -> dict[str, Block]:
+    def serves(self, function: str, address: int, count: int) -> bool:
+        """Whether a read of ``count`` registers from ``address`` touches no point that is
+        served as not implemented."""
+        return not any((function, a) in self.unserved for a in range(address, address + count))
+
+    def update(
+        self,
+        values: Mapping[str, float | int | None],
+        parts: Mapping[PartKey, Mapping[str, float | int | None]] | None = None,
+    ) -> dict[str, Block]:
+        """Encode the canonical ``values`` (and each part's values, ``parts``) into the
+        registers of the points that carry them."""
         for p in self.profile.points:
-            value = values.get(p.field)
+            key = p.part_key
+            source = values if key is None else (parts or {}).get(key, {})
+            value = source.get(p.field)
+            addresses = [(p.function, a) for a in range(p.address, p.address + p.count)]
+            regs: list[int] | None
             if value is None:
+                if p.no_value:
+                    regs = _words(p.no_value[0], p.count, p.word_order)
+                elif p.type.startswith("float"):
+                    regs = ModbusClientMixin.convert_to_registers(
+                        math.nan, _PYMODBUS_TYPE[p.type], word_order=p.word_order
+                    )
+                else:
+                    regs = None
+            else:
+                raw = value / p.scale
+                if not p.type.startswith("float"):
+                    raw = round(raw)
+                    if p.type.startswith("uint"):
+                        raw %= 1 << (16 * p.count)  # counters roll over
+                regs = ModbusClientMixin.convert_to_registers(
+                    raw, _PYMODBUS_TYPE[p.type], word_order=p.word_order
+                )
+            if regs is None:
+                self.unserved.update(addresses)
                 continue
-            raw = value / p.scale
-            if not p.type.startswith("float"):
-                raw = round(raw)
-                if p.type.startswith("uint"):
-                    raw %= 1 << (16 * p.count)  # counters roll over
-            regs = ModbusClientMixin.convert_to_registers(
-                raw, _PYMODBUS_TYPE[p.type], word_order=p.word_order
-            )
+            self.unserved.difference_update(addresses)
             block = self.blocks[p.function]
             o = p.address - block.start
             block.registers[o : o + p.count] = regs
         return self.blocks
+
+
+def _words(raw: int, count: int, word_order: Literal["big", "little"]) -> list[int]:
+    """``raw`` as ``count`` registers, unsigned, in the point's word order."""
+    dt = {1: "uint16", 2: "uint32", 4: "uint64"}[count]
+    return ModbusClientMixin.convert_to_registers(raw, _PYMODBUS_TYPE[dt], word_order=word_order)

@@ -29,7 +29,7 @@ from foursave.core.glossary import FIELDS
 from foursave.simulators.faults import Faults, FaultUpdate, ValueFaults, evt1_bits
 from foursave.simulators.image import Image, ImageAction, ImageError, load_image, unit_problem
 from foursave.simulators.registers import Block, ProfileImage, SunSpecImage
-from foursave.simulators.site import SiteModel, ValueSource, site_models
+from foursave.simulators.site import SiteModel, ValueSource, even_strings, site_models
 
 if TYPE_CHECKING:
     import uvicorn
@@ -90,7 +90,8 @@ class SimulatedDevice:
         if isinstance(self.image, SunSpecImage):
             blocks = {"holding": self.image.update(values)}
         else:
-            blocks = dict(self.image.update(values))
+            parts = even_strings(values, self.image.strings())
+            blocks = dict(self.image.update(values, parts))
         self._tick = tick
         self._blocks = blocks
         self.served.append((t, values))
@@ -135,7 +136,10 @@ class SimulatedDevice:
         if refused is not None:
             return refused
         blocks = self._refresh()
-        block = blocks.get("input" if function_code == 4 else "holding")
+        table = "input" if function_code == 4 else "holding"
+        if isinstance(self.image, ProfileImage) and not self.image.serves(table, address, count):
+            return ExcCodes.ILLEGAL_ADDRESS  # a point with no value: not implemented
+        block = blocks.get(table)
         if block is not None and block.start == start_address:
             registers[: len(block.registers)] = block.registers
         return None

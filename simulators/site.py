@@ -314,5 +314,26 @@ class SiteSource:
         return self.model.values_at(self.device.id, t)
 
 
+def even_strings(
+    values: dict[str, float | int], strings: tuple[str, ...]
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float | int]]:
+    """The PV inputs of a simulated inverter: its one array split evenly over the inputs
+    ``strings`` its register map reads, each input at the array's DC voltage carrying an
+    equal share of its DC current and power (the site model has one array per inverter;
+    real strings differ by shading and soiling, which it does not model).  Keyed as the
+    reading's parts (``inverter_string``, tag ``string``); a field the inverter's values
+    lack is lacking in every input."""
+    if not strings:
+        return {}
+    n = len(strings)
+    share: dict[str, float | int] = {}
+    if "dc_voltage_v" in values:
+        share["dc_voltage_v"] = values["dc_voltage_v"]
+    for name in ("dc_current_a", "dc_power_w"):
+        if name in values:
+            share[name] = values[name] / n
+    return {("inverter_string", (("string", s),)): dict(share) for s in strings}
+
+
 def site_models(config: Config) -> dict[str, SiteModel]:
     return {s.id: SiteModel(config, s) for s in config.sites}

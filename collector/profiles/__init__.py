@@ -3,6 +3,13 @@
 A vendor profile (``<name>.yaml``) lists each point's address, function code, data
 type, word order, scale and the canonical field it feeds.  ``sunspec.yaml`` maps SunSpec
 model points (layouts from pysunspec2, never retyped) to canonical fields.
+
+A point may feed a part of the reading instead of its own fields (``part``: an
+inverter's PV input, ``inverter_string`` with its ``string`` slug, or its ``battery``;
+``core.glossary.PARTS`` says which parts a measurement may carry).  A point's
+``no_value`` lists the raw register contents its source documents as "no value"
+(Huawei's 0x7FFF for a signed 16-bit register, ...): such a read is absent, never a
+number.  The profiles shipped here and their sources are tabled in docs/profiles.md.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from foursave.core.glossary import FIELDS, PARTS
+from foursave.core.glossary import FIELDS, PARTS, SLUG_PATTERN
 
 PROFILE_DIR = Path(__file__).parent
 RESERVED = {"sunspec"}
@@ -42,6 +49,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+PartName = Literal["inverter_string", "battery"]
+PartKey = tuple[str, tuple[tuple[str, str], ...]]
+"""A part of a reading: its measurement and its tags (``collector.modbus.PartKey``)."""
+
+INTEGER_TYPES = frozenset(t for t in REGISTER_COUNT if "int" in t)
+
+
 class PointDef(_Strict):
     field: str = Field(description="canonical field name (core/glossary.py)")
     address: int = Field(ge=0, le=65535, description="0-based protocol address")
@@ -51,10 +65,68 @@ class PointDef(_Strict):
     unit: str = Field(description="unit as the device reports it")
     scale: float = Field(1.0, description="canonical value = raw x scale")
     name: str | None = Field(None, description="the vendor's name for the point")
+    part: PartName | None = Field(
+        None, description="the part of the reading this point feeds (core/glossary.py PARTS)"
+    )
+    string: str | None = Field(
+        None,
+        pattern=SLUG_PATTERN,
+        description="which PV input (tag 'string'): required for an inverter_string point",
+    )
+    no_value: tuple[int, ...] = Field(
+        (),
+        description="raw register contents (unsigned, words in the point's word order) that "
+        "the source documents as 'no value': such a read is absent",
+    )
 
     @property
     def count(self) -> int:
         return REGISTER_COUNT[self.type]
+
+    @property
+    def part_key(self) -> PartKey | None:
+        """``("inverter_string", (("string", "1"),))``, ``("battery", ())`` or ``None``
+        for a point of the reading's own fields."""
+        if self.part is None:
+            return None
+        return (self.part, (("string", self.string),) if self.string is not None else ())
+
+    @property
+    def label(self) -> str:
+        """``dc_voltage_v``, ``inverter_string[1].dc_voltage_v``: the point as messages
+        name it (``collector.modbus.part_label``)."""
+        key = self.part_key
+        if key is None:
+            return self.field
+        where = f"[{','.join(v for _, v in key[1])}]" if key[1] else ""
+        return f"{key[0]}{where}.{self.field}"
+
+    @model_validator(mode="after")
+    def _check_point(self) -> PointDef:
+        if self.part == "inverter_string" and self.string is None:
+            raise ValueError(
+                f"point {self.field!r}: an inverter_string point needs 'string' (which PV "
+                'input, e.g. "1")'
+            )
+        if self.part != "inverter_string" and self.string is not None:
+            raise ValueError(
+                f"point {self.field!r}: 'string' is for inverter_string points only"
+                + (f", not {self.part}" if self.part else "; set part: inverter_string")
+            )
+        if self.no_value:
+            if self.type not in INTEGER_TYPES:
+                raise ValueError(
+                    f"point {self.field!r}: no_value is for integer registers; a {self.type} "
+                    "without a value reads NaN"
+                )
+            top = (1 << (16 * self.count)) - 1
+            bad = [v for v in self.no_value if not 0 <= v <= top]
+            if bad:
+                raise ValueError(
+                    f"point {self.field!r}: no_value {bad} does not fit {self.count} "
+                    f"register(s) (0 .. 0x{top:X})"
+                )
+        return self
 
 
 class Profile(_Strict):
@@ -66,30 +138,48 @@ class Profile(_Strict):
     max_gap: int = Field(
         0, ge=0, le=124, description="unused registers one request may span to join points"
     )
+    max_registers: int = Field(
+        125, ge=1, le=125, description="registers one request may read at most (device limit)"
+    )
     points: tuple[PointDef, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
-        known = FIELDS[self.measurement]
+        allowed = PARTS[self.measurement]
         taken: dict[tuple[str, int], str] = {}
         for p in self.points:
+            if p.part is not None and p.part not in allowed:
+                raise ValueError(
+                    f"point {p.label!r}: a {self.measurement} reading carries no {p.part} part; "
+                    + (
+                        f"its parts are {sorted(allowed)}"
+                        if allowed
+                        else f"a {self.measurement} has no parts"
+                    )
+                )
+            measurement = p.part or self.measurement
+            known = FIELDS[measurement]
             if p.field not in known:
                 raise ValueError(
-                    f"point {p.field!r}: not a canonical {self.measurement} field; "
+                    f"point {p.label!r}: not a canonical {measurement} field; "
                     f"expected one of {sorted(known)}"
                 )
             for a in range(p.address, p.address + p.count):
                 if (p.function, a) in taken:
                     raise ValueError(
-                        f"point {p.field!r} overlaps {taken[(p.function, a)]!r} at {p.function} "
+                        f"point {p.label!r} overlaps {taken[(p.function, a)]!r} at {p.function} "
                         f"register {a}"
                     )
-                taken[(p.function, a)] = p.field
-        fields = [p.field for p in self.points]
-        dup = {f for f in fields if fields.count(f) > 1}
+                taken[(p.function, a)] = p.label
+        labels = [p.label for p in self.points]
+        dup = {f for f in labels if labels.count(f) > 1}
         if dup:
             raise ValueError(f"fields fed twice: {sorted(dup)}")
         return self
+
+    def strings(self) -> tuple[str, ...]:
+        """The PV inputs (``string`` slugs) the profile reads, in the order it lists them."""
+        return tuple(dict.fromkeys(p.string for p in self.points if p.string is not None).keys())
 
 
 def available_profiles() -> set[str]:

@@ -69,13 +69,19 @@ def config_summary(cfg: Config) -> str:
 
 def profile_summary(p: Profile) -> str:
     """A valid register map: each point with the registers it takes."""
-    out = [f"{p.profile}: {p.measurement}, {p.manufacturer} {p.model}, max_gap {p.max_gap}"]
+    head = f"{p.profile}: {p.measurement}, {p.manufacturer} {p.model}, max_gap {p.max_gap}"
+    if p.max_registers != 125:
+        head += f", max_registers {p.max_registers}"
+    out = [head]
     for pt in p.points:
         last = pt.address + REGISTER_COUNT[pt.type] - 1
-        out.append(
-            f"{pt.field}: {pt.function} {pt.address}..{last} {pt.type} {pt.word_order}, "
+        line = (
+            f"{pt.label}: {pt.function} {pt.address}..{last} {pt.type} {pt.word_order}, "
             f"{pt.unit} x {pt.scale}"
         )
+        if pt.no_value:
+            line += ", no value " + " ".join(f"0x{v:X}" for v in pt.no_value)
+        out.append(line)
     return "\n".join(out) + "\n"
 
 
@@ -160,4 +166,10 @@ def test_the_cases_cover_what_the_issue_names():
         "unknown-canonical-field",
         "duplicate-field",
         "missing-manufacturer",
+        "valid-inverter-strings",
+        "string-point-without-string",
+        "string-on-a-main-point",
+        "part-unknown-field",
+        "part-not-allowed-for-measurement",
+        "no-value-on-a-float",
     } <= profiles
