@@ -95,6 +95,10 @@ class DevicePoller:
                 break
         h.polls += 1
         h.last_poll_ms = (time.monotonic() - started) * 1000
+        if result is None:
+            # what answers next may be another device (swapped) or new firmware (a
+            # device reboots to update): discover it again, nameplate and identity too
+            self.reader.reset()
         if result is not None:
             self._track_bounds(result)
         if result is None or not (result.fields or result.parts):

@@ -137,6 +137,8 @@ def make_config(
             d["simulate"] = {**d["simulate"], "commissioned": recent}
         if d.get("same_port_as"):
             pass  # a second logical device on another entry's unit: its port, below
+        elif "port_fixed" in d:
+            d["port"] = d.pop("port_fixed")  # a server the test starts itself
         elif d.get("transport", "tcp") != "rtu":
             d["port"] = free_port()
         d["interval_s"] = d.get("interval_s_override", interval_s)

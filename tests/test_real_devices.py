@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -19,7 +20,18 @@ from foursave.collector.modbus import DiscoveryError, ModbusLink, SunSpecReader
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import ALL, eq, select
 from foursave.core.reading import INFO_FIELDS
-from tests.helpers import ARTIFACTS, Pipeline, device_dumps, expected_readings, wait_for
+from foursave.localstack import free_port
+from foursave.simulators.image import ImageServerThread, parse_image
+from tests.helpers import (
+    ARTIFACTS,
+    CollectorThread,
+    IngesterThread,
+    Pipeline,
+    device_dumps,
+    expected_readings,
+    make_config,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +252,64 @@ def test_a_chain_that_breaks_keeps_the_models_before_the_break(
         assert stored(p.influx, "inverter", "sma")[-1]["power_factor"] == pytest.approx(-0.998)
         strings = {r["string"] for r in stored(p.influx, "inverter_string", "sma")}
         assert strings == {"1", "2", "3", "4", "5", "6"}
+
+
+def test_a_swapped_device_is_noticed(tmp_path, broker, influx_url, database, caplog):
+    """The Fronius goes away and another answers at its address (new firmware, another
+    serial): the collector discovers it again, logs the change, and the ingester stores
+    a second device_info point (the identity_change alert rule reads these,
+    tests/test_alerts.py)."""
+    fronius = _dump("fronius")
+    models = {m.model_id: m for m in _models(fronius)}
+    common = models[1]
+    before = {"version": common.points["Vr"].cvalue, "serial": common.points["SN"].cvalue}
+    swapped = json.loads(json.dumps(fronius))
+    regs = swapped["blocks"][0]["registers"]
+    # model 1 from base + 2: Mn (16 regs), Md (16), Opt (8), Vr (8), SN (16) after ID, L
+    vr, sn = 2 + 2 + 16 + 16 + 8, 2 + 2 + 16 + 16 + 8 + 8
+    regs[vr : vr + 8] = _text_regs("0.3.13.2", 8)
+    regs[sn : sn + 16] = _text_regs("29251001159999999", 16)
+    port = free_port()
+    devices = [
+        {
+            "id": "fronius",
+            "site": "demo",
+            "kind": "inverter",
+            "profile": "sunspec",
+            "host": "127.0.0.1",
+            "port_fixed": port,
+            "timeout_s": 0.5,
+            "retries": 0,
+            "backoff_max_s": 0.5,
+        }
+    ]
+    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=devices, interval_s=0.3)
+    influx = InfluxClient(influx_url, database)
+    caplog.set_level(logging.WARNING, logger="foursave.collector")
+    try:
+        with IngesterThread(cfg), CollectorThread(cfg) as collector:
+            poller = collector.collector.pollers[0]
+            with ImageServerThread(parse_image(fronius, "fronius"), port):
+                wait_for(lambda: stored(influx, "device_info", "fronius"), 30, "first info")
+            # the swap takes longer than a poll: the collector sees the device gone
+            wait_for(lambda: not poller.health.online, 30, "the device gone")
+            with ImageServerThread(parse_image(swapped, "swapped"), port):
+                wait_for(
+                    lambda: len(stored(influx, "device_info", "fronius")) == 2,
+                    30,
+                    "the new device's info",
+                )
+        first, second = stored(influx, "device_info", "fronius")
+    finally:
+        influx.close()
+    assert (first["version"], first["serial"]) == (before["version"], before["serial"])
+    assert (second["version"], second["serial"]) == ("0.3.13.2", "29251001159999999")
+    assert any(
+        "is not the one it was" in r.getMessage() and "0.3.13.2" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def _text_regs(text: str, n: int) -> list[int]:
+    data = text.encode().ljust(2 * n, b"\0")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, 2 * n, 2)]
