@@ -42,8 +42,8 @@ class FaultUpdate(BaseModel):
     offline: bool | None = Field(None, description="no TCP answer at all (listener closed)")
     silent: bool | None = Field(
         None,
-        description="requests reach the device and are never answered (a unit cut off "
-        "behind a gateway: its neighbours on the same endpoint still answer)",
+        description="every request reaches the endpoint and is never answered (a unit cut "
+        "off behind a gateway: its neighbours on the same endpoint still answer)",
     )
     delay_s: float | None = Field(None, ge=0, le=60, description="answer this much later")
     exception: int | None = Field(None, description="answer every request with this code")

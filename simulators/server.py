@@ -5,7 +5,7 @@ simulated tick, when a request arrives (pymodbus ``SimDevice.action``).  Devices
 share an endpoint (a serial line or an RTU gateway) share one server, as on site.
 Faults are injected per device and show on the wire as a real device shows them.
 Each endpoint counts what it sees (``EndpointStats``): requests with their unit id and
-time of arrival, connections.
+time of arrival, connections.  A silent device's requests are dropped as they arrive.
 """
 
 from __future__ import annotations
@@ -134,8 +134,6 @@ class SimulatedDevice:
             self.writes_refused += 1
             return ExcCodes.ILLEGAL_FUNCTION
         faults = self.faults
-        if faults.silent:  # never answered: the request waits until the server stops
-            await asyncio.Future()
         if faults.delay_s:
             await asyncio.sleep(faults.delay_s)  # a slow device, as seen on the wire
         if faults.exception:
@@ -162,11 +160,10 @@ class EndpointStats:
     connects: list[float] = field(default_factory=list)  # monotonic time of each
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+    def record_pdu(self, sending: bool, pdu: ModbusPDU) -> None:
         if not sending:
             with self.lock:
                 self.requests.append((time.monotonic(), pdu.dev_id))
-        return pdu
 
     def trace_connect(self, connected: bool) -> None:
         with self.lock:
@@ -220,6 +217,17 @@ class Simulator:
     async def _start_endpoint(self, ep: tuple, devices: list[SimulatedDevice]) -> None:
         context = [sd.simdevice() for sd in devices]
         stats = self.stats.setdefault(ep, EndpointStats())
+        units = {sd.device.unit_id: sd for sd in devices}
+
+        def trace_pdu(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+            stats.record_pdu(sending, pdu)
+            unit = units.get(pdu.dev_id)
+            if not sending and unit is not None and unit.faults.silent:
+                # pymodbus's server handles a request only if this hook returns it: a
+                # silent unit's requests are dropped as they arrive, whatever they ask
+                return None  # type: ignore[return-value]
+            return pdu
+
         server: ModbusBaseServer
         if ep[0] == "rtu":
             line = devices[0].device.serial
@@ -231,7 +239,7 @@ class Simulator:
                 parity=line.parity if line else "N",
                 stopbits=line.stopbits if line else 1,
                 bytesize=line.bytesize if line else 8,
-                trace_pdu=stats.trace_pdu,
+                trace_pdu=trace_pdu,
                 trace_connect=stats.trace_connect,
             )
         else:
@@ -240,7 +248,7 @@ class Simulator:
                 context,
                 framer=framer,
                 address=(ep[1], ep[2]),
-                trace_pdu=stats.trace_pdu,
+                trace_pdu=trace_pdu,
                 trace_connect=stats.trace_connect,
             )
         await server.serve_forever(background=True)
