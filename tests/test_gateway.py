@@ -29,7 +29,8 @@ CYCLES = 14  # cycles measured per healthy unit
 
 
 def units(name: str, n: int, transport: str, **extra) -> list[dict]:
-    """``n`` simulated SunSpec inverters as units 1..n of one gateway."""
+    """``n`` simulated SunSpec inverters as units 1..n of one gateway (their SunSpec
+    base address discovered: 40000, else 0, else 50000)."""
     template = demo_raw()["devices"][0]
     return [
         dict(
@@ -37,7 +38,6 @@ def units(name: str, n: int, transport: str, **extra) -> list[dict]:
             id=f"{name}-u{unit}",
             unit_id=unit,
             transport=transport,
-            sunspec_base=40000,
             timeout_s=TIMEOUT_S,
             interval_s_override=INTERVAL_S,
             **extra,
@@ -141,6 +141,7 @@ def test_a_dead_unit_among_eight_leaves_the_other_seven_their_interval(tmp_path,
     assert dead.backoff_s() >= 4 * INTERVAL_S
     status = watcher.last("foursave/v1/demo/iso-u8/status")
     assert status["online"] is False and status["backoff_s"] >= 2 * INTERVAL_S, status
+    # one request per poll (discovery's other base addresses not tried after a timeout)
     assert len(dead_iso) == dead.health.polls <= 6  # ~16 s: polls at 0, 1, 3, 7, 15 s
     # without isolation the same dead unit costs the others their interval
     assert p99(old_cycles) > 1.2 * INTERVAL_S, sorted(old_cycles)[-5:]
