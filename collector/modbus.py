@@ -12,9 +12,11 @@ never 0 — and reported in ``ReadResult.out_of_bounds`` or ``errors``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
@@ -56,6 +58,10 @@ class TransportError(Exception):
     """No answer: connection refused, timeout, broken frame."""
 
 
+class AnswerTimeout(TransportError):
+    """The unit did not answer within its timeout: the line was held that long for nothing."""
+
+
 class DeviceException(Exception):
     """The device answered with a Modbus exception response."""
 
@@ -88,12 +94,29 @@ class _ClientOptions(TypedDict):
     trace_pdu: Callable[[bool, ModbusPDU], ModbusPDU]
 
 
-class ModbusLink:
-    """One connection shared by the devices behind it (a serial line, a gateway)."""
+@dataclass
+class _Hold:
+    """One caller's hold on a link (``ModbusLink.hold``)."""
 
-    def __init__(self, device: Device):
+    task: asyncio.Task | None
+    stop_after_no_answer: bool
+    no_answer: bool = False  # a request of this hold went unanswered
+    reconnect: bool = False  # ... and closed a connection that was working
+
+
+class ModbusLink:
+    """One connection shared by the devices behind it (a serial line, a gateway).
+
+    ``request_gap_s`` and ``connect_pause_s`` pace it: no request goes out sooner than
+    that after the previous answer (or timeout), or after connecting."""
+
+    def __init__(self, device: Device, request_gap_s: float = 0.0, connect_pause_s: float = 0.0):
         self.key = link_key(device)
         self.lock = asyncio.Lock()
+        self.request_gap_s = request_gap_s
+        self.connect_pause_s = connect_pause_s
+        self._quiet_until = 0.0  # monotonic: no request before this (the gap, the pause)
+        self._hold: _Hold | None = None
         common: _ClientOptions = {
             "timeout": device.timeout_s,
             "retries": 0,
@@ -133,6 +156,43 @@ class ModbusLink:
             raise TransportError(f"connect {self.key}: {exc!r}") from None
         if not ok:
             raise TransportError(f"connect {self.key}: refused or unreachable")
+        if self.connect_pause_s:
+            self._quiet_until = max(self._quiet_until, time.monotonic() + self.connect_pause_s)
+
+    async def _quiet(self) -> None:
+        """Wait out the pause after connecting and the gap after the last answer."""
+        delay = self._quiet_until - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[_Hold | None]:
+        """The link for one request: the caller's own hold, or the lock for this request."""
+        hold = self._hold
+        if hold is not None and hold.task is asyncio.current_task():
+            yield hold
+            return
+        async with self.lock:
+            yield None
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, stop_after_no_answer: bool = False) -> AsyncIterator[ModbusLink]:
+        """The link for one caller's run of requests (a device's poll): no other request
+        goes between them.  With ``stop_after_no_answer`` (a shared line), once a request
+        of the hold goes unanswered, its further requests fail at once without being
+        sent, and a connection the timeout closed is reopened (its pause waited out)
+        before the link is let go: a unit that does not answer costs the line one
+        timeout per poll, and its cost falls on it, not on the next unit."""
+        async with self.lock:
+            hold = self._hold = _Hold(asyncio.current_task(), stop_after_no_answer)
+            try:
+                yield self
+            finally:
+                self._hold = None
+                if hold.stop_after_no_answer and hold.reconnect and not self.client.connected:
+                    with contextlib.suppress(TransportError):
+                        await self._connect(self.client.comm_params.timeout_connect or 1.0)
+                        await self._quiet()
 
     async def connect(self, timeout_s: float) -> None:
         """Connect now (``TransportError`` when refused or unreachable); ``read`` connects
@@ -141,8 +201,18 @@ class ModbusLink:
             await self._connect(timeout_s)
 
     async def read(self, span: Span, unit_id: int, timeout_s: float) -> list[int]:
-        async with self.lock:
-            await self._connect(timeout_s)
+        async with self._exclusive() as hold:
+            if hold is not None and hold.stop_after_no_answer and hold.no_answer:
+                raise AnswerTimeout(
+                    f"{self.key} unit {unit_id}: not asked, no answer earlier in this poll"
+                )
+            try:
+                await self._connect(timeout_s)
+            except TransportError:
+                if hold is not None:
+                    hold.no_answer = True
+                raise
+            await self._quiet()
             if span.function == FC_HOLDING:
                 call = self.client.read_holding_registers
             elif span.function == FC_INPUT:
@@ -155,14 +225,22 @@ class ModbusLink:
                 )
             except (TimeoutError, ModbusIOException) as exc:
                 self.client.close()  # a late answer must not be taken for the next one
+                if hold is not None:
+                    hold.no_answer = True
                 if isinstance(exc, ModbusIOException) and "No response" not in str(exc):
                     raise TransportError(f"{self.key} unit {unit_id}: {exc}") from None
-                raise TransportError(
+                if hold is not None:
+                    hold.reconnect = True  # the connection worked; the unit did not answer
+                raise AnswerTimeout(
                     f"{self.key} unit {unit_id}: timeout, no answer within {timeout_s:g} s"
                 ) from None
             except (ModbusException, OSError) as exc:
                 self.client.close()
+                if hold is not None:
+                    hold.no_answer = True
                 raise TransportError(f"{self.key} unit {unit_id}: {exc!r}") from None
+            finally:  # the gap runs from the answer, or from giving up on one
+                self._quiet_until = max(self._quiet_until, time.monotonic() + self.request_gap_s)
             if not resp.isError() and resp.function_code != span.function:
                 # pymodbus pairs an answer with its request by transaction id only: an
                 # answer of another function (input registers for holding ones, a

@@ -1,8 +1,11 @@
 """``foursave collect``: one asyncio task per device polls on its own interval.
 
 A device that does not answer is retried a bounded number of times within its poll,
-then backs off exponentially (up to ``backoff_max_s``); it never delays the others,
-except devices sharing its serial line or gateway, which must take turns on the wire.
+then backs off exponentially (up to ``backoff_max_s``); it never delays the others.
+Devices sharing a serial line or gateway take turns on it, a poll at a time
+(collector/line.py): there a unit that does not answer is not retried within its poll,
+and while it backs off it is polled only when that delays no healthy unit of the line.
+A reading is stamped when its poll gets the line.
 A failure is logged once while it lasts, not every cycle; device health is published
 as a retained status message.  So is a value out of bounds (left out of the reading by
 the reader): counted per field in the status (``out_of_bounds``), logged with its raw
@@ -20,10 +23,10 @@ from dataclasses import dataclass, field
 
 from pymodbus.exceptions import ModbusException
 
+from foursave.collector.line import Line
 from foursave.collector.modbus import (
     DeviceException,
     DiscoveryError,
-    ModbusLink,
     ReadResult,
     TransportError,
     link_key,
@@ -57,9 +60,9 @@ class DeviceHealth:
 
 
 class DevicePoller:
-    def __init__(self, device: Device, link: ModbusLink, collector: Collector):
+    def __init__(self, device: Device, line: Line, collector: Collector):
         self.device = device
-        self.link = link
+        self.line = line
         self.reader = reader_for(device)
         self.c = collector
         self.health = DeviceHealth()
@@ -81,18 +84,22 @@ class DevicePoller:
         error: str | None = None
         result = None
         for attempt in range(d.retries + 1):
-            try:
-                result = await self.reader.read(self.link)
-                break
-            except (TransportError, DiscoveryError, DeviceException) as exc:
-                error = str(exc)
-                if attempt < d.retries:
-                    await asyncio.sleep(min(0.1 * 2**attempt, d.interval_s / 2))
-            except Exception as exc:  # a device answering nonsense must not end its task
-                log.exception("%s: unexpected error while reading", d.id)
-                error = f"unexpected error: {exc!r}"
-                self.reader.reset()
-                break
+            async with self.line.turn(d, probe=h.consecutive_failures > 0) as link:
+                ts_ms = int(self.c.clock.time() * 1000)  # read now, not when it was due
+                try:
+                    result = await self.reader.read(link)
+                    break
+                except (TransportError, DiscoveryError, DeviceException) as exc:
+                    error = str(exc)
+                    if isinstance(exc, TransportError) and self.line.isolating:
+                        break  # no answer on a shared line: the others' time, not retried
+                except Exception as exc:  # a device answering nonsense must not end its task
+                    log.exception("%s: unexpected error while reading", d.id)
+                    error = f"unexpected error: {exc!r}"
+                    self.reader.reset()
+                    break
+            if attempt < d.retries:
+                await asyncio.sleep(min(0.1 * 2**attempt, d.interval_s / 2))
         h.polls += 1
         h.last_poll_ms = (time.monotonic() - started) * 1000
         if result is None:
@@ -177,6 +184,8 @@ class DevicePoller:
             "out_of_bounds": dict(sorted(h.out_of_bounds.items())),
             "out_of_bounds_now": sorted(h.out_of_bounds_now),
             "last_reading_ts": h.last_reading_ms,
+            # while failing: how long it waits before trying again
+            "backoff_s": None if h.online or not h.consecutive_failures else self.backoff_s(),
             "collector": self.c.collector_id,
         }
         if self.info:
@@ -188,13 +197,17 @@ class DevicePoller:
         self._last_status_mono = now
 
     def phase_s(self) -> float:
-        """A stable offset within the interval, so devices do not all poll at once."""
-        return zlib.crc32(self.device.id.encode()) % 1000 / 1000 * self.device.interval_s
+        """A stable offset within the interval, so devices do not all poll at once; the
+        devices of an isolating shared line take the line's, so that their polls come as
+        one round and leave the rest of the interval to a unit in backoff."""
+        key = repr(self.line.key) if self.line.isolating else self.device.id
+        return zlib.crc32(key.encode()) % 1000 / 1000 * self.device.interval_s
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.device.interval_s
         next_due = time.monotonic() + self.phase_s()
         while not stop.is_set():
+            self.line.due(self.device.id, next_due, healthy=self.health.consecutive_failures == 0)
             delay = next_due - time.monotonic()
             if delay > 0:
                 try:
@@ -264,14 +277,18 @@ class Collector:
     async def _run(self, stop: asyncio.Event) -> None:
         self.publisher = Publisher(self.config, self.spool)
         self.publisher.start()
-        links: dict[tuple, ModbusLink] = {}
+        links: dict[tuple, Line] = {}  # a gateway or serial line per address
         for d in self.devices:
             key = link_key(d)
             if key not in links:
-                links[key] = ModbusLink(d)
+                links[key] = Line(d, self.config.gateway_for(d))
+            links[key].join(d.id)
             self.pollers.append(DevicePoller(d, links[key], self))
+        for line in links.values():
+            if line.shared or line.gateway is not None:
+                log.info("line %s", line.describe())
         log.info(
-            "collector %s: %d devices, %d links, spool %s (%d waiting)",
+            "collector %s: %d devices, %d lines, spool %s (%d waiting)",
             self.collector_id,
             len(self.pollers),
             len(links),
@@ -284,6 +301,8 @@ class Collector:
         try:
             await stop.wait()
         finally:
+            for line in links.values():
+                line.stopping()
             await asyncio.gather(*tasks, return_exceptions=True)
             forwarder.cancel()
             await asyncio.gather(forwarder, return_exceptions=True)

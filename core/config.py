@@ -419,6 +419,62 @@ class Device(_Frozen):
         return self
 
 
+class Gateway(_Frozen):
+    """A Modbus gateway (TCP to RS-485) or a serial line that several devices share, and
+    how the collector paces it.  Devices join it by address: ``host`` and ``port``
+    (transports ``tcp`` and ``rtu-over-tcp``) or ``serial_port`` (``rtu``).  A shared
+    address without an entry gets these defaults: one connection, no pauses."""
+
+    host: str | None = Field(None, description="the gateway's address, as its devices give it")
+    port: int = Field(502, ge=1, le=65535)
+    serial_port: str | None = Field(None, description="rtu: the serial line, e.g. /dev/ttyUSB0")
+    max_connections: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="TCP connections the collector keeps to it at once, polling its units "
+        "in parallel (many gateways accept 1 to 4); a serial line has one",
+    )
+    request_gap_s: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="pause after each answer (or timeout) before the next request on a connection",
+    )
+    connect_pause_s: float = Field(
+        0.0, ge=0, le=60, description="pause after connecting before the first request"
+    )
+    isolate_failing_units: bool = Field(
+        True,
+        description="a unit that fails is not retried within its poll, and while it backs off "
+        "it is polled only when no healthy unit is due (collector/line.py)",
+    )
+
+    @model_validator(mode="after")
+    def _address(self) -> Gateway:
+        if self.host is None and self.serial_port is None:
+            raise ValueError("give 'host' (and 'port') for a gateway or 'serial_port' for a line")
+        if self.host is not None and self.serial_port is not None:
+            raise ValueError("give 'host' or 'serial_port', not both")
+        if self.serial_port is not None:
+            if "port" in self.model_fields_set:
+                raise ValueError("a serial line has no 'port': 'serial_port' names it")
+            if self.max_connections != 1:
+                raise ValueError(
+                    f"max_connections {self.max_connections}: a serial line is one connection"
+                )
+        return self
+
+    def address(self) -> str:
+        return self.serial_port if self.serial_port is not None else f"{self.host}:{self.port}"
+
+    def serves(self, d: Device) -> bool:
+        """Whether device ``d`` is behind this gateway (same host and port, or serial line)."""
+        if d.transport == "rtu":
+            return d.serial is not None and d.serial.port == self.serial_port
+        return self.host is not None and (d.host, d.port) == (self.host, self.port)
+
+
 def device_requirements(raw: Mapping[str, Any]) -> list[str]:
     """Keys a device needs together.  Also run on the raw file, before the fields are
     validated, so that a wrong field elsewhere in the device does not hide these."""
@@ -437,6 +493,9 @@ class Config(_Frozen):
     services: Services = Services()
     sites: tuple[Site, ...] = Field(min_length=1)
     devices: tuple[Device, ...] = ()
+    gateways: tuple[Gateway, ...] = Field(
+        (), description="gateways and serial lines shared by several devices: their pacing"
+    )
 
     @model_validator(mode="after")
     def _cross(self, info: ValidationInfo) -> Config:
@@ -491,6 +550,7 @@ class Config(_Frozen):
                 problem = check_image(d.simulate.image, d.unit_id)
                 if problem:
                     errors.append((("devices", i, "simulate", "image"), problem))
+        errors.extend(gateway_problems(self))
         if errors:
             raise _CrossErrors(errors)
         return self
@@ -500,6 +560,40 @@ class Config(_Frozen):
 
     def device(self, device_id: str) -> Device:
         return next(d for d in self.devices if d.id == device_id)
+
+    def gateway_for(self, d: Device) -> Gateway | None:
+        """The gateway or serial line entry device ``d`` is behind, if there is one."""
+        return next((g for g in self.gateways if g.serves(d)), None)
+
+
+def gateway_problems(cfg: Config) -> list[tuple[tuple[Any, ...], str]]:
+    """What is wrong between ``gateways`` and ``devices``: an address given twice, an
+    entry no device is behind (a typo would leave its devices unpaced), devices that
+    reach one gateway with different framings."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    seen: dict[str, int] = {}
+    for i, g in enumerate(cfg.gateways):
+        where = ("gateways", i)
+        if g.address() in seen:
+            problems.append((where, f"{g.address()} is also gateways[{seen[g.address()]}]"))
+            continue
+        seen[g.address()] = i
+        behind = [(j, d) for j, d in enumerate(cfg.devices) if g.serves(d)]
+        if not behind:
+            key = "serial.port" if g.serial_port is not None else "host and port"
+            problems.append((where, f"no device is behind {g.address()} (devices join by {key})"))
+            continue
+        j0, d0 = behind[0]
+        for j, d in behind[1:]:
+            if d.transport != d0.transport:
+                problems.append(
+                    (
+                        ("devices", j, "transport"),
+                        f"{d.transport!r}, but devices[{j0}] reaches gateway {g.address()} "
+                        f"over {d0.transport!r}; a gateway speaks one framing",
+                    )
+                )
+    return problems
 
 
 def bounds_problems(d: Device) -> list[tuple[tuple[str, ...], str]]:

@@ -1,6 +1,6 @@
 """Faults a simulated device shows, on demand, exactly as a real device shows them.
 
-Wire faults (offline, slow answers, Modbus exception codes) act on requests; value
+Wire faults (offline, silent, slow answers, Modbus exception codes) act on requests; value
 faults (inverter trip, string under-performance, counter reset and rollover, stuck
 value, water leak, demand spike) act on the values before they are encoded, keeping
 counters physically consistent: a tripped inverter's energy counter stops, a leak's
@@ -40,6 +40,11 @@ class FaultUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     offline: bool | None = Field(None, description="no TCP answer at all (listener closed)")
+    silent: bool | None = Field(
+        None,
+        description="every request reaches the endpoint and is never answered (a unit cut "
+        "off behind a gateway: its neighbours on the same endpoint still answer)",
+    )
     delay_s: float | None = Field(None, ge=0, le=60, description="answer this much later")
     exception: int | None = Field(None, description="answer every request with this code")
     exception_at: dict[int, int] | None = Field(None, description="address -> exception code")
@@ -60,6 +65,7 @@ class FaultUpdate(BaseModel):
 @dataclass
 class Faults:
     offline: bool = False
+    silent: bool = False
     delay_s: float = 0.0
     exception: int | None = None
     exceptions: dict[int, int] = field(default_factory=dict)
@@ -73,6 +79,7 @@ class Faults:
     def describe(self) -> dict:
         return {
             "offline": self.offline,
+            "silent": self.silent,
             "delay_s": self.delay_s,
             "exception": self.exception,
             "exception_at": self.exceptions,

@@ -6,6 +6,8 @@ share an endpoint (a serial line or an RTU gateway) share one server, as on site
 Faults are injected per device and show on the wire as a real device shows them.
 A device with ``simulate: {image: dump.json}`` is a register dump replayed as it was
 captured (``ReplayedDevice``, ``simulators/image.py``): no physics, wire faults only.
+Each endpoint counts what it sees (``EndpointStats``): requests with their unit id and
+time of arrival, connections.  A silent device's requests are dropped as they arrive.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -227,6 +232,36 @@ def served_device(
     return SimulatedDevice(device, clock, sites[device.site].source(device))
 
 
+@dataclass
+class EndpointStats:
+    """What one endpoint (a gateway, a serial line) sees, from the server's side: each
+    request as (monotonic time of arrival, unit id), connections open now and at most.
+    Written on the simulator's loop, read from any thread."""
+
+    requests: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=100_000))
+    connections: int = 0
+    peak_connections: int = 0
+    connects: list[float] = field(default_factory=list)  # monotonic time of each
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record_pdu(self, sending: bool, pdu: ModbusPDU) -> None:
+        if not sending:
+            with self.lock:
+                self.requests.append((time.monotonic(), pdu.dev_id))
+
+    def trace_connect(self, connected: bool) -> None:
+        with self.lock:
+            self.connections += 1 if connected else -1
+            self.peak_connections = max(self.peak_connections, self.connections)
+            if connected:
+                self.connects.append(time.monotonic())
+
+    def snapshot(self) -> tuple[list[tuple[float, int]], int, list[float]]:
+        """(requests, peak connections, connect times), copied."""
+        with self.lock:
+            return list(self.requests), self.peak_connections, list(self.connects)
+
+
 def _endpoint(d: Device) -> tuple:
     sim = d.simulate
     assert sim is not None
@@ -249,6 +284,7 @@ class Simulator:
             if d.simulate is not None and (only is None or d.id in only)
         }
         self._servers: dict[tuple, ModbusBaseServer] = {}
+        self.stats: dict[tuple, EndpointStats] = {}
         self._control: uvicorn.Server | None = None
         self._control_task: asyncio.Task | None = None
 
@@ -258,10 +294,26 @@ class Simulator:
             groups.setdefault(_endpoint(sd.device), []).append(sd)
         return groups
 
+    def stats_of(self, device_id: str) -> EndpointStats:
+        """What the endpoint serving ``device_id`` has seen."""
+        return self.stats.setdefault(_endpoint(self.devices[device_id].device), EndpointStats())
+
     async def _start_endpoint(
         self, ep: tuple, devices: list[SimulatedDevice | ReplayedDevice]
     ) -> None:
         context = [sd.simdevice() for sd in devices]
+        stats = self.stats.setdefault(ep, EndpointStats())
+        units = {sd.device.unit_id: sd for sd in devices}
+
+        def trace_pdu(sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+            stats.record_pdu(sending, pdu)
+            unit = units.get(pdu.dev_id)
+            if not sending and unit is not None and unit.faults.silent:
+                # pymodbus's server handles a request only if this hook returns it: a
+                # silent unit's requests are dropped as they arrive, whatever they ask
+                return None  # type: ignore[return-value]
+            return pdu
+
         server: ModbusBaseServer
         if ep[0] == "rtu":
             line = devices[0].device.serial
@@ -273,10 +325,18 @@ class Simulator:
                 parity=line.parity if line else "N",
                 stopbits=line.stopbits if line else 1,
                 bytesize=line.bytesize if line else 8,
+                trace_pdu=trace_pdu,
+                trace_connect=stats.trace_connect,
             )
         else:
             framer = FramerType.RTU if ep[0] == "rtu-over-tcp" else FramerType.SOCKET
-            server = ModbusTcpServer(context, framer=framer, address=(ep[1], ep[2]))
+            server = ModbusTcpServer(
+                context,
+                framer=framer,
+                address=(ep[1], ep[2]),
+                trace_pdu=trace_pdu,
+                trace_connect=stats.trace_connect,
+            )
         await server.serve_forever(background=True)
         self._servers[ep] = server
         log.info("serving %s on %s", ", ".join(sd.device.id for sd in devices), ep)
@@ -341,6 +401,8 @@ class Simulator:
             f.derate_pct = update.derate_pct or 0.0
         if "stuck" in fields:
             f.stuck = bool(update.stuck)
+        if "silent" in fields:
+            f.silent = bool(update.silent)
         if "leak_m3h" in fields:
             if update.leak_m3h and sd.device.kind != "water":
                 raise ValueError(f"{device_id} is a {sd.device.kind}; only water meters leak")

@@ -152,7 +152,7 @@ def test_a_device_failing_for_ever_is_polled_for_ever():
     2**n overflowed a float and the OverflowError ended the poller's task (the fuzzer's
     hostile SunSpec devices stopped being polled after ~1025 failures)."""
     device = _device(502)
-    poller = DevicePoller(device, link=None, collector=SimpleNamespace(seqs={}))
+    poller = DevicePoller(device, line=None, collector=SimpleNamespace(seqs={}))
     for n, expected in [(1, device.interval_s), (2, 2 * device.interval_s), (1025, 60.0)]:
         poller.health.consecutive_failures = n
         assert poller.backoff_s() == min(expected, device.backoff_max_s)

@@ -424,7 +424,7 @@ class InProcessCollector:
                 with contextlib.suppress(Exception):
                     pub.client.disconnect()
                     pub.client.loop_stop()
-            links = {id(p.link): p.link for p in self.collector.pollers}
+            links = {id(p.line): p.line for p in self.collector.pollers}
             for link in links.values():
                 with contextlib.suppress(Exception):
                     self.loop.run_until_complete(link.close())

@@ -62,6 +62,12 @@ def config_summary(cfg: Config) -> str:
                 if b != FIELDS[d.kind][name].bounds
             ]
             out.append(f"  {rating}bounds: {'; '.join(narrowed)}")
+    for g in cfg.gateways:
+        out.append(
+            f"gateway {g.address()}: {g.max_connections} connection(s), "
+            f"{g.request_gap_s} s between requests, {g.connect_pause_s} s after connecting, "
+            f"failing units {'isolated' if g.isolate_failing_units else 'not isolated'}"
+        )
     out.append(f"mqtt {cfg.services.mqtt.url}")
     out.append(f"influxdb {cfg.services.influxdb.url} {cfg.services.influxdb.database}")
     return "\n".join(out) + "\n"
@@ -158,6 +164,9 @@ def test_the_cases_cover_what_the_issue_names():
         "device-bounds-and-rating",
         "bounds-unknown-field",
         "bounds-only-narrow",
+        "gateway-field-errors",
+        "gateway-cross-errors",
+        "gateway-valid",
     } <= config
     assert {
         "valid-meter",
