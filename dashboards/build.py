@@ -367,13 +367,6 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             )
         )
         .with_panel(
-            _ts(
-                "儲能荷電狀態 Battery state of charge",
-                "percent",
-                _per_device(agg("last", "soc_pct"), "battery", INTERVAL),
-            )
-        )
-        .with_panel(
             _table(
                 "設備銘牌 Nameplate and firmware (last seen)",
                 "none",

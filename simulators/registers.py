@@ -22,6 +22,9 @@ from sunspec2 import device as ss_device
 from foursave.collector.profiles import PartKey, PointDef, Profile, load_sunspec_map
 from foursave.collector.sunspec import END_MODEL_ID, SUNS_MARKER, model_layout
 
+STRINGS_MODEL = 160  # multiple MPPT inverter extension: one group instance per PV input
+MPPT_INPUTS = 2  # a simulated inverter's PV inputs (the site model's array split evenly)
+
 DEFAULT_MODELS = {
     "inverter": (1, 103),
     "meter": (1, 203),
@@ -91,15 +94,24 @@ class SunSpecImage:
             raise ValueError("a SunSpec device starts with the Common model (1)")
         smap = load_sunspec_map()
         self.models: list[ss_device.Model] = []
+        self._strings: ss_device.Model | None = None  # model 160, when served
         # canonical field -> (model, group, point, scale)
         self._targets: dict[str, tuple[ss_device.Model, str | None, str, float]] = {}
         for mid in self.model_ids:
             groups = ss_device.get_model_def(mid)["group"].get("groups")
-            # one instance of each repeating group (302 irradiance, 303 module temps)
-            length = _one_instance_length(mid) if groups else model_layout(mid).length
+            # one instance of each repeating group (302 irradiance, 303 module temps);
+            # model 160 has one per PV input (MPPT_INPUTS)
+            n = MPPT_INPUTS if mid == STRINGS_MODEL else 1
+            length = _one_instance_length(mid, n) if groups else model_layout(mid).length
             m = ss_device.Model(mid, model_len=length)
             m.points["ID"].set_value(mid)
             m.points["L"].set_value(length)
+            if mid == STRINGS_MODEL:
+                m.points["N"].set_value(n)
+                for i, module in enumerate(m.groups["module"]):
+                    module.points["ID"].set_value(i + 1)
+                    module.points["IDStr"].set_value(f"MPPT {i + 1}")
+                self._strings = m
             self.models.append(m)
             for name, p in m.points.items():
                 if p.pdef.get("type") == "sunssf":
@@ -165,7 +177,34 @@ class SunSpecImage:
         res = self.resolution(field_name, 0.0)
         return np.round(np.asarray(values, dtype=float) / res) * res
 
-    def update(self, values: Mapping[str, float | int | None]) -> Block:
+    def strings(self) -> tuple[str, ...]:
+        """The PV inputs this image serves (model 160's modules), as string tags."""
+        if self._strings is None:
+            return ()
+        return tuple(str(i + 1) for i in range(len(self._strings.groups["module"])))
+
+    def _update_strings(self, parts: Mapping[PartKey, Mapping[str, float | int]]) -> None:
+        m = self._strings
+        if m is None:
+            return
+        points = {"dc_current_a": "DCA", "dc_voltage_v": "DCV", "dc_power_w": "DCW"}
+        for i, module in enumerate(m.groups["module"]):
+            values = parts.get(("inverter_string", (("string", str(i + 1)),)), {})
+            for field_name, point in points.items():
+                p = module.points[point]
+                value = values.get(field_name)
+                if value is None:
+                    p.set_value(None)
+                    continue
+                raw = round(value / 10.0 ** _sf_of(m, module, p.sf))
+                p.set_value(raw if 0 <= raw < 0xFFFF else None)  # uint16; 0xFFFF: none
+
+    def update(
+        self,
+        values: Mapping[str, float | int | None],
+        parts: Mapping[PartKey, Mapping[str, float | int]] | None = None,
+    ) -> Block:
+        self._update_strings(parts or {})
         for field_name, value in values.items():
             target = self._targets.get(field_name)
             if target is None:
@@ -205,11 +244,11 @@ def _sf_of(model, grp, name: str) -> int:
     return int(p.value)
 
 
-def _one_instance_length(mid: int) -> int:
+def _one_instance_length(mid: int, n: int = 1) -> int:
     mdef = ss_device.get_model_def(mid)["group"]
     fixed = sum(int(p.get("size", 1)) for p in mdef["points"]) - 2
     for g in mdef.get("groups", []):
-        fixed += sum(int(p.get("size", 1)) for p in g["points"])
+        fixed += n * sum(int(p.get("size", 1)) for p in g["points"])
     return fixed
 
 

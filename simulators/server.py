@@ -92,10 +92,10 @@ class SimulatedDevice:
             return self._blocks
         t = tick * self.tick_s
         values = self.value_faults.apply(t, self.source.values(t))
+        parts = even_strings(values, self.image.strings())
         if isinstance(self.image, SunSpecImage):
-            blocks = {"holding": self.image.update(values)}
+            blocks = {"holding": self.image.update(values, parts)}
         else:
-            parts = even_strings(values, self.image.strings())
             blocks = dict(self.image.update(values, parts))
         self._tick = tick
         self._blocks = blocks
