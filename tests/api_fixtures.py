@@ -103,6 +103,7 @@ def records(store: RecordStore) -> None:
 
 def stack_config(tmp: Path, mqtt_port: int, influx_url: str, database: str) -> Config:
     """The demo site commissioned before the history, its stores under ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
     return make_config(
         tmp,
         mqtt_port,
