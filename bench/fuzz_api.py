@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from foursave.api.main import create_app  # noqa: E402
 from foursave.localstack import free_port, influxd, mosquitto  # noqa: E402
-from tests.api_fixtures import ServerThread, build_stack  # noqa: E402
+from tests.api_fixtures import ServerThread, build_history, build_stack  # noqa: E402
 from tests.fuzz import fuzz  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def main() -> int:
     db = influxd(free_port(), tmp / "influxdb").start(timeout_s=60)
     broker = mosquitto(free_port(), tmp / "mosquitto").start()
     try:
-        st = build_stack(tmp, broker.port, f"http://127.0.0.1:{db.port}")
+        st = build_stack(tmp, broker.port, build_history(tmp / "history", db))
         t0 = time.perf_counter()
         with ServerThread(create_app(st.config, clock=st.clock, refresh=False)) as server:
             result = fuzz(server.url, st.keys["admin"], args.examples, derandomize=False)

@@ -1,4 +1,5 @@
-"""Fixtures: a real mosquitto and a real influxd on free ports with temporary data."""
+"""Fixtures: a real mosquitto and a real influxd on free ports with temporary data, and
+the API tests' backfilled site in that influxd, built once a session."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from foursave.core.influx import InfluxClient
 from foursave.localstack import LocalService, free_port, influxd, mosquitto
+from tests.api_fixtures import History, build_history, history_fingerprint
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +19,20 @@ def influx_server(tmp_path_factory) -> LocalService:
     svc.start(timeout_s=60)
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_history(influx_server, tmp_path_factory) -> History:
+    """The API, report and display tests' backfilled site (tests/api_fixtures.py), built
+    once a session and shared; the modules that share it only read it, which is checked
+    here at the end (a module that writes to InfluxDB takes its own copy)."""
+    history = build_history(tmp_path_factory.mktemp("api-history"), influx_server)
+    before = history_fingerprint(history)
+    yield history
+    assert history_fingerprint(history) == before, (
+        f"a test wrote into the shared database {history.database}: "
+        "give its module build_stack(..., own_database=True)"
+    )
 
 
 @pytest.fixture

@@ -54,10 +54,11 @@ PUBLIC = {("GET", "/health"), ("GET", "/display"), ("GET", "/display/data")}
 
 
 @pytest.fixture(scope="module")
-def stack(influx_server, tmp_path_factory):
+def stack(api_history, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("api")
     broker = mosquitto(free_port(), tmp / "mosquitto").start()
-    st = build_stack(tmp, broker.port, f"http://127.0.0.1:{influx_server.port}")
+    # its own copy of the history: the acknowledgements write alert events to InfluxDB
+    st = build_stack(tmp, broker.port, api_history, own_database=True)
     store = IncidentStore(st.config.services.rules.state_path)
     inc = store.create("inverter_trip", "demo", "inv-01", NOW.timestamp() - 600, 7.0)
     inc.state, inc.fired_at = "firing", NOW.timestamp() - 300

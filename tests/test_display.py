@@ -25,10 +25,8 @@ TZ = ZoneInfo("Asia/Taipei")
 
 
 @pytest.fixture(scope="module")
-def stack(influx_server, tmp_path_factory):
-    st = build_stack(
-        tmp_path_factory.mktemp("display"), 1, f"http://127.0.0.1:{influx_server.port}"
-    )
+def stack(api_history, tmp_path_factory):
+    st = build_stack(tmp_path_factory.mktemp("display"), 1, api_history)  # reads only
     yield st
     st.influx.close()
 

@@ -23,9 +23,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(influx_server, tmp_path_factory):
+def stack(api_history, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reports")
-    st = build_stack(tmp, 1, f"http://127.0.0.1:{influx_server.port}")  # no broker needed
+    # no broker needed; the shared history: records and issued reports go to this
+    # module's own files, InfluxDB is only read
+    st = build_stack(tmp, 1, api_history)
     with ServerThread(create_app(st.config, clock=st.clock, refresh=False)) as server:
         st.url = server.url
         yield st
