@@ -108,6 +108,18 @@ def _raw_days(
     return per
 
 
+def _runs(days: list[date], join_gap_days: int = 7) -> list[tuple[date, date]]:
+    """Sorted ``days`` as (first, last) runs; runs fewer than ``join_gap_days`` apart are
+    joined (one query reads a few scanned days rather than many small queries)."""
+    runs: list[tuple[date, date]] = []
+    for d in days:
+        if runs and (d - runs[-1][1]).days <= join_gap_days:
+            runs[-1] = (runs[-1][0], d)
+        else:
+            runs.append((d, d))
+    return runs
+
+
 SCANNED = "_scanned"  # rollup marker: every device's day was scanned (per counter field)
 
 
@@ -195,16 +207,15 @@ def _zone_quantities(
                     per[row["device"]][day] = (row["c"], row["share"])
         missing = [d for d in all_days if d not in scanned]
         if missing:
-            raw = _raw_days(
-                influx,
-                config,
-                measurement,
-                fname,
-                missing[0],
-                missing[-1] + timedelta(days=1),
-                zone,
-                tz,
-            )
+            # each run of missing days is read on its own: the day before the data
+            # starts is never marked scanned, and one read from it to the open days
+            # would go through every scanned day between (months of raw readings)
+            raw: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
+            for first, last in _runs(missing):
+                for dev, days in _raw_days(
+                    influx, config, measurement, fname, first, last + timedelta(days=1), zone, tz
+                ).items():
+                    raw[dev].update(days)
             if devices is not None:
                 raw = {dev: days for dev, days in raw.items() if dev in devices}
             lines = []
