@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -188,3 +189,16 @@ def stores(config: Config) -> Iterator[tuple[InfluxClient, RecordStore, ReportSt
         reports.close()
         records.close()
         db.close()
+
+
+def on_stop_signal(stop: Callable[[], None]) -> None:
+    """On SIGTERM or SIGINT, call ``stop`` from a thread of its own.  A signal handler
+    runs in the main thread between two bytecodes; setting a ``threading.Event`` there
+    deadlocks when the main thread holds the event's lock at that moment (inside
+    ``Event.wait``), and the service never stops."""
+
+    def handler(*_: object) -> None:
+        threading.Thread(target=stop, name="stop-signal", daemon=True).start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)

@@ -211,8 +211,7 @@ def cmd_collect(args) -> int:
 def cmd_ingest(args) -> int:
     cfg = _load(args.config)
     ing = app.ingester(cfg)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: ing.stop())
+    app.on_stop_signal(ing.stop)
     try:
         ing.run()
     finally:
@@ -339,8 +338,7 @@ def cmd_rules(args) -> int:
         )
         return 0 if args.no_alerts else _alerts_once(cfg)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    app.on_stop_signal(stop.set)
     app.run_rules(cfg, stop)
     return 0
 

@@ -300,8 +300,7 @@ def run_demo(
         f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute '{latest}'\n"
     )
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    app.on_stop_signal(stop.set)
     filler.start()
     rc = 0
     try:
