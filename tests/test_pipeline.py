@@ -261,7 +261,9 @@ def test_readings_wait_in_the_spool_until_an_ingester_subscribes(
         run_until(collector, 5)
         pub = collector.collector.publisher
         wait_for(lambda: pub.refused > 0, 20, "PUBACKs with 'no matching subscribers'")
-        assert collector.collector.spool.depth >= 6 * 5
+        # the spool commits on the collector's loop: the last readings land a moment
+        # after the pollers count them
+        wait_for(lambda: collector.collector.spool.depth >= 6 * 5, 10, "the readings spooled")
         with IngesterThread(cfg):
             before = collector.published_counts()
             wait_for(
