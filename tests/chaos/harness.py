@@ -389,6 +389,10 @@ class Stack:
         assert self.config is not None
         return spool_depth(Path(self.config.services.collector.spool_path))
 
+    def spool_ids(self) -> tuple[int, int]:
+        assert self.config is not None
+        return spool_ids(Path(self.config.services.collector.spool_path))
+
     def stored(self) -> dict[str, int]:
         return stored_counts(self.influx, exact=self.exact)
 
@@ -462,6 +466,18 @@ def spool_depth(path: Path) -> int:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
         return db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+    finally:
+        db.close()
+
+
+def spool_ids(path: Path) -> tuple[int, int]:
+    """(oldest, newest) row id in the spool; (0, 0) when it is empty."""
+    if not path.exists():
+        return 0, 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        lo, hi = db.execute("SELECT MIN(id), MAX(id) FROM spool").fetchone()
+        return lo or 0, hi or 0
     finally:
         db.close()
 
