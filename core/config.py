@@ -52,22 +52,57 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MqttRole = Literal["collector", "ingester", "rules", "api", "reader"]
+InfluxRole = Literal["admin", "writer", "reader"]
+
+
 class MqttService(_Frozen):
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="mqtt://host:port, or mqtts://host:port (TLS, default port 8883)",
+    )
+    username: str | None = Field(
+        None,
+        description="one account for every service (a broker that issues a single one); "
+        "without it each service uses its own (core/secrets.py)",
+    )
     password_env: str | None = Field(
-        None, description="name of the environment variable that holds the password"
+        None, description="with 'username': the environment variable that holds its password"
     )
     keepalive_s: int = Field(30, ge=5, le=3600)
+    ca_file: str | None = Field(
+        None,
+        description="mqtts: the CA certificates the broker's certificate is checked against "
+        "(default: the system's)",
+    )
+    cert_file: str | None = Field(None, description="mqtts: a client certificate (PEM)")
+    key_file: str | None = Field(None, description="mqtts: the client certificate's key (PEM)")
+    tls_verify: bool = Field(
+        True,
+        description="mqtts: check the broker's certificate and host name; false only for a "
+        "development broker",
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise ValueError("expected mqtt://host:port")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://host:port or mqtts://host:port")
         _check_port(parts)
         return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> MqttService:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// url")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
 
     @property
     def host(self) -> str:
@@ -75,11 +110,19 @@ class MqttService(_Frozen):
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 1883
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
 
     @property
     def password(self) -> str | None:
         return os.environ.get(self.password_env) if self.password_env else None
+
+
+class InfluxUsers(_Frozen):
+    """The InfluxDB users foursave's services log in as (passwords: core/secrets.py)."""
+
+    admin: str = Field("foursave_admin", description="set-up only: creates the others")
+    writer: str = Field("foursave_writer", description="the ingester and the rules engine")
+    reader: str = Field("foursave_reader", description="the API and Grafana")
 
 
 class InfluxService(_Frozen):
@@ -88,6 +131,13 @@ class InfluxService(_Frozen):
     username: str | None = None
     password_env: str | None = None
     token_env: str | None = Field(None, description="InfluxDB 2.x/3.x token, v1-compat API")
+    users: InfluxUsers = InfluxUsers()
+    ca_file: str | None = Field(
+        None, description="https: the CA certificates InfluxDB's certificate is checked against"
+    )
+    tls_verify: bool = Field(
+        True, description="https: check InfluxDB's certificate; false only for development"
+    )
 
     @field_validator("url")
     @classmethod
@@ -205,6 +255,11 @@ class ApiService(_Frozen):
 
 
 class Services(_Frozen):
+    secrets_file: str | None = Field(
+        None,
+        description="YAML file of the services' passwords (core/secrets.py); "
+        "FOURSAVE_SECRETS_FILE overrides it",
+    )
     mqtt: MqttService = MqttService()
     influxdb: InfluxService = InfluxService()
     collector: CollectorService = CollectorService()
@@ -212,6 +267,20 @@ class Services(_Frozen):
     simulator: SimulatorService = SimulatorService()
     rules: RulesService = RulesService()
     api: ApiService = ApiService()
+
+    def mqtt_account(self, role: MqttRole) -> str:
+        """The MQTT account ``role``'s process logs in as (core/secrets.py's table)."""
+        if self.mqtt.username:
+            return self.mqtt.username
+        if role == "collector":
+            return f"collector-{self.collector.id}"
+        if role == "ingester":
+            return f"ingester-{self.ingester.id}"
+        return role
+
+    def influx_user(self, role: InfluxRole) -> str:
+        """The InfluxDB user ``role`` logs in as (``username`` overrides all three)."""
+        return self.influxdb.username or getattr(self.influxdb.users, role)
 
 
 class LedgerSettings(_Frozen):
