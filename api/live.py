@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from foursave.core.config import MqttService
-from foursave.core.mqtt import mqtt_client
+from foursave.core.config import Services
+from foursave.core.mqtt import connect, mqtt_client, refusal
 from foursave.core.reading import PayloadError, load_json
 from foursave.core.topics import PREFIX, STATUS_FILTER
 
@@ -63,17 +63,18 @@ class LiveStatus:
 class LiveSubscriber:
     """A paho client in its own network thread, subscribed to the status topics."""
 
-    def __init__(self, svc: MqttService, status: LiveStatus):
+    def __init__(self, services: Services, status: LiveStatus):
         self.status = status
         self.connected = threading.Event()
         self.client = mqtt_client(
-            svc, f"foursave-api-{os.getpid()}-{id(self) & 0xFFFF:x}", clean_session=True
+            services, "api", f"foursave-api-{os.getpid()}-{id(self) & 0xFFFF:x}", clean_session=True
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 30)
-        self.client.connect_async(svc.host, svc.port, svc.keepalive_s)
+        self.services = services
+        connect(self.client, services)
 
     def _on_message(self, client: object, userdata: object, msg: Any) -> None:
         """paho's callback: an exception escaping it ends the network thread, and with
@@ -87,7 +88,7 @@ class LiveSubscriber:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
-            log.warning("MQTT connection refused: %s", reason_code)
+            log.error("%s", refusal(self.services, "api", reason_code))
             return
         client.subscribe(STATUS_FILTER, qos=0)  # devices, _collector and _ingester
         self.connected.set()

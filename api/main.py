@@ -59,7 +59,7 @@ def create_app(
         influx = InfluxClient.from_config(svc.influxdb, timeout_s=10)
         clk = clock  # foursave.app.clock(config, "api"): the readings' clock
         live = LiveStatus()
-        subscriber = LiveSubscriber(svc.mqtt, live).start()
+        subscriber = LiveSubscriber(svc, live).start()
         snapshots = SnapshotBuilder(config, influx, clk, svc.api.display_stale_after_s)
         state = AppState(
             config=config,

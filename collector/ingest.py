@@ -33,7 +33,7 @@ from foursave.collector.ack import ack_key, encode_acks
 from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
-from foursave.core.mqtt import mqtt_client
+from foursave.core.mqtt import connect, mqtt_client, refusal
 from foursave.core.reading import (
     INT_MAX,
     TS_MAX_MS,
@@ -198,7 +198,7 @@ class Ingester:
         svc = config.services
         self.clock = clock  # the readings' clock (foursave.app.clock)
         self.cfg = svc.ingester
-        self.mqtt_cfg = svc.mqtt
+        self.services = svc
         self.influx = influx  # the caller's (foursave.app.ingester), who closes it
         self.dead = DeadLetters(self.cfg.dead_letter_path)
         self.seq = SeqTracker(self._load_seq_state())
@@ -222,7 +222,7 @@ class Ingester:
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
-        c = mqtt_client(self.mqtt_cfg, self.cfg.client_id, clean_session=False, manual_ack=True)
+        c = mqtt_client(svc, "ingester", self.cfg.client_id, clean_session=False, manual_ack=True)
         # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
         c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
@@ -252,7 +252,7 @@ class Ingester:
     # paho thread ------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
+            log.error("%s", refusal(self.services, "ingester", reason_code))
             return
         # messages from an earlier connection are written and confirmed to their
         # collectors, but their ids mean nothing now: they get no MQTT acknowledgement
@@ -517,7 +517,7 @@ class Ingester:
     def run(self, stats_interval_s: float = 10.0) -> None:
         """Blocking: until ``stop_event`` is set."""
         self._ensure_database()
-        self.client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, self.mqtt_cfg.keepalive_s)
+        connect(self.client, self.services)
         self.client.loop_start()
         next_stats = time.monotonic() + stats_interval_s
         try:

@@ -32,11 +32,14 @@ import paho.mqtt.client as mqtt
 from foursave.collector.ack import decode_ack
 from foursave.collector.spool import Spool, Spooled
 from foursave.core.config import Config
-from foursave.core.mqtt import mqtt_client
+from foursave.core.mqtt import connect, mqtt_client, refusal
 from foursave.core.reading import PayloadError
 from foursave.core.topics import ack_topic, collector_topic
 
 log = logging.getLogger("foursave.collector.mqtt")
+
+NOT_AUTHORISED = 0x87  # MQTT 5 reason code: the broker's ACL does not let us publish there
+DENIED_RETRY_S = (10.0, 300.0)  # readings refused as not authorised: first and longest wait
 
 
 def presence(state: str, collector_id: str, **counters: int) -> bytes:
@@ -59,6 +62,15 @@ class Publisher:
         self._retry_at = 0.0
         self._retry_delay = 1.0
         self.refused = 0  # PUBACKs that did not accept the reading
+        # of them, "not authorised": the ACL refuses this collector those devices' topics.
+        # Kept in the spool and tried again now and then (the ACL may be fixed), on their
+        # own, so that they hold nothing else up
+        self.not_authorised = 0
+        self._denied: list[int] = []  # spool ids refused as not authorised, to try again
+        self._denied_retry: set[int] = set()
+        self._denied_at = 0.0
+        self._denied_delay = DENIED_RETRY_S[0]
+        self._denied_topics: set[str] = set()  # logged once each
         self._inflight: dict[int, int] = {}  # mqtt mid -> spool id, until the PUBACK
         # spool id -> when it was last handed to the broker (monotonic), oldest first,
         # until an ingester confirms it
@@ -84,7 +96,9 @@ class Publisher:
         self._unspooled_dropped = 0
         # MQTT 5: a PUBACK carries a reason code, so "no subscriber" or "not authorised"
         # keeps the reading in the spool instead of deleting it (3.1.1 acks them all)
-        c = mqtt_client(svc.mqtt, f"foursave-collector-{self.collector_id}", protocol=mqtt.MQTTv5)
+        c = mqtt_client(
+            svc, "collector", f"foursave-collector-{self.collector_id}", protocol=mqtt.MQTTv5
+        )
         c.will_set(
             collector_topic(self.collector_id), presence("offline", self.collector_id), 1, True
         )
@@ -97,12 +111,13 @@ class Publisher:
         c.on_publish = self._on_publish
         c.on_message = self._on_message
         self.client = c
-        self._host, self._port, self._keepalive = svc.mqtt.host, svc.mqtt.port, svc.mqtt.keepalive_s
+        self._services = svc
+        self._host, self._port = svc.mqtt.host, svc.mqtt.port
 
     # paho's network thread ------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
+            log.error("%s", refusal(self._services, "collector", reason_code))
             return
         client.subscribe(ack_topic(self.collector_id), qos=1)
         client.publish(collector_topic(self.collector_id), self._online(), 1, True)
@@ -132,7 +147,7 @@ class Publisher:
         self._wake.set()
 
     def start(self) -> None:
-        self.client.connect_async(self._host, self._port, self._keepalive, clean_start=True)
+        connect(self.client, self._services, clean_start=True)
         self.client.loop_start()
 
     def enqueue(self, topic: str, payload: bytes, device: str, seq: int) -> None:
@@ -148,6 +163,8 @@ class Publisher:
             spool_dropped=self.spool.dropped,
             spool_released=self.spool.released,
             spool_unconfirmed=len(self._sent),
+            refused=self.refused,
+            refused_not_authorised=self.not_authorised,
             **counters,
         )
 
@@ -208,11 +225,22 @@ class Publisher:
             self._spool_failing = None
 
     def _process_acks(self) -> None:
-        accepted, legacy = [], []
+        accepted, legacy, denied = [], [], []
         while self._acked:
             mid, code = self._acked.popleft()
             sid = self._inflight.pop(mid, None)
             if sid is None:
+                continue
+            if sid in self._denied_retry:
+                self._denied_retry.discard(sid)
+                if code == 0:
+                    self._denied_delay = DENIED_RETRY_S[0]
+            if code == NOT_AUTHORISED:
+                self.refused += 1
+                self.not_authorised += 1
+                self._sent.pop(sid, None)
+                self._legacy.discard(sid)
+                denied.append(sid)
                 continue
             if code == 0:
                 if sid in self._legacy:
@@ -236,11 +264,44 @@ class Publisher:
                 self._retry_at = time.monotonic() + self._retry_delay
                 self._retry_delay = min(self._retry_delay * 2, 60.0)
             self._retry_from = sid if self._retry_from is None else min(self._retry_from, sid)
+        if denied:
+            self._deny(denied)
         self.acked += len(accepted) + len(legacy)
         self.spool.accept(accepted)
         self.spool.delete(legacy)  # spooled before acknowledgements: the PUBACK is all
         if (accepted or legacy) and self._retry_from is None:
             self._retry_delay = 1.0
+
+    def _deny(self, ids: list[int]) -> None:
+        if not self._denied:
+            self._denied_at = time.monotonic() + self._denied_delay
+        self._denied += ids
+        for row in self.spool.rows(ids):
+            if row.topic not in self._denied_topics:
+                self._denied_topics.add(row.topic)
+                log.error(
+                    "the broker refused readings on %s: not authorised (its ACL does not give "
+                    "account %r this device; `foursave broker-config` makes the ACL from the "
+                    "configuration).  They stay in the spool and are tried again now and then",
+                    row.topic,
+                    self._services.mqtt_account("collector"),
+                )
+
+    def _retry_denied(self, room: int) -> int:
+        """Hand the broker again the readings it refused as not authorised, once their
+        wait is over (doubling up to 5 min): its ACL may have been fixed since."""
+        if not self._denied or time.monotonic() < self._denied_at or room <= 0:
+            return room
+        ids, self._denied = self._denied[:room], self._denied[room:]
+        for row in self.spool.rows(ids):
+            if not self._publish(row.id, row.topic, row.payload, row.device):
+                self._denied.append(row.id)
+                continue
+            self._denied_retry.add(row.id)
+            room -= 1
+        self._denied_at = time.monotonic() + self._denied_delay
+        self._denied_delay = min(self._denied_delay * 2, DENIED_RETRY_S[1])
+        return room
 
     def _process_confirms(self) -> None:
         while self._confirms:
@@ -291,6 +352,7 @@ class Publisher:
         room = self.max_inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return
+        room = self._retry_denied(room)
         overdue = self._overdue(room)
         if overdue:
             again = self.spool.rows(overdue)

@@ -15,7 +15,8 @@ folder                    import name            may import
 ``dashboards/``           ``foursave.dashboards`` core
 ``foursave/``             ``foursave``           everything: the composition root
                                                  (``app.py``), the CLI, the demo and the
-                                                 local mosquitto / influxd launcher
+                                                 local mosquitto / influxd launcher, and
+                                                 the broker's accounts (``brokerconf.py``)
 ========================  =====================  ==========================================
 
 ``tests/test_layout.py`` checks the table against the code.

@@ -35,7 +35,7 @@ from foursave.core.clock import Clock, SystemClock, simulated_clock
 from foursave.core.config import Config
 from foursave.core.config import load_config as _load_config
 from foursave.core.influx import InfluxClient
-from foursave.core.mqtt import mqtt_client
+from foursave.core.mqtt import connect, mqtt_client
 
 if TYPE_CHECKING:  # the services are imported when assembled: `foursave sim` needs no FastAPI
     import paho.mqtt.client as mqtt
@@ -137,9 +137,8 @@ def alerts(config: Config, db: InfluxClient, clk: Clock) -> Alerts:
     settings = load_alert_settings(config.services.rules.alerts_path)
     client = None
     if settings.mqtt:
-        svc = config.services.mqtt
-        client = mqtt_client(svc, f"foursave-rules-{os.getpid()}")
-        client.connect_async(svc.host, svc.port, svc.keepalive_s)
+        client = mqtt_client(config.services, "rules", f"foursave-rules-{os.getpid()}")
+        connect(client, config.services)
         client.loop_start()
     pw_env = config.services.rules.smtp_password_env
     notifier = Notifier(settings, client, os.environ.get(pw_env) if pw_env else None)

@@ -219,6 +219,43 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_broker_config(args) -> int:
+    from foursave.brokerconf import (
+        BrokerConfigError,
+        generate_missing,
+        merged_grants,
+        write_broker_files,
+    )
+    from foursave.core.secrets import SECRETS_FILE_ENV, Secrets, SecretsError
+
+    configs = [_load(path) for path in args.config or [DEFAULT_CONFIG]]
+    secrets_path = os.environ.get(SECRETS_FILE_ENV) or configs[0].services.secrets_file
+    try:
+        if args.generate_missing:
+            if not secrets_path:
+                print(
+                    "foursave broker-config: --generate-missing writes into the secrets file: "
+                    f"name it ({SECRETS_FILE_ENV} or services.secrets_file)",
+                    file=sys.stderr,
+                )
+                return 2
+            new = generate_missing(Path(secrets_path), merged_grants(configs))
+            if new:
+                print(f"{secrets_path}: random passwords for {', '.join(new)}")
+        secrets = Secrets.load(secrets_path)
+        written = write_broker_files(
+            configs, secrets, Path(args.out), ", ".join(args.config or [DEFAULT_CONFIG])
+        )
+    except (BrokerConfigError, SecretsError) as exc:
+        print(f"foursave broker-config: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{written.passwd}, {written.acl}: {len(written.accounts)} accounts "
+        f"({', '.join(written.accounts)}); mosquitto.conf: include_dir or copy {written.conf}"
+    )
+    return 0
+
+
 def cmd_demo(args) -> int:
     from foursave.demo import run_demo
 
@@ -670,6 +707,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--step-s", type=int, default=60, help="seconds between points (60)")
     sp.add_argument("--writers", type=int, default=2, help="parallel /write requests")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp = add(
+        "broker-config",
+        cmd_broker_config,
+        "mosquitto password file and ACL: an account per service, allowed only its job",
+        config=False,
+    )
+    sp.add_argument(
+        "--config",
+        action="append",
+        help=f"configuration YAML file (default {DEFAULT_CONFIG}); repeat for several on one broker",
+    )
+    sp.add_argument("--out", required=True, help="folder for passwd, acl and auth.conf")
+    sp.add_argument(
+        "--generate-missing",
+        action="store_true",
+        help="give accounts without a password a random one, written into the secrets file",
+    )
     sp = add("demo", cmd_demo, "run everything on this machine with simulated devices")
     sp.add_argument("--var", default="var/demo", help="data directory for the demo services")
     sp.add_argument(

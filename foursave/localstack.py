@@ -138,6 +138,11 @@ class LocalService:
     def running(self) -> bool:
         return bool(self.proc and self.proc.poll() is None)
 
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password file and ACL again."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
     def log_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -145,14 +150,56 @@ class LocalService:
             return ""
 
 
-def mosquitto(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService:
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener's files (PEM); with ``require_certificate`` a client must show a
+    certificate signed by ``ca_file``."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+    def lines(self) -> list[str]:
+        return [
+            f"cafile {self.ca_file}",
+            f"certfile {self.cert_file}",
+            f"keyfile {self.key_file}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+        ]
+
+
+def mosquitto(
+    port: int,
+    datadir: Path,
+    host: str = "127.0.0.1",
+    *,
+    auth_dir: Path | None = None,
+    tls: BrokerTls | None = None,
+    anonymous_dev: bool = False,
+) -> LocalService:
+    """A mosquitto on ``port`` whose clients log in with the accounts and ACL that
+    ``foursave broker-config`` wrote into ``auth_dir`` (``passwd``, ``acl``; send the
+    service SIGHUP to reload them: ``reload()``).  Without accounts only the explicitly
+    named ``anonymous_dev`` lets everyone in: a benchmark's throw-away broker."""
+    if auth_dir is None and not anonymous_dev:
+        raise ServiceError("mosquitto: give the accounts (auth_dir) or ask for anonymous_dev")
     datadir.mkdir(parents=True, exist_ok=True)
+    if auth_dir is not None:
+        access = [
+            "allow_anonymous false",
+            f"password_file {auth_dir / 'passwd'}",
+            f"acl_file {auth_dir / 'acl'}",
+        ]
+    else:
+        access = ["allow_anonymous true"]
     conf = datadir / "mosquitto.conf"
     conf.write_text(
         "\n".join(
             [
                 f"listener {port} {host}",
-                "allow_anonymous true",
+                *(tls.lines() if tls else []),
+                *access,
                 # as root mosquitto would drop to user 'mosquitto', who cannot write here
                 f"user {getpass.getuser()}",
                 "persistence true",

@@ -101,12 +101,12 @@ def records(store: RecordStore) -> None:
     )
 
 
-def stack_config(tmp: Path, mqtt_port: int, influx_url: str, database: str) -> Config:
+def stack_config(tmp: Path, mqtt: LocalService | int, influx_url: str, database: str) -> Config:
     """The demo site commissioned before the history, its stores under ``tmp``."""
     tmp.mkdir(parents=True, exist_ok=True)
     return make_config(
         tmp,
-        mqtt_port,
+        mqtt,
         influx_url,
         database,
         commissioned=COMMISSIONED,
@@ -199,12 +199,12 @@ def history_fingerprint(history: History) -> list:
 
 
 def build_stack(
-    tmp: Path, mqtt_port: int, history: History, *, own_database: bool = False
+    tmp: Path, mqtt: LocalService | int, history: History, *, own_database: bool = False
 ) -> Stack:
     """A module's stack over the shared ``history`` (it must not write to InfluxDB
     then: the session checks) or, with ``own_database``, over its own copy of it."""
     database = copy_database(history, tmp) if own_database else history.database
-    cfg = stack_config(tmp, mqtt_port, history.url, database)
+    cfg = stack_config(tmp, mqtt, history.url, database)
     store = RecordStore(cfg.services.rules.records_path)
     records(store)  # the same records the history's ledger was computed from
     store.close()

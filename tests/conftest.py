@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from foursave.core.influx import InfluxClient
-from foursave.localstack import LocalService, free_port, influxd, mosquitto
+from foursave.localstack import LocalService, free_port, influxd
 from tests.api_fixtures import History, build_history, history_fingerprint
+from tests.helpers import auth_broker
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,7 @@ def influx(influx_url, database) -> InfluxClient:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> LocalService:
-    svc = mosquitto(free_port(), tmp_path / "mosquitto")
+    svc = auth_broker(free_port(), tmp_path / "mosquitto")
     svc.start()
     yield svc
     svc.stop()

@@ -26,8 +26,11 @@ import yaml
 
 from foursave import app
 from foursave.app import load_config
-from foursave.core.config import Config
-from foursave.localstack import free_port
+from foursave.brokerconf import Grant, generate_missing, merged_grants, write_broker_files
+from foursave.core.config import Config, MqttRole
+from foursave.core.mqtt import mqtt_client
+from foursave.core.secrets import Secrets
+from foursave.localstack import BrokerTls, LocalService, free_port, mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"  # screenshots and rendered pages a person can look at
@@ -104,7 +107,7 @@ devices:
 
 def make_config(
     tmp_path: Path,
-    mqtt_port: int,
+    mqtt: LocalService | int,
     influx_url: str,
     database: str,
     *,
@@ -115,9 +118,15 @@ def make_config(
     sites: list[dict] | None = None,
     commissioned: date | None = None,
 ) -> Config:
-    """The demo configuration on free ports, with its files under ``tmp_path``."""
+    """The demo configuration on free ports, with its files under ``tmp_path``; its
+    services have their accounts on the broker ``mqtt`` (``auth_broker``), or talk to a
+    port where no broker listens (an ``int``)."""
     raw = demo_raw()
+    broker = mqtt if isinstance(mqtt, LocalService) else None
+    mqtt_port = broker.port if broker else int(mqtt)  # type: ignore[arg-type]
     raw["services"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{mqtt_port}"
+    if broker is not None:
+        raw["services"]["secrets_file"] = str(broker_secrets(broker))
     raw["services"]["influxdb"] = {"url": influx_url, "database": database}
     raw["services"]["collector"]["spool_path"] = str(tmp_path / "spool.sqlite")
     raw["services"]["ingester"]["dead_letter_path"] = str(tmp_path / "dead.sqlite")
@@ -153,7 +162,10 @@ def make_config(
         raw["sites"] = sites
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
-    return load_config(path, env={})
+    config = load_config(path, env={})
+    if broker is not None:
+        admit(broker, config)
+    return config
 
 
 class CollectorThread:
@@ -251,7 +263,7 @@ class Pipeline:
         self.control_port = free_port()
         self.config = make_config(
             tmp_path,
-            broker.port,
+            broker,
             influx_url,
             database,
             devices=devices,
@@ -333,6 +345,134 @@ def expand(
     return q
 
 
+# ------------------------------------------------------------------ the broker, with accounts
+
+# a test broker -> the configurations admitted to it (their accounts and ACL, merged)
+_admitted: dict[Path, list[Config]] = {}
+
+# the tests' stand-in for a client that publishes what no ACL would let a collector
+# publish (poison payloads on any device's topics, forged statuses): the ingester and the
+# API must survive those even from a broker whose ACL is laxer than ours
+ANYONE = "test-anyone"
+ANYONE_PASSWORD = os.urandom(12).hex()
+ANYONE_GRANTS = [Grant("readwrite", "foursave/#")]
+
+
+def auth_broker(port: int, datadir: Path, tls: BrokerTls | None = None) -> LocalService:
+    """A mosquitto as the demo and production run it: every client logs in, and may do
+    only what ``foursave broker-config``'s ACL grants.  It starts with no account at
+    all; ``make_config(tmp, broker, ...)`` (or ``admit``) lets a configuration's services in."""
+    auth = datadir / "auth"
+    auth.mkdir(parents=True, exist_ok=True)
+    _admitted[datadir] = []
+    write_broker_files(
+        [],
+        Secrets(),
+        auth,
+        "no configuration yet",
+        logins={ANYONE: (ANYONE_PASSWORD, ANYONE_GRANTS)},
+    )
+    return mosquitto(port, datadir, auth_dir=auth, tls=tls)
+
+
+def broker_secrets(broker: LocalService) -> Path:
+    """The secrets file (mode 600) with the passwords of the broker's accounts."""
+    return broker.workdir / "secrets.yaml"
+
+
+def admit(broker: LocalService, config: Config) -> None:
+    """Give ``config``'s services their accounts on ``broker`` (random passwords, in
+    ``broker_secrets``) and the ACL ``foursave broker-config`` makes for them, merged
+    with those of the configurations admitted before; a running broker reloads them
+    (SIGHUP), and this returns once it has (a login made for this reload works)."""
+    configs = _admitted.setdefault(broker.workdir, [])
+    configs.append(config)
+    path = broker_secrets(broker)
+    generate_missing(path, merged_grants([config]))
+    probe, password = f"reload-probe-{len(configs)}", f"probe-{os.urandom(8).hex()}"
+    write_broker_files(
+        configs,
+        Secrets.load(str(path), env={}),
+        broker.workdir / "auth",
+        "the tests' configurations",
+        logins={probe: (password, []), ANYONE: (ANYONE_PASSWORD, ANYONE_GRANTS)},
+    )
+    if broker.running:
+        broker.reload()
+        wait_for(
+            lambda: mqtt_login(broker.port, probe, password) == 0, 10, "mosquitto reloading its ACL"
+        )
+
+
+def mqtt_login(port: int, username: str | None, password: str | None, **tls: Any) -> int | None:
+    """The CONNACK reason code a login gets (0: accepted), ``None`` when none came."""
+    import paho.mqtt.client as mqtt
+
+    got: list[int] = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    if username is not None:
+        c.username_pw_set(username, password)
+    if tls:
+        c.tls_set_context(tls["context"])
+    c.on_connect = lambda cl, ud, flags, rc, props: got.append(rc.value)
+    try:
+        c.connect("127.0.0.1", port)
+    except OSError:
+        return None
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        c.loop(0.05)
+    c.disconnect()
+    return got[0] if got else None
+
+
+def on_broker(broker: LocalService, text: str) -> Config:
+    """The configuration in YAML ``text``, its MQTT services on ``broker`` (admitted)."""
+    from foursave.core.config import parse_config
+
+    raw = yaml.safe_load(text)
+    services = raw.setdefault("services", {})
+    services.setdefault("mqtt", {})["url"] = f"mqtt://127.0.0.1:{broker.port}"
+    services["secrets_file"] = str(broker_secrets(broker))
+    config = parse_config(yaml.safe_dump(raw, allow_unicode=True), env={})
+    admit(broker, config)
+    return config
+
+
+def mqtt_anyone(broker: LocalService, client_id: str | None = None, **kw: Any):
+    """A paho client (connected, loop running) logged in as ``ANYONE`` on ``broker``."""
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"anyone-{os.urandom(4).hex()}",
+        **kw,
+    )
+    c.username_pw_set(ANYONE, ANYONE_PASSWORD)
+    connected = threading.Event()
+    c.on_connect = lambda cl, ud, flags, rc, props: rc == 0 and connected.set()
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    if not connected.wait(10):
+        c.loop_stop()
+        raise AssertionError(f"{ANYONE} cannot log in to the broker on port {broker.port}")
+    return c
+
+
+def mqtt_as(config: Config, role: MqttRole, client_id: str | None = None, **kw: Any):
+    """A paho client logged in as ``role``'s account of ``config`` (connected, its
+    network loop running); the tests' raw publishers and listeners."""
+    c = mqtt_client(config.services, role, client_id or f"test-{role}-{os.urandom(4).hex()}", **kw)
+    connected = threading.Event()
+    c.on_connect = lambda cl, ud, flags, rc, props: rc == 0 and connected.set()
+    c.connect(config.services.mqtt.host, config.services.mqtt.port)
+    c.loop_start()
+    if not connected.wait(10):
+        c.loop_stop()
+        raise AssertionError(f"MQTT account {config.services.mqtt_account(role)!r} cannot log in")
+    return c
+
+
 # ------------------------------------------------------------------ receivers
 
 
@@ -340,17 +480,14 @@ class Watcher:
     """A plain MQTT client subscribed to ``foursave/v1/#``: the messages per topic, and
     whether the last one came retained."""
 
-    def __init__(self, port: int):
-        import paho.mqtt.client as mqtt
-
+    def __init__(self, broker: LocalService):
         self.messages: dict[str, list[dict]] = {}
         self.retained: dict[str, bool] = {}
         self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{port}-{id(self)}")
+        self.c = mqtt_anyone(broker, f"watch-{id(self)}")
         self.c.on_message = self._on_message
         self.c.on_connect = lambda c, *a: c.subscribe("foursave/v1/#", qos=1)
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
+        self.c.subscribe("foursave/v1/#", qos=1)
 
     def _on_message(self, client, userdata, msg):
         with self.lock:

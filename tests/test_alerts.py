@@ -14,7 +14,7 @@ from foursave.core.influxql import column, eq, select
 from foursave.core.reading import to_line
 from foursave.localstack import free_port
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
-from tests.helpers import Mailbox, Watcher, Webhook, wait_for
+from tests.helpers import Mailbox, Watcher, Webhook, mqtt_as, on_broker, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
 TAIPEI = timezone(timedelta(hours=8))
@@ -29,7 +29,7 @@ devices:
 
 @pytest.fixture
 def channels(broker):
-    hook, mail, watcher = Webhook(), Mailbox(), Watcher(broker.port)
+    hook, mail, watcher = Webhook(), Mailbox(), Watcher(broker)
     yield hook, mail, watcher
     hook.close()
     mail.close()
@@ -37,9 +37,7 @@ def channels(broker):
 
 
 def make_engine(tmp_path, influx, broker, hook, mail, rules: list[dict], clock) -> AlertEngine:
-    import paho.mqtt.client as mqtt
-
-    cfg = parse_config(CFG, env={})
+    cfg = on_broker(broker, CFG)
     settings = AlertSettings.model_validate(
         {
             "rules": rules,
@@ -47,9 +45,7 @@ def make_engine(tmp_path, influx, broker, hook, mail, rules: list[dict], clock) 
             "smtp": {"host": "127.0.0.1", "port": mail.port, "to": ["facilities@example.org"]},
         }
     )
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rules-{free_port()}")
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
+    client = mqtt_as(cfg, "rules", f"rules-{free_port()}")
     store = IncidentStore(tmp_path / "incidents.sqlite")
     return AlertEngine(cfg, settings, influx, store, Notifier(settings, client), clock)
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from foursave.core.clock import simulated_clock
 from foursave.localstack import free_port
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
-from tests.helpers import Mailbox, Pipeline, Watcher, Webhook, wait_for
+from tests.helpers import Mailbox, Pipeline, Watcher, Webhook, mqtt_as, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,7 +68,7 @@ class Alerts:
     """The rules engine on the pipeline's simulated clock, with all three channels."""
 
     def __init__(self, tmp_path, pipe: Pipeline, broker):
-        self.hook, self.mail, self.watch = Webhook(), Mailbox(), Watcher(broker.port)
+        self.hook, self.mail, self.watch = Webhook(), Mailbox(), Watcher(broker)
         settings = AlertSettings.model_validate(
             {
                 "rules": RULES,
@@ -77,11 +76,7 @@ class Alerts:
                 "smtp": {"host": "127.0.0.1", "port": self.mail.port, "to": ["ops@example.org"]},
             }
         )
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"rules-{free_port()}"
-        )
-        self.client.connect("127.0.0.1", broker.port)
-        self.client.loop_start()
+        self.client = mqtt_as(pipe.config, "rules", f"rules-{free_port()}")
         self.clock = simulated_clock(pipe.config.services.simulator)
         self.engine = AlertEngine(
             pipe.config,

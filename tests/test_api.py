@@ -8,15 +8,14 @@ import json
 import uuid
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 
 from foursave.api.keys import KeyRequestError, KeyStore
 from foursave.api.main import create_app
-from foursave.localstack import free_port, mosquitto
+from foursave.localstack import free_port
 from foursave.rules.alerts import IncidentStore
 from tests.api_fixtures import NOW, ServerThread, build_stack
-from tests.helpers import reap, wait_for
+from tests.helpers import auth_broker, mqtt_anyone, reap, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +55,9 @@ PUBLIC = {("GET", "/health"), ("GET", "/display"), ("GET", "/display/data")}
 @pytest.fixture(scope="module")
 def stack(api_history, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("api")
-    broker = mosquitto(free_port(), tmp / "mosquitto").start()
+    broker = auth_broker(free_port(), tmp / "mosquitto").start()
     # its own copy of the history: the acknowledgements write alert events to InfluxDB
-    st = build_stack(tmp, broker.port, api_history, own_database=True)
+    st = build_stack(tmp, broker, api_history, own_database=True)
     store = IncidentStore(st.config.services.rules.state_path)
     inc = store.create("inverter_trip", "demo", "inv-01", NOW.timestamp() - 600, 7.0)
     inc.state, inc.fired_at = "firing", NOW.timestamp() - 300
@@ -454,9 +453,7 @@ def test_alerts_filter_and_acknowledge_into_history(stack):
 
 
 def test_devices_show_live_status_and_metrics_from_the_broker(stack):
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", stack.broker.port)
-    pub.loop_start()
+    pub = mqtt_anyone(stack.broker)
     now_ms = int(NOW.timestamp() * 1000)
     status = {
         "ts": now_ms,

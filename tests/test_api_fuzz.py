@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 
 from foursave.api.main import create_app
-from foursave.localstack import free_port, mosquitto
+from foursave.localstack import free_port
 from tests.api_fixtures import ServerThread, build_stack
 from tests.fuzz import fuzz
+from tests.helpers import auth_broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_generated_requests_never_get_a_server_error(api_history, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    broker = mosquitto(free_port(), tmp / "mosquitto").start()
+    broker = auth_broker(free_port(), tmp / "mosquitto").start()
     # the shared history: records, keys and reports go to this module's own files, and
     # no incident exists here to acknowledge (the session checks nothing was written)
-    st = build_stack(tmp, broker.port, api_history)
+    st = build_stack(tmp, broker, api_history)
     try:
         with ServerThread(create_app(st.config, clock=st.clock, refresh=False)) as server:
             result = fuzz(server.url, st.keys["admin"], examples=12)

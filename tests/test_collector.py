@@ -119,7 +119,7 @@ def test_pysunspec2_client_reads_what_the_collector_stored(
     frozen clock it reads exactly the values the pipeline stored in InfluxDB."""
     devs = [d for d in demo_raw()["devices"] if d["id"] in ("inv-01", "meter-main")]
     cfg = make_config(
-        tmp_path, broker.port, influx_url, database, devices=devs, commissioned=date(2026, 9, 19)
+        tmp_path, broker, influx_url, database, devices=devs, commissioned=date(2026, 9, 19)
     )
     noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))  # a Tuesday
     with SimulatorThread(cfg, clock=ManualClock(noon.timestamp())), IngesterThread(cfg):
@@ -231,7 +231,7 @@ def test_dead_and_slow_devices_do_not_delay_the_others(tmp_path, broker, caplog)
         dict(raw[1], id="dead", simulate=None, interval_s_override=0.1, timeout_s=0.5),
         dict(raw[5], id="slow", interval_s_override=0.1, timeout_s=0.5),
     ]
-    cfg = make_config(tmp_path, broker.port, "http://127.0.0.1:1", "x", devices=devices)
+    cfg = make_config(tmp_path, broker, "http://127.0.0.1:1", "x", devices=devices)
     with SimulatorThread(cfg) as sim:
         sim.call(lambda: setattr(sim.devices["slow"].faults, "delay_s", 2.0))  # > timeout 0.5 s
         caplog.set_level(logging.WARNING, logger="foursave.collector")
@@ -286,14 +286,14 @@ def test_a_huawei_inverter_is_read_through_its_profile_with_its_pv_inputs(tmp_pa
     }
     cfg = make_config(
         tmp_path,
-        broker.port,
+        broker,
         "http://127.0.0.1:1",
         "x",
         devices=[huawei],
         commissioned=date(2026, 9, 19),
     )
     noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))
-    watcher = Watcher(broker.port)
+    watcher = Watcher(broker)
     topic = "foursave/v1/demo/sun2000/reading"
     try:
         with SimulatorThread(cfg, clock=ManualClock(noon.timestamp())) as sim:

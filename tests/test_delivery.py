@@ -51,7 +51,7 @@ def test_readings_the_broker_forgot_in_a_crash_are_published_again(
     collector publishes them again after the reconnect and all are stored once."""
     cfg = make_config(
         tmp_path,
-        broker.port,
+        broker,
         influx_url,
         database,
         devices=two_devices(),
@@ -88,7 +88,7 @@ def test_nothing_leaves_the_spool_before_an_ingester_stored_it(
 ):
     """With no ingester, the broker takes every reading (PUBACK) but the spool keeps
     them all; the collector's presence reports them as unconfirmed."""
-    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=two_devices()[:1])
+    cfg = make_config(tmp_path, broker, influx_url, database, devices=two_devices()[:1])
     with SimulatorThread(cfg):
         # an ingester's session must exist, or the broker refuses with "no subscribers"
         IngesterThread(cfg).start().stop()
@@ -112,7 +112,7 @@ def test_two_ingesters_sharing_the_readings_each_confirm_what_they_stored(
         (tmp_path / f"i{n}").mkdir()
         return make_config(
             tmp_path / f"i{n}",
-            broker.port,
+            broker,
             influx_url,
             database,
             devices=two_devices(),

@@ -13,7 +13,7 @@ import pytest
 
 from foursave.core.clock import SimClock
 from foursave.simulators.faults import evt1_bits
-from tests.helpers import Pipeline, Watcher, demo_raw, wait_for
+from tests.helpers import Pipeline, Watcher, demo_raw, mqtt_anyone, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,6 @@ def test_impossible_values_are_never_stored(
     lack exactly those fields and keep the others, the retained device status counts
     them per field, and the collector logs each once while it lasts.  A reading that
     reaches the broker with an impossible value anyway is cut down by the ingester."""
-    import paho.mqtt.client as mqtt
 
     caplog.set_level(logging.INFO, logger="foursave.collector")
     raw = {d["id"]: d for d in demo_raw()["devices"]}
@@ -216,7 +215,7 @@ def test_impossible_values_are_never_stored(
         "state": 59541,  # St: no such state
         "ac_power_w": 20_000.0,  # 4 x WRtg: a plausible number, impossible for this device
     }
-    watcher = Watcher(broker.port)
+    watcher = Watcher(broker)
     request.addfinalizer(watcher.close)
     with Pipeline(
         tmp_path,
@@ -310,9 +309,7 @@ def test_impossible_values_are_never_stored(
         )
 
         # a reading published straight to the broker: the ingester checks again
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="rogue-publisher")
-        client.connect("127.0.0.1", broker.port)
-        client.loop_start()
+        client = mqtt_anyone(broker, "rogue-publisher")
         try:
             body = {"ts": 1_790_000_000_000, "seq": 0, "kind": "meter", "role": "main"}
             body["fields"] = {"voltage_v": 229.5, "frequency_hz": 655.35, "power_factor": 327.67}

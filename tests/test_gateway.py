@@ -46,11 +46,11 @@ def units(name: str, n: int, transport: str, **extra) -> list[dict]:
     ]
 
 
-def configure(tmp_path, mqtt_port: int, gateways: list[tuple[dict, list[dict]]]) -> Config:
+def configure(tmp_path, broker, gateways: list[tuple[dict, list[dict]]]) -> Config:
     """The test configuration with each group of devices behind one gateway entry (one
     free port each)."""
     devices = [d for _, group in gateways for d in group]
-    make_config(tmp_path, mqtt_port, "http://127.0.0.1:1", "x", devices=devices)
+    make_config(tmp_path, broker, "http://127.0.0.1:1", "x", devices=devices)
     path = tmp_path / "config.yaml"
     raw = yaml.safe_load(path.read_text())
     by_id = {d["id"]: d for d in raw["devices"]}
@@ -92,10 +92,10 @@ def test_a_dead_unit_among_eight_leaves_the_other_seven_their_interval(tmp_path,
     dead unit's timeouts (0.3 s each, 3 per poll) land on their polls and they do not."""
     iso = units("iso", 8, "rtu-over-tcp")
     old = units("old", 8, "rtu-over-tcp")
-    cfg = configure(tmp_path, broker.port, [({}, iso), ({"isolate_failing_units": False}, old)])
+    cfg = configure(tmp_path, broker, [({}, iso), ({"isolate_failing_units": False}, old)])
     healthy_iso = [d["id"] for d in iso[:7]]
     healthy_old = [d["id"] for d in old[:7]]
-    watcher = Watcher(broker.port)
+    watcher = Watcher(broker)
     try:
         with SimulatorThread(cfg) as sim:
             for dead in ("iso-u8", "old-u8"):  # asked, never answers
@@ -157,7 +157,7 @@ def test_the_gateway_sees_the_pause_between_requests_and_after_connecting(tmp_pa
     gap_s, pause_s = 0.05, 0.2
     group = units("gw", 4, "tcp")
     cfg = configure(
-        tmp_path, broker.port, [({"request_gap_s": gap_s, "connect_pause_s": pause_s}, group)]
+        tmp_path, broker, [({"request_gap_s": gap_s, "connect_pause_s": pause_s}, group)]
     )
     with SimulatorThread(cfg) as sim:
         sim.faults("gw-u4", silent=True)
@@ -192,7 +192,7 @@ def test_connections_to_a_gateway_are_capped(tmp_path, broker):
     waiting.  Each gateway sees exactly its cap at most (and reaches it)."""
     three = units("three", 6, "tcp")
     one = units("one", 6, "tcp")
-    cfg = configure(tmp_path, broker.port, [({"max_connections": 3}, three), ({}, one)])
+    cfg = configure(tmp_path, broker, [({"max_connections": 3}, three), ({}, one)])
     with SimulatorThread(cfg) as sim:
         for d in three + one:
             sim.faults(d["id"], delay_s=0.05)

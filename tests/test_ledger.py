@@ -226,10 +226,11 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
 ):
     import signal
 
-    from tests.helpers import wait_for
+    from tests.helpers import admit, broker_secrets, wait_for
 
     raw = yaml.safe_load(SITE_CONFIG)
     raw["services"]["mqtt"] = {"url": f"mqtt://127.0.0.1:{broker.port}"}
+    raw["services"]["secrets_file"] = str(broker_secrets(broker))
     raw["services"]["rules"] = {
         "records_path": str(tmp_path / "r.sqlite"),
         "state_path": str(tmp_path / "s.sqlite"),
@@ -249,6 +250,7 @@ def test_rules_runs_continuously_and_stops_cleanly_on_sigterm(
         "FOURSAVE_INFLUXDB_URL": influx_url,
         "FOURSAVE_INFLUXDB_DATABASE": database,
     }
+    admit(broker, parse_config(path.read_text(), env=env))
     # history up to the simulated day's midnight: every device has been silent 12 h
     run_backfill(parse_config(path.read_text(), env=env), date(2025, 7, 1), date(2025, 7, 4))
     with open(tmp_path / "rules.log", "wb") as log:

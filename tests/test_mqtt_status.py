@@ -19,10 +19,10 @@ pytestmark = pytest.mark.integration
 def test_status_is_retained_and_the_last_will_says_offline(tmp_path, broker):
     raw = demo_raw()["devices"]
     devices = [dict(raw[0]), dict(raw[1], id="inv-dead", simulate=None)]
-    cfg = make_config(tmp_path, broker.port, "http://127.0.0.1:1", "x", devices=devices)
+    cfg = make_config(tmp_path, broker, "http://127.0.0.1:1", "x", devices=devices)
     cfg_path = tmp_path / "collect.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), allow_unicode=True))
-    watcher = Watcher(broker.port)
+    watcher = Watcher(broker)
     with SimulatorThread(cfg):
         proc = subprocess.Popen(
             [sys.executable, "-m", "foursave", "collect", "--config", str(cfg_path)],
@@ -45,7 +45,7 @@ def test_status_is_retained_and_the_last_will_says_offline(tmp_path, broker):
         finally:
             reap(proc)
     watcher.close()
-    late = Watcher(broker.port)  # a newcomer sees the retained state at once
+    late = Watcher(broker)  # a newcomer sees the retained state at once
     try:
         wait_for(lambda: late.last(presence), 10, "retained presence")
         assert late.last(presence)["state"] == "offline" and late.retained[presence]

@@ -9,13 +9,19 @@ import json
 import time
 from datetime import date
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from foursave.core.influx import InfluxClient
 from foursave.localstack import free_port, influxd
 from foursave.simulators.server import SimulatorThread
-from tests.helpers import CollectorThread, IngesterThread, demo_raw, make_config, wait_for
+from tests.helpers import (
+    CollectorThread,
+    IngesterThread,
+    demo_raw,
+    make_config,
+    mqtt_anyone,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +61,7 @@ def drain(influx: InfluxClient, published: dict[str, int], timeout_s: float = 30
 def test_every_reading_arrives_with_the_simulators_values(
     tmp_path, broker, influx_url, database, influx
 ):
-    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    cfg = make_config(tmp_path, broker, influx_url, database)
     with SimulatorThread(cfg) as sim, IngesterThread(cfg) as ing:
         collector = CollectorThread(cfg).start()
         run_until(collector, 10)
@@ -108,7 +114,7 @@ def test_every_reading_arrives_with_the_simulators_values(
 def test_exception_02_leaves_that_field_absent_and_stores_the_others(
     tmp_path, broker, influx_url, database, influx
 ):
-    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    cfg = make_config(tmp_path, broker, influx_url, database)
     with SimulatorThread(cfg) as sim, IngesterThread(cfg):
         # the SDM630 refuses its "total export kWh" register (0x004A) with exception 02
         sim.call(lambda: sim.devices["meter-hvac"].faults.exceptions.update({0x4A: 2}))
@@ -135,7 +141,7 @@ def test_exception_02_leaves_that_field_absent_and_stores_the_others(
 def test_broker_down_for_10_s_loses_and_duplicates_nothing(
     tmp_path, broker, influx_url, database, influx
 ):
-    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    cfg = make_config(tmp_path, broker, influx_url, database)
     with SimulatorThread(cfg), IngesterThread(cfg) as ing:
         collector = CollectorThread(cfg).start()
         run_until(collector, 5)
@@ -173,7 +179,7 @@ def test_influxd_down_and_restarted_loses_nothing(tmp_path, broker, database):
     try:
         url = f"http://127.0.0.1:{own.port}"
         influx = InfluxClient(url, database)
-        cfg = make_config(tmp_path, broker.port, url, database)
+        cfg = make_config(tmp_path, broker, url, database)
         with SimulatorThread(cfg), IngesterThread(cfg) as ing:
             collector = CollectorThread(cfg).start()
             run_until(collector, 5)
@@ -199,12 +205,10 @@ def test_influxd_down_and_restarted_loses_nothing(tmp_path, broker, database):
 def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
     tmp_path, broker, influx_url, database, influx
 ):
-    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=[])
+    cfg = make_config(tmp_path, broker, influx_url, database, devices=[])
     # a field InfluxDB already holds as a string: a number for it makes /write answer 400
     influx.write(['meter,site=demo,device=m1,role=main voltage_v="x" 1700000000000'])
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-publisher")
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
+    client = mqtt_anyone(broker, "test-publisher")
     try:
         with IngesterThread(cfg) as ing:
 
@@ -255,7 +259,7 @@ def test_readings_wait_in_the_spool_until_an_ingester_subscribes(
 ):
     """MQTT 5 PUBACK reason 0x10 (no matching subscribers): the broker would drop
     them, so the collector keeps them and tries again."""
-    cfg = make_config(tmp_path, broker.port, influx_url, database)
+    cfg = make_config(tmp_path, broker, influx_url, database)
     with SimulatorThread(cfg):
         collector = CollectorThread(cfg).start()
         run_until(collector, 5)
@@ -285,7 +289,7 @@ def test_fast_simulated_time_through_the_whole_pipeline(
     anchor = datetime.now(UTC).isoformat()
     cfg = make_config(
         tmp_path,
-        broker.port,
+        broker,
         influx_url,
         database,
         devices=[d for d in demo_raw()["devices"] if d["id"] == "inv-01"],
@@ -332,10 +336,8 @@ def _poison_payloads() -> dict[str, bytes]:
 def test_poison_payloads_are_dead_lettered_and_the_next_good_reading_is_stored(
     tmp_path, broker, influx_url, database, influx
 ):
-    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=[])
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-poisoner")
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
+    cfg = make_config(tmp_path, broker, influx_url, database, devices=[])
+    client = mqtt_anyone(broker, "test-poisoner")
     good = {"ts": 1700000001000, "kind": "meter", "role": "main", "seq": 0}
     good["fields"] = {"active_power_w": 10.0}
     try:

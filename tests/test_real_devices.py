@@ -285,7 +285,7 @@ def test_a_swapped_device_is_noticed(tmp_path, broker, influx_url, database, cap
             "backoff_max_s": 0.5,
         }
     ]
-    cfg = make_config(tmp_path, broker.port, influx_url, database, devices=devices, interval_s=0.3)
+    cfg = make_config(tmp_path, broker, influx_url, database, devices=devices, interval_s=0.3)
     influx = InfluxClient(influx_url, database)
     caplog.set_level(logging.WARNING, logger="foursave.collector")
     try:

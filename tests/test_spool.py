@@ -92,7 +92,7 @@ def test_readings_spooled_before_a_collector_restart_arrive_in_order(
     ]
     cfg = make_config(
         tmp_path,
-        broker.port,
+        broker,
         influx_url,
         database,
         devices=[{k: v for k, v in devices[0].items() if v is not None}],
