@@ -21,6 +21,7 @@ of ``offline``.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import sqlite3
@@ -39,7 +40,78 @@ from foursave.core.topics import ack_topic, collector_topic
 log = logging.getLogger("foursave.collector.mqtt")
 
 NOT_AUTHORISED = 0x87  # MQTT 5 reason code: the broker's ACL does not let us publish there
-DENIED_RETRY_S = (10.0, 300.0)  # readings refused as not authorised: first and longest wait
+DENIED_RETRY_S = (10.0, 300.0)  # a refused topic is tried again after this, doubling
+
+
+class Denied:
+    """Topics the broker refused as "not authorised", and the readings held for them.
+
+    mosquitto 2.0 answers such a publish with PUBACK 0x87 and then drops the client's
+    connection (eclipse-mosquitto/mosquitto#2579), so after the first refusal nothing
+    more is published on that topic: its readings stay in the spool, held, and one of
+    them is tried again after 10 s, then 20 s ... up to 5 min (the ACL may be fixed).
+    When that one is taken, the topic's held readings are published again in order."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, list[int]] = {}  # topic -> spool ids, in order
+        self.probe: int | None = None  # the spool id tried again, until its PUBACK
+        self._last: str | None = None  # the topic tried last: the next try is another's
+        self.at = 0.0
+        self.delay = DENIED_RETRY_S[0]
+
+    def __contains__(self, topic: str) -> bool:
+        return topic in self.held
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.held.values())
+
+    def refuse(self, topic: str, sid: int, now: float) -> bool:
+        """Hold ``sid``, refused on ``topic``; true when the topic was not refused before."""
+        new = topic not in self.held
+        if not self.held:
+            self.at = now + self.delay
+        self.hold(topic, sid)
+        if sid == self.probe:  # still refused: wait longer before the next try
+            self.probe = None
+            self.delay = min(self.delay * 2, DENIED_RETRY_S[1])
+            self.at = now + self.delay
+        return new
+
+    def reconnected(self, now: float) -> None:
+        """A probe's PUBACK lost with the connection (mosquitto drops it after refusing)
+        is as good as a refusal: tried again after the wait."""
+        if self.probe is not None:
+            self.probe = None
+            self.at = now + self.delay
+
+    def hold(self, topic: str, sid: int) -> None:
+        ids = self.held.setdefault(topic, [])
+        if sid not in ids:
+            bisect.insort(ids, sid)
+
+    def due(self, now: float) -> int | None:
+        """The spool id to try again now, if any: the oldest of the next topic in turn."""
+        if self.probe is not None or not self.held or now < self.at:
+            return None
+        topics = list(self.held)
+        after = topics.index(self._last) + 1 if self._last in self.held else 0
+        self._last = topics[after % len(topics)]
+        self.probe = self.held[self._last][0]
+        return self.probe
+
+    def taken(self, sid: int) -> list[int]:
+        """``sid`` was taken (or left the spool): if it was the probe, its topic is
+        released and its other held readings are returned, to be published again."""
+        if sid != self.probe:
+            return []
+        self.probe = None
+        self.delay = DENIED_RETRY_S[0]
+        for topic, ids in list(self.held.items()):
+            if sid in ids:
+                del self.held[topic]
+                return [i for i in ids if i != sid]
+        return []
 
 
 def presence(state: str, collector_id: str, **counters: int) -> bytes:
@@ -66,11 +138,9 @@ class Publisher:
         # Kept in the spool and tried again now and then (the ACL may be fixed), on their
         # own, so that they hold nothing else up
         self.not_authorised = 0
-        self._denied: list[int] = []  # spool ids refused as not authorised, to try again
-        self._denied_retry: set[int] = set()
-        self._denied_at = 0.0
-        self._denied_delay = DENIED_RETRY_S[0]
-        self._denied_topics: set[str] = set()  # logged once each
+        self.denied = Denied()
+        self._released: list[int] = []  # held readings whose topic the broker takes again
+        self._suspects: list[int] = []  # in flight when the connection dropped: one by one
         self._inflight: dict[int, int] = {}  # mqtt mid -> spool id, until the PUBACK
         # spool id -> when it was last handed to the broker (monotonic), oldest first,
         # until an ingester confirms it
@@ -124,6 +194,13 @@ class Publisher:
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        # paho would send its unacknowledged messages again first thing after the
+        # reconnect, all at once; the spool is what counts here, and the readings in
+        # flight go again one by one (``_suspects``).  paho has no call for "forget what
+        # you were sending", so its queue is emptied under its own lock.
+        with client._out_message_mutex:
+            client._out_messages.clear()
+            client._inflight_messages = 0
         self._loop.call_soon_threadsafe(self._set_connected, False)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties):
@@ -138,11 +215,19 @@ class Publisher:
     def _set_connected(self, value: bool) -> None:
         if value != self.connected:
             log.info("broker %s:%d %s", self._host, self._port, "connected" if value else "lost")
+            if not value:
+                # what was in flight without a PUBACK goes again one at a time: when the
+                # broker dropped us for a publish it refused, the refusal's PUBACK may
+                # have been lost with the connection (mosquitto closes with our later
+                # publishes unread: a reset), and only a lone publish gets it back
+                self._process_acks()
+                self._suspects = sorted(set(self._suspects) | set(self._inflight.values()))
             if value:
                 self._connected_at = time.monotonic()
                 # PUBACKs of the lost connection will not come: those readings wait
                 # for an ingester's confirmation like the others
                 self._inflight.clear()
+                self.denied.reconnected(self._connected_at)
         self.connected = value
         self._wake.set()
 
@@ -165,6 +250,7 @@ class Publisher:
             spool_unconfirmed=len(self._sent),
             refused=self.refused,
             refused_not_authorised=self.not_authorised,
+            held_not_authorised=self.denied.count,
             **counters,
         )
 
@@ -231,10 +317,8 @@ class Publisher:
             sid = self._inflight.pop(mid, None)
             if sid is None:
                 continue
-            if sid in self._denied_retry:
-                self._denied_retry.discard(sid)
-                if code == 0:
-                    self._denied_delay = DENIED_RETRY_S[0]
+            if code == 0 and sid == self.denied.probe:
+                self._released += self.denied.taken(sid)
             if code == NOT_AUTHORISED:
                 self.refused += 1
                 self.not_authorised += 1
@@ -273,34 +357,34 @@ class Publisher:
             self._retry_delay = 1.0
 
     def _deny(self, ids: list[int]) -> None:
-        if not self._denied:
-            self._denied_at = time.monotonic() + self._denied_delay
-        self._denied += ids
+        now = time.monotonic()
         for row in self.spool.rows(ids):
-            if row.topic not in self._denied_topics:
-                self._denied_topics.add(row.topic)
+            if self.denied.refuse(row.topic, row.id, now):
                 log.error(
                     "the broker refused readings on %s: not authorised (its ACL does not give "
                     "account %r this device; `foursave broker-config` makes the ACL from the "
-                    "configuration).  They stay in the spool and are tried again now and then",
+                    "configuration).  Its readings stay in the spool; tried again in %.0f s",
                     row.topic,
                     self._services.mqtt_account("collector"),
+                    self.denied.delay,
                 )
 
     def _retry_denied(self, room: int) -> int:
-        """Hand the broker again the readings it refused as not authorised, once their
-        wait is over (doubling up to 5 min): its ACL may have been fixed since."""
-        if not self._denied or time.monotonic() < self._denied_at or room <= 0:
-            return room
-        ids, self._denied = self._denied[:room], self._denied[room:]
-        for row in self.spool.rows(ids):
-            if not self._publish(row.id, row.topic, row.payload, row.device):
-                self._denied.append(row.id)
-                continue
-            self._denied_retry.add(row.id)
-            room -= 1
-        self._denied_at = time.monotonic() + self._denied_delay
-        self._denied_delay = min(self._denied_delay * 2, DENIED_RETRY_S[1])
+        """Publish the readings of a topic the broker takes again, and now and then one
+        reading of a refused topic, to see whether its ACL was fixed."""
+        if self._released and room > 0:
+            ids, self._released = self._released[:room], self._released[room:]
+            for row in self.spool.rows(ids):
+                if self._publish(row.id, row.topic, row.payload, row.device):
+                    room -= 1
+        sid = self.denied.due(time.monotonic()) if room > 0 else None
+        if sid is not None:
+            rows = self.spool.rows([sid])
+            if not rows:  # left the spool's bound meanwhile: the next one
+                self.denied.taken(sid)
+                return room
+            if self._publish(rows[0].id, rows[0].topic, rows[0].payload, rows[0].device):
+                room -= 1
         return room
 
     def _process_confirms(self) -> None:
@@ -352,6 +436,9 @@ class Publisher:
         room = self.max_inflight - len(self._inflight)
         if not self.connected or room <= 0:
             return
+        if self._suspects:
+            self._feed_suspects()
+            return
         room = self._retry_denied(room)
         overdue = self._overdue(room)
         if overdue:
@@ -367,14 +454,36 @@ class Publisher:
                     self.ack_timeout_s,
                 )
             for row in again:
+                if row.topic in self.denied:
+                    del self._sent[row.id]
+                    self.denied.hold(row.topic, row.id)
+                    continue
                 if not self._publish(row.id, row.topic, row.payload, row.device):
                     return
                 self.republished += 1
                 room -= 1
         for row in self.spool.after(self._cursor, room):
-            if not self._publish(row.id, row.topic, row.payload, row.device):
+            if row.topic in self.denied:  # held, not handed to a broker that refuses it
+                self.denied.hold(row.topic, row.id)
+            elif not self._publish(row.id, row.topic, row.payload, row.device):
                 break
             self._cursor = row.id
+
+    def _feed_suspects(self) -> None:
+        """One reading in flight at a time until every suspect has had its PUBACK."""
+        while self._suspects and not self._inflight:
+            sid = self._suspects.pop(0)
+            rows = self.spool.rows([sid])
+            if not rows:
+                continue  # confirmed or dropped meanwhile
+            row = rows[0]
+            if row.topic in self.denied:
+                self._sent.pop(sid, None)
+                self.denied.hold(row.topic, sid)
+                continue
+            if not self._publish(row.id, row.topic, row.payload, row.device):
+                self._suspects.insert(0, sid)
+            return
 
     def step(self) -> None:
         self._flush()
@@ -403,7 +512,7 @@ class Publisher:
         deadline = time.monotonic() + drain_s
 
         def busy() -> bool:
-            if self._inflight or self._retry_from is not None:
+            if self._inflight or self._suspects or self._retry_from is not None:
                 return True
             if self.spool.after(self._cursor, 1):
                 return True  # not yet handed to the broker

@@ -117,10 +117,12 @@ def make_config(
     control_port: int | None = None,
     sites: list[dict] | None = None,
     commissioned: date | None = None,
+    admitted: bool = True,
 ) -> Config:
     """The demo configuration on free ports, with its files under ``tmp_path``; its
-    services have their accounts on the broker ``mqtt`` (``auth_broker``), or talk to a
-    port where no broker listens (an ``int``)."""
+    services have their accounts on the broker ``mqtt`` (``auth_broker``; with
+    ``admitted`` false they have the passwords but the ACL does not know this
+    configuration), or talk to a port where no broker listens (an ``int``)."""
     raw = demo_raw()
     broker = mqtt if isinstance(mqtt, LocalService) else None
     mqtt_port = broker.port if broker else int(mqtt)  # type: ignore[arg-type]
@@ -163,7 +165,7 @@ def make_config(
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
     config = load_config(path, env={})
-    if broker is not None:
+    if broker is not None and admitted:
         admit(broker, config)
     return config
 
@@ -345,6 +347,66 @@ def expand(
     return q
 
 
+# ------------------------------------------------------------------ a test CA
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA made for one test (``openssl``), a server certificate it signed for
+    127.0.0.1 / localhost, and a client certificate it signed; PEM files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_test_ca(folder: Path, name: str = "foursave test CA") -> TlsFiles:
+    """A fresh CA in ``folder`` (EC P-256 keys, valid for two days)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=folder)
+
+    def key(path: str) -> None:
+        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+
+    key("ca.key")
+    run(
+        "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
+        f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    for who, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key(f"{who}.key")
+        run(
+            "req",
+            "-new",
+            "-key",
+            f"{who}.key",
+            "-out",
+            f"{who}.csr",
+            "-subj",
+            f"/CN=foursave-{who}",
+        )
+        (folder / f"{who}.ext").write_text(ext + "\n")
+        run(
+            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext",
+        )  # fmt: skip
+    for k in folder.glob("*.key"):
+        k.chmod(0o600)
+    return TlsFiles(
+        folder / "ca.pem", folder / "ca.key", folder / "server.pem", folder / "server.key",
+        folder / "client.pem", folder / "client.key",
+    )  # fmt: skip
+
+
 # ------------------------------------------------------------------ the broker, with accounts
 
 # a test broker -> the configurations admitted to it (their accounts and ACL, merged)
@@ -380,11 +442,12 @@ def broker_secrets(broker: LocalService) -> Path:
     return broker.workdir / "secrets.yaml"
 
 
-def admit(broker: LocalService, config: Config) -> None:
+def admit(broker: LocalService, config: Config, context: Any = None) -> None:
     """Give ``config``'s services their accounts on ``broker`` (random passwords, in
     ``broker_secrets``) and the ACL ``foursave broker-config`` makes for them, merged
     with those of the configurations admitted before; a running broker reloads them
-    (SIGHUP), and this returns once it has (a login made for this reload works)."""
+    (SIGHUP), and this returns once it has (a login made for this reload works, over
+    TLS with the ``ssl.SSLContext`` ``context`` for a TLS listener)."""
     configs = _admitted.setdefault(broker.workdir, [])
     configs.append(config)
     path = broker_secrets(broker)
@@ -400,29 +463,39 @@ def admit(broker: LocalService, config: Config) -> None:
     if broker.running:
         broker.reload()
         wait_for(
-            lambda: mqtt_login(broker.port, probe, password) == 0, 10, "mosquitto reloading its ACL"
+            lambda: mqtt_login(broker.port, probe, password, context=context) == 0,
+            10,
+            "mosquitto reloading its ACL",
         )
 
 
-def mqtt_login(port: int, username: str | None, password: str | None, **tls: Any) -> int | None:
-    """The CONNACK reason code a login gets (0: accepted), ``None`` when none came."""
+def mqtt_login(
+    port: int, username: str | None, password: str | None, context: Any = None
+) -> int | None:
+    """The CONNACK reason code a login gets (0: accepted), ``None`` when none came (over
+    TLS with the ``ssl.SSLContext`` ``context``)."""
     import paho.mqtt.client as mqtt
 
     got: list[int] = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     if username is not None:
         c.username_pw_set(username, password)
-    if tls:
-        c.tls_set_context(tls["context"])
+    if context is not None:
+        c.tls_set_context(context)
     c.on_connect = lambda cl, ud, flags, rc, props: got.append(rc.value)
     try:
         c.connect("127.0.0.1", port)
-    except OSError:
-        return None
-    deadline = time.monotonic() + 5
-    while not got and time.monotonic() < deadline:
-        c.loop(0.05)
-    c.disconnect()
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            if c.loop(0.05) not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                break  # the broker closed the connection
+        c.disconnect()
+    except OSError:  # refused, or the TLS handshake failed (ssl.SSLError is an OSError)
+        pass
+    finally:
+        sock = c.socket()
+        if sock is not None:
+            sock.close()
     return got[0] if got else None
 
 

@@ -30,7 +30,13 @@ MAY_IMPORT: dict[str, set[str]] = {
     "dashboards": {"core"},
     "foursave": {"core", "collector", "simulators", "rules", "reports", "api", "dashboards"},
 }
-TOP_MODULES = {"app", "brokerconf", "cli", "demo", "localstack"}  # foursave/*.py, importable as foursave.X
+TOP_MODULES = {
+    "app",
+    "brokerconf",
+    "cli",
+    "demo",
+    "localstack",
+}  # foursave/*.py, importable as foursave.X
 BARE = set(MAY_IMPORT) - {"foursave"} | {"tests"}
 
 
