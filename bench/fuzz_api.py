@@ -30,7 +30,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="foursave-fuzz-"))
     db = influxd(free_port(), tmp / "influxdb").start(timeout_s=60)
-    broker = mosquitto(free_port(), tmp / "mosquitto").start()
+    broker = mosquitto(free_port(), tmp / "mosquitto", anonymous_dev=True).start()
     try:
         st = build_stack(tmp, broker.port, build_history(tmp / "history", db))
         t0 = time.perf_counter()

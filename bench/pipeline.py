@@ -152,7 +152,7 @@ def main() -> int:
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="foursave-bench-"))
-    broker = mosquitto(free_port(), tmp / "mosquitto").start()
+    broker = mosquitto(free_port(), tmp / "mosquitto", anonymous_dev=True).start()
     db = influxd(free_port(), tmp / "influxd").start(60)
     cfg_path = bench_config(
         tmp, args.devices, args.per_endpoint, args.interval, broker.port, db.port

@@ -52,8 +52,8 @@ import yaml
 from foursave.app import load_config
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.localstack import LocalService, die_with_parent, free_port, influxd, mosquitto
-from tests.helpers import wait_for
+from foursave.localstack import LocalService, die_with_parent, free_port, influxd
+from tests.helpers import ANYONE, ANYONE_PASSWORD, admit, auth_broker, broker_secrets, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES: list[dict] = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["devices"]
@@ -157,9 +157,11 @@ def write_config(
     *,
     spool_dir: Path | None = None,
     services: dict | None = None,
+    secrets_file: Path | None = None,
 ) -> tuple[Path, Config]:
     raw: dict[str, Any] = {
         "services": {
+            **({"secrets_file": str(secrets_file)} if secrets_file else {}),
             "mqtt": {"url": f"mqtt://127.0.0.1:{mqtt_port}", "keepalive_s": 5},
             "influxdb": {"url": influx_url, "database": database},
             "collector": {
@@ -277,7 +279,7 @@ class Stack:
         self.name = name
         self.tmp = Path(tempfile.mkdtemp(prefix=f"foursave-chaos-{name}-"))
         self.keep = keep
-        self.broker = mosquitto(free_port(), self.tmp / "mosquitto")
+        self.broker = auth_broker(free_port(), self.tmp / "mosquitto")
         self.own_influx = shared_influx is None
         self.influxd = shared_influx or influxd(free_port(), self.tmp / "influxd")
         self.database = f"chaos_{name.replace('-', '_')}_{random.randrange(16**6):06x}"
@@ -322,7 +324,9 @@ class Stack:
             devices,
             spool_dir=spool_dir,
             services=services,
+            secrets_file=broker_secrets(self.broker),
         )
+        admit(self.broker, self.config)
         self.collector = Proc("collect", self.config_path, self.tmp / "collect.log")
         self.ingester = Proc("ingest", self.config_path, self.tmp / "ingest.log")
         return self.config
@@ -340,7 +344,7 @@ class Stack:
         now on, so the collector can start at once instead of after the ingester
         subscribed (a PUBACK 'no matching subscribers' would hold it back by a retry)."""
         assert self.ingester is not None and self.config is not None
-        prime_session(self.broker.port, self.config.services.ingester.client_id)
+        prime_session(self.broker.port, self.config)
         self.ingester.start()
 
     def start_pipeline(self) -> None:
@@ -556,12 +560,15 @@ def longest_stall(
 # ------------------------------------------------------------------ MQTT helpers
 
 
-def prime_session(port: int, client_id: str) -> None:
-    """Create ``client_id``'s persistent session with the ingester's subscriptions."""
+def prime_session(port: int, config: Config) -> None:
+    """Create the ingester's persistent session (its account, its client id, its
+    subscriptions)."""
+    from foursave.core.mqtt import mqtt_client
     from foursave.core.topics import READINGS_FILTER, STATUS_FILTER
 
     subscribed = threading.Event()
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client_id = config.services.ingester.client_id
+    c = mqtt_client(config.services, "ingester", client_id, clean_session=False)
     c.on_connect = lambda cl, *a: cl.subscribe([(READINGS_FILTER, 1), (STATUS_FILTER, 1)])
     c.on_subscribe = lambda *a: subscribed.set()
     c.connect("127.0.0.1", port)
@@ -580,6 +587,7 @@ def wait_subscribed(port: int, proc: Proc | None, timeout_s: float) -> None:
     ``_ingester/chaos-probe/status``, which the ingester reads and ignores."""
     acks: list[int] = []
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.username_pw_set(ANYONE, ANYONE_PASSWORD)
     c.on_publish = lambda cl, ud, mid, rc, props: acks.append(rc.value)
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -606,6 +614,8 @@ class Publisher:
 
     def __init__(self, port: int, client_id: str):
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        # the fuzzer publishes what no collector's ACL allows: the test stand-in account
+        self.c.username_pw_set(ANYONE, ANYONE_PASSWORD)
         self.c.max_inflight_messages_set(1000)
         self.c.max_queued_messages_set(0)
         self.acked = 0

@@ -711,7 +711,6 @@ def live_status(size: Size, shared_influx: LocalService | None = None) -> Result
     """Hostile status messages (retained and live) against the API's live-status
     subscriber (api/live.py); a good status after them must still be taken."""
     from foursave.api.live import LiveStatus, LiveSubscriber
-    from foursave.core.config import MqttService
 
     t0 = time.monotonic()
     r = Result("live-status")
@@ -722,7 +721,8 @@ def live_status(size: Size, shared_influx: LocalService | None = None) -> Result
             pub.publish(topic, payload, retain=True)
         wait_for(lambda: pub.acked >= len(bad), 10, "retained hostile statuses")
         live = LiveStatus()
-        sub = LiveSubscriber(MqttService(url=f"mqtt://127.0.0.1:{st.broker.port}"), live).start()
+        cfg = st.configure([])  # the API's account on the broker
+        sub = LiveSubscriber(cfg.services, live).start()
         try:
             wait_for(sub.connected.is_set, 10, "the live subscriber")
             for topic, payload in bad:  # and again while it listens
