@@ -21,10 +21,9 @@ import argparse
 import secrets as random
 import sys
 from pathlib import Path
-from typing import Any
 
 from foursave.app import load_config
-from foursave.core.config import ConfigError
+from foursave.core.config import ConfigError, Services
 from foursave.core.secrets import Kind, SecretsError, read_file, write_file
 
 # unit -> (MQTT role, InfluxDB role or None): core/secrets.py's table
@@ -38,7 +37,7 @@ MQTT_ROLES = ("collector", "ingester", "rules", "api", "reader")
 INFLUX_ROLES = ("admin", "writer", "reader")
 
 
-def ensure_passwords(path: Path, services: Any) -> list[str]:
+def ensure_passwords(path: Path, services: Services) -> list[str]:
     """Give every account of ``services`` without a password in ``path`` a random one;
     returns the ``kind:name`` of those that got one."""
     current = read_file(path) if path.exists() else {}
@@ -59,7 +58,7 @@ def ensure_passwords(path: Path, services: Any) -> list[str]:
     return new
 
 
-def unit_files(path: Path, services: Any, out: Path) -> list[Path]:
+def unit_files(path: Path, services: Services, out: Path) -> list[Path]:
     """One secrets file per unit in ``out``, each with its service's passwords only."""
     all_ = read_file(path)
     out.mkdir(parents=True, exist_ok=True)
