@@ -693,9 +693,14 @@ def dashboard_json(name: str, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
 
 
 def datasource_json(
-    url: str = "http://influxdb:8086", database: str = "foursave"
+    url: str = "http://influxdb:8086",
+    database: str = "foursave",
+    user: str | None = None,
+    password: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """Grafana's InfluxDB (InfluxQL) data source; ``user`` and ``password`` are the
+    InfluxDB reader's (Grafana keeps the password encrypted, ``secureJsonData``)."""
+    ds: dict[str, Any] = {
         "name": "foursave InfluxDB",
         "uid": DS_UID,
         "type": "influxdb",
@@ -704,6 +709,11 @@ def datasource_json(
         "jsonData": {"dbName": database, "httpMode": "POST", "timeInterval": "5s"},
         "isDefault": True,
     }
+    if user is not None:
+        ds["user"] = user
+    if password is not None:
+        ds["secureJsonData"] = {"password": password}
+    return ds
 
 
 def write_all(out: Path = OUT) -> list[Path]:
@@ -719,7 +729,14 @@ def write_all(out: Path = OUT) -> list[Path]:
     prov = out / "provisioning"
     (prov / "datasources").mkdir(parents=True, exist_ok=True)
     (prov / "dashboards").mkdir(parents=True, exist_ok=True)
-    ds = datasource_json("${FOURSAVE_INFLUXDB_URL}", "${FOURSAVE_INFLUXDB_DATABASE}")
+    # Grafana fills these in from its environment (docker-compose.yml): the InfluxDB
+    # reader, whose password never lands in a file
+    ds = datasource_json(
+        "${FOURSAVE_INFLUXDB_URL}",
+        "${FOURSAVE_INFLUXDB_DATABASE}",
+        "${FOURSAVE_INFLUXDB_USER}",
+        "${FOURSAVE_INFLUXDB_PASSWORD}",
+    )
     ds_file = prov / "datasources" / "foursave.yaml"
     import yaml
 
