@@ -296,7 +296,7 @@ def run_demo(
         )
     )
     users = ", ".join(svc.influx_user(r) for r in INFLUX_ROLES)
-    print(f"  InfluxDB users {users}  (passwords in {os.environ[SECRETS_FILE_ENV]})")
+    print(f"{'':16}users {users} (passwords in {os.environ[SECRETS_FILE_ENV]})")
     for d in cfg.devices:
         if d.simulate:
             print(
