@@ -56,7 +56,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        influx = InfluxClient.from_config(svc.influxdb, timeout_s=10)
+        # the reader: the API never writes to InfluxDB (acknowledgements go to alert
+        # history through the rules engine, the rollup cache is the engine's to fill)
+        influx = InfluxClient.for_role(svc, "reader", timeout_s=10)
         clk = clock  # foursave.app.clock(config, "api"): the readings' clock
         live = LiveStatus()
         subscriber = LiveSubscriber(svc, live).start()

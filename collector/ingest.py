@@ -9,8 +9,9 @@ it is in InfluxDB, whatever the broker forgets.  Messages that arrived on an ear
 broker connection are written and confirmed too; only their MQTT acknowledgement is
 skipped (their ids mean nothing on the new connection).
 
-Batches close at ``batch_max_lines`` or ``batch_max_ms``.  Network errors and 5xx are
-retried with capped backoff; a 400 is never retried: the batch is split until the
+Batches close at ``batch_max_lines`` or ``batch_max_ms``.  Network errors, 5xx and
+refused credentials (401/403, counted in ``auth_failures``) are retried with capped
+backoff; a 400 is never retried: the batch is split until the
 offending lines are found, they go to the dead-letter store with the server's error
 text, and the rest is written.  A message that cannot be stored (not JSON, not a
 reading, dated beyond ``future_tolerance_s`` ahead of the ingester's clock, ...) goes
@@ -209,6 +210,9 @@ class Ingester:
         self.written = 0
         self.batches = 0
         self.write_retries = 0
+        # writes InfluxDB refused for the credentials (401) or the user's rights (403):
+        # retried like an outage, never dead-lettered (the data is not at fault)
+        self.auth_failures = 0
         self.unknown_fields = 0  # field values left out of readings: not in the glossary
         self.out_of_bounds = 0  # field values left out of readings: outside their bounds
         self.confirmations = 0  # acknowledgement messages sent to collectors
@@ -219,6 +223,8 @@ class Ingester:
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
         self.connection = 0
+        self._stats_interval_s = 10.0  # run() sets both
+        self._next_stats = time.monotonic() + self._stats_interval_s
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
@@ -357,18 +363,34 @@ class Ingester:
                 if self.stop_event.is_set():
                     raise
                 self.write_retries += 1
+                if exc.auth:
+                    self.auth_failures += 1
                 if delay == 0.2:
-                    log.warning("InfluxDB unavailable, retrying: %s", exc)
+                    if exc.auth:
+                        log.error(
+                            "InfluxDB refused the ingester's user, retrying until its "
+                            "password or rights are fixed (foursave influx-setup): %s",
+                            exc,
+                        )
+                    else:
+                        log.warning("InfluxDB unavailable, retrying: %s", exc)
+                self._status_while_retrying()
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, self.cfg.retry_max_s)
 
     def _ensure_database(self) -> None:
         """CREATE DATABASE (idempotent), waiting for InfluxDB; a user without the right
-        to create databases is told once and assumed to write to an existing one."""
+        to create databases (the writer) is told once and writes to an existing one
+        (``foursave influx-setup`` creates it)."""
         delay = 0.2
         while not self.stop_event.is_set():
             try:
-                self.influx.create_database()
+                if not self.influx.create_database():
+                    log.info(
+                        "user %s may not create databases; writing to %r",
+                        self.influx.username,
+                        self.influx.database,
+                    )
                 return
             except InfluxRejected as exc:
                 log.warning(
@@ -376,11 +398,11 @@ class Ingester:
                 )
                 return
             except InfluxUnavailable as exc:
-                if "HTTP 401" in str(exc) or "HTTP 403" in str(exc):
+                if exc.auth:  # the writes say so again, and are retried
                     log.warning(
-                        "not allowed to create database %r (%s); assuming it exists",
-                        self.influx.database,
+                        "InfluxDB refused the credentials (%s); assuming database %r exists",
                         exc,
+                        self.influx.database,
                     )
                     return
                 if delay == 0.2:
@@ -473,6 +495,36 @@ class Ingester:
                     return False
                 delay = min(delay * 2, self.cfg.retry_max_s)
 
+    def _counters(self) -> dict[str, Value]:
+        ingest: dict[str, Value] = {
+            "written": self.written,
+            "batches": self.batches,
+            "dead_letters": self.dead.count(),
+            "write_retries": self.write_retries,
+            "auth_failures": self.auth_failures,
+            "unknown_fields": self.unknown_fields,
+            "out_of_bounds": self.out_of_bounds,
+            "confirmations": self.confirmations,
+            "earlier_connection": self.earlier_connection,
+            "queue": self.q.qsize(),
+        }
+        if self.last_lag_ms is not None:
+            ingest["lag_ms"] = float(self.last_lag_ms)
+        return ingest
+
+    def _publish_status(self, ingest: dict[str, Value], now_ms: int) -> None:
+        if self.connected.is_set():
+            self.client.publish(
+                ingester_topic(self.cfg.id), json.dumps({**ingest, "ts": now_ms}).encode(), 1, True
+            )
+
+    def _status_while_retrying(self) -> None:
+        """The counters over MQTT while a batch waits for InfluxDB (an outage, refused
+        credentials): stats cannot be written there then, and the status shows why."""
+        if time.monotonic() >= self._next_stats:
+            self._publish_status(self._counters(), int(time.time() * 1000))
+            self._next_stats = time.monotonic() + self._stats_interval_s
+
     def write_stats(self) -> None:
         now_ms = int(time.time() * 1000)
         lines = []
@@ -491,43 +543,29 @@ class Ingester:
                     now_ms,
                 )
             )
-        ingest: dict[str, Value] = {
-            "written": self.written,
-            "batches": self.batches,
-            "dead_letters": self.dead.count(),
-            "write_retries": self.write_retries,
-            "unknown_fields": self.unknown_fields,
-            "out_of_bounds": self.out_of_bounds,
-            "confirmations": self.confirmations,
-            "earlier_connection": self.earlier_connection,
-            "queue": self.q.qsize(),
-        }
-        if self.last_lag_ms is not None:
-            ingest["lag_ms"] = float(self.last_lag_ms)
+        ingest = self._counters()
         lines.append(to_line("ingest_stats", {"ingester": self.cfg.id}, ingest, now_ms))
         try:
             self.influx.write(lines)
         except (InfluxUnavailable, InfluxRejected) as exc:
             log.debug("stats not written: %s", exc)
-        if self.connected.is_set():
-            self.client.publish(
-                ingester_topic(self.cfg.id), json.dumps({**ingest, "ts": now_ms}).encode(), 1, True
-            )
+        self._publish_status(ingest, now_ms)
 
     def run(self, stats_interval_s: float = 10.0) -> None:
         """Blocking: until ``stop_event`` is set."""
         self._ensure_database()
         connect(self.client, self.services)
         self.client.loop_start()
-        next_stats = time.monotonic() + stats_interval_s
+        self._stats_interval_s = stats_interval_s
+        self._next_stats = time.monotonic() + stats_interval_s
         try:
             while not self.stop_event.is_set():
                 batch = self._next_batch()
                 if batch and not self._process_until_done(batch):
                     break  # stopping while InfluxDB is away: unacked, redelivered later
-                if time.monotonic() >= next_stats:
+                if time.monotonic() >= self._next_stats:
                     self.write_stats()
-                    next_stats = time.monotonic() + stats_interval_s
+                    self._next_stats = time.monotonic() + stats_interval_s
         finally:
             self.client.disconnect()
             self.client.loop_stop()

@@ -3,23 +3,42 @@
 That API is served by InfluxDB 1.x, 2.x (v1 compatibility) and 3.x, and it is what
 Grafana's InfluxQL data source speaks (docs/design.md).  Errors are split the way the
 ingester needs them: :class:`InfluxRejected` (4xx: the data is wrong, never retry) and
-:class:`InfluxUnavailable` (network or 5xx: retry later).
+:class:`InfluxUnavailable` (network, 5xx, or credentials refused (401/403): retry
+later).
+
+Each service logs in as the InfluxDB user of its role (:meth:`InfluxClient.for_role`,
+core/secrets.py's table): ``writer`` for the ingester and the rules engine, ``reader``
+for the API.  A reader's client is :attr:`~InfluxClient.read_only`: it refuses to
+write before asking the server, and the code the API shares with the rules engine
+checks it (rules/rollup.py, rules/alerts/incidents.py).  User management (1.x only)
+is in core/influxadmin.py.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from foursave.core import influxql
-from foursave.core.config import InfluxService
+from foursave.core.config import InfluxRole, InfluxService, Services
+from foursave.core.secrets import Secrets
 
 
 class InfluxUnavailable(Exception):
-    pass
+    """Not now: the network, a 5xx, or credentials refused (``status`` 401 or 403)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def auth(self) -> bool:
+        """The server refused the credentials (401) or the user's rights (403)."""
+        return self.status in (401, 403)
 
 
 class InfluxRejected(Exception):
@@ -27,6 +46,46 @@ class InfluxRejected(Exception):
         super().__init__(f"HTTP {status}: {text}")
         self.status = status
         self.text = text
+
+
+class InfluxReadOnly(Exception):
+    """A write through a read-only client (the reader user's): a bug in the caller,
+    which should have checked :attr:`InfluxClient.read_only`."""
+
+
+class InfluxTLSError(ValueError):
+    """``ca_file`` cannot be used; the message names the file and why."""
+
+
+def tls_verify(svc: InfluxService) -> bool | ssl.SSLContext:
+    """What httpx checks InfluxDB's certificate with: an SSL context trusting
+    ``ca_file`` (else the system's CAs), or False when ``tls_verify`` is off."""
+    if not svc.tls_verify:
+        return False
+    if svc.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=svc.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise InfluxTLSError(
+            f"services.influxdb.ca_file {svc.ca_file}: cannot be used as CA certificates ({reason})"
+        ) from None
+
+
+def unreachable(where: str, exc: httpx.HTTPError) -> InfluxUnavailable:
+    """The error for a request that got no answer; a certificate that could not be
+    verified is said in words, with what to set."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return InfluxUnavailable(
+                f"{where}: the server's TLS certificate could not be verified "
+                f"({seen.verify_message or seen}); set services.influxdb.ca_file to the CA "
+                "that signed it"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return InfluxUnavailable(f"{where}: {exc!r}")
 
 
 class InfluxClient:
@@ -39,21 +98,49 @@ class InfluxClient:
         password: str | None = None,
         token: str | None = None,
         timeout_s: float = 10.0,
+        verify: bool | ssl.SSLContext = True,
+        read_only: bool = False,
     ):
+        """``username`` and ``password`` are sent (HTTP basic auth) only with a
+        password; ``verify``: see :func:`tls_verify`."""
         self.url = url.rstrip("/")
         self.database = database
+        self.username = username if password else None
+        self.read_only = read_only
         headers = {"Authorization": f"Token {token}"} if token else {}
-        auth = (username, password or "") if username else None
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth)
+        auth = (username, password) if username and password else None
+        self._http = httpx.Client(
+            base_url=self.url, timeout=timeout_s, headers=headers, auth=auth, verify=verify
+        )
 
     @classmethod
-    def from_config(cls, svc: InfluxService, **kw: Any) -> InfluxClient:
+    def for_role(
+        cls,
+        services: Services,
+        role: InfluxRole,
+        secrets: Secrets | None = None,
+        **kw: Any,
+    ) -> InfluxClient:
+        """A client for the configured database, logged in as ``role``'s user
+        (``services.influx_user``) with its password from ``secrets`` (default: this
+        process's environment and secrets file).  ``username`` with ``password_env``
+        (one account for every service) still works; ``token_env`` (InfluxDB 2.x/3.x)
+        is sent as a token.  No password: no credentials.  The reader's client is
+        read-only."""
+        svc = services.influxdb
+        user = services.influx_user(role)
+        secrets = secrets if secrets is not None else Secrets.load(services.secrets_file)
+        password = secrets.password("influxdb", user)
+        if password is None and svc.username and svc.password_env:
+            password = os.environ.get(svc.password_env) or None
         return cls(
             svc.url,
             svc.database,
-            username=svc.username,
-            password=os.environ.get(svc.password_env) if svc.password_env else None,
+            username=user,
+            password=password,
             token=os.environ.get(svc.token_env) if svc.token_env else None,
+            verify=tls_verify(svc),
+            read_only=role == "reader",
             **kw,
         )
 
@@ -76,15 +163,25 @@ class InfluxClient:
         try:
             resp = self._http.post(path, **kw)
         except httpx.HTTPError as exc:
-            raise InfluxUnavailable(f"{self.url}{path}: {exc!r}") from None
+            raise unreachable(f"{self.url}{path}", exc) from None
         if resp.status_code >= 500 or resp.status_code in (401, 403):
             # 5xx: the server is unwell; 401/403: credentials to fix. Neither is the
             # data's fault: retry, never dead-letter
-            raise InfluxUnavailable(f"{self.url}{path}: HTTP {resp.status_code} {resp.text[:200]}")
+            who = f" (user {self.username})" if self.username else " (no credentials sent)"
+            raise InfluxUnavailable(
+                f"{self.url}{path}: HTTP {resp.status_code}"
+                f"{who if resp.status_code in (401, 403) else ''} {resp.text[:200].strip()}",
+                resp.status_code,
+            )
         return resp
 
     def write(self, lines: Sequence[str], precision: str = "ms") -> None:
         """Write line protocol; returns only when the server answered 204."""
+        if self.read_only:
+            raise InfluxReadOnly(
+                f"{self.url}: this client logs in as the reader ({self.username or 'anonymous'}) "
+                "and does not write"
+            )
         body = "\n".join(lines).encode()
         resp = self._post(
             "/write", params={"db": self.database, "precision": precision}, content=body
@@ -96,15 +193,23 @@ class InfluxClient:
                 text = resp.text
             raise InfluxRejected(resp.status_code, text)
 
-    def create_database(self) -> None:
+    def create_database(self) -> bool:
         """CREATE DATABASE (idempotent): a 1.x convenience for an empty server; the one
-        statement sent that InfluxDB 3 does not serve (it creates databases on write)."""
-        resp = self._post("/query", params={"q": influxql.create_database(self.database)})
+        statement sent that InfluxDB 3 does not serve (it creates databases on write).
+        False when this user may not create databases (403: not an admin; the database
+        is ``foursave influx-setup``'s to create)."""
+        try:
+            resp = self._post("/query", params={"q": influxql.create_database(self.database)})
+        except InfluxUnavailable as exc:
+            if exc.status == 403:
+                return False
+            raise
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)
         results = resp.json().get("results", [{}])
         if results and "error" in results[0]:
             raise InfluxRejected(200, results[0]["error"])
+        return True
 
     def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run InfluxQL; return the series of the first statement (may be empty).

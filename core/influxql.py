@@ -27,7 +27,9 @@ have their own names: :data:`TIME_FILTER` (``$timeFilter``), :data:`GRAFANA_INTE
 
 Only statements InfluxDB 3 also serves are built for use at run time: SELECT and
 SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (:func:`is_served`; writes go
-through ``/write``).  :func:`create_database` is the one 1.x-only convenience.
+through ``/write``).  :func:`create_database` is the one 1.x-only convenience.  User
+management (CREATE USER, GRANT, ...: 1.x only) is built at the end, as
+:class:`AdminStatement`, for core/influxadmin.py alone.
 """
 
 from __future__ import annotations
@@ -291,3 +293,55 @@ def create_database(name: str) -> Query:
     """``CREATE DATABASE "name"``: InfluxDB 1.x only (3.x creates a database on the first
     write); kept because the ingester and the tests start from an empty 1.x server."""
     return Query(f"CREATE DATABASE {ident(name)}")
+
+
+# ------------------------------------------------------------------ users (1.x only)
+#
+# InfluxDB 1.x manages its users with InfluxQL; 2.x and 3.x have tokens instead and serve
+# none of these.  They are sent only by core/influxadmin.py (``foursave influx-setup``),
+# never through ``InfluxClient.query`` (:func:`is_served` refuses them), and their type
+# is not Query.
+
+PRIVILEGES = ("READ", "WRITE", "ALL")
+
+
+class AdminStatement(str):
+    """A user-management statement built here (InfluxDB 1.x only; may hold a password:
+    never log one)."""
+
+
+def show_users() -> AdminStatement:
+    return AdminStatement("SHOW USERS")
+
+
+def show_grants(user: str) -> AdminStatement:
+    return AdminStatement(f"SHOW GRANTS FOR {ident(user)}")
+
+
+def create_user(user: str, password: str, *, admin: bool = False) -> AdminStatement:
+    """``CREATE USER "user" WITH PASSWORD '...'`` (``WITH ALL PRIVILEGES``: an admin)."""
+    if not password:
+        raise ValueError(f"user {user!r}: an empty password")
+    return AdminStatement(
+        f"CREATE USER {ident(user)} WITH PASSWORD {string(password)}"
+        + (" WITH ALL PRIVILEGES" if admin else "")
+    )
+
+
+def set_password(user: str, password: str) -> AdminStatement:
+    if not password:
+        raise ValueError(f"user {user!r}: an empty password")
+    return AdminStatement(f"SET PASSWORD FOR {ident(user)} = {string(password)}")
+
+
+def grant(privilege: str, database: str, user: str) -> AdminStatement:
+    """``GRANT READ|WRITE|ALL ON "db" TO "user"``: the user's one privilege on the
+    database (1.x replaces the one it had)."""
+    if privilege not in PRIVILEGES:
+        raise ValueError(f"privilege {privilege!r}: expected one of {', '.join(PRIVILEGES)}")
+    return AdminStatement(f"GRANT {privilege} ON {ident(database)} TO {ident(user)}")
+
+
+def revoke_admin(user: str) -> AdminStatement:
+    """``REVOKE ALL PRIVILEGES FROM "user"``: no longer an admin (database grants stay)."""
+    return AdminStatement(f"REVOKE ALL PRIVILEGES FROM {ident(user)}")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from foursave.collector.profiles import check_profile
 from foursave.core.clock import Clock, SystemClock, simulated_clock
-from foursave.core.config import Config
+from foursave.core.config import Config, InfluxRole
 from foursave.core.config import load_config as _load_config
 from foursave.core.influx import InfluxClient
 from foursave.core.mqtt import connect, mqtt_client
@@ -92,9 +92,11 @@ def clock(config: Config, service: Service) -> Clock:
     return simulated_clock(config.services.simulator)
 
 
-def influx(config: Config, timeout_s: float = 10.0) -> InfluxClient:
-    """An InfluxDB client for the configured database (credentials from the environment)."""
-    return InfluxClient.from_config(config.services.influxdb, timeout_s=timeout_s)
+def influx(config: Config, role: InfluxRole, timeout_s: float = 10.0) -> InfluxClient:
+    """An InfluxDB client for the configured database, logged in as ``role``'s user
+    (password from the environment or the secrets file): ``writer`` for ``ingest``,
+    ``rules`` and ``backfill``, ``reader`` for ``api`` and ``report`` (read-only)."""
+    return InfluxClient.for_role(config.services, role, timeout_s=timeout_s)
 
 
 def simulator(config: Config, only: set[str] | None = None) -> Simulator:
@@ -112,7 +114,7 @@ def collector(config: Config, devices: list[Device] | None = None) -> Collector:
 def ingester(config: Config) -> Ingester:
     from foursave.collector.ingest import Ingester
 
-    return Ingester(config, influx(config), clock(config, "ingester"))
+    return Ingester(config, influx(config, "writer"), clock(config, "ingester"))
 
 
 @dataclass
@@ -152,7 +154,7 @@ def run_rules(config: Config, stop: threading.Event) -> None:
     from foursave.rules.records import RecordStore
 
     clk = clock(config, "rules")
-    db = influx(config)
+    db = influx(config, "writer")
     records = RecordStore(config.services.rules.records_path)
     try:
         watch = alerts(config, db, clk)
@@ -174,12 +176,12 @@ def api_app(config: Config, refresh: bool = True) -> FastAPI:
 
 @contextmanager
 def stores(config: Config) -> Iterator[tuple[InfluxClient, RecordStore, ReportStore]]:
-    """InfluxDB, the manual-record store and the report store, closed on exit
-    (``foursave report``)."""
+    """InfluxDB (as the reader: a report only reads it), the manual-record store and
+    the report store, closed on exit (``foursave report``)."""
     from foursave.reports.store import ReportStore
     from foursave.rules.records import RecordStore
 
-    db = influx(config, timeout_s=60)
+    db = influx(config, "reader", timeout_s=60)
     records = RecordStore(config.services.rules.records_path)
     reports = ReportStore(config.services.api.reports_path)
     try:

@@ -325,7 +325,7 @@ def cmd_backfill(args) -> int:
 
 
 def _alerts_once(cfg) -> int:
-    influx = app.influx(cfg)
+    influx = app.influx(cfg, "writer")
     try:
         watch = app.alerts(cfg, influx, app.clock(cfg, "rules"))
     except ValueError as exc:
@@ -350,7 +350,7 @@ def cmd_rules(args) -> int:
 
     cfg = _load(args.config)
     if args.once:
-        influx = app.influx(cfg)
+        influx = app.influx(cfg, "writer")
         clock = app.clock(cfg, "rules")
         records = RecordStore(cfg.services.rules.records_path)
         try:
@@ -392,25 +392,24 @@ def cmd_alerts(args) -> int:
             if args.incident is None:
                 print("foursave alerts ack: give the incident id", file=sys.stderr)
                 return 2
-            with app.influx(cfg, timeout_s=5) as influx:
-                try:
-                    done = acknowledge_incident(
-                        store,
-                        influx,
-                        args.incident,
-                        args.by,
-                        args.comment or "",
-                        app.clock(cfg, "rules").time(),
-                    )
-                except (LookupError, ValueError) as exc:
-                    print(f"foursave alerts ack: {exc}", file=sys.stderr)
-                    return 2
-            print(f"incident {done.incident.id} acknowledged by {done.incident.acked_by}")
-            if done.history_error:
-                print(
-                    f"(acknowledgement not written to InfluxDB: {done.history_error})",
-                    file=sys.stderr,
+            # no InfluxDB user at all: the rules engine writes the acknowledgement to
+            # alert history on its next pass
+            try:
+                done = acknowledge_incident(
+                    store,
+                    None,
+                    args.incident,
+                    args.by,
+                    args.comment or "",
+                    app.clock(cfg, "rules").time(),
                 )
+            except (LookupError, ValueError) as exc:
+                print(f"foursave alerts ack: {exc}", file=sys.stderr)
+                return 2
+            print(
+                f"incident {done.incident.id} acknowledged by {done.incident.acked_by} "
+                "(into alert history on the rules engine's next pass)"
+            )
             return 0
         for i in store.all(None if args.all else "firing"):
             when = datetime.fromtimestamp(i.fired_at or i.pending_since, UTC).isoformat(
@@ -524,6 +523,7 @@ def cmd_api(args) -> int:
     cfg = _load(args.config)
     host = args.host or cfg.services.api.host
     port = args.port or cfg.services.api.port
+    app.influx(cfg, "reader").close()  # a secrets or CA file to fix is said before serving
     try:
         serve(cfg, app.api_app(cfg), host, port)
     except KeyRequestError as exc:
@@ -609,6 +609,23 @@ def cmd_report(args) -> int:
     print(f"{out}: {data.period}, {state}, fingerprint {data.fingerprint[:12]}")
     if data.later_data_note:
         print(f"note: {data.later_data_note}", file=sys.stderr)
+    return 0
+
+
+def cmd_influx_setup(args) -> int:
+    from foursave.core.influx import InfluxUnavailable
+    from foursave.core.influxadmin import InfluxSetupError, setup
+
+    cfg = _load(args.config)
+    try:
+        for line in setup(cfg.services):
+            print(line)
+    except InfluxSetupError as exc:
+        print(f"foursave influx-setup: {exc}", file=sys.stderr)
+        return 2
+    except InfluxUnavailable as exc:
+        print(f"foursave influx-setup: InfluxDB unavailable: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -744,6 +761,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--role", choices=["viewer", "engineer", "auditor", "admin"])
     sp.add_argument("--name", help="create: who or what uses the key")
     sp.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who creates it")
+    add(
+        "influx-setup",
+        cmd_influx_setup,
+        "InfluxDB 1.x: create the database and the admin, writer and reader users "
+        "(passwords from the secrets; idempotent)",
+    )
     sp = add("report", cmd_report, "four-saving report file (monthly or annual)")
     sp.add_argument("--year", type=int, required=True)
     sp.add_argument("--month", type=int, help="1-12; omit for the annual report")
@@ -760,9 +783,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from foursave.core.influx import InfluxTLSError
+    from foursave.core.secrets import SecretsError
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (SecretsError, InfluxTLSError) as exc:  # a secrets file or CA file to fix
+        print(f"foursave {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """``foursave demo``: the whole system on one machine with simulated devices.
 
-Starts mosquitto and influxd on the configured ports unless something already answers
-there, then the simulators, the ingester, the collector and the API as separate
+Starts mosquitto and influxd (with authentication on) on the configured ports unless
+something already answers there, makes InfluxDB's users (``foursave influx-setup``,
+passwords made up on the first run into the demo's secrets file, mode 600, which every
+service then reads through ``FOURSAVE_SECRETS_FILE``), then the simulators, the ingester, the collector and the API as separate
 processes (as they run in production), prints what runs where (with a fresh API key per
 role) and a live line of counts, and stops everything cleanly on Ctrl-C.
 
@@ -16,6 +18,7 @@ the demo was stopped and adds only the months that were missing.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,8 +31,12 @@ from foursave import app
 from foursave.core.clock import simulated_clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.core.influxadmin import ROLES as INFLUX_ROLES
+from foursave.core.influxadmin import InfluxSetupError
+from foursave.core.influxadmin import setup as influx_setup
 from foursave.core.influxql import ALL, agg, eq, select, time_range
 from foursave.core.periods import local_date
+from foursave.core.secrets import SECRETS_FILE_ENV, read_file, write_file
 from foursave.localstack import LocalService, die_with_parent, influxd, mosquitto, port_open
 
 
@@ -65,6 +72,24 @@ def _counts(influx: InfluxClient, since_ms: int) -> dict[str, int]:
         if rows:
             out[m] = max((v for k, v in rows[0].items() if k.startswith("count_")), default=0)
     return out
+
+
+def secrets_path(var: Path) -> Path:
+    """The demo's secrets file (core/secrets.py's format): every service's password."""
+    return (var / "secrets.yaml").resolve()
+
+
+def demo_secrets(cfg: Config, var: Path) -> Path:
+    """The demo's secrets file with a password for each InfluxDB user: those of an
+    earlier run are kept (its influxd knows them), missing ones made up; whatever else
+    the file holds (other sections) stays.  Written readable by its owner only."""
+    path = secrets_path(var)
+    current = read_file(path) if path.exists() else {}
+    influx = dict(current.get("influxdb", {}))
+    for role in INFLUX_ROLES:
+        influx.setdefault(cfg.services.influx_user(role), secrets.token_urlsafe(24))
+    write_file(path, {**current, "influxdb": influx})
+    return path
 
 
 def _demo_keys(cfg: Config) -> dict[str, str]:
@@ -159,7 +184,7 @@ class History(threading.Thread):
 
 
 def _has_annual_ledger(cfg: Config, y: int) -> bool:
-    influx = app.influx(cfg, timeout_s=10)
+    influx = app.influx(cfg, "reader", timeout_s=10)
     try:
         return bool(
             influx.rows(
@@ -177,7 +202,7 @@ def _has_annual_ledger(cfg: Config, y: int) -> bool:
 def _has_rollup(cfg: Config) -> bool:
     from foursave.rules.rollup import ROLLUP
 
-    influx = app.influx(cfg, timeout_s=10)
+    influx = app.influx(cfg, "reader", timeout_s=10)
     try:
         return bool(influx.rows(select(agg("count", "*"), ROLLUP)))
     finally:
@@ -216,6 +241,8 @@ def run_demo(
 ) -> int:
     var.mkdir(parents=True, exist_ok=True)
     svc = cfg.services
+    # every process of the demo (this one and the services it starts) reads it
+    os.environ[SECRETS_FILE_ENV] = str(demo_secrets(cfg, var))
     started: list[LocalService] = []
     mq_host, mq_port = svc.mqtt.host, svc.mqtt.port
     if not port_open(mq_host, mq_port):
@@ -223,19 +250,25 @@ def run_demo(
     influx_host = svc.influxdb.url.split("//", 1)[1].split(":", 1)[0]
     if not port_open(influx_host, svc.influxdb.port):
         started.append(
-            influxd(svc.influxdb.port, (var / "influxdb").resolve(), influx_host).start()
+            influxd(svc.influxdb.port, (var / "influxdb").resolve(), influx_host, auth=True).start()
         )
+    try:
+        influx_setup(svc, timeout_s=30)  # foursave influx-setup: database and users
+    except (InfluxSetupError, InfluxUnavailable) as exc:
+        print(f"foursave demo: InfluxDB {svc.influxdb.url}: {exc}", file=sys.stderr)
+        for s in reversed(started):
+            s.stop()
+        return 1
 
     # one simulated clock for every process (matters when simulated time runs fast)
     os.environ.setdefault("FOURSAVE_SIM_ANCHOR", datetime.now(UTC).isoformat())
     sim_svc = svc.simulator.model_copy(update={"anchor": os.environ["FOURSAVE_SIM_ANCHOR"]})
     now = simulated_clock(sim_svc).time()
-    influx = app.influx(cfg, timeout_s=30)
+    influx = app.influx(cfg, "reader", timeout_s=30)
     gaps = []
     if history:
         from foursave.simulators.history import find_gaps, history_window
 
-        influx.create_database()
         gaps = find_gaps(influx, cfg, *history_window(cfg, now))
     added = _seed_records(cfg, now) if history else 0
     keys = _demo_keys(cfg)
@@ -262,6 +295,8 @@ def run_demo(
             else "  (already running)"
         )
     )
+    users = ", ".join(svc.influx_user(r) for r in INFLUX_ROLES)
+    print(f"{'':16}users {users} (passwords in {os.environ[SECRETS_FILE_ENV]})")
     for d in cfg.devices:
         if d.simulate:
             print(
@@ -297,7 +332,8 @@ def run_demo(
     print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
     latest = select(ALL, "inverter", newest_first=True, limit=3)
     print(
-        f"                influx -port {svc.influxdb.port} -database {svc.influxdb.database} -execute '{latest}'\n"
+        f"                influx -port {svc.influxdb.port} -username {svc.influx_user('reader')} "
+        f"-password '' -database {svc.influxdb.database} -execute '{latest}'\n"
     )
 
     app.on_stop_signal(stop.set)

@@ -13,6 +13,7 @@ import getpass
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -228,10 +229,33 @@ def mosquitto(
     )
 
 
-def influxd(port: int, datadir: Path, host: str = "127.0.0.1") -> LocalService:
+def influxd(
+    port: int,
+    datadir: Path,
+    host: str = "127.0.0.1",
+    *,
+    auth: bool = False,
+    tls: tuple[str | Path, str | Path] | None = None,
+    ca_file: str | Path | None = None,
+) -> LocalService:
+    """influxd on ``host:port`` with its data under ``datadir``.  ``auth``: users and
+    passwords are checked (``[http] auth-enabled``; the first user must be an admin,
+    ``foursave influx-setup`` makes them).  ``tls``: (certificate, private key) PEM
+    files, served as https; the readiness check trusts ``ca_file`` (without one it
+    only checks that https answers).  ``/ping`` needs no credentials in 1.x, so the
+    readiness check works with auth on too."""
     datadir.mkdir(parents=True, exist_ok=True)
     rpc_port = free_port()
     conf = datadir / "influxdb.conf"
+    http = [f"  auth-enabled = {'true' if auth else 'false'}"]
+    if tls is not None:
+        cert, key = (Path(p).resolve() for p in tls)
+        http += [
+            "  https-enabled = true",
+            f'  https-certificate = "{cert}"',
+            f'  https-private-key = "{key}"',
+        ]
+    http_extra = "\n".join(http)
     conf.write_text(
         f"""reporting-disabled = true
 bind-address = "{host}:{rpc_port}"
@@ -251,6 +275,7 @@ bind-address = "{host}:{rpc_port}"
   bind-address = "{host}:{port}"
   log-enabled = false
   max-body-size = 0
+{http_extra}
 [continuous_queries]
   log-enabled = false
 [logging]
@@ -265,10 +290,15 @@ bind-address = "{host}:{rpc_port}"
         datadir,
         datadir / "influxd.log",
     )
+    scheme = "https" if tls is not None else "http"
+    verify: bool | ssl.SSLContext = False
+    if tls is not None and ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(ca_file))
 
     def ready() -> bool:
         try:
-            return httpx.get(f"http://{host}:{port}/ping", timeout=0.5).status_code == 204
+            url = f"{scheme}://{host}:{port}/ping"
+            return httpx.get(url, timeout=0.5, verify=verify).status_code == 204
         except httpx.HTTPError:
             return False
 

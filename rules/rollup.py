@@ -23,10 +23,15 @@ reads match only the highest generation recorded (0 before any rebuild).  Points
 earlier generations are never read again; they stay on disk (a few thousand small
 points per year of history), and a pass that started before a rebuild writes into
 its old generation, where nothing reads.
+
+A read-only client (the API logs in as the reader) reads the rollup and computes the
+days it lacks from the readings, but writes nothing: filling the rollup is the rules
+engine's (logged once).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
@@ -38,6 +43,8 @@ from foursave.core.influxql import Cond, agg, column, eq, every, select, time_ra
 from foursave.core.periods import ZoneLike, day_start_ms, local_date, today
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
+
+log = logging.getLogger("foursave.rollup")
 
 BACKFILL_STEP_S = 60  # foursave backfill's default: one point a minute
 
@@ -231,8 +238,11 @@ def _zone_quantities(
                     for d in missing
                     if d < open_from and d in with_data  # a day without data may yet get some
                 ]
-                for i in range(0, len(lines), 5000):
-                    influx.write(lines[i : i + 5000])
+                if influx.read_only:
+                    _not_cached(influx, len(lines))
+                else:
+                    for i in range(0, len(lines), 5000):
+                        influx.write(lines[i : i + 5000])
         firsts = None
         for dev, days in per.items():
             dd = DeviceDays()
@@ -268,6 +278,22 @@ def _zone_quantities(
                 dd.completeness[day] = days[day][1]
             out[(dev, fname)] = dd
     return out
+
+
+_told_read_only: set[str] = set()  # the clients' urls already told (logged once)
+
+
+def _not_cached(influx: InfluxClient, n: int) -> None:
+    """A read-only client (the API's reader) leaves the rollup to the rules engine:
+    days it lacks are computed from the readings each time, said once per process."""
+    if n and influx.url not in _told_read_only:
+        _told_read_only.add(influx.url)
+        log.info(
+            "%s rollup: %d day(s) computed from the readings and not cached (this "
+            "client is read-only; the rules engine fills the rollup); said once",
+            ROLLUP,
+            n,
+        )
 
 
 def _rollup_line(

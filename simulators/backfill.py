@@ -189,7 +189,7 @@ def run_backfill(
         raise ValueError(f"--to ({end}) must be after --from ({start})")
     total_days = (end - start).days
     own = influx is None
-    clients = [InfluxClient.from_config(config.services.influxdb) for _ in range(writers)]
+    clients = [InfluxClient.for_role(config.services, "writer") for _ in range(writers)]
     if influx is not None:
         clients[0].close()
         clients[0] = influx

@@ -11,7 +11,7 @@ import pytest
 from foursave.core.influx import InfluxClient
 from foursave.localstack import LocalService, free_port, influxd
 from tests.api_fixtures import History, build_history, history_fingerprint
-from tests.helpers import auth_broker
+from tests.helpers import AuthInflux, auth_broker, start_auth_influx
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,15 @@ def influx_server(tmp_path_factory) -> LocalService:
     svc.start(timeout_s=60)
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def influx_auth(tmp_path_factory) -> AuthInflux:
+    """An influxd with authentication on and foursave's admin, writer and reader users
+    (tests/helpers.py AuthInflux: ``.grant(database)`` before a test uses one)."""
+    auth = start_auth_influx(tmp_path_factory.mktemp("influxd-auth"))
+    yield auth
+    auth.server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,134 @@ def reap(proc: subprocess.Popen, timeout_s: float = 30) -> None:
                 pipe.close()
 
 
+@dataclass(frozen=True)
+class CertFiles:
+    """PEM files made by :func:`make_test_ca` (keys unencrypted, readable by the owner)."""
+
+    ca_cert: Path  # the CA that signed both certificates: what clients trust
+    server_cert: Path  # for 127.0.0.1 and localhost (subjectAltName), serverAuth
+    server_key: Path
+    client_cert: Path  # CN foursave-test-client, clientAuth (TLS client certificates)
+    client_key: Path
+
+
+def make_test_ca(directory: Path) -> CertFiles:
+    """A throw-away CA, a server certificate for 127.0.0.1 / localhost and a client
+    certificate, all signed by it, made with the ``openssl`` command (EC P-256, valid
+    30 days from now) in ``directory``.  For the TLS tests of InfluxDB (https) and
+    MQTT (mqtts)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ca = CertFiles(
+        *(d / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key"))
+    )
+    ca_key = d / "ca.key"
+    newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str | Path) -> None:
+        p = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RuntimeError(f"openssl {' '.join(map(str, args[:2]))} failed:\n{p.stderr}")
+
+    openssl(
+        "req", "-x509", *newkey, "-keyout", ca_key, "-out", ca.ca_cert, "-days", "30",
+        "-subj", "/CN=foursave test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    for cert, key, cn, ext in (
+        (
+            ca.server_cert,
+            ca.server_key,
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+        ),
+        (ca.client_cert, ca.client_key, "foursave-test-client", "extendedKeyUsage=clientAuth"),
+    ):
+        csr, extfile = cert.with_suffix(".csr"), cert.with_suffix(".ext")
+        extfile.write_text(
+            f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}\n"
+        )
+        openssl("req", *newkey, "-keyout", key, "-out", csr, "-subj", f"/CN={cn}")
+        openssl(
+            "x509", "-req", "-in", csr, "-CA", ca.ca_cert, "-CAkey", ca_key,
+            "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", extfile,
+        )  # fmt: skip
+    return ca
+
+
+# passwords with both quotes and backslashes: InfluxQL's escaping is tried on every run
+AUTH_PASSWORDS = {
+    "foursave_admin": "ad'm\"in\\ pw",
+    "foursave_writer": "wr\\it'er\"",
+    "foursave_reader": "'rea\\d\"er",
+}
+
+
+@dataclass
+class AuthInflux:
+    """An influxd with authentication on (``localstack.influxd(auth=True)``) and its
+    three users made by ``influx-setup`` from :data:`AUTH_PASSWORDS`, in the secrets
+    file ``secrets_file`` (mode 600)."""
+
+    server: Any  # foursave.localstack.LocalService
+    url: str
+    secrets_file: Path
+    ca_file: Path | None = None
+
+    def services(self, database: str, **influxdb: Any):
+        from foursave.core.config import Services
+
+        svc = {"url": self.url, "database": database, **influxdb}
+        if self.ca_file is not None:
+            svc.setdefault("ca_file", str(self.ca_file))
+        return Services.model_validate({"influxdb": svc, "secrets_file": str(self.secrets_file)})
+
+    def secrets(self):
+        from foursave.core.secrets import Secrets
+
+        return Secrets.load(str(self.secrets_file), env={})
+
+    def grant(self, database: str) -> list[str]:
+        """The database made, the writer given ALL and the reader READ on it."""
+        from foursave.core.influxadmin import setup
+
+        return setup(self.services(database), self.secrets())
+
+    def client(self, database: str, role: str, **kw: Any):
+        from foursave.core.influx import InfluxClient
+
+        return InfluxClient.for_role(self.services(database), role, self.secrets(), **kw)  # type: ignore[arg-type]
+
+
+def start_auth_influx(directory: Path, tls: CertFiles | None = None) -> AuthInflux:
+    """:class:`AuthInflux` on a free port (https with ``tls``), users made."""
+    from foursave.core.secrets import write_file
+    from foursave.localstack import influxd
+
+    secrets_file = directory / "secrets.yaml"
+    write_file(secrets_file, {"influxdb": AUTH_PASSWORDS})
+    port = free_port()
+    server = influxd(
+        port,
+        directory / "influxd",
+        auth=True,
+        tls=(tls.server_cert, tls.server_key) if tls else None,
+        ca_file=tls.ca_cert if tls else None,
+    )
+    server.start(timeout_s=60)
+    scheme = "https" if tls else "http"
+    auth = AuthInflux(
+        server, f"{scheme}://127.0.0.1:{port}", secrets_file, tls.ca_cert if tls else None
+    )
+    try:
+        auth.grant("foursave")
+    except BaseException:
+        server.stop()
+        raise
+    return auth
+
+
 def demo_raw() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
 
@@ -118,14 +246,20 @@ def make_config(
     sites: list[dict] | None = None,
     commissioned: date | None = None,
     admitted: bool = True,
+    secrets_file: Path | None = None,
 ) -> Config:
     """The demo configuration on free ports, with its files under ``tmp_path``; its
     services have their accounts on the broker ``mqtt`` (``auth_broker``; with
     ``admitted`` false they have the passwords but the ACL does not know this
-    configuration), or talk to a port where no broker listens (an ``int``)."""
+    configuration), or talk to a port where no broker listens (an ``int``).
+    ``secrets_file``: the services' passwords (core/secrets.py), when no broker's."""
     raw = demo_raw()
     broker = mqtt if isinstance(mqtt, LocalService) else None
     mqtt_port = broker.port if broker else int(mqtt)  # type: ignore[arg-type]
+    if secrets_file is not None:
+        if broker is not None:
+            raise ValueError("one secrets file: the broker's (put InfluxDB's passwords in the env)")
+        raw["services"]["secrets_file"] = str(secrets_file)
     raw["services"]["mqtt"]["url"] = f"mqtt://127.0.0.1:{mqtt_port}"
     if broker is not None:
         raw["services"]["secrets_file"] = str(broker_secrets(broker))
@@ -345,66 +479,6 @@ def expand(
     q = q.replace("/^$device$/", "/^(" + "|".join(re.escape(d) for d in devices) + ")$/")
     assert "$" not in q.replace("$/", ""), q
     return q
-
-
-# ------------------------------------------------------------------ a test CA
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """A CA made for one test (``openssl``), a server certificate it signed for
-    127.0.0.1 / localhost, and a client certificate it signed; PEM files."""
-
-    ca_cert: Path
-    ca_key: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-
-
-def make_test_ca(folder: Path, name: str = "foursave test CA") -> TlsFiles:
-    """A fresh CA in ``folder`` (EC P-256 keys, valid for two days)."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def run(*argv: str) -> None:
-        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=folder)
-
-    def key(path: str) -> None:
-        run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
-
-    key("ca.key")
-    run(
-        "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.pem", "-days", "2", "-subj",
-        f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    for who, ext in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
-        ("client", "extendedKeyUsage=clientAuth"),
-    ):
-        key(f"{who}.key")
-        run(
-            "req",
-            "-new",
-            "-key",
-            f"{who}.key",
-            "-out",
-            f"{who}.csr",
-            "-subj",
-            f"/CN=foursave-{who}",
-        )
-        (folder / f"{who}.ext").write_text(ext + "\n")
-        run(
-            "x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{who}.pem", "-days", "2", "-extfile", f"{who}.ext",
-        )  # fmt: skip
-    for k in folder.glob("*.key"):
-        k.chmod(0o600)
-    return TlsFiles(
-        folder / "ca.pem", folder / "ca.key", folder / "server.pem", folder / "server.key",
-        folder / "client.pem", folder / "client.key",
-    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ the broker, with accounts

@@ -110,7 +110,9 @@ def test_fault_fires_once_on_every_channel_is_acknowledged_and_resolves(
     wait_for(lambda: len(watcher.messages.get(topic, [])) == 2, 10, "resolved over MQTT")
     assert [m["event"] for m in watcher.messages[topic]] == ["firing", "resolved"]
     history = influx.rows("SELECT * FROM alert_events")
-    assert [r["event"] for r in history] == ["firing", "resolved"]
+    # the acknowledgement went into alert history with the next pass
+    assert [r["event"] for r in history] == ["firing", "acknowledged", "resolved"]
+    assert history[1]["by"] == "engineer Lee" and history[1]["comment"] == "crew on the way"
 
 
 def test_for_duration_and_hysteresis_of_a_night_leak(tmp_path, influx, broker, channels):

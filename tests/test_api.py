@@ -12,8 +12,9 @@ import pytest
 
 from foursave.api.keys import KeyRequestError, KeyStore
 from foursave.api.main import create_app
+from foursave.core.influxql import ALL, eq, select
 from foursave.localstack import free_port
-from foursave.rules.alerts import IncidentStore
+from foursave.rules.alerts import IncidentStore, write_pending_acks
 from tests.api_fixtures import NOW, ServerThread, build_stack
 from tests.helpers import auth_broker, mqtt_anyone, reap, wait_for
 
@@ -429,11 +430,19 @@ def test_alerts_filter_and_acknowledge_into_history(stack):
     assert (
         a["acked_by"] == "test-engineer" and a["ack_comment"] == "breaker reset, string 2 checked"
     )
-    events = stack.influx.rows('SELECT * FROM "alert_events" WHERE "event" = \'acknowledged\'')
-    assert any(
-        e["comment"] == "breaker reset, string 2 checked" and e["by"] == "test-engineer"
-        for e in events
-    )
+    # the API only reads InfluxDB: the rules engine's next pass writes the acknowledgement
+    acks = select(ALL, "alert_events", where=[eq("event", "acknowledged")])
+    assert stack.influx.rows(acks) == []
+    store = IncidentStore(stack.config.services.rules.state_path)
+    try:
+        assert write_pending_acks(store, stack.influx) == 1
+        assert write_pending_acks(store, stack.influx) == 0  # once
+    finally:
+        store.close()
+    events = stack.influx.rows(acks)
+    assert [(e["by"], e["comment"]) for e in events] == [
+        ("test-engineer", "breaker reset, string 2 checked")
+    ]
     r = call(
         stack,
         "POST",

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -30,8 +31,10 @@ import httpx
 import pytest
 import yaml
 
-from foursave.core.influx import InfluxClient
+from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.core.secrets import read_file
 from foursave.dashboards.build import DASHBOARDS, dashboard_json
+from foursave.demo import secrets_path
 from foursave.localstack import free_port, port_open
 from foursave.simulators.history import SAMPLE_BY
 from tests.helpers import (
@@ -150,18 +153,39 @@ def test_demo_shows_a_site_with_a_past_and_a_second_run_doubles_nothing(tmp_path
     cfg, ports = demo_config(tmp_path)
     var = tmp_path / "var"
     api = f"http://127.0.0.1:{ports['api']}"
-    influx = InfluxClient(f"http://127.0.0.1:{ports['influx']}", "foursave", timeout_s=60)
     ARTIFACTS.mkdir(exist_ok=True)
+    clients: list[InfluxClient] = []
     try:
-        run_the_demo_twice(tmp_path, cfg, ports, var, api, influx)
+        run_the_demo_twice(tmp_path, cfg, ports, var, api, clients)
     finally:
-        influx.close()
+        for c in clients:
+            c.close()
 
 
-def run_the_demo_twice(tmp_path, cfg, ports, var, api, influx) -> None:
+def reader(ports: dict, var: Path) -> InfluxClient:
+    """InfluxDB as the demo's reader user: its influxd checks passwords, made up into
+    the demo's secrets file (readable by its owner only)."""
+    path = secrets_path(var)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    password = read_file(path)["influxdb"]["foursave_reader"]
+    url = f"http://127.0.0.1:{ports['influx']}"
+    anonymous = InfluxClient(url, "foursave", timeout_s=10)
+    try:
+        with pytest.raises(InfluxUnavailable, match="HTTP 401"):
+            anonymous.rows(HISTORY_POINTS)
+    finally:
+        anonymous.close()
+    return InfluxClient(
+        url, "foursave", username="foursave_reader", password=password, timeout_s=60
+    )
+
+
+def run_the_demo_twice(tmp_path, cfg, ports, var, api, clients) -> None:
     demo = DemoRun(cfg, var, tmp_path / "screen-1.txt")
     try:
         summary = demo.wait_for_text(r"history ready: [^\n]*", HISTORY_DEADLINE_S)
+        influx = reader(ports, var)
+        clients.append(influx)
         history_points = influx.rows(HISTORY_POINTS)[0]["count"]
         screen = demo.text()
         keys = {
@@ -177,7 +201,7 @@ def run_the_demo_twice(tmp_path, cfg, ports, var, api, influx) -> None:
         t0 = time.monotonic()
         check_display(api, now.year)
         t1 = time.monotonic()
-        check_alert_and_acknowledgement(api, ports["control"], keys)
+        check_alert_and_acknowledgement(api, ports["control"], keys, influx)
         t2 = time.monotonic()
         check_every_panel_returns_data(influx)
         t3 = time.monotonic()
@@ -265,7 +289,9 @@ def check_display(api: str, year: int) -> None:
             browser.close()
 
 
-def check_alert_and_acknowledgement(api: str, control_port: int, keys: dict) -> None:
+def check_alert_and_acknowledgement(
+    api: str, control_port: int, keys: dict, influx: InfluxClient
+) -> None:
     control = f"http://127.0.0.1:{control_port}"
     viewer = {"X-API-Key": keys["viewer"]}
     r = httpx.patch(f"{control}/devices/inv-01/faults", json={"trip": ["GROUND_FAULT"]}, timeout=10)
@@ -288,6 +314,15 @@ def check_alert_and_acknowledgement(api: str, control_port: int, keys: dict) -> 
             timeout=10,
         )
         assert ack.status_code == 200, ack.text
+        # the API reads InfluxDB only: the rules engine writes the acknowledgement
+        wait_for(
+            lambda: influx.rows(
+                'SELECT "comment" FROM alert_events WHERE "event" = \'acknowledged\' '
+                f'AND "incident" = {firing[0]["id"]}'
+            ),
+            30,
+            "the acknowledgement in alert history",
+        )
     finally:
         httpx.delete(f"{control}/devices/inv-01/faults", timeout=10)
 

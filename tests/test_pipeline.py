@@ -1,6 +1,11 @@
 """A reading travels from a simulated device over Modbus and MQTT into InfluxDB.
 
 Real mosquitto, real influxd, the simulators over real Modbus TCP; nothing mocked.
+
+The tests marked :data:`BOTH_INFLUXES` run twice: against an influxd that checks no
+credentials, and against one with authentication on (``-m influx_auth``), where the
+ingester logs in as the writer user with its password from a secrets file, as in
+production; the results must be the same.  The slow fault tests run once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from datetime import date
 import pytest
 
 from foursave.core.influx import InfluxClient
+from foursave.core.secrets import env_name, read_file
 from foursave.localstack import free_port, influxd
 from foursave.simulators.server import SimulatorThread
 from tests.helpers import (
@@ -26,6 +32,45 @@ from tests.helpers import (
 pytestmark = pytest.mark.integration
 
 MEASUREMENTS = ("inverter", "meter", "weather", "water")
+
+# open: no credentials checked; auth: users and passwords (tests/helpers.py AuthInflux)
+BOTH_INFLUXES = pytest.mark.parametrize(
+    "influx_users", ["open", pytest.param("auth", marks=pytest.mark.influx_auth)], indirect=True
+)
+
+
+@pytest.fixture
+def influx_users(request) -> str:
+    return getattr(request, "param", "open")
+
+
+@pytest.fixture
+def influx_url(influx_users, request, monkeypatch) -> str:
+    """This module's InfluxDB: the session's open one, or the one with authentication
+    on, whose passwords every service of the test reads from its secrets file."""
+    if influx_users == "open":
+        return f"http://127.0.0.1:{request.getfixturevalue('influx_server').port}"
+    auth = request.getfixturevalue("influx_auth")
+    # in the environment, which comes before any secrets file: the broker's file keeps
+    # the MQTT accounts' passwords
+    for user, password in read_file(auth.secrets_file)["influxdb"].items():
+        monkeypatch.setenv(env_name("influxdb", user), password)
+    return auth.url
+
+
+@pytest.fixture
+def influx(influx_users, influx_url, database, request) -> InfluxClient:
+    """The test's own client: with authentication the writer's (the database is made
+    and granted first, as ``foursave influx-setup`` does)."""
+    if influx_users == "open":
+        client = InfluxClient(influx_url, database)
+        client.create_database()
+    else:
+        auth = request.getfixturevalue("influx_auth")
+        auth.grant(database)
+        client = auth.client(database, "writer")
+    yield client
+    client.close()
 
 
 def stored_counts(influx: InfluxClient) -> dict[str, int]:
@@ -58,6 +103,7 @@ def drain(influx: InfluxClient, published: dict[str, int], timeout_s: float = 30
         raise AssertionError(f"{exc}; stored {seen[0]}") from None
 
 
+@BOTH_INFLUXES
 def test_every_reading_arrives_with_the_simulators_values(
     tmp_path, broker, influx_url, database, influx
 ):
@@ -111,6 +157,7 @@ def test_every_reading_arrives_with_the_simulators_values(
             assert rows[-1]["role"] == d.role
 
 
+@BOTH_INFLUXES
 def test_exception_02_leaves_that_field_absent_and_stores_the_others(
     tmp_path, broker, influx_url, database, influx
 ):
@@ -202,6 +249,7 @@ def test_influxd_down_and_restarted_loses_nothing(tmp_path, broker, database):
         own.stop()
 
 
+@BOTH_INFLUXES
 def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
     tmp_path, broker, influx_url, database, influx
 ):
@@ -254,6 +302,7 @@ def test_bad_payloads_go_to_dead_letters_and_ingestion_continues(
         client.disconnect()
 
 
+@BOTH_INFLUXES
 def test_readings_wait_in_the_spool_until_an_ingester_subscribes(
     tmp_path, broker, influx_url, database, influx
 ):
@@ -279,6 +328,7 @@ def test_readings_wait_in_the_spool_until_an_ingester_subscribes(
             drain(influx, collector.published_counts(), timeout_s=60)
 
 
+@BOTH_INFLUXES
 def test_fast_simulated_time_through_the_whole_pipeline(
     tmp_path, broker, influx_url, database, influx
 ):
@@ -333,6 +383,7 @@ def _poison_payloads() -> dict[str, bytes]:
     }
 
 
+@BOTH_INFLUXES
 def test_poison_payloads_are_dead_lettered_and_the_next_good_reading_is_stored(
     tmp_path, broker, influx_url, database, influx
 ):

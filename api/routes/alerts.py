@@ -87,7 +87,8 @@ def get_alert(incident_id: RowId, who: Reader, state: State) -> IncidentOut:
 
 @router.post("/alerts/{incident_id}/ack")
 def acknowledge(incident_id: RowId, body: Ack, who: AlertAcker, state: State) -> IncidentOut:
-    """Acknowledge an incident: stops its reminders; who and why go into alert history."""
+    """Acknowledge an incident: stops its reminders; who and why go into alert history
+    (written by the rules engine on its next pass: the API only reads InfluxDB)."""
     try:
         done = acknowledge_incident(
             state.incidents,
@@ -102,6 +103,4 @@ def acknowledge(incident_id: RowId, body: Ack, who: AlertAcker, state: State) ->
         raise HTTPException(404, f"no incident {incident_id}") from None
     except ValueError as exc:
         raise HTTPException(409, str(exc)) from None
-    if done.history_error:
-        log.warning("acknowledgement %d not in alert history: %s", incident_id, done.history_error)
     return _out(done.incident)

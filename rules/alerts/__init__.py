@@ -37,6 +37,7 @@ from foursave.rules.alerts.incidents import (
     IncidentStore,
     ack_line,
     acknowledge_incident,
+    write_pending_acks,
 )
 from foursave.rules.alerts.lifecycle import AlertEngine, Event
 from foursave.rules.alerts.notify import Notifier
@@ -57,4 +58,5 @@ __all__ = [
     "ack_line",
     "acknowledge_incident",
     "load_alert_settings",
+    "write_pending_acks",
 ]

@@ -1,6 +1,13 @@
 """Incidents: their SQLite store (they survive a restart), the acknowledgement use
 case (the CLI's ``alerts ack`` and the API's ``POST /alerts/{id}/ack``) and its point
-in alert history."""
+in alert history.
+
+An acknowledgement is stored first and marked for alert history (``ack_pending``);
+the point is written by whoever may write to InfluxDB: at once when the caller's
+client is a writer, else by the rules engine on its next pass
+(:meth:`~foursave.rules.alerts.AlertEngine.evaluate`, :func:`write_pending_acks`).  The
+API and the CLI log in as the reader or not at all, so they never write; a failed
+write stays pending and is tried again on the next pass."""
 
 from __future__ import annotations
 
@@ -20,10 +27,17 @@ CREATE TABLE IF NOT EXISTS incidents (
     pending_since REAL NOT NULL, fired_at REAL, resolved_at REAL,
     acked_by TEXT, acked_at REAL, ack_comment TEXT,
     last_notified_at REAL, notifications INTEGER NOT NULL DEFAULT 0,
-    detail TEXT
+    detail TEXT,
+    ack_pending INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS open_incidents ON incidents (rule_id, device, state);
 """
+# Incident's fields in order, named: a store upgraded by ALTER TABLE may hold its
+# columns in another order than SCHEMA
+COLUMNS = (
+    "id, rule_id, site, device, state, value, pending_since, fired_at, resolved_at, "
+    "acked_by, acked_at, ack_comment, last_notified_at, notifications, detail, ack_pending"
+)
 
 
 @dataclass
@@ -43,6 +57,7 @@ class Incident:
     last_notified_at: float | None
     notifications: int
     detail: str | None = None  # what happened in words (an identity change: old -> new)
+    ack_pending: int = 0  # 1: the acknowledgement is not in alert history yet
 
 
 class IncidentStore:
@@ -51,13 +66,18 @@ class IncidentStore:
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(incidents)")}
         if "detail" not in columns:  # a store from before incidents carried text
             self.db.execute("ALTER TABLE incidents ADD COLUMN detail TEXT")
+        if "ack_pending" not in columns:  # from before: its acknowledgements were written
+            self.db.execute(
+                "ALTER TABLE incidents ADD COLUMN ack_pending INTEGER NOT NULL DEFAULT 0"
+            )
 
     def close(self) -> None:
         self.db.close()
 
     def open_for(self, rule_id: str, device: str) -> Incident | None:
         row = self.db.execute(
-            "SELECT * FROM incidents WHERE rule_id=? AND device=? AND state IN ('pending','firing') "
+            f"SELECT {COLUMNS} FROM incidents WHERE rule_id=? AND device=? "
+            "AND state IN ('pending','firing') "
             "ORDER BY id DESC LIMIT 1",
             (rule_id, device),
         ).fetchone()
@@ -66,7 +86,7 @@ class IncidentStore:
     def last_for(self, rule_id: str, device: str) -> Incident | None:
         """The newest incident of the rule and device, whatever its state."""
         row = self.db.execute(
-            "SELECT * FROM incidents WHERE rule_id=? AND device=? ORDER BY id DESC LIMIT 1",
+            f"SELECT {COLUMNS} FROM incidents WHERE rule_id=? AND device=? ORDER BY id DESC LIMIT 1",
             (rule_id, device),
         ).fetchone()
         return Incident(*row) if row else None
@@ -91,21 +111,23 @@ class IncidentStore:
         return created
 
     def get(self, incident_id: int) -> Incident | None:
-        row = self.db.execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {COLUMNS} FROM incidents WHERE id=?", (incident_id,)
+        ).fetchone()
         return Incident(*row) if row else None
 
     def update(self, inc: Incident) -> None:
+        """Store the engine's changes to ``inc``.  The acknowledgement's columns are
+        :meth:`acknowledge`'s alone: an engine pass holding ``inc`` from before an
+        acknowledgement made meanwhile (by the API, another process) keeps it."""
         self.db.execute(
-            "UPDATE incidents SET state=?, value=?, fired_at=?, resolved_at=?, acked_by=?, acked_at=?, "
-            "ack_comment=?, last_notified_at=?, notifications=?, detail=? WHERE id=?",
+            "UPDATE incidents SET state=?, value=?, fired_at=?, resolved_at=?, "
+            "last_notified_at=?, notifications=?, detail=? WHERE id=?",
             (
                 inc.state,
                 inc.value,
                 inc.fired_at,
                 inc.resolved_at,
-                inc.acked_by,
-                inc.acked_at,
-                inc.ack_comment,
                 inc.last_notified_at,
                 inc.notifications,
                 inc.detail,
@@ -114,7 +136,11 @@ class IncidentStore:
         )
 
     def all(self, state: str | None = None) -> list[Incident]:
-        q = "SELECT * FROM incidents" + (" WHERE state=?" if state else "") + " ORDER BY id"
+        q = (
+            f"SELECT {COLUMNS} FROM incidents"
+            + (" WHERE state=?" if state else "")
+            + " ORDER BY id"
+        )
         return [Incident(*r) for r in self.db.execute(q, (state,) if state else ())]
 
     def acknowledge(self, incident_id: int, by: str, comment: str, now: float) -> Incident:
@@ -123,9 +149,30 @@ class IncidentStore:
             raise LookupError(f"no incident {incident_id}")
         if inc.state not in ("pending", "firing", "resolved"):
             raise ValueError(f"incident {incident_id} is {inc.state}; nothing to acknowledge")
-        inc.acked_by, inc.acked_at, inc.ack_comment = by, now, comment
-        self.update(inc)
+        inc.acked_by, inc.acked_at, inc.ack_comment, inc.ack_pending = by, now, comment, 1
+        self.db.execute(
+            "UPDATE incidents SET acked_by=?, acked_at=?, ack_comment=?, ack_pending=1 WHERE id=?",
+            (by, now, comment, inc.id),
+        )
         return inc
+
+    def pending_acks(self) -> list[Incident]:
+        """Acknowledged incidents whose acknowledgement is not in alert history yet."""
+        return [
+            Incident(*r)
+            for r in self.db.execute(
+                f"SELECT {COLUMNS} FROM incidents "
+                "WHERE ack_pending=1 AND acked_at IS NOT NULL ORDER BY id"
+            )
+        ]
+
+    def ack_written(self, inc: Incident) -> None:
+        """``inc``'s acknowledgement is in alert history (unless it was acknowledged
+        again since: that one is still to write)."""
+        self.db.execute(
+            "UPDATE incidents SET ack_pending=0 WHERE id=? AND acked_at IS ?",
+            (inc.id, inc.acked_at),
+        )
 
 
 def with_text(line: str, text: dict[str, str]) -> str:
@@ -156,12 +203,13 @@ def ack_line(inc: Incident) -> str:
 @dataclass(frozen=True)
 class Acknowledged:
     incident: Incident
-    history_error: str | None  # why alert history did not get the event (None: it did)
+    in_history: bool  # written to alert history now (else the rules engine's next pass)
+    history_error: str | None = None  # why a write now failed (it stays pending)
 
 
 def acknowledge_incident(
     store: IncidentStore,
-    influx: InfluxClient,
+    influx: InfluxClient | None,
     incident_id: int,
     by: str,
     comment: str,
@@ -170,13 +218,31 @@ def acknowledge_incident(
 ) -> Acknowledged:
     """Acknowledge an incident (the CLI's ``alerts ack`` and the API's
     ``POST /alerts/{id}/ack``): stored first, under ``lock`` when the store is shared,
-    then written to alert history (dashboards show who and why).  The store's
-    ``LookupError`` (no such incident) and ``ValueError`` (not acknowledgeable) pass
-    through; a history write that fails leaves the stored acknowledgement in place."""
+    and marked for alert history (dashboards show who and why).  A writer's ``influx``
+    writes it at once; with none or a read-only one (the API's reader) the rules engine
+    writes it on its next pass.  The store's ``LookupError`` (no such incident) and
+    ``ValueError`` (not acknowledgeable) pass through; a history write that fails
+    leaves the acknowledgement stored and pending."""
     with lock if lock is not None else nullcontext():
         inc = store.acknowledge(incident_id, by, comment, at)
+    if influx is None or influx.read_only:
+        return Acknowledged(inc, False)
     try:
         influx.write([ack_line(inc)])
     except (InfluxUnavailable, InfluxRejected) as exc:
-        return Acknowledged(inc, str(exc))
-    return Acknowledged(inc, None)
+        return Acknowledged(inc, False, str(exc))
+    with lock if lock is not None else nullcontext():
+        store.ack_written(inc)
+    inc.ack_pending = 0
+    return Acknowledged(inc, True)
+
+
+def write_pending_acks(store: IncidentStore, influx: InfluxClient) -> int:
+    """Write the acknowledgements not yet in alert history (the rules engine, each
+    pass); returns how many.  A failed write raises and leaves them pending."""
+    pending = store.pending_acks()
+    if pending:
+        influx.write([ack_line(inc) for inc in pending])
+        for inc in pending:
+            store.ack_written(inc)
+    return len(pending)

@@ -1,9 +1,10 @@
 """The lifecycle of an alert: each pass asks every rule's observer about the devices
 it matches, then moves each rule and device's incident pending -> firing -> resolved
 (or cancelled), notifies once per incident (repeats only if asked for, never once
-acknowledged) and writes every transition to alert history (``alert_events``).  Rules
-apply only in their ``hours``, in daylight when ``daylight_only`` (the sun computed for
-the site with pvlib) and outside maintenance windows.
+acknowledged) and writes every transition to alert history (``alert_events``), and
+the acknowledgements made since the last pass.  Rules apply only in their ``hours``,
+in daylight when ``daylight_only`` (the sun computed for the site with pvlib) and
+outside maintenance windows.
 
 An observed *event* (``Observation.since``: a firmware or serial change) is dated by
 its own time, reported once (an incident for the same event is never opened again),
@@ -25,7 +26,12 @@ from foursave.core.config import Config, Device
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import zone
 from foursave.core.reading import to_line
-from foursave.rules.alerts.incidents import Incident, IncidentStore, with_text
+from foursave.rules.alerts.incidents import (
+    Incident,
+    IncidentStore,
+    with_text,
+    write_pending_acks,
+)
 from foursave.rules.alerts.notify import Notifier
 from foursave.rules.alerts.observers import EVENTS, OBSERVERS, Context, Observation, Window
 from foursave.rules.alerts.spec import AlertSettings, RuleSpec
@@ -90,7 +96,8 @@ class AlertEngine:
 
     # -------------------------------------------------------------- lifecycle
     def evaluate(self) -> list[Event]:
-        """One pass over every rule; returns the events it sent."""
+        """One pass over every rule; returns the events it sent.  Acknowledgements
+        made since the last pass (the API's, the CLI's) go to alert history too."""
         now = self.clock.time()
         events: list[Event] = []
         for rule in self.s.rules:
@@ -106,6 +113,10 @@ class AlertEngine:
                 events.extend(self._step(rule, d, obs.get(d.id), now))
         if events:
             self._history(events)
+        try:
+            write_pending_acks(self.store, self.influx)
+        except Exception as exc:  # pending still: the next pass tries again
+            log.warning("acknowledgements not written to alert history: %s", exc)
         return events
 
     def _step(self, rule: RuleSpec, d: Device, o: Observation | None, now: float) -> list[Event]:

@@ -20,8 +20,10 @@ def test_every_kind_has_an_observer_and_its_needs():
 
 def test_an_incident_store_from_before_incidents_carried_text_is_upgraded(tmp_path):
     path = tmp_path / "incidents.sqlite"
-    old_schema = SCHEMA.replace(",\n    detail TEXT", "")
-    assert "detail" not in old_schema
+    old_schema = SCHEMA.replace(",\n    detail TEXT", "").replace(
+        ",\n    ack_pending INTEGER NOT NULL DEFAULT 0", ""
+    )
+    assert "detail" not in old_schema and "ack_pending" not in old_schema
     old = sqlite3.connect(path)
     old.executescript(old_schema)
     old.execute(
@@ -32,6 +34,7 @@ def test_an_incident_store_from_before_incidents_carried_text_is_upgraded(tmp_pa
     old.close()
     store = IncidentStore(path)
     assert store.get(1).detail is None and store.get(1).state == "firing"
+    assert store.get(1).ack_pending == 0  # acknowledgements of before were written then
     inc = store.create("r", "s", "d", 2.0, None, "inv-01: firmware A -> B")
     assert store.get(inc.id).detail == "inv-01: firmware A -> B"
     store.close()

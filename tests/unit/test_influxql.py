@@ -270,6 +270,29 @@ def test_only_statements_influxdb_3_serves_run(q, served):
         client.close()
 
 
+def test_user_statements_quote_names_and_escape_passwords():
+    from foursave.core import influxql
+
+    pw = 'it\'s a \\ "pass"\nword'
+    q = influxql.create_user('we"ird', pw, admin=True)
+    assert q == (
+        'CREATE USER "we\\"ird" WITH PASSWORD \'it\\\'s a \\\\ "pass"\\nword\' WITH ALL PRIVILEGES'
+    )
+    assert influxql.set_password("r", "a'b") == "SET PASSWORD FOR \"r\" = 'a\\'b'"
+    assert influxql.grant("READ", "foursave", "r") == 'GRANT READ ON "foursave" TO "r"'
+    assert influxql.revoke_admin("w") == 'REVOKE ALL PRIVILEGES FROM "w"'
+    for bad, error in (
+        (lambda: influxql.grant("WRITE ALL", "db", "u"), "privilege 'WRITE ALL'"),
+        (lambda: influxql.create_user("u", ""), "empty password"),
+        (lambda: influxql.create_user("", "pw"), "non-empty string"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            bad()
+    # never through the client's query path (InfluxDB 3 serves none of them)
+    for stmt in (q, influxql.show_users(), influxql.grant("ALL", "d", "u")):
+        assert not is_served(stmt) and not isinstance(stmt, influxql.Query)
+
+
 # ---------------------------------------------------------------- on a real influxd
 TAIPEI = timezone(timedelta(hours=8))
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=TAIPEI).timestamp() * 1000)
