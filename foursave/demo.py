@@ -246,7 +246,18 @@ def run_demo(
     started: list[LocalService] = []
     mq_host, mq_port = svc.mqtt.host, svc.mqtt.port
     if not port_open(mq_host, mq_port):
-        started.append(mosquitto(mq_port, (var / "mosquitto").resolve(), mq_host).start())
+        # every service logs in with its own account, allowed only its job: the same
+        # password file and ACL `foursave broker-config` makes for production
+        from foursave.brokerconf import generate_missing, merged_grants, write_broker_files
+        from foursave.core.secrets import Secrets
+
+        generate_missing(secrets_path(var), merged_grants([cfg]))
+        auth = (var / "mosquitto-auth").resolve()
+        write_broker_files(
+            [cfg], Secrets.load(str(secrets_path(var))), auth, "the demo's configuration"
+        )
+        broker = mosquitto(mq_port, (var / "mosquitto").resolve(), mq_host, auth_dir=auth)
+        started.append(broker.start())
     influx_host = svc.influxdb.url.split("//", 1)[1].split(":", 1)[0]
     if not port_open(influx_host, svc.influxdb.port):
         started.append(
@@ -329,7 +340,10 @@ def run_demo(
         )
     print("  alerts        mqtt topic foursave/v1/+/alert/#; foursave alerts list")
     print(f"  logs          {var}/{{sim,collect,ingest,rules,api}}.log")
-    print(f"  try           mosquitto_sub -p {mq_port} -t 'foursave/v1/#' -v")
+    print(
+        f"  try           mosquitto_sub -p {mq_port} -u reader -P <mqtt.reader in "
+        f"{secrets_path(var)}> -t 'foursave/v1/#' -v"
+    )
     latest = select(ALL, "inverter", newest_first=True, limit=3)
     print(
         f"                influx -port {svc.influxdb.port} -username {svc.influx_user('reader')} "

@@ -20,7 +20,6 @@ import uuid
 from datetime import date
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 
 from foursave import cli
@@ -35,7 +34,7 @@ from foursave.core.influx import (
 )
 from foursave.core.influxadmin import InfluxAdmin, InfluxSetupError, setup
 from foursave.core.influxql import ALL, agg, eq, select
-from foursave.core.secrets import SECRETS_FILE_ENV, Secrets, write_file
+from foursave.core.secrets import SECRETS_FILE_ENV, Secrets, read_file, write_file
 from foursave.core.topics import ingester_topic
 from foursave.localstack import free_port, influxd
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
@@ -49,8 +48,10 @@ from tests.helpers import (
     ROOT,
     IngesterThread,
     Watcher,
+    broker_secrets,
     make_config,
     make_test_ca,
+    mqtt_anyone,
     start_auth_influx,
     wait_for,
 )
@@ -192,25 +193,24 @@ def test_a_refused_ingester_retries_counts_and_stores_everything_once_fixed(
     influx_auth.grant(database)
     writer = f"writer_{uuid.uuid4().hex[:8]}"
     ingester_pw = "the ingester's 'own' \\ password"
-    secrets = tmp_path / "secrets.yaml"
-    write_file(secrets, {"influxdb": {**AUTH_PASSWORDS, writer: ingester_pw}})
+    # the broker's secrets file holds the services' MQTT passwords: InfluxDB's go beside
+    secrets = broker_secrets(broker)
+    current = read_file(secrets) if secrets.exists() else {}
+    write_file(secrets, {**current, "influxdb": {**AUTH_PASSWORDS, writer: ingester_pw}})
     cfg = make_config(
         tmp_path,
-        broker.port,
+        broker,
         influx_auth.url,
         database,
         devices=[],
-        secrets_file=secrets,
         extra_services={
             "influxdb": {"users": {"writer": writer}},
             "ingester": {"retry_max_s": 0.5},
         },
     )
     admin = InfluxAdmin(influx_auth.url, username=ADMIN, password=AUTH_PASSWORDS[ADMIN])
-    watch = Watcher(broker.port)
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{database}")
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
+    watch = Watcher(broker)
+    pub = mqtt_anyone(broker, f"pub-{database}")
     status_topic = ingester_topic(cfg.services.ingester.id)
     n = 20
     try:
