@@ -16,6 +16,7 @@ import httpx
 
 from foursave.core import influxql
 from foursave.core.config import InfluxService
+from foursave.core.redact import redact_url
 
 
 class InfluxUnavailable(Exception):
@@ -76,11 +77,13 @@ class InfluxClient:
         try:
             resp = self._http.post(path, **kw)
         except httpx.HTTPError as exc:
-            raise InfluxUnavailable(f"{self.url}{path}: {exc!r}") from None
+            raise InfluxUnavailable(f"{redact_url(self.url)}{path}: {exc!r}") from None
         if resp.status_code >= 500 or resp.status_code in (401, 403):
             # 5xx: the server is unwell; 401/403: credentials to fix. Neither is the
             # data's fault: retry, never dead-letter
-            raise InfluxUnavailable(f"{self.url}{path}: HTTP {resp.status_code} {resp.text[:200]}")
+            raise InfluxUnavailable(
+                f"{redact_url(self.url)}{path}: HTTP {resp.status_code} {resp.text[:200]}"
+            )
         return resp
 
     def write(self, lines: Sequence[str], precision: str = "ms") -> None:
