@@ -5,12 +5,16 @@ the proxy options, key expiry and bootstrap revocation, and the trusted_proxies 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import threading
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 import yaml
+from openpyxl import load_workbook
 
 from foursave.api.guard import BodyGuard, BodyTooLarge
 from foursave.api.health import PingCache
@@ -20,6 +24,9 @@ from foursave.core.clock import ManualClock
 from foursave.core.config import ApiService, ConfigError, load_config
 from foursave.core.redact import redact_url
 from foursave.reports.cells import csv_text, formula_like
+from foursave.reports.csv import render_csv
+from foursave.reports.model import Adjustment, ItemRow, ReportData, SiteInfo
+from foursave.reports.xlsx import render_xlsx
 from tests.helpers import demo_raw
 
 T0 = datetime(2026, 1, 21, 4, 0, tzinfo=UTC).timestamp()
@@ -226,3 +233,32 @@ def test_the_bootstrap_key_stays_revoked_while_its_variable_is_set(tmp_path):
     fresh = "c" * 40  # a new bootstrap key is not the revoked one
     assert KeyStore(tmp_path / "k.sqlite", bootstrap_key=fresh).authenticate(fresh).role == "admin"
     assert KeyStore(tmp_path / "k.sqlite").revoke(BOOTSTRAP_ID) is None  # none configured
+
+
+def tiny_report(reason: str, amount: float, actual: float) -> ReportData:
+    site = SiteInfo("demo", "示範", "Demo", 1000.0, 0.0, 10.0, "plan_2016")
+    row = ItemRow(
+        "demo", "water", "2025-07", "m³", actual, 110.0, "previous year", 0.01, 108.9,
+        (110.0 - actual) / 110.0, True, 1.0, 1.0, amount,
+    )  # fmt: skip
+    adj = Adjustment(7, "demo", "water", "2025-07", amount, "m³", reason, "@boss", "2025-08-01")
+    return ReportData(
+        2025, 7, "2025-07", "1", "2025-08-20T10:00:00+08:00", 2, True, f"+{reason}", "f",
+        (site,), (row,), (), (), (adj,),
+    )  # fmt: skip
+
+
+def test_exports_write_formula_like_text_as_text_and_numpy_floats_as_numbers():
+    data = tiny_report('=HYPERLINK("http://x","y")', np.float64(-2.5), np.float64(100.25))
+    table = list(csv.reader(io.StringIO(render_csv(data, "en").decode("utf-8-sig"))))
+    adj = next(r for r in table if r and r[0] == "7")
+    assert adj[4] == "-2.5" and adj[6] == '\'=HYPERLINK("http://x","y")' and adj[7] == "'@boss"
+    assert next(r for r in table if r and r[0] == "demo")[5] == "100.25"
+    wb = load_workbook(io.BytesIO(render_xlsx(data, "en")))
+    cells = [c for ws in wb for row in ws.iter_rows() for c in row if c.value is not None]
+    assert not [c.coordinate for c in cells if c.data_type == "f"]
+    texts = {c.value: c for c in cells if isinstance(c.value, str)}
+    for text in ('=HYPERLINK("http://x","y")', "@boss"):
+        assert texts[text].data_type == "s" and texts[text].quotePrefix
+    assert any(c.value == -2.5 and c.data_type == "n" for c in cells)
+    assert any(c.value == 100.25 and c.data_type == "n" for c in cells)
