@@ -2,21 +2,26 @@
 
 Every ``/api/v1`` route takes one of the ``Annotated`` principals below, so its
 permission is visible in its signature: a missing or unknown key is 401, a key whose
-role lacks the permission is 403 (api/keys.py, ``PERMISSIONS``).
+role lacks the permission is 403 (api/keys.py, ``PERMISSIONS``).  A request that
+carries a body had its key checked before the body was read (api/guard.py).
+The expensive routes also take :data:`Throttled` (after the principal, so a refused
+role spends no tokens): a token bucket per key, 429 past it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol, cast
+from typing import Annotated, Any, Protocol, cast
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from foursave.api.keys import PERMISSIONS, KeyStore, Principal
+from foursave.api.health import PingCache
+from foursave.api.keys import MISSING_KEY, PERMISSIONS, REFUSED_KEY, KeyStore, Principal
 from foursave.api.live import LiveStatus
 from foursave.api.ratelimit import RateLimiter
 from foursave.api.snapshot import SnapshotBuilder
@@ -39,8 +44,10 @@ class AppState:
     reports: ReportStore
     live: LiveStatus
     snapshots: SnapshotBuilder
-    limiter: RateLimiter
-    monotonic: Callable[[], float] = time.monotonic  # rate limiting
+    limiter: RateLimiter  # the display, per client address
+    heavy: RateLimiter  # reports, series, imports: per API key
+    influx_health: PingCache
+    monotonic: Callable[[], float] = time.monotonic  # rate limiting, /health
     write_lock: threading.Lock = field(default_factory=threading.Lock)  # SQLite writers
     mqtt_connected: threading.Event = field(default_factory=threading.Event)
 
@@ -64,18 +71,30 @@ def principal(
 ) -> Principal:
     presented = key or (bearer.credentials if bearer else None)
     if not presented:
-        raise HTTPException(
-            401,
-            "an API key is required: send it in the X-API-Key header "
-            "(or Authorization: Bearer <key>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(401, MISSING_KEY, headers={"WWW-Authenticate": "Bearer"})
     who = state.keys.authenticate(presented)
     if who is None:
-        raise HTTPException(
-            401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(401, REFUSED_KEY, headers={"WWW-Authenticate": "Bearer"})
     return who
+
+
+def throttle(state: State, who: Annotated[Principal, Depends(principal)]) -> None:
+    """Spend one of the key's tokens for an expensive request, or refuse with 429."""
+    allowed, wait_s = state.heavy.allow(who.key_id, state.monotonic())
+    if not allowed:
+        retry_s = max(1, math.ceil(wait_s))
+        raise HTTPException(
+            429,
+            f"too many report, series or import requests with this key: retry in "
+            f"{retry_s} s (services.api.heavy_rate_per_s, heavy_burst)",
+            headers={"Retry-After": str(retry_s)},
+        )
+
+
+Throttled = Annotated[None, Depends(throttle)]
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "too many expensive requests with this key (Retry-After)"}
+}
 
 
 class PermissionCheck(Protocol):

@@ -20,13 +20,15 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from foursave.api.deps import AppState
+from foursave.api.guard import BodyGuard
+from foursave.api.health import PingCache
 from foursave.api.keys import KeyStore, check_bootstrap
 from foursave.api.live import LiveStatus, LiveSubscriber
 from foursave.api.ratelimit import RateLimiter
 from foursave.api.routes import admin, alerts, display, records, reports, results, sites, system
 from foursave.api.snapshot import Refresher, SnapshotBuilder
-from foursave.core.clock import Clock
-from foursave.core.config import Config
+from foursave.core.clock import Clock, SystemClock
+from foursave.core.config import ApiService, Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.reports.store import ReportStore
 from foursave.rules.alerts import IncidentStore
@@ -40,9 +42,28 @@ Building-energy and solar monitoring for the Tainan four-saving programme (å››çœ
 Every `/api/v1` route needs an API key (`X-API-Key: fsk_...` or
 `Authorization: Bearer fsk_...`).  Roles: **viewer** reads; **engineer** also
 acknowledges alerts; **auditor** also enters manual records and issues reports;
-**admin** also manages keys and adjustments.  Missing key: 401; wrong role: 403.
+**admin** also manages keys and adjustments.  Missing, unknown, revoked or expired
+key: 401; wrong role: 403.  A body larger than `services.api.max_body_bytes`
+(the CSV import: `max_import_bytes`) is refused with 413; reports, series and imports
+are limited per key (429 with `Retry-After`).
 `/display`, `/display/data` and `/health` are public.
 """
+
+IMPORT_PATHS = ("/api/v1/records/import",)
+
+
+def body_limit(api: ApiService, path: str) -> tuple[int, str]:
+    """The largest body a route takes [bytes], and the setting that says so."""
+    if path in IMPORT_PATHS:
+        return api.max_import_bytes, "max_import_bytes"
+    return api.max_body_bytes, "max_body_bytes"
+
+
+def proxy_options(api: ApiService) -> tuple[bool, list[str]]:
+    """uvicorn's ``proxy_headers`` and ``forwarded_allow_ips``: ``X-Forwarded-For`` /
+    ``-Proto`` believed only from ``services.api.trusted_proxies`` (uvicorn's own
+    default trusts loopback, so a client on the same host could choose its address)."""
+    return bool(api.trusted_proxies), list(api.trusted_proxies)
 
 
 def create_app(
@@ -50,8 +71,13 @@ def create_app(
     clock: Clock,
     monotonic: Callable[[], float] = time.monotonic,
     refresh: bool = True,
+    wall_clock: Clock | None = None,
 ) -> FastAPI:
-    """The app; ``refresh=False`` leaves the display refresher off (tests drive it)."""
+    """The app; ``refresh=False`` leaves the display refresher off (tests drive it).
+
+    ``clock`` is the readings' clock (a report's "today"); ``wall_clock`` dates API
+    keys and decides their expiry (the system clock unless a test passes one);
+    ``monotonic`` drives the rate limits and the ``/health`` cache."""
     svc = config.services
 
     @asynccontextmanager
@@ -69,11 +95,17 @@ def create_app(
             influx=influx,
             records=RecordStore(svc.rules.records_path),
             incidents=IncidentStore(svc.rules.state_path),
-            keys=KeyStore(svc.api.keys_path, os.environ.get(svc.api.bootstrap_key_env)),
+            keys=KeyStore(
+                svc.api.keys_path,
+                os.environ.get(svc.api.bootstrap_key_env),
+                clock=wall_clock or SystemClock(),
+            ),
             reports=ReportStore(svc.api.reports_path),
             live=live,
             snapshots=snapshots,
             limiter=RateLimiter(svc.api.display_rate_per_s, svc.api.display_burst),
+            heavy=RateLimiter(svc.api.heavy_rate_per_s, svc.api.heavy_burst),
+            influx_health=PingCache(influx.ping, svc.api.health_max_age_s, monotonic),
             monotonic=monotonic,
             mqtt_connected=subscriber.connected,
         )
@@ -100,14 +132,27 @@ def create_app(
         docs_url="/docs",
     )
 
+    # what failed, never how: the URL, the credentials and the query stay in the log
+    # (core/influx.py writes the URL redacted)
     @app.exception_handler(InfluxUnavailable)
     async def _unavailable(request: Request, exc: InfluxUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": f"InfluxDB is not reachable: {exc}"}, status_code=503)
+        log.warning("%s %s: InfluxDB unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "InfluxDB unavailable"}, status_code=503)
 
     @app.exception_handler(InfluxRejected)
     async def _rejected(request: Request, exc: InfluxRejected) -> JSONResponse:
-        log.error("InfluxDB refused a query: %s", exc)
-        return JSONResponse({"detail": f"InfluxDB refused the query: {exc}"}, status_code=502)
+        log.error("%s %s: InfluxDB refused a query: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "InfluxDB refused a query"}, status_code=502)
+
+    def keys() -> KeyStore | None:
+        state = getattr(app.state, "foursave", None)
+        return state.keys if state is not None else None
+
+    app.add_middleware(
+        BodyGuard,
+        limit_for=lambda path: body_limit(svc.api, path),
+        keys=keys,
+    )
 
     for module in (sites, results, alerts, records, reports, admin, system, display):
         app.include_router(module.router)
@@ -130,4 +175,13 @@ def serve(config: Config, app: FastAPI, host: str, port: int) -> None:
         check_bootstrap(bootstrap)  # refused before anything listens
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    proxy_headers, trusted = proxy_options(config.services.api)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=trusted,
+    )

@@ -229,6 +229,24 @@ class RulesService(_Frozen):
 
 
 class ApiService(_Frozen):
+    """``foursave api``.  Security settings (README, "Security: API"):
+
+    - ``max_body_bytes`` / ``max_import_bytes``: the largest request body (JSON routes /
+      the CSV records import), enforced before the body is read: a larger
+      ``Content-Length`` is refused with 413 at once, a streamed (chunked) body is
+      counted and cut off with 413 where it passes the limit.  A body sent to a
+      protected route without a valid API key is refused with 401 before it is read.
+    - ``heavy_rate_per_s`` / ``heavy_burst``: a token bucket per API key over the
+      expensive routes (reports, ``/series``, the records import); past it, 429 with
+      ``Retry-After``.
+    - ``trusted_proxies``: the only peers whose ``X-Forwarded-For`` / ``-Proto`` are
+      believed (IP addresses or CIDR networks).  Empty (the default): the headers are
+      ignored from everyone, loopback included, so a client cannot pick its own
+      address for the display's rate limit.
+    - ``health_max_age_s``: ``/health`` pings InfluxDB at most once per this many
+      seconds and answers from the last result in between.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     keys_path: str = Field("var/api-keys.sqlite", description="API keys, stored hashed")
@@ -252,6 +270,41 @@ class ApiService(_Frozen):
     )
     max_series_points: int = Field(10_000, ge=10, description="/series: most points per answer")
     max_series_days: int = Field(400, ge=1, description="/series: longest range")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="largest request body (JSON) [bytes]; larger: 413"
+    )
+    max_import_bytes: int = Field(
+        20 * 1_048_576, ge=1024, description="largest CSV records import [bytes]; larger: 413"
+    )
+    heavy_rate_per_s: float = Field(
+        1.0, gt=0, description="report, series and import requests per second per API key"
+    )
+    heavy_burst: int = Field(
+        30, ge=1, description="report, series and import requests an API key may burst"
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="addresses or CIDR networks of reverse proxies whose X-Forwarded-For "
+        "is believed; empty: the header is ignored from every peer",
+    )
+    health_max_age_s: float = Field(
+        10.0, gt=0, description="/health pings InfluxDB at most once per this period [s]"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=True)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or a CIDR network "
+                    f"(e.g. 10.0.0.5 or 10.0.0.0/24): {exc}"
+                ) from None
+        return v
 
 
 class Services(_Frozen):

@@ -25,6 +25,7 @@ import httpx
 
 from foursave.core import influxql
 from foursave.core.config import InfluxRole, InfluxService, Services
+from foursave.core.redact import redact_url
 from foursave.core.secrets import Secrets
 
 
@@ -163,13 +164,13 @@ class InfluxClient:
         try:
             resp = self._http.post(path, **kw)
         except httpx.HTTPError as exc:
-            raise unreachable(f"{self.url}{path}", exc) from None
+            raise unreachable(f"{redact_url(self.url)}{path}", exc) from None
         if resp.status_code >= 500 or resp.status_code in (401, 403):
             # 5xx: the server is unwell; 401/403: credentials to fix. Neither is the
             # data's fault: retry, never dead-letter
             who = f" (user {self.username})" if self.username else " (no credentials sent)"
             raise InfluxUnavailable(
-                f"{self.url}{path}: HTTP {resp.status_code}"
+                f"{redact_url(self.url)}{path}: HTTP {resp.status_code}"
                 f"{who if resp.status_code in (401, 403) else ''} {resp.text[:200].strip()}",
                 resp.status_code,
             )
@@ -179,7 +180,7 @@ class InfluxClient:
         """Write line protocol; returns only when the server answered 204."""
         if self.read_only:
             raise InfluxReadOnly(
-                f"{self.url}: this client logs in as the reader ({self.username or 'anonymous'}) "
+                f"{redact_url(self.url)}: this client logs in as the reader ({self.username or 'anonymous'}) "
                 "and does not write"
             )
         body = "\n".join(lines).encode()

@@ -533,34 +533,65 @@ def cmd_api(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from foursave.api.keys import KeyRequestError, KeyStore
+    from datetime import UTC, datetime
+
+    from foursave.api.keys import BOOTSTRAP_ID, KeyRequestError, KeyStore
 
     cfg = _load(args.config)
-    store = KeyStore(cfg.services.api.keys_path)
+    env = cfg.services.api.bootstrap_key_env
+    try:
+        # the bootstrap key as the API sees it: listed, and revocable by its id
+        store = KeyStore(cfg.services.api.keys_path, os.environ.get(env))
+    except KeyRequestError as exc:
+        print(f"foursave keys: {env}: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.action == "create":
             if not args.role or not args.name:
                 print("foursave keys create: give --role and --name", file=sys.stderr)
                 return 2
             try:
-                info, key = store.create(args.name, args.role, args.by)
+                expires = datetime.fromisoformat(args.expires) if args.expires else None
+            except ValueError:
+                print(
+                    f"foursave keys create: --expires {args.expires!r}: expected an ISO "
+                    "date-time with its offset, e.g. 2026-12-31T23:59:59+08:00",
+                    file=sys.stderr,
+                )
+                return 2
+            try:
+                info, key = store.create(args.name, args.role, args.by, expires)
             except KeyRequestError as exc:
                 print(f"foursave keys create: {exc}", file=sys.stderr)
                 return 2
             print(key)
+            until = f", expires {info.expires_at}" if info.expires_at else ""
             print(
-                f"(key {info.id} for {info.name!r}, role {info.role}: shown once, stored hashed)",
+                f"(key {info.id} for {info.name!r}, role {info.role}{until}: "
+                "shown once, stored hashed)",
                 file=sys.stderr,
             )
         elif args.action == "revoke":
-            revoked = store.revoke(args.id or "")
+            revoked = store.revoke(args.id or "", by=args.by)
             if revoked is None:
-                print(f"foursave keys revoke: no key {args.id!r}", file=sys.stderr)
+                why = (
+                    f"set {env} to the bootstrap key to revoke it"
+                    if args.id == BOOTSTRAP_ID
+                    else f"no key {args.id!r}"
+                )
+                print(f"foursave keys revoke: {why}", file=sys.stderr)
                 return 2
             print(f"key {revoked.id} revoked at {revoked.revoked_at}")
         else:
+            now = datetime.now(UTC)
             for k in store.all():
-                state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+                if k.revoked_at:
+                    state = f"revoked {k.revoked_at}"
+                elif k.expires_at:
+                    gone = datetime.fromisoformat(k.expires_at) <= now
+                    state = f"{'expired' if gone else 'active, expires'} {k.expires_at}"
+                else:
+                    state = "active"
                 print(
                     f"{k.id}  {k.role:<8} {k.name:<24} by {k.created_by} at {k.created_at}  {state}"
                 )
@@ -757,10 +788,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, help="port (default: services.api.port, 8000)")
     sp = add("keys", cmd_keys, "API keys: create (printed once), list, revoke")
     sp.add_argument("action", choices=["create", "list", "revoke"])
-    sp.add_argument("id", nargs="?", help="revoke: the key id")
+    sp.add_argument(
+        "id",
+        nargs="?",
+        help="revoke: the key id (00000000: the bootstrap key from the environment)",
+    )
     sp.add_argument("--role", choices=["viewer", "engineer", "auditor", "admin"])
     sp.add_argument("--name", help="create: who or what uses the key")
-    sp.add_argument("--by", default=os.environ.get("USER", "unknown"), help="who creates it")
+    sp.add_argument(
+        "--expires",
+        help="create: ISO date-time with its offset from which the key is refused "
+        "(e.g. 2026-12-31T23:59:59+08:00; default: until revoked)",
+    )
+    sp.add_argument(
+        "--by", default=os.environ.get("USER", "unknown"), help="who creates or revokes it"
+    )
     add(
         "influx-setup",
         cmd_influx_setup,

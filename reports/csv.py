@@ -1,7 +1,8 @@
 """The four-saving report as CSV: UTF-8 with BOM (Excel opens Chinese correctly), raw numbers.
 
 One line per ledger row with the summary sheet's columns, a blank line, then the
-adjustments.  Numbers are written with ``repr`` so they compare exactly to the ledger.
+adjustments.  Numbers are written with ``repr`` so they compare exactly to the ledger;
+text that a spreadsheet would take for a formula gets a leading ``'`` (reports/cells.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
+from foursave.reports.cells import csv_text
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     SUMMARY_KEYS,
@@ -21,10 +23,14 @@ from foursave.reports.model import ReportData
 
 
 def _cell(value: object) -> str:
-    """None → empty; floats at full precision (``repr`` round-trips exactly)."""
+    """None → empty; floats at full precision (``repr`` round-trips exactly); text
+    never as a formula."""
     if value is None:
         return ""
-    return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return csv_text(value)
+    # float(): a numpy float's repr is "np.float64(...)"
+    return repr(float(value)) if isinstance(value, float) else str(value)
 
 
 def render_csv(data: ReportData, lang: str) -> bytes:

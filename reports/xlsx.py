@@ -1,7 +1,8 @@
 """The four-saving report as an Excel workbook (openpyxl): raw numbers, formatted by Excel.
 
 Deterministic: the document properties carry ``data.generated_at`` and the zip entries a
-fixed date, so the same :class:`ReportData` and language give the same bytes.
+fixed date, so the same :class:`ReportData` and language give the same bytes.  No cell
+is a formula: text beginning like one is written as a string (reports/cells.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.worksheet.worksheet import Worksheet
 from openpyxl.writer.excel import ExcelWriter
 
+from foursave.reports.cells import formula_like
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     SUMMARY_KEYS,
@@ -184,6 +186,18 @@ def _notes(ws: Worksheet, data: ReportData, lang: str) -> None:
     ws.column_dimensions["D"].width = 80
 
 
+def _text_not_formulas(wb: Workbook) -> None:
+    """openpyxl takes a str beginning with ``=`` for a formula: every formula-like text
+    cell becomes a string cell with Excel's quote prefix (shown as typed, and still
+    text when someone edits the cell)."""
+    for ws in wb.worksheets:
+        for row in ws.iter_rows():
+            for cell in row:
+                if formula_like(cell.value):
+                    cell.data_type = "s"
+                    cell.quotePrefix = True
+
+
 def _timestamp(iso: str) -> datetime:
     """``generated_at`` as the naive UTC time Excel's document properties expect."""
     when = datetime.fromisoformat(iso)
@@ -195,7 +209,7 @@ def _exact_numbers(wb: Workbook) -> dict[str, dict[bytes, bytes]]:
     [archive path → cell → text], so the cells equal the ledger's floats exactly."""
     return {
         f"xl/worksheets/sheet{i}.xml": {
-            c.coordinate.encode(): repr(c.value).encode()
+            c.coordinate.encode(): repr(float(c.value)).encode()  # numpy's repr is not a number
             for row in ws.iter_rows()
             for c in row
             if isinstance(c.value, float) and float(f"{c.value:.16g}") != c.value
@@ -236,6 +250,7 @@ def render_xlsx(data: ReportData, lang: str) -> bytes:
     for ws, render, name in zip(sheets, renderers, names, strict=True):
         ws.title = t(lang, name)
         render(ws, data, lang)
+    _text_not_formulas(wb)
     when = _timestamp(data.generated_at)
     props = wb.properties
     props.created = props.modified = when

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Literal
@@ -16,7 +17,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from foursave.api.deps import Adjuster, Reader, RecordWriter, State
+from foursave.api.deps import TOO_MANY, Adjuster, Reader, RecordWriter, State, Throttled
+from foursave.api.guard import too_large
 from foursave.api.routes.sites import _site
 from foursave.rules.items import ItemName
 from foursave.rules.records import RecordError, RecordIn, import_csv_text
@@ -36,7 +38,7 @@ QuantityKind = Literal[
     "water_bill_m3",
     "electricity_bill_kwh",
 ]
-MAX_CSV_BYTES = 1_000_000
+SPOOL_IN_MEMORY_BYTES = 1_048_576  # an import's body past this waits in a temporary file
 
 
 class RecordOut(BaseModel):
@@ -185,6 +187,21 @@ def correct_record(
     return _store(state, _validated(**fields, entered_by=who.name))
 
 
+async def _csv_body(request: Request, limit_bytes: int) -> bytes:
+    """The request body, read as it streams in and refused with 413 the moment it
+    passes ``limit_bytes`` (the guard in front counts too): a refused import never
+    sat in memory, and a large accepted one waits in a temporary file until whole."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES) as spool:
+        n = 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit_bytes:
+                raise HTTPException(413, too_large(limit_bytes, "max_import_bytes"))
+            spool.write(chunk)
+        spool.seek(0)
+        return spool.read()
+
+
 @router.post(
     "/records/import",
     status_code=201,
@@ -194,13 +211,14 @@ def correct_record(
             "content": {"text/csv": {"schema": {"type": "string"}}},
         }
     },
+    responses={413: {"description": "larger than services.api.max_import_bytes"}, **TOO_MANY},
 )
-async def import_records(request: Request, who: RecordWriter, state: State) -> ImportOut:
+async def import_records(
+    request: Request, who: RecordWriter, state: State, _: Throttled
+) -> ImportOut:
     """Import records from CSV (header: site,period,kind,value[,evidence]); all rows or
     none, and every problem names its line and field."""
-    raw = await request.body()
-    if len(raw) > MAX_CSV_BYTES:
-        raise HTTPException(413, f"CSV of {len(raw)} bytes; at most {MAX_CSV_BYTES} per request")
+    raw = await _csv_body(request, state.config.services.api.max_import_bytes)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

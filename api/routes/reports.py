@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from foursave.api.deps import ReportMaker, State
+from foursave.api.deps import TOO_MANY, ReportMaker, State, Throttled
 from foursave.reports import render
 from foursave.reports.build import ReportUnchanged, report_for
 
@@ -71,13 +71,15 @@ def list_reports(who: ReportMaker, state: State) -> list[RevisionOut]:
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
                 "text/csv": {},
             }
-        }
+        },
+        **TOO_MANY,
     },
 )
 def get_report(
     year: Year,
     who: ReportMaker,
     state: State,
+    _: Throttled,
     month: Month = None,
     format: Format = "pdf",
     lang: Lang = "zh-TW",
@@ -88,12 +90,15 @@ def get_report(
     return _file(data, format, lang)
 
 
-@router.post("/reports/{year}/recompute", response_class=Response, status_code=201)
+@router.post(
+    "/reports/{year}/recompute", response_class=Response, status_code=201, responses=TOO_MANY
+)
 def recompute_report(
     year: Year,
     body: Recompute,
     who: ReportMaker,
     state: State,
+    _: Throttled,
     month: Month = None,
     format: Format = "pdf",
     lang: Lang = "zh-TW",

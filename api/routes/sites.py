@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 
-from foursave.api.deps import Reader, State
+from foursave.api.deps import TOO_MANY, Reader, State, Throttled
 from foursave.core.config import Device, Site
 from foursave.core.glossary import FIELDS
 from foursave.core.influxql import ALL, agg, column, eq, every, select, time_range
@@ -224,10 +224,11 @@ _INTERVAL = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@router.get("/series")
+@router.get("/series", responses=TOO_MANY)
 def series(
     who: Reader,
     state: State,
+    _: Throttled,
     device: str,
     field: str,
     start: AwareDatetime,

@@ -26,8 +26,9 @@ class Health(BaseModel):
 
 @router.get("/health")
 def health(state: State) -> Health:
-    """Liveness and the state of the API's own connections (no data, no login)."""
-    influx_ok = state.influx.ping()
+    """Liveness and the state of the API's own connections (no data, no login; InfluxDB
+    is pinged at most once per ``services.api.health_max_age_s``)."""
+    influx_ok = state.influx_health.state()
     mqtt_ok = state.mqtt_connected.is_set()
     last = state.snapshots.last_success_ms
     age = None if last is None else round(state.clock.time() - last / 1000, 1)
