@@ -26,13 +26,20 @@ FOLDER_UID = "foursave"
 
 
 def push(
-    url: str, credential, influx_url: str, database: str, tz: str = DEFAULT_TIMEZONE
+    url: str,
+    credential,
+    influx_url: str,
+    database: str,
+    tz: str = DEFAULT_TIMEZONE,
+    influx_login: tuple[str, str] | None = None,
 ) -> list[str]:
-    """Push the data source, the folder and every dashboard (in time zone ``tz``);
-    returns what was done."""
+    """Push the data source (logging in to InfluxDB as ``influx_login``, the reader's
+    user and password, when given), the folder and every dashboard (in time zone
+    ``tz``); returns what was done."""
     api = GrafanaApi.from_url(url, credential)
     done = []
-    ds = datasource_json(influx_url, database)
+    user, password = influx_login if influx_login else (None, None)
+    ds = datasource_json(influx_url, database, user, password)
     try:
         api.datasource.get_datasource_by_uid(DS_UID)
         api.datasource.update_datasource_by_uid(DS_UID, ds)

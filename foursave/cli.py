@@ -475,6 +475,15 @@ def cmd_records(args) -> int:
     return 0
 
 
+def _reader_login(cfg: Config) -> tuple[str, str] | None:
+    """Grafana queries InfluxDB as the reader: its user and password, if it has one."""
+    from foursave.core.secrets import Secrets
+
+    user = cfg.services.influx_user("reader")
+    password = Secrets.load(cfg.services.secrets_file).password("influxdb", user)
+    return (user, password) if password else None
+
+
 def cmd_dashboards(args) -> int:
     if args.action == "build":
         from foursave.dashboards.build import write_all
@@ -508,6 +517,7 @@ def cmd_dashboards(args) -> int:
             args.influx_url or cfg.services.influxdb.url,
             cfg.services.influxdb.database,
             dashboard_timezone(cfg),
+            _reader_login(cfg),
         ):
             print(line)
     except (GrafanaClientError, OSError) as exc:

@@ -268,10 +268,14 @@ def test_push_is_idempotent_against_grafanas_documented_api():
     try:
         first = push(g.url, "glsa_test", "http://influxdb:8086", "foursave")
         assert f"data source {DS_UID} created" in first and "folder foursave created" in first
-        second = push(g.url, "glsa_test", "http://influxdb:8086", "foursave")
+        assert "secureJsonData" not in g.datasources[DS_UID]  # an open InfluxDB: no login
+        login = ("foursave_reader", "r'ead\\er")
+        second = push(g.url, "glsa_test", "http://influxdb:8086", "foursave", influx_login=login)
         assert f"data source {DS_UID} updated" in second and "folder foursave created" not in second
         assert set(g.dashboards) == UIDS  # same uids: updated, not duplicated
         assert g.datasources[DS_UID]["jsonData"]["dbName"] == "foursave"
+        assert g.datasources[DS_UID]["user"] == "foursave_reader"  # the least rights
+        assert g.datasources[DS_UID]["secureJsonData"] == {"password": login[1]}
         assert all(auth == "Bearer glsa_test" for _, _, auth, _ in g.calls)
         from grafana_client.client import GrafanaClientError
 
