@@ -586,6 +586,14 @@ def on_broker(broker: LocalService, text: str) -> Config:
     return config
 
 
+def mosquitto_sub(port: int, *args: str, wait_s: int = 10) -> subprocess.CompletedProcess[str]:
+    """Mosquitto's own client reading one ``$SYS`` message (``*args``: its login and TLS
+    options): a liveness probe as the health checks run it."""
+    argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", "$SYS/broker/uptime"]
+    argv += ["-C", "1", "-W", str(wait_s), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+
 def mqtt_anyone(broker: LocalService, client_id: str | None = None, **kw: Any):
     """A paho client (connected, loop running) logged in as ``ANYONE`` on ``broker``."""
     import paho.mqtt.client as mqtt

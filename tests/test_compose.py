@@ -21,7 +21,7 @@ import yaml
 from foursave.app import load_config
 from foursave.core.secrets import env_name
 from foursave.localstack import LocalService, free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, mosquitto_sub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 MOSQUITTO_CONF = ROOT / "docker" / "mosquitto.conf"
@@ -288,28 +288,6 @@ def test_the_brokers_configuration_refuses_anonymous_clients():
         assert commented in text
 
 
-def _sub(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "$SYS/broker/uptime",
-            "-C",
-            "1",
-            "-W",
-            "10",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 @pytest.fixture
 def docker_broker(tmp_path: Path):
     """docker/mosquitto.conf itself, on a free port, with its paths moved into tmp_path
@@ -345,7 +323,7 @@ def docker_broker(tmp_path: Path):
 
 
 def test_the_broker_lets_in_only_accounts_with_their_password(docker_broker):
-    assert _sub(docker_broker, "-u", "reader", "-P", "reader-pw").returncode == 0
+    assert mosquitto_sub(docker_broker, "-u", "reader", "-P", "reader-pw").returncode == 0
     for creds in ([], ["-u", "reader", "-P", "wrong"], ["-u", "nobody", "-P", "reader-pw"]):
-        refused = _sub(docker_broker, *creds)
+        refused = mosquitto_sub(docker_broker, *creds)
         assert refused.returncode != 0 and "not authorised" in refused.stderr, creds

@@ -24,7 +24,7 @@ from foursave.app import load_config
 from foursave.cli import build_parser
 from foursave.core.secrets import Secrets, read_file
 from foursave.localstack import LocalService, free_port
-from tests.helpers import ROOT
+from tests.helpers import ROOT, mosquitto_sub
 
 DEPLOY = ROOT / "deploy"
 UNIT_DIR = DEPLOY / "systemd"
@@ -355,28 +355,6 @@ def test_credentials_names_a_bad_configuration(tmp_path):
 # ------------------------------------------------------------------ mosquitto
 
 
-def _sub(port: int, *args: str, wait_s: int = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-t",
-            "$SYS/broker/uptime",
-            "-C",
-            "1",
-            "-W",
-            str(wait_s),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 @pytest.fixture
 def debian_broker(tmp_path):
     """Debian's mosquitto.conf (persistence, include_dir conf.d) with
@@ -429,11 +407,11 @@ def debian_broker(tmp_path):
 def test_the_broker_asks_everyone_to_log_in_on_both_listeners(debian_broker):
     plain, secure, tls = debian_broker
     ca = ["--cafile", str(tls / "ca.crt")]
-    assert _sub(plain, "-u", "reader", "-P", "reader-pw").returncode == 0
-    assert _sub(secure, *ca, "-u", "reader", "-P", "reader-pw").returncode == 0
+    assert mosquitto_sub(plain, "-u", "reader", "-P", "reader-pw").returncode == 0
+    assert mosquitto_sub(secure, *ca, "-u", "reader", "-P", "reader-pw").returncode == 0
     for port, extra in ((plain, []), (secure, ca)):
         for creds in ([], ["-u", "reader", "-P", "wrong"]):
-            refused = _sub(port, *extra, *creds)
+            refused = mosquitto_sub(port, *extra, *creds)
             assert refused.returncode != 0 and "not authorised" in refused.stderr, (port, creds)
 
 
@@ -441,10 +419,10 @@ def test_the_tls_listener_speaks_only_tls_with_its_certificate(debian_broker, tm
     _, secure, _ = debian_broker
     creds = ["-u", "reader", "-P", "reader-pw"]
     # plain MQTT on the TLS port: no answer it understands (it gives up after 3 s)
-    assert _sub(secure, *creds, wait_s=3).returncode != 0
+    assert mosquitto_sub(secure, *creds, wait_s=3).returncode != 0
     other = tmp_path / "other-ca"
     _make_certs(other, "elsewhere.example")
-    untrusted = _sub(secure, "--cafile", str(other / "ca.crt"), *creds)
+    untrusted = mosquitto_sub(secure, "--cafile", str(other / "ca.crt"), *creds)
     # a certificate this CA did not sign
     assert untrusted.returncode != 0 and "TLS error" in untrusted.stderr
 
