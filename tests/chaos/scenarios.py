@@ -530,8 +530,11 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
                 return s.f_bavail * s.f_frsize < 16384
 
             wait_for(full, 900, "the spool's disk full", 0.5)
+            before_hold = col.taken()
             hold(size.hold_s)
             taken_at_full = sum(col.taken().values())
+            # every device polled on while the disk stayed full (counted, not timed)
+            polled_while_full = min(n - before_hold.get(d, 0) for d, n in col.taken().items())
             # all_tasks: the tasks not done yet
             forwarder_alive = any(
                 t.get_name() == "forwarder" for t in list(asyncio.all_tasks(col.loop))
@@ -556,6 +559,7 @@ def spool_full(size: Size, shared_influx: LocalService | None = None) -> Result:
                 {
                     "tmpfs": disk,
                     "taken when full": taken_at_full,
+                    "fewest polls of a device while full": polled_while_full,
                     "forwarder alive while full": forwarder_alive,
                     "spool write errors while full": errors_full,
                     "spool rows while full": depth_full,
@@ -584,12 +588,18 @@ def clock_step(size: Size, shared_influx: LocalService | None = None) -> Result:
         col = InProcessCollector(cfg, clock, polls).start()
         try:
             _grows(st, 60, "the first readings")
+            fewest = None  # polls of the least-polled device after a step (a count)
             for step in (-3600, +3600, +3600, -3600):
+                before = col.taken()
                 clock.step(step)
                 hold(max(1.0, size.hold_s / 2))
+                after = col.taken()
+                n = min(after.get(d.id, 0) - before.get(d.id, 0) for d in cfg.devices)
+                fewest = n if fewest is None else min(fewest, n)
             r = _finish_in_process(
                 st, col, "clock-step", size, t0, [d.id for d in cfg.devices], polls
             )
+            r.figures["fewest polls of a device after a step"] = fewest
         finally:
             col.stop()
         now = time.time() * 1000
