@@ -27,6 +27,7 @@ from foursave.core import influxql
 from foursave.core.config import InfluxRole, InfluxService, Services
 from foursave.core.redact import redact_url
 from foursave.core.secrets import Secrets
+from foursave.core.tls import TlsSettingsError, client_context
 
 
 class InfluxUnavailable(Exception):
@@ -54,8 +55,7 @@ class InfluxReadOnly(Exception):
     which should have checked :attr:`InfluxClient.read_only`."""
 
 
-class InfluxTLSError(ValueError):
-    """``ca_file`` cannot be used; the message names the file and why."""
+InfluxTLSError = TlsSettingsError  # ``ca_file`` cannot be used (core/tls.py)
 
 
 def tls_verify(svc: InfluxService) -> bool | ssl.SSLContext:
@@ -65,13 +65,7 @@ def tls_verify(svc: InfluxService) -> bool | ssl.SSLContext:
         return False
     if svc.ca_file is None:
         return True
-    try:
-        return ssl.create_default_context(cafile=svc.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise InfluxTLSError(
-            f"services.influxdb.ca_file {svc.ca_file}: cannot be used as CA certificates ({reason})"
-        ) from None
+    return client_context("services.influxdb", svc.ca_file)
 
 
 def unreachable(where: str, exc: httpx.HTTPError) -> InfluxUnavailable:

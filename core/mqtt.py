@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 
 from foursave.core.config import MqttRole, Services
 from foursave.core.secrets import Secrets, env_name
+from foursave.core.tls import client_context
 
 # CONNACK reasons that mean "these credentials will not do" (MQTT 5 codes; paho maps a
 # 3.1.1 refusal 4 / 5 onto 134 / 135)
@@ -43,27 +44,12 @@ def mqtt_client(
     return client
 
 
-class TlsSettingsError(ValueError):
-    """A CA file, certificate or key that cannot be used; the message names it."""
-
-
 def tls_context(
     ca_file: str | None, cert_file: str | None, key_file: str | None, verify: bool
 ) -> ssl.SSLContext:
-    """A client TLS context: the peer's certificate and host name checked against
-    ``ca_file`` (or else the system's CAs) unless ``verify`` is false; a client
-    certificate when given."""
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsSettingsError(f"ca_file {ca_file}: not a readable PEM CA file ({exc})") from None
-    if cert_file:
-        try:
-            ctx.load_cert_chain(cert_file, key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise TlsSettingsError(
-                f"cert_file {cert_file} / key_file {key_file}: not a certificate and its key ({exc})"
-            ) from None
+    """The broker's certificate and host name checked against ``ca_file`` (or else the
+    system's CAs) unless ``verify`` is false; a client certificate when given."""
+    ctx = client_context("services.mqtt", ca_file, cert_file, key_file)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -835,14 +835,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from foursave.core.influx import InfluxTLSError
     from foursave.core.secrets import SecretsError
+    from foursave.core.tls import TlsSettingsError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (SecretsError, InfluxTLSError) as exc:  # a secrets file or CA file to fix
+    except (SecretsError, TlsSettingsError) as exc:  # a secrets file or CA file to fix
         print(f"foursave {args.command}: {exc}", file=sys.stderr)
         return 2
 

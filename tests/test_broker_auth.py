@@ -19,8 +19,9 @@ import yaml
 from foursave.app import load_config
 from foursave.brokerconf import hash_password
 from foursave.collector.spool import Spool
-from foursave.core.mqtt import TlsSettingsError, tls_context
+from foursave.core.mqtt import tls_context
 from foursave.core.secrets import Secrets
+from foursave.core.tls import TlsSettingsError
 from foursave.core.topics import (
     ack_topic,
     alert_topic,
