@@ -85,6 +85,16 @@ class Denied:
             self.probe = None
             self.at = now + self.delay
 
+    def forget(self, sid: int) -> None:
+        """``sid`` left the spool (its bound): no longer held, nor tried."""
+        if sid == self.probe:
+            self.probe = None
+        for topic, ids in list(self.held.items()):
+            if sid in ids:
+                ids.remove(sid)
+                if not ids:
+                    del self.held[topic]
+
     def hold(self, topic: str, sid: int) -> None:
         ids = self.held.setdefault(topic, [])
         if sid not in ids:
@@ -101,8 +111,8 @@ class Denied:
         return self.probe
 
     def taken(self, sid: int) -> list[int]:
-        """``sid`` was taken (or left the spool): if it was the probe, its topic is
-        released and its other held readings are returned, to be published again."""
+        """``sid`` was taken: if it was the probe, its topic is released and its other
+        held readings are returned, to be published again."""
         if sid != self.probe:
             return []
         self.probe = None
@@ -380,8 +390,8 @@ class Publisher:
         sid = self.denied.due(time.monotonic()) if room > 0 else None
         if sid is not None:
             rows = self.spool.rows([sid])
-            if not rows:  # left the spool's bound meanwhile: the next one
-                self.denied.taken(sid)
+            if not rows:  # left the spool's bound meanwhile: the topic stays refused
+                self.denied.forget(sid)
                 return room
             if self._publish(rows[0].id, rows[0].topic, rows[0].payload, rows[0].device):
                 room -= 1
