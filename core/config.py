@@ -37,6 +37,8 @@ ProfileCheck = Callable[[str, str], "str | None"]
 """``check(profile, device_kind)``: what is wrong with a device's register-map profile
 (``None`` when nothing).  Supplied by the collector, which owns the profiles."""
 ImageCheck = Callable[[str, int], "str | None"]
+# the rules' check of a site's tariff against rules/data/tariffs.yaml: (path, problem)s
+TariffCheck = Callable[["SiteTariff"], "list[tuple[tuple[Any, ...], str]]"]
 """``check(path, unit_id)``: what is wrong with serving the register dump ``path`` as a
 device of unit ``unit_id`` (``None`` when nothing).  Supplied by the simulators."""
 
@@ -350,6 +352,51 @@ class LedgerSettings(_Frozen):
     )
 
 
+class SiteTariff(_Frozen):
+    """The site's Taipower high-voltage contract (rules/data/tariffs.yaml; bills from
+    ``foursave bill``).  The plan's contract types and the industry codes are checked
+    against the tariff file (``foursave.app.load_config`` passes the check).  The three
+    points ../shared/TARIFFS.md marks as ambiguous are choices, defaulting to its reading."""
+
+    plan: Literal["two_stage", "three_stage"] = Field(
+        description="three_stage: 三段式 (peak, semi_peak, sat_semi_peak, off_peak); "
+        "two_stage: 二段式 (peak, sat_semi_peak, off_peak)"
+    )
+    contracts_kw: dict[str, float] = Field(
+        description="contract capacity per contract type, kW: three_stage regular, "
+        "semi_peak, saturday, off_peak; two_stage regular, non_summer, saturday, off_peak"
+    )
+    industry: str = Field(
+        "831", description="行業別 printed on the bill (its price coefficient, e.g. 831 公共行政)"
+    )
+    over_contract_price: Literal["contract_type", "regular"] = Field(
+        "contract_type",
+        description="basic price an over-contract kW pays: the contract type covering its "
+        "period (default, TARIFFS.md §4.5a) or the regular contract's for all periods",
+    )
+    over_contract_base: Literal["stacked", "regular"] = Field(
+        "stacked",
+        description="'10 % of contract capacity' is of the capacity stacked for the period "
+        "(default) or of the regular contract only (TARIFFS.md §4.5b)",
+    )
+    power_factor_applies_to: Literal["basic_energy", "basic", "total"] = Field(
+        "basic_energy",
+        description="what the power-factor adjustment multiplies: basic + energy charges "
+        "(default, TARIFFS.md §4.6), the basic charge only, or also the over-contract charge",
+    )
+    bill_difference_share: float = Field(
+        0.02, gt=0, lt=1, description="rebuilt vs billed difference that raises an alert"
+    )
+
+    @field_validator("contracts_kw")
+    @classmethod
+    def _capacities(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: kw for k, kw in v.items() if not (kw >= 0 and kw == int(kw))}
+        if bad:
+            raise ValueError(f"capacities are whole kW, 0 or more: {bad}")
+        return v
+
+
 class Site(_Frozen):
     id: str = Field(pattern=SLUG)
     name: str
@@ -360,6 +407,7 @@ class Site(_Frozen):
     floor_area_m2: float | None = Field(None, gt=0)
     contract_capacity_kw: float | None = Field(None, gt=0)
     pv_capacity_kwp: float | None = Field(None, gt=0)
+    tariff: SiteTariff | None = Field(None, description="Taipower contract: the monthly bill")
     ledger: LedgerSettings = LedgerSettings()
 
     @field_validator("timezone")
@@ -626,6 +674,14 @@ class Config(_Frozen):
         # may pass their check in the validation context (foursave.app.load_config does)
         check_profile: ProfileCheck | None = (info.context or {}).get("check_profile")
         check_image: ImageCheck | None = (info.context or {}).get("check_image")
+        check_tariff: TariffCheck | None = (info.context or {}).get("check_tariff")
+        if check_tariff is not None:
+            for i, st in enumerate(self.sites):
+                if st.tariff is not None:
+                    errors.extend(
+                        (("sites", i, "tariff", *where), msg)
+                        for where, msg in check_tariff(st.tariff)
+                    )
         site_ids = [s.id for s in self.sites]
         for i, sid in enumerate(site_ids):
             if site_ids.index(sid) != i:
@@ -880,6 +936,7 @@ def parse_config(
     *,
     base_dir: str | os.PathLike[str] | None = None,
     check_image: ImageCheck | None = None,
+    check_tariff: TariffCheck | None = None,
 ) -> Config:
     """The configuration in ``text``.  ``base_dir`` is the folder a relative register
     dump (``simulate.image``) is taken from (``load_config``: the file's own); ``None``
@@ -928,6 +985,7 @@ def parse_config(
             context={
                 "check_profile": check_profile,
                 "check_image": check_image,
+                "check_tariff": check_tariff,
                 "base_dir": base_dir,
             },
         )
@@ -959,6 +1017,7 @@ def load_config(
     check_profile: ProfileCheck | None = None,
     *,
     check_image: ImageCheck | None = None,
+    check_tariff: TariffCheck | None = None,
 ) -> Config:
     """The configuration in ``path``, or ``ConfigError`` naming every problem with its
     file, line and path.  Profiles are checked only when ``check_profile`` is given;
@@ -973,5 +1032,11 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(p), None, "", f"cannot read: {exc}")]) from None
     return parse_config(
-        text, str(p), env, check_profile, base_dir=p.parent, check_image=check_image
+        text,
+        str(p),
+        env,
+        check_profile,
+        base_dir=p.parent,
+        check_image=check_image,
+        check_tariff=check_tariff,
     )

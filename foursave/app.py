@@ -62,8 +62,14 @@ def load_config(
     replayed by the simulators (``simulate.image``) are read and checked too: what
     ``check-config`` and ``sim`` need, and no other service (a collector's machine may
     not have the dumps)."""
+    from foursave.rules.tariff import check_site_tariff
+
     return _load_config(
-        path, env, check_profile=check_profile, check_image=_check_image if images else None
+        path,
+        env,
+        check_profile=check_profile,
+        check_image=_check_image if images else None,
+        check_tariff=check_site_tariff,
     )
 
 

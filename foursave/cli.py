@@ -653,6 +653,52 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_bill(args) -> int:
+    from foursave.core.influx import InfluxRejected, InfluxUnavailable
+    from foursave.rules.bill import NoMeterData, bill_text, billing_periods, site_bill
+    from foursave.rules.tariff import NoTariff
+
+    cfg = _load(args.config)
+    site = next((s for s in cfg.sites if s.id == args.site), None)
+    if site is None:
+        print(
+            f"foursave bill: unknown site {args.site!r}; sites: {[s.id for s in cfg.sites]}",
+            file=sys.stderr,
+        )
+        return 2
+    y, m = args.month
+    try:
+        with app.stores(cfg) as (influx, records, _):
+            texts = [
+                bill_text(
+                    site_bill(cfg, influx, site, start, end, records, plan=args.plan),
+                    args.lang,
+                    site.name if args.lang == "zh-TW" else site.name_en or site.name,
+                )
+                for start, end in billing_periods(site, y, m, records)
+            ]
+    except (NoTariff, NoMeterData) as exc:
+        print(f"foursave bill: {exc}", file=sys.stderr)
+        return 2
+    except (InfluxUnavailable, InfluxRejected) as exc:
+        print(f"foursave bill: InfluxDB {cfg.services.influxdb.url}: {exc}", file=sys.stderr)
+        return 1
+    print("\n\n".join(texts))
+    return 0
+
+
+def _month(text: str) -> tuple[int, int]:
+    from datetime import datetime
+
+    try:
+        if len(text) != 7:
+            raise ValueError
+        t = datetime.strptime(text, "%Y-%m")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a month like 2025-07, got {text!r}") from None
+    return t.year, t.month
+
+
 def cmd_influx_setup(args) -> int:
     from foursave.core.influx import InfluxUnavailable
     from foursave.core.influxadmin import InfluxSetupError, setup
@@ -819,6 +865,15 @@ def build_parser() -> argparse.ArgumentParser:
         "InfluxDB 1.x: create the database and the admin, writer and reader users "
         "(passwords from the secrets; idempotent)",
     )
+    sp = add("bill", cmd_bill, "the month's Taipower bill rebuilt from the main meters' data")
+    sp.add_argument("--site", required=True, help="site id")
+    sp.add_argument("--month", type=_month, required=True, help="billing month, e.g. 2025-07")
+    sp.add_argument(
+        "--plan",
+        choices=["two_stage", "three_stage"],
+        help="bill under this plan instead of the site's (its contracts carried over)",
+    )
+    sp.add_argument("--lang", choices=["zh-TW", "en"], default="en")
     sp = add("report", cmd_report, "four-saving report file (monthly or annual)")
     sp.add_argument("--year", type=int, required=True)
     sp.add_argument("--month", type=int, help="1-12; omit for the annual report")

@@ -4,7 +4,8 @@ Alerts are evaluated every ``alert_interval_s`` (``rules/alerts/``).  Every
 ``interval_s`` the derived results are recomputed from live and backfilled data and
 the manual records, and written to InfluxDB so Grafana and the API read them without
 recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
-(``demand``, ``demand_month``) and daily PV performance (``pv_daily``).
+(``demand``, ``demand_month``), daily PV performance (``pv_daily``) and the monthly
+Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import add_months, month, months_between, today, year
 from foursave.rules.alerts import AlertEngine
+from foursave.rules.bill import NoMeterData, bill_lines, billing_periods, site_bill
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
 from foursave.rules.ledger import Ledger, ledger_lines
 from foursave.rules.pv import pv_days, pv_lines
 from foursave.rules.records import RecordStore
 from foursave.rules.rollup import data_span
 from foursave.rules.rows import LedgerRow
+from foursave.rules.tariff import NoTariff
 
 log = logging.getLogger("foursave.rules")
 
@@ -60,6 +63,15 @@ def run_once(
         for y, m in months_of(start, end):
             lines.extend(demand_lines(month_demand(config, influx, site, y, m), site.timezone))
         lines.extend(pv_lines([r for r in pv if r.site == site.id], site.timezone))
+        if site.tariff is not None:
+            for y, m in months_of(start, end):
+                for b_start, b_end in billing_periods(site, y, m, records):
+                    try:
+                        bill = site_bill(config, influx, site, b_start, b_end, records)
+                    except (NoTariff, NoMeterData) as exc:
+                        log.info("bill %s %d-%02d: %s", site.id, y, m, exc)
+                        continue
+                    lines.extend(bill_lines(bill, site.timezone))
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)

@@ -39,6 +39,8 @@ RecordKind = Literal[
     "docs_self_created",  # 自創簽稿數
     "water_bill_m3",  # from the water bill, where no meter is polled
     "electricity_bill_kwh",  # Taipower bill (e.g. base years before metering)
+    "electricity_bill_ntd",  # Taipower bill's total, NT$ (compared with the rebuilt bill)
+    "electricity_bill_pf_pct",  # the power factor printed on the bill, % (the bill uses it)
     "adjustment",  # non-routine adjustment of an item (amount in its unit)
 ]
 

@@ -37,6 +37,8 @@ QuantityKind = Literal[
     "docs_self_created",
     "water_bill_m3",
     "electricity_bill_kwh",
+    "electricity_bill_ntd",
+    "electricity_bill_pf_pct",
 ]
 SPOOL_IN_MEMORY_BYTES = 1_048_576  # an import's body past this waits in a temporary file
 

@@ -1,0 +1,385 @@
+"""The monthly Taipower bill of a site, rebuilt from its main meters' 15-minute data.
+
+``site_bill`` reads the main meters' import counters per 15-minute block (the first
+reading of each block, as for demand: ``rules/demand.py``), the month's power factor, and
+hands them to ``rules/tariff.compute_bill``.  ``bill_lines`` writes the ``bill_month``
+point the rules engine stores per site and billing month; ``bill_text`` prints the bill
+line by line the way Taipower's bill reads (``foursave bill``).
+
+Power factor, in this order: the bill's own figure when recorded (manual record
+``electricity_bill_pf_pct``), the main meters' active and reactive power (kWh / √(kWh² +
+kvarh²) over the period), the mean of their power-factor readings, or none measured (no
+adjustment, said on the bill).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from foursave.core.config import Config, Site, SiteTariff
+from foursave.core.influx import InfluxClient
+from foursave.core.influxql import agg, every, select, tag_in, time_range
+from foursave.core.periods import ZoneLike, bounds_ms, day_start_ms, month, zone
+from foursave.core.reading import to_line
+from foursave.rules.records import RecordStore
+from foursave.rules.tariff import (
+    BLOCK_MS,
+    CONTRACT_NAMES,
+    PERIOD_NAMES,
+    Bill,
+    Gap,
+    NoTariff,
+    Tariffs,
+    compute_bill,
+    load_tariffs,
+)
+
+
+class NoMeterData(LookupError):
+    """No main-meter reading in a billing period: nothing to bill."""
+
+
+@dataclass(frozen=True)
+class BillInputs:
+    blocks_kwh: dict[int, float]
+    gaps: tuple[Gap, ...]
+    power_factor: float | None
+    power_factor_source: str
+
+
+def main_meters(config: Config, site: Site) -> list[str]:
+    return [
+        d.id for d in config.devices if d.site == site.id and d.kind == "meter" and d.role == "main"
+    ]
+
+
+def block_energies(
+    influx: InfluxClient, devices: list[str], start_ms: int, end_ms: int
+) -> tuple[dict[int, float], list[Gap]]:
+    """15-minute block energies [kWh] of [start_ms, end_ms), summed over ``devices``, and
+    the energy the counters measured across gaps.  A block counts as measured when every
+    device has its first reading in it and in the next block; the energy a device
+    measured around a block another device missed goes with the gaps (energy, no demand)."""
+    if not devices:
+        return {}, []
+    rows = influx.rows(
+        select(
+            agg("first", "import_energy_wh", "c"),
+            "meter",
+            where=[tag_in("device", devices), time_range(start_ms, end_ms + BLOCK_MS)],
+            group_by=[every("15m"), "device"],
+            fill="none",
+        )
+    )
+    firsts: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        if r["c"] is not None:
+            firsts[r["device"]].append((r["time"], r["c"]))
+    per_device: dict[str, dict[int, float]] = {}
+    gaps: list[Gap] = []
+    for dev in devices:
+        series = sorted(firsts.get(dev, []))
+        own: dict[int, float] = {}
+        for (t0, c0), (t1, c1) in itertools.pairwise(series):
+            if c1 < c0 or t0 >= end_ms:  # a counter reset: that energy is unknown
+                continue
+            kwh = (c1 - c0) / 1000
+            if t1 == t0 + BLOCK_MS:
+                own[t0] = kwh
+            else:
+                gaps.append(Gap(t0, min(t1, end_ms), kwh))
+        per_device[dev] = own
+    everyone = set.intersection(*(set(v) for v in per_device.values()))
+    blocks = {ms: sum(per_device[d][ms] for d in devices) for ms in everyone if ms >= start_ms}
+    for own in per_device.values():
+        for ms, kwh in own.items():
+            if ms not in everyone and start_ms <= ms < end_ms:
+                gaps.append(Gap(ms, ms + BLOCK_MS, kwh))
+    return blocks, gaps
+
+
+def measured_power_factor(
+    influx: InfluxClient, devices: list[str], start_ms: int, end_ms: int
+) -> tuple[float | None, str]:
+    if not devices:
+        return None, "not measured"
+    rows = influx.rows(
+        select(
+            [
+                agg("mean", "active_power_w", "p"),
+                agg("mean", "reactive_power_var", "q"),
+                agg("mean", "power_factor", "pf"),
+            ],
+            "meter",
+            where=[tag_in("device", devices), time_range(start_ms, end_ms)],
+            group_by=["device"],
+        )
+    )
+    by = {r["device"]: r for r in rows}
+    if set(by) != set(devices):
+        return None, "not measured (a main meter has no power readings)"
+    p = sum(by[d]["p"] or 0.0 for d in devices)
+    if p <= 0:
+        return None, "not measured (no net import)"
+    if all(by[d]["q"] is not None for d in devices):
+        q = sum(by[d]["q"] for d in devices)
+        return p / math.hypot(p, q), "main meters' active and reactive energy"
+    if all(by[d]["pf"] is not None and by[d]["p"] for d in devices):
+        pf = sum(abs(by[d]["pf"]) * by[d]["p"] for d in devices) / p
+        return pf, "mean of the main meters' power-factor readings"
+    return None, "not measured (the main meters give no reactive power or power factor)"
+
+
+def _recorded_pf(records: RecordStore | None, site: str, start: date) -> float | None:
+    if records is None:
+        return None
+    v = records.totals(site, [f"{start:%Y-%m}"], "electricity_bill_pf_pct")
+    return None if v is None else v / 100
+
+
+def bill_inputs(
+    config: Config,
+    influx: InfluxClient,
+    site: Site,
+    start: date,
+    end: date,
+    records: RecordStore | None = None,
+) -> BillInputs:
+    devices = main_meters(config, site)
+    start_ms, end_ms = bounds_ms(start, end, site.timezone)
+    blocks, gaps = block_energies(influx, devices, start_ms, end_ms)
+    pf = _recorded_pf(records, site.id, start)
+    if pf is not None:
+        source = "the bill's power factor (manual record)"
+    else:
+        pf, source = measured_power_factor(influx, devices, start_ms, end_ms)
+    return BillInputs(blocks, tuple(gaps), pf, source)
+
+
+def site_tariff(site: Site) -> SiteTariff:
+    if site.tariff is None:
+        raise NoTariff(
+            f"site {site.id!r} has no 'tariff' (plan and contracts_kw) in its configuration"
+        )
+    return site.tariff
+
+
+def site_bill(
+    config: Config,
+    influx: InfluxClient,
+    site: Site,
+    start: date,
+    end: date,
+    records: RecordStore | None = None,
+    *,
+    plan: str | None = None,
+    contracts_kw: dict[str, float] | None = None,
+    tariffs: Tariffs | None = None,
+    inputs: BillInputs | None = None,
+) -> Bill:
+    """The bill of local days [start, end).  ``NoTariff`` (no edition, no tariff
+    configured) or ``NoMeterData`` when it cannot be computed."""
+    st = site_tariff(site)
+    t = tariffs or load_tariffs()
+    if plan is not None and plan != st.plan and contracts_kw is None:
+        contracts_kw = equivalent_contracts(st, plan, t)
+    x = inputs or bill_inputs(config, influx, site, start, end, records)
+    if not x.blocks_kwh and not x.gaps:
+        raise NoMeterData(
+            f"no main-meter data for site {site.id!r} in {start}..{end - timedelta(days=1)}"
+            + ("" if main_meters(config, site) else ": it has no meter with role 'main'")
+        )
+    return compute_bill(
+        site.id,
+        st,
+        start,
+        end,
+        site.timezone,
+        x.blocks_kwh,
+        gaps=x.gaps,
+        power_factor=x.power_factor,
+        power_factor_source=x.power_factor_source,
+        plan=plan,
+        contracts_kw=contracts_kw,
+        tariffs=t,
+    )
+
+
+def equivalent_contracts(st: SiteTariff, plan: str, t: Tariffs) -> dict[str, float]:
+    """The site's contracts under the other plan: the semi-peak contract of 三段式 and the
+    non-summer one of 二段式 stack in the same place (TARIFFS.md §4.3), the rest are the same."""
+    swap = {"semi_peak": "non_summer", "non_summer": "semi_peak"}
+    kinds = t.plan(plan).contracts
+    out: dict[str, float] = {}
+    for k, kw in st.contracts_kw.items():
+        k2 = k if k in kinds else swap.get(k, k)
+        if k2 in kinds:
+            out[k2] = out.get(k2, 0.0) + kw
+    return out
+
+
+def billing_periods(
+    site: Site, y: int, m: int, records: RecordStore | None = None
+) -> list[tuple[date, date]]:
+    """Billing periods of month (y, m): the calendar month, local days [start, end)."""
+    p = month(y, m)
+    return [(p.start, p.end)]
+
+
+def bill_lines(bill: Bill, tz: ZoneLike) -> list[str]:
+    """The ``bill_month`` point, at the billing period's local start."""
+    fields: dict[str, float | int] = {}
+    for period, kwh in sorted(bill.energy_kwh.items()):
+        fields[f"energy_kwh_{period}"] = kwh
+    for period, kw in sorted(bill.max_demand_kw.items()):
+        fields[f"max_demand_kw_{period}"] = kw
+    fields.update(
+        {
+            "energy_kwh": bill.total_kwh,
+            "basic_ntd": bill.basic_ntd,
+            "energy_ntd": bill.energy_ntd,
+            "over_contract_ntd": bill.over_contract_ntd,
+            "pf_adjust_ntd": bill.pf_adjust_ntd,
+            "coefficient": bill.coefficient,
+            "total_ntd": bill.total_ntd,
+            "completeness": bill.completeness,
+            "unallocated_kwh": bill.unallocated_kwh,
+            "days": bill.days,
+        }
+    )
+    if bill.power_factor is not None:
+        fields["power_factor"] = bill.power_factor
+    tags = {"site": bill.site, "plan": bill.plan, "tariff": bill.tariff_tag}
+    return [to_line("bill_month", tags, fields, day_start_ms(bill.start, zone(tz)))]
+
+
+# ---------------------------------------------------------------------- the printed bill
+
+_L = {
+    "title": ("電費帳單（由電表資料重建）", "Electricity bill (rebuilt from meter data)"),
+    "period": ("計費期間", "billing period"),
+    "plan": ("電價", "plan"),
+    "tariff": ("電價表", "tariff"),
+    "contract": ("契約容量", "contract capacity"),
+    "completeness": ("資料完整度", "data completeness"),
+    "basic": ("基本電費", "basic charge"),
+    "energy": ("流動電費", "energy charge"),
+    "over": ("超約附加費", "over-contract charge"),
+    "pf": ("功率因數調整", "power-factor adjustment"),
+    "subtotal": ("小計", "subtotal"),
+    "coefficient": ("電價調整係數", "price coefficient"),
+    "total": ("應繳電費", "total"),
+    "summer": ("夏月", "summer"),
+    "non_summer": ("非夏月", "non-summer"),
+    "shared": (
+        "週六半尖峰及離峰契約超過經常與半尖峰契約半數部分",
+        "Saturday + off-peak above half",
+    ),
+    "no_use": ("當月未用電：基本電費 50 %", "no use this month: basic charge at 50 %"),
+    "days": ("日", "days"),
+    "blocks": ("15 分鐘區間", "15-minute blocks"),
+    "missing": (
+        "部分區間無資料：帳單可能偏低",
+        "blocks without data: the bill may be low by about their share",
+    ),
+}
+
+
+def _t(key: str, lang: str) -> str:
+    zh, en = _L[key]
+    return zh if lang == "zh-TW" else en
+
+
+def _name(table: dict[str, tuple[str, str]], key: str, lang: str) -> str:
+    zh, en = table.get(key, (key, key))
+    return zh if lang == "zh-TW" else f"{en} ({zh})"
+
+
+def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str:
+    """The bill line by line, as Taipower's bill reads; amounts in NT$."""
+    t = load_tariffs()
+    plan = t.plan(bill.plan)
+    last = bill.end - timedelta(days=1)
+    out = [
+        f"{_t('title', lang)}: {site_name or bill.site}",
+        f"  {_t('period', lang)}: {bill.start} .. {last} ({bill.days} {_t('days', lang)})",
+        f"  {_t('plan', lang)}: {plan.name_zh if lang == 'zh-TW' else plan.name_en}",
+        f"  {_t('tariff', lang)}: {bill.tariff_tag} (confidence {bill.confidence})",
+        f"  {_t('contract', lang)}: "
+        + ", ".join(
+            f"{_name(CONTRACT_NAMES, c, lang)} {bill.contracts_kw.get(c, 0):g} kW"
+            for c in plan.contracts
+        ),
+        f"  {_t('completeness', lang)}: {bill.completeness:.1%} "
+        f"({bill.blocks_measured} / {bill.blocks_expected} {_t('blocks', lang)})",
+    ]
+    if bill.completeness < 1:
+        out.append(f"  ! {_t('missing', lang)}")
+    out.append("")
+    out.append(f"{_t('basic', lang):<44}{'kW':>10}{'NT$/kW':>10}{'NT$':>14}")
+    for s in bill.segments:
+        season = _t("summer" if s.summer else "non_summer", lang)
+        share = f"{s.days}/{bill.days} {_t('days', lang)}"
+        out.append(f"  {season} {s.first} .. {s.last} ({share}, {s.edition})")
+        for part in s.basic:
+            label = (
+                _t("shared", lang)
+                if part.label == "saturday_off_peak"
+                else _name(CONTRACT_NAMES, part.label, lang)
+            )
+            out.append(
+                f"    {label:<40}{part.kw:>10,.0f}{part.price_ntd_per_kw:>10.2f}"
+                f"{part.ntd * s.share:>14,.0f}"
+            )
+    if bill.no_use:
+        out.append(f"    {_t('no_use', lang)}")
+    out.append(f"{'':<44}{'':>10}{'':>10}{bill.basic_ntd:>14,.0f}")
+    out.append(f"{_t('energy', lang):<44}{'kWh':>10}{'NT$/kWh':>10}{'NT$':>14}")
+    for s in bill.segments:
+        season = _t("summer" if s.summer else "non_summer", lang)
+        for rule in plan.periods:
+            kwh = s.energy_kwh.get(rule.name)
+            if kwh is None:
+                continue
+            ntd = s.energy_ntd_by_period[rule.name]
+            price = ntd / kwh if kwh else 0.0
+            label = f"{season} {_name(PERIOD_NAMES, rule.name, lang)}"
+            out.append(f"    {label:<40}{kwh:>10,.0f}{price:>10.2f}{ntd:>14,.0f}")
+    out.append(f"{'':<44}{'':>10}{'':>10}{bill.energy_ntd:>14,.0f}")
+    out.append(f"{_t('over', lang):<44}{'max kW':>10}{'over kW':>10}{'NT$':>14}")
+    for s in bill.segments:
+        for x in s.excesses:
+            if x.excess_kw <= 0:
+                continue
+            label = f"{_name(PERIOD_NAMES, x.period, lang)} (>{x.covered_kw:g} kW)"
+            detail = (
+                f"x2 {x.within_kw:,.1f} kW, x3 {x.above_kw:,.1f} kW at {x.price_ntd_per_kw:.2f}"
+            )
+            out.append(
+                f"    {label:<40}{x.max_demand_kw:>10,.1f}{x.excess_kw:>10,.1f}"
+                f"{x.ntd * s.share:>14,.0f}"
+            )
+            out.append(f"      {detail}")
+    out.append(f"{'':<44}{'':>10}{'':>10}{bill.over_contract_ntd:>14,.0f}")
+    if bill.power_factor is None:
+        pf_line = f"{_t('pf', lang)}: {bill.power_factor_source}"
+    else:
+        pf_line = (
+            f"{_t('pf', lang)}: PF {bill.power_factor:.1%} ({bill.power_factor_source}), "
+            f"{bill.pf_adjust_share:+.2%} of {bill.pf_adjust_base.replace('_', ' + ')}"
+        )
+    out.append(f"{pf_line:<64}{bill.pf_adjust_ntd:>14,.0f}")
+    subtotal = bill.basic_ntd + bill.energy_ntd + bill.over_contract_ntd + bill.pf_adjust_ntd
+    out.append(f"{_t('subtotal', lang):<64}{subtotal:>14,.0f}")
+    ind = t.industries[bill.industry]
+    out.append(
+        f"{_t('coefficient', lang) + f' {bill.industry} {ind.name}':<54}x {bill.coefficient:<8g}"
+    )
+    out.append(f"{_t('total', lang):<64}{bill.total_ntd:>14,.0f}")
+    for note in bill.notes:
+        out.append(f"note: {note}")
+    return "\n".join(out)
