@@ -366,13 +366,14 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
             out.append(f"      {detail}")
     out.append(f"{'':<44}{'':>10}{'':>10}{bill.over_contract_ntd:>14,.0f}")
     if bill.power_factor is None:
-        pf_line = f"{_t('pf', lang)}: {bill.power_factor_source}"
+        detail = bill.power_factor_source
     else:
-        pf_line = (
-            f"{_t('pf', lang)}: PF {bill.power_factor:.1%} ({bill.power_factor_source}), "
+        detail = (
+            f"PF {bill.power_factor:.1%} ({bill.power_factor_source}), "
             f"{bill.pf_adjust_share:+.2%} of {bill.pf_adjust_base.replace('_', ' + ')}"
         )
-    out.append(f"{pf_line:<64}{bill.pf_adjust_ntd:>14,.0f}")
+    out.append(f"{_t('pf', lang):<64}{bill.pf_adjust_ntd:>14,.0f}")
+    out.append(f"    {detail}")
     subtotal = bill.basic_ntd + bill.energy_ntd + bill.over_contract_ntd + bill.pf_adjust_ntd
     out.append(f"{_t('subtotal', lang):<64}{subtotal:>14,.0f}")
     ind = t.industries[bill.industry]
