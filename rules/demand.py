@@ -28,7 +28,7 @@ from foursave.core.periods import (
 )
 from foursave.core.reading import to_line
 from foursave.rules import formulas
-from foursave.rules.factors import FactorError, is_summer, tariff
+from foursave.rules.tariff import NoTariff, load_tariffs
 
 BLOCK_S = 900
 
@@ -104,21 +104,23 @@ def month_demand(config: Config, influx: InfluxClient, site: Site, y: int, m: in
     surcharge = None
     if site.contract_capacity_kw:
         peak_day = local_date(at, tz)
-        try:
-            basic = tariff("high_voltage_two_stage", peak_day)["basic_ntd_per_kw_month"]
-            oc = tariff("over_contract", peak_day)
-        except FactorError:  # no tariff on record for that day: no surcharge estimate
+        tariffs = load_tariffs()
+        try:  # the regular contract's basic price of the peak's day (rules/data/tariffs.yaml)
+            edition = tariffs.edition_on(peak_day)
+        except NoTariff:  # no tariff on record for that day: no surcharge estimate
             return MonthDemand(
                 site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, peak, at, None, blocks
             )
-        rate = basic["summer"] if is_summer(peak_day) else basic["non_summer"]
+        plan = site.tariff.plan if site.tariff else "three_stage"  # same regular price
+        rate = edition.basic_price(plan, "regular", edition.is_summer(peak_day))
+        oc = tariffs.over_contract
         surcharge = formulas.over_contract_surcharge(
             peak,
             site.contract_capacity_kw,
-            rate,
-            oc["within_share"],
-            oc["within_multiplier"],
-            oc["above_multiplier"],
+            rate or 0.0,
+            float(oc["within_share"]),
+            float(oc["within_multiplier"]),
+            float(oc["above_multiplier"]),
         ).ntd
     return MonthDemand(
         site.id, f"{y:04d}-{m:02d}", site.contract_capacity_kw, peak, at, surcharge, blocks

@@ -74,21 +74,3 @@ def emission_factor(name: str, on: date, data: dict | None = None) -> Factor:
     return Factor(
         name, float(p["value"]), e["unit"], e["source"], p["confidence"], f"valid from {p['from']}"
     )
-
-
-def tariff(name: str, on: date, data: dict | None = None) -> dict:
-    """The tariff entry ``name`` in force on ``on`` (with its source)."""
-    t = (data or load_factors())["tariffs"]
-    if name not in t:
-        raise FactorError(f"unknown tariff {name!r}; known: {sorted(t)}")
-    p = dict(_period(t[name]["periods"], on, name))
-    p["source"] = t[name]["source"]
-    return p
-
-
-def is_summer(on: date, data: dict | None = None) -> bool:
-    """High-voltage summer season (16 May - 15 Oct in the current table)."""
-    s = tariff("high_voltage_two_stage", on, data)["summer"]
-    start = date.fromisoformat(f"{on.year}-{s['start']}")
-    end = date.fromisoformat(f"{on.year}-{s['end']}")
-    return start <= on <= end

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from foursave.rules import formulas as f
-from foursave.rules.factors import FactorError, emission_factor, is_summer, tariff
+from foursave.rules.factors import FactorError, emission_factor
+from foursave.rules.tariff import load_tariffs
 
 
 def sig4(x: float) -> float:
@@ -72,8 +73,10 @@ def test_temperature_corrected_pr():
 
 
 def test_over_contract_surcharge():
-    basic = tariff("high_voltage_two_stage", date(2025, 7, 15))["basic_ntd_per_kw_month"]
-    assert is_summer(date(2025, 7, 15)) and not is_summer(date(2025, 11, 1))
+    edition = load_tariffs().edition_on(date(2025, 7, 15))
+    assert edition.is_summer(date(2025, 7, 15)) and not edition.is_summer(date(2025, 11, 1))
+    summer, non_summer = edition.basic["two_stage"]["regular"]
+    basic = {"summer": summer, "non_summer": non_summer}
     # contract 1,000 kW, maximum demand 1,150 kW: 100 kW at 2x, 50 kW at 3x
     s = f.over_contract_surcharge(1_150, 1_000, basic["summer"])
     assert (s.excess_kw, s.within_kw, s.above_kw) == (150, 100, 50)
