@@ -667,11 +667,14 @@ def cmd_bill(args) -> int:
         )
         return 2
     y, m = args.month
+    now_ms = int(app.clock(cfg, "rules").time() * 1000)
     try:
         with app.stores(cfg) as (influx, records, _):
             texts = [
                 bill_text(
-                    site_bill(cfg, influx, site, start, end, records, plan=args.plan),
+                    site_bill(
+                        cfg, influx, site, start, end, records, plan=args.plan, now_ms=now_ms
+                    ),
                     args.lang,
                     site.name if args.lang == "zh-TW" else site.name_en or site.name,
                 )

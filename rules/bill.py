@@ -180,9 +180,11 @@ def site_bill(
     contracts_kw: dict[str, float] | None = None,
     tariffs: Tariffs | None = None,
     inputs: BillInputs | None = None,
+    now_ms: int | None = None,
 ) -> Bill:
-    """The bill of local days [start, end).  ``NoTariff`` (no edition, no tariff
-    configured) or ``NoMeterData`` when it cannot be computed."""
+    """The bill of local days [start, end); provisional if ``now_ms`` is inside it.
+    ``NoTariff`` (no edition, no tariff configured) or ``NoMeterData`` when it cannot be
+    computed."""
     st = site_tariff(site)
     t = tariffs or load_tariffs()
     if plan is not None and plan != st.plan and contracts_kw is None:
@@ -206,6 +208,7 @@ def site_bill(
         plan=plan,
         contracts_kw=contracts_kw,
         tariffs=t,
+        now_ms=now_ms,
     )
 
 
@@ -249,6 +252,7 @@ def bill_lines(bill: Bill, tz: ZoneLike) -> list[str]:
             "completeness": bill.completeness,
             "unallocated_kwh": bill.unallocated_kwh,
             "days": bill.days,
+            "provisional": bill.provisional,
         }
     )
     if bill.power_factor is not None:
@@ -281,6 +285,10 @@ _L = {
     ),
     "no_use": ("當月未用電：基本電費 50 %", "no use this month: basic charge at 50 %"),
     "days": ("日", "days"),
+    "provisional": (
+        "計費期間尚未結束：至今為止的帳單",
+        "the billing period is still open: the bill so far",
+    ),
     "blocks": ("15 分鐘區間", "15-minute blocks"),
     "missing": (
         "部分區間無資料：帳單可能偏低",
@@ -317,6 +325,8 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
         f"  {_t('completeness', lang)}: {bill.completeness:.1%} "
         f"({bill.blocks_measured} / {bill.blocks_expected} {_t('blocks', lang)})",
     ]
+    if bill.provisional:
+        out.append(f"  ! {_t('provisional', lang)}")
     if bill.completeness < 1:
         out.append(f"  ! {_t('missing', lang)}")
     out.append("")

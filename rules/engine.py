@@ -43,8 +43,8 @@ def run_once(
     """One evaluation pass over local dates [start, end) (default: all data present),
     each site's days and months in its own zone; ``clock`` says which days are still
     open (default: the system clock)."""
+    now_ms = int((clock or SystemClock()).time() * 1000)
     if start is None or end is None:
-        now_ms = int((clock or SystemClock()).time() * 1000)
         span = data_span(influx, *sorted({s.timezone for s in config.sites}), until_ms=now_ms)
         if span is None:
             log.info("no meter data yet: nothing to compute")
@@ -67,7 +67,9 @@ def run_once(
             for y, m in months_of(start, end):
                 for b_start, b_end in billing_periods(site, y, m, records):
                     try:
-                        bill = site_bill(config, influx, site, b_start, b_end, records)
+                        bill = site_bill(
+                            config, influx, site, b_start, b_end, records, now_ms=now_ms
+                        )
                     except (NoTariff, NoMeterData) as exc:
                         log.info("bill %s %d-%02d: %s", site.id, y, m, exc)
                         continue

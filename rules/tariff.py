@@ -486,7 +486,7 @@ class Bill:
     pf_adjust_ntd: float
     coefficient: float
     total_ntd: float
-    completeness: float  # share of the period's 15-minute blocks with a measured energy
+    completeness: float  # share of the period's 15-minute blocks (so far) with an energy
     blocks_expected: int
     blocks_measured: int
     unallocated_kwh: float  # energy over gaps (counter known), spread over the gap's blocks
@@ -494,6 +494,7 @@ class Bill:
     tariffs: tuple[str, ...]
     confidence: str
     notes: tuple[str, ...] = field(default=())
+    provisional: bool = False  # the period is still open: a bill to date
 
     @property
     def days(self) -> int:
@@ -597,11 +598,13 @@ def compute_bill(
     plan: str | None = None,
     contracts_kw: Mapping[str, float] | None = None,
     tariffs: Tariffs | None = None,
+    now_ms: int | None = None,
 ) -> Bill:
     """The bill of local days [start, end) from 15-minute block energies
     (block start [epoch ms] -> kWh; demand = kWh / 0.25 h).  ``plan`` and ``contracts_kw``
-    override the site's (for comparing plans and contract sets).  ``NoTariff`` when a day
-    has no edition."""
+    override the site's (for comparing plans and contract sets).  With ``now_ms`` inside
+    the period the bill is provisional: its completeness counts the blocks until then.
+    ``NoTariff`` when a day has no edition."""
     t = tariffs or load_tariffs()
     tzi = zone(tz)
     plan_id = plan or st.plan
@@ -636,7 +639,12 @@ def compute_bill(
     energy: dict[int, float] = {}
     lo = int(datetime(start.year, start.month, start.day, tzinfo=tzi).timestamp() * 1000)
     hi = int(datetime(end.year, end.month, end.day, tzinfo=tzi).timestamp() * 1000)
-    expected = (hi - lo) // BLOCK_MS
+    provisional = now_ms is not None and now_ms < hi
+    if provisional:
+        assert now_ms is not None
+        expected = max(0, (max(now_ms, lo) - lo) // BLOCK_MS)
+    else:
+        expected = (hi - lo) // BLOCK_MS
     measured = 0
     for ms, kwh in blocks_kwh.items():
         if lo <= ms < hi:
@@ -774,7 +782,7 @@ def compute_bill(
         pf_adjust_ntd=pf_ntd,
         coefficient=coefficient,
         total_ntd=total,
-        completeness=measured / expected if expected else 0.0,
+        completeness=min(1.0, measured / expected) if expected else 0.0,
         blocks_expected=expected,
         blocks_measured=measured,
         unallocated_kwh=unallocated,
@@ -782,4 +790,5 @@ def compute_bill(
         tariffs=tuple(sorted(editions, key=lambda i: editions[i].valid_from)),
         confidence=max(confs, key="HML".index),
         notes=tuple(notes),
+        provisional=provisional,
     )

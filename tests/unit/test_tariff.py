@@ -348,3 +348,16 @@ def test_site_tariff_problems_are_named():
     assert any("70 kW in total is under the 100 kW minimum" in m for m in messages)
     assert any("unknown industry code 'x'" in m for m in messages)
     assert check_site_tariff(SiteTariff(plan="two_stage", contracts_kw={"regular": 100}), T) == []
+
+
+def test_an_open_month_is_a_provisional_bill_to_date():
+    # 12/10 00:00 is "now": the 9 days so far are all the data there can be
+    start, end = date(2025, 12, 1), date(2026, 1, 1)
+    now = ms(date(2025, 12, 10))
+    so_far = blocks(start, date(2025, 12, 10), lambda d, m: 40.0)
+    b = bill("three_stage", {"regular": 150}, start, end, so_far, now_ms=now)
+    assert b.provisional
+    assert (b.blocks_measured, b.blocks_expected, b.completeness) == (864, 864, 1.0)
+    assert b.basic_ntd == pytest.approx(150 * 166.90)  # the month's basic charge
+    closed = bill("three_stage", {"regular": 150}, start, end, so_far, now_ms=ms(end))
+    assert not closed.provisional and closed.completeness == pytest.approx(9 / 31)
