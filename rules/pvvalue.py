@@ -34,6 +34,7 @@ energy prices, before the bill's industry coefficient), ``coefficient``,
 ``demand_reduction_kw_<period>``, ``over_contract_saved_ntd`` (before the coefficient,
 as the bill's over-contract line), ``bill_saved_ntd`` (bill total without PV minus with
 PV: energy, over-contract, power-factor adjustment and coefficient), ``blocks_valued``,
+``valued_to_ms`` (end of the last block valued: the public display's "as of"),
 ``export_measured``.
 """
 
@@ -58,6 +59,7 @@ from foursave.rules.bill import (
 )
 from foursave.rules.records import RecordStore
 from foursave.rules.tariff import (
+    BLOCK_MS,
     Edition,
     Gap,
     NoTariff,
@@ -97,6 +99,7 @@ class PvValue:
     bill_saved_ntd: float | None = None
     coefficient: float = 1.0
     blocks_valued: int = 0
+    valued_to_ms: int | None = None  # end of the last block valued
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -185,6 +188,7 @@ def pv_value(
         value[period] += c * ed.energy_price(plan_id, period, ed.is_summer(lt.date()))
         consumed_at[ms] = c
         out.blocks_valued += 1
+        out.valued_to_ms = ms + BLOCK_MS
     out.consumed_kwh, out.value_ntd = dict(consumed), dict(value)
     used = {e.id: e for e in editions.values()}
     out.tariffs = tuple(sorted(used, key=lambda i: used[i].valid_from))
@@ -316,6 +320,8 @@ def pv_value_lines(v: PvValue, tz: ZoneLike) -> list[str]:
             "export_measured": v.export_measured,
         }
     )
+    if v.valued_to_ms is not None:
+        fields["valued_to_ms"] = v.valued_to_ms
     if v.over_contract_saved_ntd is not None:
         fields["over_contract_saved_ntd"] = v.over_contract_saved_ntd
     if v.bill_saved_ntd is not None:
