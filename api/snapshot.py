@@ -17,6 +17,10 @@ Definitions (shown on the screen):
 - Building power [W]: main meters' ``active_power_w`` (grid draw, negative on export)
   plus the site's inverters' output — on a site with main meters, its PV is behind
   them (a plant without a main meter is its own site and shows no building power).
+- PV saved this month [NT$]: the rules engine's ``pv_value_month`` of the current local
+  month (rules/pvvalue.py): the PV consumed on site at its TOU energy price; its time is
+  the end of the last 15-minute block valued.  A site whose PV is not valued (no
+  ``tariff``) shows none.
 - Progress: the rules engine's ``ledger`` row of the current year, per item.
 """
 
@@ -48,6 +52,7 @@ VALUE_KEYS = (
     "co2_avoided_today_kg",
     "co2_avoided_year_kg",
     "building_power_w",
+    "pv_value_month_ntd",
 )
 LOOKBACK = timedelta(days=2)  # how far back "the last value" is searched
 START_LOOKBACK = timedelta(days=7)  # a counter's value before a period starts
@@ -160,6 +165,20 @@ class SiteQueries:
                 out[r["time"]] = out.get(r["time"], 0.0) + r["mean"]
         return out
 
+    def pv_value_month(self, month0: datetime, now: datetime) -> tuple[float, int] | None:
+        """This month's ``pv_value_ntd`` (rules/pvvalue.py) and the end of its data."""
+        rows = self.influx.rows(
+            select(
+                [agg("last", "pv_value_ntd", "v"), agg("last", "valued_to_ms", "to")],
+                "pv_value_month",
+                where=[eq("site", self.site.id), _closed(_ms(month0), _ms(now))],
+            )
+        )
+        if not rows or rows[0].get("v") is None:
+            return None
+        to = rows[0].get("to")
+        return rows[0]["v"], int(to) if to is not None else rows[0]["time"]
+
     def progress(self, year: int) -> list[dict[str, Any]]:
         this_year = [eq("site", self.site.id), eq("period", str(year))]
         rows = self.influx.rows(
@@ -250,6 +269,8 @@ class SnapshotBuilder:
             keep("building_power_w", (grid[0] + behind[0], min(grid[1], behind[1])))
         else:
             keep("building_power_w", None)
+        month0 = day_start(date(now.year, now.month, 1), q.zone)
+        keep("pv_value_month_ntd", q.pv_value_month(month0, now))
         pv_curve = q.curve("inverter", "ac_power_w", q.inverters, day0, now)
         grid_curve = q.curve("meter", "active_power_w", q.mains, day0, now)
         # 15-minute buckets since local midnight, counted in elapsed time (not wall time:

@@ -427,6 +427,40 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             )
         )
         .with_panel(
+            _stat(
+                "本月太陽光電省下電費 PV value this month (NT$, consumed PV at TOU prices)",
+                "none",
+                select(agg("last", "pv_value_ntd"), "pv_value_month", where=[SITE, TIME_FILTER]),
+                time_from=THIS_MONTH_RANGE,
+            )
+        )
+        .with_panel(
+            _table(
+                "太陽光電價值與需量降低 PV value per month and the demand it took off",
+                "none",
+                select(
+                    [
+                        column(f)
+                        for f in (
+                            "pv_value_ntd",
+                            "pv_consumed_kwh",
+                            "pv_exported_kwh",
+                            "pv_value_ntd_peak",
+                            "pv_value_ntd_semi_peak",
+                            "pv_value_ntd_sat_semi_peak",
+                            "pv_value_ntd_off_peak",
+                            "demand_reduction_kw_peak",
+                            "demand_reduction_kw_semi_peak",
+                            "over_contract_saved_ntd",
+                            "bill_saved_ntd",
+                        )
+                    ],
+                    "pv_value_month",
+                    where=[SITE, TIME_FILTER],
+                ),
+            ).time_from(MONTHLY_RANGE)
+        )
+        .with_panel(
             _table(
                 "變流器比較 Inverter comparison (clear days) and labels",
                 "none",

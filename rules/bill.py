@@ -58,18 +58,25 @@ def main_meters(config: Config, site: Site) -> list[str]:
 
 
 def block_energies(
-    influx: InfluxClient, devices: list[str], start_ms: int, end_ms: int
+    influx: InfluxClient,
+    devices: list[str],
+    start_ms: int,
+    end_ms: int,
+    *,
+    measurement: str = "meter",
+    counter: str = "import_energy_wh",
 ) -> tuple[dict[int, float], list[Gap]]:
     """15-minute block energies [kWh] of [start_ms, end_ms), summed over ``devices``, and
-    the energy the counters measured across gaps.  A block counts as measured when every
+    the energy the counters measured across gaps (``counter`` of ``measurement``: the
+    main meters' import by default; rules/pvvalue.py reads export and PV production).  A block counts as measured when every
     device has its first reading in it and in the next block; the energy a device
     measured around a block another device missed goes with the gaps (energy, no demand)."""
     if not devices:
         return {}, []
     rows = influx.rows(
         select(
-            agg("first", "import_energy_wh", "c"),
-            "meter",
+            agg("first", counter, "c"),
+            measurement,
             where=[tag_in("device", devices), time_range(start_ms, end_ms + BLOCK_MS)],
             group_by=[every("15m"), "device"],
             fill="none",

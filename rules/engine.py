@@ -5,7 +5,8 @@ Alerts are evaluated every ``alert_interval_s`` (``rules/alerts/``).  Every
 the manual records, and written to InfluxDB so Grafana and the API read them without
 recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
 (``demand``, ``demand_month``), daily PV performance (``pv_daily``) and the monthly
-Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``).
+Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``) and
+what the PV is worth on it (``pv_value_month``, ``rules/pvvalue.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import add_months, month, months_between, today, year
+from foursave.rules import pvvalue
 from foursave.rules.alerts import AlertEngine
 from foursave.rules.bill import NoMeterData, bill_lines, billing_periods, site_bill
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
@@ -74,6 +76,8 @@ def run_once(
                         log.info("bill %s %d-%02d: %s", site.id, y, m, exc)
                         continue
                     lines.extend(bill_lines(bill, site.timezone))
+        # what the site's PV is worth on its bill (pv_value_month, rules/pvvalue.py)
+        lines.extend(pvvalue.month_lines(config, influx, site, months_of(start, end), records))
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)

@@ -184,6 +184,13 @@ def test_every_panel_query_returns_data(
                 if not has_data:
                     empty.append((name, p["title"], q))
     assert not empty, "\n".join(f"{n} / {t}: {q}" for n, t, q in empty)
+    # the PV value stat is the rules pass's pv_value_month (rules/pvvalue.py) of the month
+    (panel,) = [p for p in panels(dashboard_json("solar")) if p["title"].startswith("本月太陽光電")]
+    q = expand(panel["targets"][0]["query"], start_ms, end_ms, "demo", ["inv-01"])
+    latest = influx.rows("SELECT last(pv_value_ntd) AS v FROM pv_value_month WHERE site = 'demo'")[
+        0
+    ]["v"]
+    assert latest > 0 and [r["last"] for r in influx.rows(q)] == [latest]
 
 
 class FakeGrafana:

@@ -89,6 +89,12 @@ def test_snapshot_numbers_are_the_counters_and_factor(stack):
     prog = {p["item"]: p for p in doc["progress"]}
     assert prog["electricity"]["actual"] == ledger["electricity"]["actual"]
     assert prog["fuel"]["actual"] is None  # no fuel records for 2026: absent, not 0
+    # this month's PV value: the rules pass's pv_value_month of January (rules/pvvalue.py)
+    pvv = stack.influx.rows(
+        'SELECT last("pv_value_ntd") AS v, last("valued_to_ms") AS t FROM "pv_value_month" '
+        f"WHERE \"site\" = 'demo' AND time >= {jan1}ms AND time <= {now_ms}ms"
+    )[0]
+    assert pvv["v"] > 0 and v["pv_value_month_ntd"] == {"value": round(pvv["v"], 3), "ts": pvv["t"]}
     pv_points = [p for _, p in doc["chart"]["pv_w"] if p is not None]
     assert len(doc["chart"]["pv_w"]) == 14 * 4 + 1 and max(pv_points) > 0
     assert all(p is not None for _, p in doc["chart"]["load_w"][:-1])
@@ -205,6 +211,37 @@ def test_display_data_is_rate_limited_and_takes_no_query(stack):
 
 
 # ------------------------------------------------------------------ real browser
+
+
+@pytest.mark.integration
+def test_display_in_chromium_shows_this_months_pv_value(stack):
+    from decimal import ROUND_HALF_UP, Decimal
+
+    from playwright.sync_api import sync_playwright
+
+    month0 = int(datetime(NOW.year, NOW.month, 1, tzinfo=TZ).timestamp() * 1000)
+    ntd = stack.influx.rows(
+        'SELECT last("pv_value_ntd") AS v FROM "pv_value_month" '
+        f"WHERE \"site\" = 'demo' AND time >= {month0}ms"
+    )[0]["v"]
+    shown = f"{int(Decimal(ntd).quantize(Decimal(1), ROUND_HALF_UP)):,}"  # en-US grouping
+    app = create_app(stack.config, clock=ManualClock(NOW.timestamp()), refresh=False)
+    with ServerThread(app) as server, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 1080})
+            page.goto(f"{server.url}/display?lang=en&poll_ms=500")
+            money = page.locator('[data-field="pv_value_month_ntd"]')
+            wait_for(lambda: money.text_content() == shown, 30, f"NT$ {shown} on screen")
+            tile = page.locator('.tile:has([data-field="pv_value_month_ntd"])')
+            assert "this month" in tile.locator(".label").text_content()
+            assert tile.locator(".unit").text_content() == "NT$"
+            box, first = tile.bounding_box(), page.locator(".tile").first.bounding_box()
+            assert box["height"] > 1.8 * first["height"]  # the fourth column, both rows
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "display-pv-value.png"))
+        finally:
+            browser.close()
 
 
 @pytest.mark.integration

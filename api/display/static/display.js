@@ -21,6 +21,7 @@
       subtitle: '屋頂太陽光電 · 四省節能', updated: '資料更新',
       pv_power_w: '太陽光電即時發電', pv_energy_today_kwh: '今日發電量', pv_energy_year_kwh: '今年累計發電量',
       building_power_w: '大樓即時用電', co2_avoided_today_kg: '今日減碳量', co2_avoided_year_kg: '今年累計減碳量',
+      pv_value_month_ntd: '本月太陽光電省下電費', ntd: '元',
       chart_title: '今日發電與用電 (kW)', legend_pv: '太陽光電', legend_load: '大樓用電', no_data: '尚無今日資料',
       progress: (p) => (p ? p + ' 年' : '') + '四省節能進度',
       electricity: '省電', fuel: '省油', water: '省水', paper: '省紙',
@@ -35,6 +36,7 @@
       subtitle: 'Rooftop solar · Four-saving programme', updated: 'Updated',
       pv_power_w: 'Solar power now', pv_energy_today_kwh: 'Solar energy today', pv_energy_year_kwh: 'Solar energy this year',
       building_power_w: 'Building power now', co2_avoided_today_kg: 'CO₂ avoided today', co2_avoided_year_kg: 'CO₂ avoided this year',
+      pv_value_month_ntd: 'Saved on the electricity bill this month', ntd: 'NT$',
       chart_title: 'Today (kW)', legend_pv: 'Solar PV', legend_load: 'Building load', no_data: 'No data yet today',
       progress: (p) => 'Four-saving progress' + (p ? ' ' + p : ''),
       electricity: 'Electricity', fuel: 'Fuel', water: 'Water', paper: 'Paper',
@@ -72,6 +74,7 @@
     co2_avoided_today_kg: [mass, 'kg'],
     co2_avoided_year_kg: [mass, 't'],
     building_power_w: [kw, 'kW'],
+    pv_value_month_ntd: [(v) => [num(v, 0), 'ntd'], 'ntd'],
   };
   function pct(rate, trim) {  // 0.0443 -> "4.4%"; trim: 1.0 -> "100%"
     const s = num(rate * 100, 1);
