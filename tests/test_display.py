@@ -238,6 +238,18 @@ def test_display_in_chromium_shows_this_months_pv_value(stack):
             assert tile.locator(".unit").text_content() == "NT$"
             box, first = tile.bounding_box(), page.locator(".tile").first.bounding_box()
             assert box["height"] > 1.8 * first["height"]  # the fourth column, both rows
+            # nothing in any tile runs past its edge (the narrower columns of four)
+            spill = page.evaluate(
+                """() => [...document.querySelectorAll('.tile')].flatMap(t => {
+                    const r = t.getBoundingClientRect();
+                    return [...t.querySelectorAll('.num, .unit, .as-of, .label')]
+                      .filter(e => e.offsetParent !== null)
+                      .filter(e => { const b = e.getBoundingClientRect();
+                                     return b.right > r.right + 0.5 || b.bottom > r.bottom + 0.5; })
+                      .map(e => (e.dataset.field || e.className) + ' in ' + t.className);
+                })"""
+            )
+            assert spill == []
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "display-pv-value.png"))
         finally:
