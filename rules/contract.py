@@ -630,3 +630,84 @@ def advise(
 def last_complete_month(today: date) -> tuple[int, int]:
     y, m = today.year, today.month - 1
     return (y - 1, 12) if m == 0 else (y, m)
+
+
+# ---------------------------------------------------------------------- output
+
+_L = {
+    "title": ("契約容量建議", "Contract capacity"),
+    "months": ("分析月份", "months"),
+    "margin": ("安全裕度", "safety margin"),
+    "plan": ("電價", "plan"),
+    "current": ("現行契約", "current contract"),
+    "recommended": ("建議契約", "recommended"),
+    "annual": ("每年基本及超約電費", "basic + over-contract per year"),
+    "saving": ("每年節省", "annual saving"),
+    "raise": ("兩年內再增加容量之費用", "cost of raising again within 2 years"),
+    "over": ("建議契約下超約月份", "months over contract at the recommendation"),
+    "none": ("無", "none"),
+    "compare": (
+        "二段式與三段式比較（全部電費，各自最佳契約）",
+        "two- vs three-stage (whole bills, each at its optimum)",
+    ),
+    "now": ("現行", "now"),
+    "cheaper": ("較便宜", "cheaper"),
+    "searched": ("搜尋", "searched"),
+}
+
+
+def _t(key: str, lang: str) -> str:
+    zh, en = _L[key]
+    return zh if lang == "zh-TW" else en
+
+
+def _kw(contracts: Mapping[str, float], plan: Plan, lang: str) -> str:
+    from foursave.rules.tariff import CONTRACT_NAMES
+
+    parts = []
+    for k in plan.contracts:
+        kw = contracts.get(k, 0.0)
+        if kw:
+            zh, en = CONTRACT_NAMES[k]
+            parts.append(f"{zh if lang == 'zh-TW' else en} {kw:,.0f} kW")
+    return ", ".join(parts) or "0 kW"
+
+
+def advice_text(a: ContractAdvice, lang: str = "en") -> str:
+    t = load_tariffs()
+    plan = t.plan(a.plan)
+    r = a.current
+    name = plan.name_zh if lang == "zh-TW" else plan.name_en
+    out = [
+        f"{_t('title', lang)}: {a.site} ({name})",
+        f"  {_t('months', lang)}: {a.months[0]} .. {a.months[-1]} ({len(a.months)})",
+        f"  {_t('margin', lang)}: {a.margin_pct:g} %",
+        f"  {_t('current', lang)}: {_kw(r.current_kw, plan, lang)}",
+        f"  {_t('recommended', lang)}: {_kw(r.recommended_kw, plan, lang)}",
+        f"  {_t('annual', lang)}: NT$ {r.current_annual_ntd:,.0f} -> "
+        f"NT$ {r.recommended_annual_ntd:,.0f}",
+        f"  {_t('saving', lang)}: NT$ {r.annual_saving_ntd:,.0f}",
+        f"  {_t('raise', lang)}: NT$ {r.raise_cost_ntd:,.0f}",
+        f"  {_t('over', lang)}: {', '.join(r.months_over) or _t('none', lang)}",
+        f"  {_t('searched', lang)}: {r.candidates:,} candidates "
+        f"({r.pairs_searched:,} of {r.pairs:,} regular/second-type pairs)",
+    ]
+    if a.other is not None:
+        out.append(f"{_t('compare', lang)}:")
+        for x in (a.current, a.other):
+            p = t.plan(x.plan)
+            mark = f"  <- {_t('cheaper', lang)}" if x.plan == a.cheaper_plan else ""
+            out.append(
+                f"  {p.name_zh if lang == 'zh-TW' else p.name_en}: "
+                f"NT$ {x.bills_total_ntd:,.0f} ({_kw(x.recommended_kw, p, lang)}); "
+                f"{_t('now', lang)} NT$ {x.current_bills_total_ntd:,.0f}{mark}"
+            )
+    for n in a.notes:
+        out.append(f"note: {n}")
+    return "\n".join(out)
+
+
+def advice_dict(a: ContractAdvice) -> dict:
+    from dataclasses import asdict
+
+    return asdict(a)
