@@ -203,7 +203,7 @@ class Evaluator:
     def __post_init__(self) -> None:
         c = self.plan.contracts
         outer = set(c[:2])
-        early = []
+        early: list[str] = []
         for i, rule in enumerate(self.plan.periods):
             if set(rule.covered_by) | set(rule.covered_by_non_summer) <= outer:
                 if len(early) != i:
