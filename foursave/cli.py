@@ -690,6 +690,43 @@ def cmd_bill(args) -> int:
     return 0
 
 
+def cmd_contract(args) -> int:
+    from datetime import datetime
+
+    from foursave.core.influx import InfluxRejected, InfluxUnavailable
+    from foursave.core.periods import zone
+    from foursave.rules.bill import NoMeterData
+    from foursave.rules.contract import TooFewMonths, advice_text, advise, last_complete_month
+    from foursave.rules.tariff import NoTariff
+
+    cfg = _load(args.config)
+    site = next((s for s in cfg.sites if s.id == args.site), None)
+    if site is None:
+        print(
+            f"foursave contract: unknown site {args.site!r}; sites: {[s.id for s in cfg.sites]}",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.margin_pct <= 100:
+        print(f"foursave contract: --margin-pct {args.margin_pct:g} is not 0..100", file=sys.stderr)
+        return 2
+    end = args.until
+    if end is None:
+        now = datetime.fromtimestamp(app.clock(cfg, "api").time(), zone(site.timezone))
+        end = last_complete_month(now.date())
+    try:
+        with app.stores(cfg) as (influx, records, _):
+            advice = advise(cfg, influx, site, end, args.months, args.margin_pct, records)
+    except (NoTariff, NoMeterData, TooFewMonths) as exc:
+        print(f"foursave contract: {exc}", file=sys.stderr)
+        return 2
+    except (InfluxUnavailable, InfluxRejected) as exc:
+        print(f"foursave contract: InfluxDB {cfg.services.influxdb.url}: {exc}", file=sys.stderr)
+        return 1
+    print(advice_text(advice, args.lang))
+    return 0
+
+
 def _month(text: str) -> tuple[int, int]:
     from datetime import datetime
 
@@ -875,6 +912,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan",
         choices=["two_stage", "three_stage"],
         help="bill under this plan instead of the site's (its contracts carried over)",
+    )
+    sp.add_argument("--lang", choices=["zh-TW", "en"], default="en")
+    sp = add(
+        "contract",
+        cmd_contract,
+        "the contract capacity that would have minimised the last 12 or 24 months' bills",
+    )
+    sp.add_argument("--site", required=True, help="site id")
+    sp.add_argument("--months", type=int, choices=[12, 24], default=12)
+    sp.add_argument(
+        "--margin-pct",
+        type=float,
+        default=0.0,
+        help="safety margin: the contract is chosen on demand x (1 + margin)",
+    )
+    sp.add_argument(
+        "--until", type=_month, help="last billing month (default: the last complete one)"
     )
     sp.add_argument("--lang", choices=["zh-TW", "en"], default="en")
     sp = add("report", cmd_report, "four-saving report file (monthly or annual)")

@@ -33,6 +33,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/v1/ledger/daily"): READ,
     ("GET", "/api/v1/pv"): READ,
     ("GET", "/api/v1/demand"): READ,
+    ("GET", "/api/v1/sites/{site_id}/contract"): READ,
     ("GET", "/api/v1/alerts"): READ,
     ("GET", "/api/v1/alerts/{incident_id}"): READ,
     ("POST", "/api/v1/alerts/{incident_id}/ack"): {"engineer", "admin"},
@@ -110,6 +111,10 @@ def requests_for(st) -> dict[tuple[str, str], dict]:
         ("GET", "/api/v1/ledger/daily"): {"params": {"site": "demo", **day}},
         ("GET", "/api/v1/pv"): {"params": {"site": "demo", **day}},
         ("GET", "/api/v1/demand"): {"params": {"site": "demo", "year": 2025, "month": 7}},
+        ("GET", "/api/v1/sites/{site_id}/contract"): {
+            "path": "/api/v1/sites/demo/contract",
+            "params": {"until": "2025-12"},
+        },
         ("GET", "/api/v1/alerts"): {},
         ("GET", "/api/v1/alerts/{incident_id}"): {"path": f"/api/v1/alerts/{st.incident_id}"},
         ("POST", "/api/v1/alerts/{incident_id}/ack"): {

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from foursave.api.deps import Reader, State
+from foursave.api.deps import TOO_MANY, Reader, State, Throttled
 from foursave.api.routes.sites import _site
 from foursave.core.influxql import ALL, column, eq, select, time_range
 from foursave.core.periods import day_start_ms, local_date
@@ -171,3 +171,70 @@ def _range(start: date, end: date, max_days: int) -> None:
         raise HTTPException(422, f"end ({end}) must be after start ({start})")
     if end - start > timedelta(days=max_days):
         raise HTTPException(413, f"{(end - start).days} days asked; at most {max_days} per request")
+
+
+# ---------------------------------------------------------------------- contract capacity
+
+
+class ContractPlanOut(BaseModel):
+    plan: str
+    current_kw: dict[str, float]
+    recommended_kw: dict[str, float]
+    current_annual_ntd: float  # basic + over-contract per year at the current contracts
+    recommended_annual_ntd: float  # the same at the recommendation, raising cost included
+    raise_cost_ntd: float
+    annual_saving_ntd: float
+    months_over: list[str]
+    bills_total_ntd: float  # whole bills over the months at the recommendation
+    current_bills_total_ntd: float
+    pairs: int
+    pairs_searched: int
+    candidates: int
+
+
+class ContractOut(BaseModel):
+    site: str
+    months: list[str]
+    margin_pct: float
+    plan: str
+    raise_fee_ntd_per_kw_month: float
+    confidence: str
+    current: ContractPlanOut  # the site's plan
+    other: ContractPlanOut | None  # the other plan at its own optimum
+    cheaper_plan: str
+    notes: list[str]
+
+
+@router.get("/sites/{site_id}/contract", responses=TOO_MANY)
+def contract(
+    who: Reader,
+    state: State,
+    _: Throttled,
+    site_id: str,
+    months: Annotated[int, Query(description="12 or 24")] = 12,
+    margin_pct: Annotated[float, Query(ge=0, le=100)] = 0.0,
+    until: Annotated[str | None, Query(pattern=r"^20\d{2}-(0[1-9]|1[0-2])$")] = None,
+) -> ContractOut:
+    """The contract capacity that would have minimised the site's bills over the last 12
+    or 24 billing months (rules/contract.py), and the plan comparison.  ``until``: the last
+    billing month (default: the last complete one at the site)."""
+    from datetime import datetime
+
+    from foursave.rules.bill import NoMeterData
+    from foursave.rules.contract import TooFewMonths, advice_dict, advise, last_complete_month
+    from foursave.rules.tariff import NoTariff
+
+    s = _site(state, site_id)
+    if months not in (12, 24):
+        raise HTTPException(422, f"months={months}: the optimiser uses 12 or 24 billing months")
+    if until is None:
+        end = last_complete_month(
+            datetime.fromtimestamp(state.clock.time(), zone_of(s.timezone)).date()
+        )
+    else:
+        end = (int(until[:4]), int(until[5:]))
+    try:
+        a = advise(state.config, state.influx, s, end, months, margin_pct, state.records)
+    except (NoTariff, NoMeterData, TooFewMonths, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from None
+    return ContractOut.model_validate(advice_dict(a))
