@@ -4,14 +4,23 @@ difference and the bill_difference alert."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from openpyxl import load_workbook
+from pypdf import PdfReader
 
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.core.influxql import column, select, time_range
 from foursave.core.reading import to_line
+from foursave.reports.build import build_report
+from foursave.reports.csv import render_csv
+from foursave.reports.model import ReportData
+from foursave.reports.pdf import render_pdf
+from foursave.reports.xlsx import render_xlsx
 from foursave.rules.alerts import AlertEngine, AlertSettings, IncidentStore, Notifier
 from foursave.rules.bill import billing_periods, site_bill
 from foursave.rules.engine import run_once
@@ -231,3 +240,53 @@ def test_no_tariff_for_the_period_is_a_tariff_cause(tmp_path, setup, influx):
     run_once(cfg, influx, records, date(2024, 5, 1), date(2024, 7, 1), ManualClock(now))
     [e] = alerts(tmp_path, cfg, influx, now).evaluate()
     assert CAUSE_TEXT["tariff"] in e["detail"]
+
+
+def pdf_text(body: bytes) -> str:
+    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(body)).pages)
+
+
+def test_report_shows_rebuilt_versus_billed(tmp_path, setup, influx):
+    cfg, _site, records = setup
+    write_meter(influx, date(2025, 6, 1), date(2025, 7, 31))
+    kwh, ntd = hand_bill_ntd(date(2025, 6, 12), date(2025, 7, 12))
+    real_bill(records, kwh * 1.10, ntd * 1.10)
+    now = datetime(2025, 8, 3, 10, 0, tzinfo=TAIPEI)
+    data = build_report(cfg, influx, records, 2025, 7, now)
+    [b] = data.bills
+    assert (b.month, b.start, b.last, b.cause) == (
+        "2025-07",
+        "2025-06-12",
+        "2025-07-11",
+        "meter_coverage",
+    )
+    assert b.rebuilt_kwh == pytest.approx(kwh) and b.billed_kwh == pytest.approx(kwh * 1.10)
+    assert b.rebuilt_ntd == pytest.approx(ntd) and b.ntd_diff_share == pytest.approx(1 / 1.1 - 1)
+    assert ReportData.from_dict(json.loads(json.dumps(data.to_dict()))) == data  # frozen as JSON
+    # the annual report carries the same period
+    assert build_report(cfg, influx, records, 2025, None, now).bills == (b,)
+
+    text = render_csv(data, "en").decode("utf-8-sig")
+    assert "Rebuilt (kWh),Billed (kWh)" in text
+    assert f"demo,2025-07,2025-06-12 .. 2025-07-11,{b.rebuilt_kwh!r},{b.billed_kwh!r}" in text
+    zh = render_csv(data, "zh-TW").decode("utf-8-sig")
+    assert "總表未涵蓋全部供電" in zh and "帳單度數 (kWh)" in zh
+    wb = load_workbook(io.BytesIO(render_xlsx(data, "en")))
+    ws = wb["Bills"]
+    assert [c.value for c in ws[2]][:5] == [
+        "demo",
+        "2025-07",
+        "2025-06-12 .. 2025-07-11",
+        b.rebuilt_kwh,
+        b.billed_kwh,
+    ]
+    pdf = pdf_text(render_pdf(data, "zh-TW"))
+    assert "台電帳單比對" in pdf and f"{b.billed_kwh:,.0f}" in pdf
+    # a report without recorded bills has no such table
+    records2 = RecordStore(tmp_path / "none.sqlite")
+    plain = build_report(cfg, influx, records2, 2025, 7, now)
+    records2.close()
+    assert (
+        plain.bills == ()
+        and "Bills" not in load_workbook(io.BytesIO(render_xlsx(plain, "en"))).sheetnames
+    )
