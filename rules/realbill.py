@@ -85,6 +85,15 @@ def _share(rebuilt: float | None, billed: float | None) -> float | None:
     return (rebuilt - billed) / billed
 
 
+def _off(rebuilt: float, billed: float | None, limit_share: float) -> bool:
+    """Rebuilt off billed by more than ``limit_share`` of it (a bill of 0: any use)."""
+    if billed is None:
+        return False
+    if billed == 0:
+        return rebuilt != 0
+    return abs(rebuilt - billed) / billed > limit_share
+
+
 def likely_cause(
     rebuilt_kwh: float,
     billed_kwh: float | None,
@@ -94,18 +103,14 @@ def likely_cause(
     limit_share: float,
 ) -> str | None:
     """The cause of a difference above ``limit_share`` (None: within it)."""
-    dk, dn = _share(rebuilt_kwh, billed_kwh), _share(rebuilt_ntd, billed_ntd)
-    kwh_off = billed_kwh is not None and (abs(dk) > limit_share if dk is not None else True)
-    ntd_off = billed_ntd is not None and (abs(dn) > limit_share if dn is not None else True)
+    kwh_off = _off(rebuilt_kwh, billed_kwh, limit_share)
+    ntd_off = _off(rebuilt_ntd, billed_ntd, limit_share)
     incomplete = completeness < 1
     if kwh_off:
         if incomplete:
             return "missing_data"
-        return (
-            "meter_coverage"
-            if billed_kwh is not None and rebuilt_kwh < billed_kwh
-            else ("unexplained")
-        )
+        assert billed_kwh is not None
+        return "meter_coverage" if rebuilt_kwh < billed_kwh else "unexplained"
     if ntd_off:
         # without a billed kWh the energy cannot be ruled out: incomplete data first
         return "missing_data" if incomplete and billed_kwh is None else "tariff"
