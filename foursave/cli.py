@@ -655,7 +655,14 @@ def cmd_report(args) -> int:
 
 def cmd_bill(args) -> int:
     from foursave.core.influx import InfluxRejected, InfluxUnavailable
-    from foursave.rules.bill import NoMeterData, bill_text, billing_periods, site_bill
+    from foursave.rules.bill import (
+        BillingPeriodError,
+        NoMeterData,
+        bill_text,
+        billing_periods,
+        site_bill,
+    )
+    from foursave.rules.realbill import bill_checks
     from foursave.rules.tariff import NoTariff
 
     cfg = _load(args.config)
@@ -680,12 +687,21 @@ def cmd_bill(args) -> int:
                 )
                 for start, end in billing_periods(site, y, m, records)
             ]
-    except (NoTariff, NoMeterData) as exc:
+            # the recorded Taipower bill, if any, against the rebuilt one
+            texts += [c.detail for c in bill_checks(cfg, influx, site, y, m, records)]
+    except (NoTariff, NoMeterData, BillingPeriodError) as exc:
         print(f"foursave bill: {exc}", file=sys.stderr)
         return 2
     except (InfluxUnavailable, InfluxRejected) as exc:
         print(f"foursave bill: InfluxDB {cfg.services.influxdb.url}: {exc}", file=sys.stderr)
         return 1
+    if not texts:
+        print(
+            f"foursave bill: {site.id} {y}-{m:02d}: no billing period: its meter-reading date "
+            "is recorded (electricity_bill_read_on) but not the previous month's",
+            file=sys.stderr,
+        )
+        return 2
     print("\n\n".join(texts))
     return 0
 

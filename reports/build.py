@@ -25,6 +25,7 @@ from foursave.core.periods import Period, local_date, month, months_between, yea
 from foursave.reports.model import (
     ITEMS,
     Adjustment,
+    BillRow,
     ItemRow,
     MonthBar,
     PvRow,
@@ -107,6 +108,32 @@ def _pv(
     return out
 
 
+def _bills(ledger: Ledger, config: Config, p: Period) -> list[BillRow]:
+    """Rebuilt versus billed per billing period of the months of ``p`` with a recorded
+    Taipower bill (rules/realbill.py through the ledger)."""
+    out = []
+    for site in config.sites:
+        for c in ledger.bill_checks(site, p):
+            out.append(
+                BillRow(
+                    site=c.site,
+                    month=c.month,
+                    start=None if c.start is None else c.start.isoformat(),
+                    last=None if c.end is None else (c.end - timedelta(days=1)).isoformat(),
+                    rebuilt_kwh=c.rebuilt_kwh,
+                    billed_kwh=c.billed_kwh,
+                    kwh_diff_share=c.kwh_diff_share,
+                    rebuilt_ntd=c.rebuilt_ntd,
+                    billed_ntd=c.billed_ntd,
+                    ntd_diff_share=c.ntd_diff_share,
+                    completeness=c.completeness,
+                    limit_share=c.limit_share,
+                    cause=c.cause,
+                )
+            )
+    return out
+
+
 def _factors(on: date) -> list[str]:
     out = []
     for name in ("grid_electricity", "tap_water", "gasoline", "diesel"):
@@ -125,6 +152,8 @@ def _factors(on: date) -> list[str]:
 
 def fingerprint(data: ReportData) -> str:
     numbers = {k: asdict(data)[k] for k in ("items", "monthly", "pv", "adjustments")}
+    if data.bills:  # only then: a report without real bills keeps the fingerprint it had
+        numbers["bills"] = asdict(data)["bills"]
     # notes count in their English words, as when they were plain text: a revision
     # frozen before notes were structured keeps its fingerprint
     for item in numbers["items"]:
@@ -197,6 +226,7 @@ def build_report(
         pv=tuple(_pv(config, influx, p, items, now)),
         adjustments=tuple(adjustments),
         factors=tuple(_factors(p.start)),
+        bills=tuple(_bills(ledger, config, p)),
     )
     return replace(data, fingerprint=fingerprint(data))
 

@@ -1,7 +1,8 @@
 """The four-saving report as CSV: UTF-8 with BOM (Excel opens Chinese correctly), raw numbers.
 
 One line per ledger row with the summary sheet's columns, a blank line, then the
-adjustments.  Numbers are written with ``repr`` so they compare exactly to the ledger;
+adjustments (and, where Taipower bills are recorded, a blank line and
+the rebuilt-versus-billed table).  Numbers are written with ``repr`` so they compare exactly to the ledger;
 text that a spreadsheet would take for a formula gets a leading ``'`` (reports/cells.py).
 """
 
@@ -13,8 +14,10 @@ import io
 from foursave.reports.cells import csv_text
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
+    BILL_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
+    bill_row,
     check_lang,
     summary_row,
     t,
@@ -43,4 +46,8 @@ def render_csv(data: ReportData, lang: str) -> bytes:
     out.writerow([])
     out.writerow([t(lang, k) for k in ADJUSTMENT_KEYS])
     out.writerows([_cell(v) for v in adjustment_row(a, lang)] for a in data.adjustments)
+    if data.bills:  # the real bills, where recorded: rebuilt vs billed per billing period
+        out.writerow([])
+        out.writerow([t(lang, k) for k in BILL_KEYS])
+        out.writerows([_cell(v) for v in bill_row(b, lang)] for b in data.bills)
     return buf.getvalue().encode("utf-8-sig")

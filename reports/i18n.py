@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from foursave.reports.model import ITEMS, Adjustment, ItemRow, ReportData, SiteInfo
+from foursave.reports.model import ITEMS, Adjustment, BillRow, ItemRow, ReportData, SiteInfo
 from foursave.rules.notes import EN as NOTES_EN
 from foursave.rules.notes import Note, Wording, note_text
 
@@ -110,6 +110,23 @@ LABELS: dict[str, dict[str, str]] = {
         "note": "說明",
         "record_id": "紀錄編號",
         "colon": "：",
+        "bills": "台電帳單比對（電表重建值對照帳單）",
+        "bills_sheet": "電費比對",
+        "bill_month": "帳單月份",
+        "billing_period": "計費期間",
+        "rebuilt_kwh": "重建度數 (kWh)",
+        "billed_kwh": "帳單度數 (kWh)",
+        "kwh_diff": "度數差異",
+        "rebuilt_ntd": "重建電費 (NT$)",
+        "billed_ntd": "帳單電費 (NT$)",
+        "ntd_diff": "電費差異",
+        "likely_cause": "可能原因",
+        "within_limit": "差異在 {limit} 以內",
+        "cause_missing_data": "電表資料缺漏",
+        "cause_meter_coverage": "總表未涵蓋全部供電（重建度數低於帳單）",
+        "cause_tariff": "電價表缺漏或有誤（度數相符、電費不符）",
+        "cause_period": "計費期間不明或有誤（抄表日）",
+        "cause_unexplained": "重建度數高於帳單（請查抄表日及比流器倍率）",
     },
     "en": {
         "title_year": "Four-saving report {year}",
@@ -184,6 +201,23 @@ LABELS: dict[str, dict[str, str]] = {
         "note": "Note",
         "record_id": "Record",
         "colon": ": ",
+        "bills": "Taipower bill: rebuilt from the meters versus billed",
+        "bills_sheet": "Bills",
+        "bill_month": "Bill month",
+        "billing_period": "Billing period",
+        "rebuilt_kwh": "Rebuilt (kWh)",
+        "billed_kwh": "Billed (kWh)",
+        "kwh_diff": "kWh difference",
+        "rebuilt_ntd": "Rebuilt (NT$)",
+        "billed_ntd": "Billed (NT$)",
+        "ntd_diff": "NT$ difference",
+        "likely_cause": "Likely cause",
+        "within_limit": "within {limit}",
+        "cause_missing_data": "missing meter data",
+        "cause_meter_coverage": "the main meters do not cover the whole supply (rebuilt kWh below billed)",
+        "cause_tariff": "a tariff edition missing or wrong (kWh agree, NT$ differ)",
+        "cause_period": "billing period unknown or wrong (meter-reading dates)",
+        "cause_unexplained": "rebuilt kWh above billed (check the meter-reading dates and CT ratio)",
     },
 }
 
@@ -399,4 +433,47 @@ def adjustment_row(adj: Adjustment, lang: str) -> list:
         adj.reason,
         adj.approved_by,
         adj.approved_on,
+    ]
+
+
+BILL_KEYS = (
+    "site_id",
+    "bill_month",
+    "billing_period",
+    "rebuilt_kwh",
+    "billed_kwh",
+    "kwh_diff",
+    "rebuilt_ntd",
+    "billed_ntd",
+    "ntd_diff",
+    "completeness",
+    "likely_cause",
+)
+
+
+def billing_period_label(b: BillRow) -> str:
+    return DASH if b.start is None or b.last is None else f"{b.start} .. {b.last}"
+
+
+def cause_label(lang: str, b: BillRow) -> str:
+    """The likely cause of a difference above the site's limit, or "within 2 %"."""
+    if b.cause is None:
+        return t(lang, "within_limit").format(limit=f"{b.limit_share:.0%}")
+    return t(lang, f"cause_{b.cause}")
+
+
+def bill_row(b: BillRow, lang: str) -> list:
+    """One billing period as the xlsx and the CSV carry it (numbers raw)."""
+    return [
+        b.site,
+        b.month,
+        billing_period_label(b),
+        b.rebuilt_kwh,
+        b.billed_kwh,
+        b.kwh_diff_share,
+        b.rebuilt_ntd,
+        b.billed_ntd,
+        b.ntd_diff_share,
+        b.completeness,
+        cause_label(lang, b),
     ]

@@ -92,6 +92,26 @@ class Adjustment:
 
 
 @dataclass(frozen=True)
+class BillRow:
+    """One billing period: the bill rebuilt from the main meters against the Taipower
+    bill recorded for its month (rules/realbill.py)."""
+
+    site: str
+    month: str  # bill month "2025-07" (of its meter reading)
+    start: str | None  # first day of the billing period (ISO); None: unknown
+    last: str | None  # its last day (the meter-reading day)
+    rebuilt_kwh: float | None
+    billed_kwh: float | None
+    kwh_diff_share: float | None  # (rebuilt - billed) / billed
+    rebuilt_ntd: float | None
+    billed_ntd: float | None
+    ntd_diff_share: float | None
+    completeness: float | None
+    limit_share: float  # the site's tariff.bill_difference_share
+    cause: str | None  # rules.realbill.CAUSES; None: within the limit
+
+
+@dataclass(frozen=True)
 class ReportData:
     year: int
     month: int | None  # None: the annual report
@@ -109,6 +129,7 @@ class ReportData:
     adjustments: tuple[Adjustment, ...]
     factors: tuple[str, ...] = ()  # emission factors used, with source and confidence
     later_data_note: str | None = None  # set when newer data would change a frozen report
+    bills: tuple[BillRow, ...] = ()  # rebuilt vs billed per billing period (real bills)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,5 +148,6 @@ class ReportData:
                 "pv": tuple(PvRow(**p) for p in d["pv"]),
                 "adjustments": tuple(Adjustment(**a) for a in d["adjustments"]),
                 "factors": tuple(d.get("factors", ())),
+                "bills": tuple(BillRow(**b) for b in d.get("bills", ())),
             }
         )

@@ -34,6 +34,8 @@ from foursave.reports.i18n import (
     DASH,
     ReportError,
     baseline_rule_label,
+    billing_period_label,
+    cause_label,
     check_lang,
     eui,
     fmt,
@@ -267,6 +269,47 @@ def _adjustments(data: ReportData, lang: str, st: dict) -> list:
     return [*out, _table(table, [w * WIDTH for w in widths])]
 
 
+def _bills(data: ReportData, lang: str, st: dict) -> list:
+    """Rebuilt versus billed per billing period; nothing when no bill is recorded."""
+    if not data.bills:
+        return []
+    names = {s.id: site_name(lang, s) for s in data.sites}
+    keys = [
+        "sites",
+        "bill_month",
+        "billing_period",
+        "rebuilt_kwh",
+        "billed_kwh",
+        "kwh_diff",
+        "rebuilt_ntd",
+        "billed_ntd",
+        "ntd_diff",
+        "completeness",
+        "likely_cause",
+    ]
+    table = [[_p(t(lang, k), st["cell"]) for k in keys]]
+    table += [
+        [
+            _p(names.get(b.site, b.site), st["cell"]),
+            b.month,
+            _p(billing_period_label(b), st["cell"]),
+            fmt(b.rebuilt_kwh, "kWh"),
+            fmt(b.billed_kwh, "kWh"),
+            fmt(b.kwh_diff_share, "rate"),
+            fmt(b.rebuilt_ntd, "NT$"),
+            fmt(b.billed_ntd, "NT$"),
+            fmt(b.ntd_diff_share, "rate"),
+            fmt(b.completeness, "rate"),
+            _p(cause_label(lang, b), st["cell"]),
+        ]
+        for b in data.bills
+    ]
+    widths = [0.1, 0.07, 0.11, 0.08, 0.08, 0.07, 0.08, 0.08, 0.07, 0.08, 0.18]
+    out = _table(table, [w * WIDTH for w in widths])
+    out.setStyle([("ALIGN", (3, 1), (9, -1), "RIGHT")])
+    return [CondPageBreak(120), _p(t(lang, "bills"), st["h1"]), out]
+
+
 def _chart(bars: list[MonthBar], heading: str, lang: str) -> Drawing:
     """Monthly actual against baseline and target; a month without data has no bar."""
     font, height = _font(), 170
@@ -369,7 +412,8 @@ def render_pdf(data: ReportData, lang: str) -> bytes:
     story = _header(data, lang, st)
     for site in data.sites:
         story += _site_section(data, site, lang, st)
-    story += _adjustments(data, lang, st) + _charts(data, lang, st) + _closing(data, lang, st)
+    story += _adjustments(data, lang, st) + _bills(data, lang, st)
+    story += _charts(data, lang, st) + _closing(data, lang, st)
     buf = io.BytesIO()
     doc = SimpleDocTemplate(
         buf,

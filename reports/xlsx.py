@@ -22,8 +22,10 @@ from openpyxl.writer.excel import ExcelWriter
 from foursave.reports.cells import formula_like
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
+    BILL_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
+    bill_row,
     check_lang,
     item_label,
     note_label,
@@ -174,6 +176,20 @@ def _adjustments(ws: Worksheet, data: ReportData, lang: str) -> None:
     ws.column_dimensions["G"].width = 50
 
 
+# rebuilt/billed kWh, difference, NT$, NT$, difference, completeness (columns D..J)
+BILL_FORMATS = ("#,##0", "#,##0", "+0.0%;-0.0%", "#,##0", "#,##0", "+0.0%;-0.0%", PERCENT)
+
+
+def _bills(ws: Worksheet, data: ReportData, lang: str) -> None:
+    _head(ws, 1, [t(lang, k) for k in BILL_KEYS])
+    for b in data.bills:
+        ws.append(bill_row(b, lang))
+        for cell, number_format in zip(ws[ws.max_row][3:10], BILL_FORMATS, strict=True):
+            cell.number_format = number_format
+    ws.column_dimensions["C"].width = 26
+    ws.column_dimensions["K"].width = 60
+
+
 def _notes(ws: Worksheet, data: ReportData, lang: str) -> None:
     _head(ws, 1, [t(lang, "site_id"), t(lang, "item"), t(lang, "period"), t(lang, "notes")])
     for r in data.items:
@@ -241,12 +257,16 @@ def _fixed_zip(raw: bytes, exact: dict[str, dict[bytes, bytes]]) -> bytes:
 
 
 def render_xlsx(data: ReportData, lang: str) -> bytes:
-    """The report in ``lang`` as .xlsx bytes (sheets: summary, monthly, PV, adjustments, notes)."""
+    """The report in ``lang`` as .xlsx bytes (sheets: summary, monthly, PV, adjustments,
+    bills where recorded, notes)."""
     check_lang(lang)
     wb = Workbook()
-    sheets = [wb.active] + [wb.create_sheet() for _ in range(4)]
-    renderers = (_summary, _monthly, _pv, _adjustments, _notes)
-    names = ("summary_sheet", "monthly_sheet", "pv_sheet", "adjustments_sheet", "notes_sheet")
+    renderers = [_summary, _monthly, _pv, _adjustments, _notes]
+    names = ["summary_sheet", "monthly_sheet", "pv_sheet", "adjustments_sheet", "notes_sheet"]
+    if data.bills:  # the real bills, where recorded (a report without them is unchanged)
+        renderers.insert(4, _bills)
+        names.insert(4, "bills_sheet")
+    sheets = [wb.active] + [wb.create_sheet() for _ in range(len(names) - 1)]
     for ws, render, name in zip(sheets, renderers, names, strict=True):
         ws.title = t(lang, name)
         render(ws, data, lang)

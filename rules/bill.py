@@ -14,6 +14,7 @@ adjustment, said on the bill).
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import math
 from collections import defaultdict
@@ -23,7 +24,7 @@ from datetime import date, timedelta
 from foursave.core.config import Config, Site, SiteTariff
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import agg, every, select, tag_in, time_range
-from foursave.core.periods import ZoneLike, bounds_ms, day_start_ms, month, zone
+from foursave.core.periods import ZoneLike, add_months, bounds_ms, day_start_ms, month, zone
 from foursave.core.reading import to_line
 from foursave.rules.records import RecordStore
 from foursave.rules.tariff import (
@@ -141,10 +142,12 @@ def measured_power_factor(
     return None, "not measured (the main meters give no reactive power or power factor)"
 
 
-def _recorded_pf(records: RecordStore | None, site: str, start: date) -> float | None:
+def _recorded_pf(records: RecordStore | None, site: str, last: date) -> float | None:
+    """The bill's power factor; a bill belongs to the month of its last day (its meter
+    reading), the calendar month or the month of ``electricity_bill_read_on``."""
     if records is None:
         return None
-    v = records.totals(site, [f"{start:%Y-%m}"], "electricity_bill_pf_pct")
+    v = records.totals(site, [f"{last:%Y-%m}"], "electricity_bill_pf_pct")
     return None if v is None else v / 100
 
 
@@ -159,7 +162,7 @@ def bill_inputs(
     devices = main_meters(config, site)
     start_ms, end_ms = bounds_ms(start, end, site.timezone)
     blocks, gaps = block_energies(influx, devices, start_ms, end_ms)
-    pf = _recorded_pf(records, site.id, start)
+    pf = _recorded_pf(records, site.id, end - timedelta(days=1))
     if pf is not None:
         source = "the bill's power factor (manual record)"
     else:
@@ -232,12 +235,69 @@ def equivalent_contracts(st: SiteTariff, plan: str, t: Tariffs) -> dict[str, flo
     return out
 
 
+class BillingPeriodError(ValueError):
+    """The recorded meter-reading dates do not make a monthly billing period."""
+
+
+# a 高壓 bill covers one month between meter readings (TARIFFS.md §4.1): periods outside
+# these lengths are a mistyped reading day, not a bill
+BILLING_DAYS = (20, 40)
+
+
+def read_dates(records: RecordStore | None, site: str, months: list[str]) -> dict[str, date]:
+    """Meter-reading dates (records ``electricity_bill_read_on`` in force) by bill month."""
+    if records is None:
+        return {}
+    out: dict[str, date] = {}
+    for r in records.current(site, months):
+        if r.kind == "electricity_bill_read_on":
+            out[r.period] = date(int(r.period[:4]), int(r.period[5:]), int(r.value))
+    return out
+
+
+def _month_later(d: date) -> date:
+    y, m = add_months(d.year, d.month, 1)
+    return date(y, m, min(d.day, calendar.monthrange(y, m)[1]))
+
+
 def billing_periods(
     site: Site, y: int, m: int, records: RecordStore | None = None
 ) -> list[tuple[date, date]]:
-    """Billing periods of month (y, m): the calendar month, local days [start, end)."""
-    p = month(y, m)
-    return [(p.start, p.end)]
+    """Billing periods of bill month (y, m), local days [start, end).
+
+    A 高壓 bill runs from the day after one meter reading to the next reading's day
+    (TARIFFS.md §4.1).  With the month's reading date recorded (``electricity_bill_read_on``)
+    and the previous month's: [previous + 1 day, this + 1 day).  With only the previous
+    month's: the next reading is expected a month after it (the running bill).  With the
+    month's reading but not the previous one, the period's start is unknown: none (the
+    previous reading date is printed on the bill as 上期抄表日: record it for the month
+    before).  Without readings: the calendar month.  ``BillingPeriodError`` when the
+    readings make no monthly bill (shorter than 20 or longer than 40 days)."""
+    this_m, prev_m = f"{y:04d}-{m:02d}", "{:04d}-{:02d}".format(*add_months(y, m, -1))
+    reads = read_dates(records, site.id, [this_m, prev_m])
+    this, prev = reads.get(this_m), reads.get(prev_m)
+    if this is None and prev is None:
+        p = month(y, m)
+        return [(p.start, p.end)]
+    if this is None:
+        assert prev is not None
+        return [(prev + timedelta(days=1), _month_later(prev) + timedelta(days=1))]
+    if prev is None:
+        return []
+    days = (this - prev).days
+    lo, hi = BILLING_DAYS
+    if not lo <= days <= hi:
+        raise BillingPeriodError(
+            f"site {site.id!r}: electricity_bill_read_on {prev_m} is {prev} and {this_m} is "
+            f"{this}: "
+            + (
+                "the reading date goes backwards"
+                if days <= 0
+                else f"{days} days between meter readings, not a monthly bill ({lo}..{hi} days)"
+            )
+            + "; correct one of the two records"
+        )
+    return [(prev + timedelta(days=1), this + timedelta(days=1))]
 
 
 def bill_lines(bill: Bill, tz: ZoneLike) -> list[str]:

@@ -5,8 +5,9 @@ Alerts are evaluated every ``alert_interval_s`` (``rules/alerts/``).  Every
 the manual records, and written to InfluxDB so Grafana and the API read them without
 recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
 (``demand``, ``demand_month``), daily PV performance (``pv_daily``) and the monthly
-Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``) and
-what the PV is worth on it (``pv_value_month``, ``rules/pvvalue.py``).
+Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``), what
+the PV is worth on it (``pv_value_month``, ``rules/pvvalue.py``) and, where the real bill
+is recorded, the two compared (``bill_check``, ``rules/realbill.py``).
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from foursave.core.influx import InfluxClient
 from foursave.core.periods import add_months, month, months_between, today, year
 from foursave.rules import pvvalue
 from foursave.rules.alerts import AlertEngine
-from foursave.rules.bill import NoMeterData, bill_lines, billing_periods, site_bill
+from foursave.rules.bill import (
+    BillingPeriodError,
+    NoMeterData,
+    bill_lines,
+    billing_periods,
+    site_bill,
+)
 from foursave.rules.demand import demand_lines, forecast_lines, month_demand, months_of
 from foursave.rules.ledger import Ledger, ledger_lines
 from foursave.rules.pv import pv_days, pv_lines
+from foursave.rules.realbill import bill_checks, check_lines
 from foursave.rules.records import RecordStore
 from foursave.rules.rollup import data_span
 from foursave.rules.rows import LedgerRow
@@ -67,7 +75,12 @@ def run_once(
         lines.extend(pv_lines([r for r in pv if r.site == site.id], site.timezone))
         if site.tariff is not None:
             for y, m in months_of(start, end):
-                for b_start, b_end in billing_periods(site, y, m, records):
+                try:
+                    b_periods = billing_periods(site, y, m, records)
+                except BillingPeriodError as exc:
+                    log.warning("bill %s %d-%02d: %s", site.id, y, m, exc)
+                    continue
+                for b_start, b_end in b_periods:
                     try:
                         bill = site_bill(
                             config, influx, site, b_start, b_end, records, now_ms=now_ms
@@ -76,6 +89,11 @@ def run_once(
                         log.info("bill %s %d-%02d: %s", site.id, y, m, exc)
                         continue
                     lines.extend(bill_lines(bill, site.timezone))
+            # the rebuilt bill against the real one (bill_check: the bill_difference alert)
+            for y, m in months_of(start, end):
+                lines.extend(
+                    check_lines(bill_checks(config, influx, site, y, m, records), site.timezone)
+                )
         # what the site's PV is worth on its bill (pv_value_month, rules/pvvalue.py)
         lines.extend(pvvalue.month_lines(config, influx, site, months_of(start, end), records))
     for i in range(0, len(lines), 5000):

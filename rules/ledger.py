@@ -39,6 +39,7 @@ from foursave.rules import items, normalise, targets
 from foursave.rules.factors import load_factors
 from foursave.rules.items import ITEMS
 from foursave.rules.notes import Note
+from foursave.rules.realbill import BillCheck, bill_checks
 from foursave.rules.records import RecordStore
 from foursave.rules.rollup import (
     DeviceDays,
@@ -211,6 +212,19 @@ class Ledger:
         )
         row.savings_rate, row.met = j.savings_rate, j.met
         row.notes.extend(j.notes)
+
+    # ------------------------------------------------------------------ real bills
+    def bill_checks(self, site: Site, p: Period) -> list[BillCheck]:
+        """The rebuilt bill against the recorded Taipower bill, per billing period of
+        each month of ``p`` that has one (``rules/realbill.py``)."""
+        out: list[BillCheck] = []
+        for label in p.months:
+            out.extend(
+                bill_checks(
+                    self.config, self.influx, site, int(label[:4]), int(label[5:]), self.records
+                )
+            )
+        return out
 
     # ------------------------------------------------------------------ daily
     def daily_lines(self, start: date, end: date) -> list[str]:

@@ -8,6 +8,7 @@ one, so the trail stays (the API issue adds HTTP endpoints on top of this store)
 
 from __future__ import annotations
 
+import calendar
 import csv
 import io
 from collections.abc import Callable, Iterable
@@ -41,6 +42,9 @@ RecordKind = Literal[
     "electricity_bill_kwh",  # Taipower bill (e.g. base years before metering)
     "electricity_bill_ntd",  # Taipower bill's total, NT$ (compared with the rebuilt bill)
     "electricity_bill_pf_pct",  # the power factor printed on the bill, % (the bill uses it)
+    # the day of the month the bill's meter was read (本期抄表日): the bill of month M
+    # covers the day after the previous reading to this one (rules/bill.billing_periods)
+    "electricity_bill_read_on",
     "adjustment",  # non-routine adjustment of an item (amount in its unit)
 ]
 
@@ -83,6 +87,14 @@ class RecordIn(BaseModel):
                 raise ValueError(f"an adjustment needs {missing}")
         elif self.value < 0:
             raise ValueError("a quantity cannot be negative (use an adjustment)")
+        if self.kind == "electricity_bill_read_on":
+            y, m = int(self.period[:4]), int(self.period[5:])
+            last = calendar.monthrange(y, m)[1]
+            if self.value != int(self.value) or not 1 <= self.value <= last:
+                raise ValueError(
+                    f"electricity_bill_read_on is the day of {self.period} the meter was read "
+                    f"(a whole number 1..{last}), not {self.value:g}"
+                )
         return self
 
 

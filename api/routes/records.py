@@ -39,6 +39,7 @@ QuantityKind = Literal[
     "electricity_bill_kwh",
     "electricity_bill_ntd",
     "electricity_bill_pf_pct",
+    "electricity_bill_read_on",
 ]
 SPOOL_IN_MEMORY_BYTES = 1_048_576  # an import's body past this waits in a temporary file
 

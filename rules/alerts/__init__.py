@@ -10,6 +10,8 @@ device it matches against InfluxDB, at the engine's clock (real or simulated):
   ago it was last heard from; a device never heard from at all is stale only once the
   engine has run ``stale_s`` (no alert storm at start-up);
 - ``rate_of_change`` and ``peer_deviation`` (an inverter below its site's peers);
+- ``bill_difference``: the rebuilt Taipower bill off the recorded one (``bill_check``,
+  ``rules/realbill.py``), an event per bill month naming the likely cause;
 - ``identity_change``: a device's firmware or serial (``device_info``) changed, an
   *event*: dated by the change, notified once, resolved when acknowledged or when the
   change leaves ``window_s``, never reported twice;

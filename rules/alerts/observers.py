@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Cond, agg, column, select, tag_in, time_range
+from foursave.core.influxql import Cond, agg, column, eq, select, tag_in, time_range
 from foursave.core.periods import zone
 from foursave.rules.demand import forecast
 from foursave.rules.pv import array_of
@@ -40,6 +40,7 @@ Kind = Literal[
     "rate_of_change",
     "peer_deviation",
     "identity_change",
+    "bill_difference",
 ]
 
 # rule fields a kind reads; a rule of that kind without one is refused on load
@@ -51,10 +52,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "rate_of_change": ("field", "value"),
     "peer_deviation": ("value",),
     "identity_change": (),
+    "bill_difference": (),
 }
 
 # kinds whose observations are events (dated by Observation.since, cleared by an ack)
-EVENTS = frozenset({"identity_change"})
+EVENTS = frozenset({"identity_change", "bill_difference"})
 
 # stale rules look at the last day first; a device silent for longer is looked up once
 STALE_LOOKBACK_MS = 86_400_000
@@ -399,6 +401,47 @@ def _identity_detail(
     return f"{dev}: {what} at {when}" + (f", {', '.join(same)} unchanged" if same else "")
 
 
+def bill_difference(rule: RuleSpec, w: Window, ctx: Context) -> dict[str, Observation]:
+    """An event: the latest bill month checked within ``window_s`` (the rules engine's
+    ``bill_check`` point, ``rules/realbill.py``) has its rebuilt bill off the billed one
+    by more than the site's ``tariff.bill_difference_share`` in kWh or NT$, or no rebuilt
+    bill; the detail names the likely cause.  Reported once per bill month on the site's
+    first matched device (match main meters); it resolves when a later pass finds the
+    bill within the limit (a corrected record, backfilled data) or it is acknowledged."""
+    first: dict[str, Device] = {}
+    for d in w.devices:
+        first.setdefault(d.site, d)
+    out: dict[str, Observation] = {}
+    for site_id, d in first.items():
+        rows = ctx.influx.rows(
+            select(
+                [
+                    column("exceeds"),
+                    column("kwh_diff_share"),
+                    column("ntd_diff_share"),
+                    column("detail"),
+                ],
+                "bill_check",
+                where=[
+                    eq("site", site_id),
+                    time_range(w.now_ms - int(rule.window_s * 1000), w.now_ms, include_end=True),
+                ],
+                newest_first=True,
+                limit=1,
+            )
+        )
+        if not rows:
+            continue
+        r = rows[0]
+        shares = [abs(r[k]) for k in ("kwh_diff_share", "ntd_diff_share") if r.get(k) is not None]
+        value = max(shares) if shares else None
+        if r.get("exceeds"):
+            out[d.id] = Observation(True, True, False, value, r.get("detail"), r["time"] / 1000)
+        else:
+            out[d.id] = Observation(False, False, True, value)
+    return out
+
+
 OBSERVERS: dict[str, Observer] = {
     "threshold": threshold,
     "state": state,
@@ -407,4 +450,5 @@ OBSERVERS: dict[str, Observer] = {
     "rate_of_change": rate_of_change,
     "peer_deviation": peer_deviation,
     "identity_change": identity_change,
+    "bill_difference": bill_difference,
 }
