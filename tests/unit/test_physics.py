@@ -9,9 +9,9 @@ import pytest
 
 from foursave.core.clock import SimClock
 from foursave.core.config import parse_config
+from foursave.rules.tariff import load_tariffs
 from foursave.simulators.climate import TAINAN
 from foursave.simulators.faults import ValueFaults
-from foursave.rules.tariff import load_tariffs
 from foursave.simulators.physics import (
     CLOSED,
     MINUTES_PER_DAY,
