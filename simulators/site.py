@@ -129,8 +129,7 @@ class SiteModel:
             if sim.model == "pv_meter":
                 out[d.id] = self._meter(pv_total.copy(), generation=True)
             elif sim.model == "main":
-                hours = np.tile(np.arange(MINUTES_PER_DAY) / 60, ndays)
-                unmetered = sim.unmetered_w * (0.8 + 0.2 * np.cos(2 * np.pi * (hours - 14) / 24))
+                unmetered = load_profile(w, LoadSpec("unmetered", sim.unmetered_w), self.seed, d.id)
                 out[d.id] = self._meter(loads + unmetered - pv_behind)
         # counters count from the commissioning date: before it, nothing accumulates, so
         # live simulation and backfill agree wherever a window starts

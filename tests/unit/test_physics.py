@@ -9,9 +9,19 @@ import pytest
 
 from foursave.core.clock import SimClock
 from foursave.core.config import parse_config
+from foursave.rules.tariff import load_tariffs
 from foursave.simulators.climate import TAINAN
 from foursave.simulators.faults import ValueFaults
-from foursave.simulators.physics import MINUTES_PER_DAY, PvArray, SiteClimate, pv_output
+from foursave.simulators.physics import (
+    CLOSED,
+    MINUTES_PER_DAY,
+    OPEN,
+    SATURDAY,
+    PvArray,
+    SiteClimate,
+    office_day,
+    pv_output,
+)
 from foursave.simulators.site import SiteModel
 from tests.helpers import YONGHUA_CONFIG
 
@@ -122,7 +132,12 @@ def test_main_meter_is_the_sum_of_its_parts(october):
     loads = d["hvac"]["active_power_w"] + d["light"]["active_power_w"] + d["ev"]["active_power_w"]
     pv = d["inv-a"]["ac_power_w"] + d["inv-b"]["ac_power_w"]
     unmetered = d["main"]["active_power_w"] - loads + pv
-    assert unmetered.min() > 0.6 * 30000 - 1 and unmetered.max() < 30000 + 1
+    # the remainder (lifts, pumps, IT rooms): never above its rating, never below the
+    # half of it that runs all the time, and higher with people in than at night
+    assert unmetered.min() > 0.5 * 30000 - 1 and unmetered.max() < 30000 + 1
+    thu = 8
+    assert unmetered[minutes(thu, 10) : minutes(thu, 11)].mean() > 0.9 * 30000
+    assert unmetered[minutes(thu, 2) : minutes(thu, 3)].mean() < 0.55 * 30000
     np.testing.assert_allclose(d["pvm"]["active_power_w"], pv)
     # import and export counters split the main meter's power by sign
     np.testing.assert_allclose(
@@ -190,3 +205,59 @@ def test_counters_do_not_move_before_commissioning(site):
     assert inc[: 2 * 1440].sum() == 0 and inc[2 * 1440 :].sum() > 0
     t = datetime(2024, 12, 31, 12, 0, tzinfo=TAIPEI).timestamp()
     assert site.values_at("inv-a", t)["ac_energy_wh"] == 0
+
+
+def test_office_days_follow_the_government_calendar_not_taipowers():
+    """The office is closed on government days off; the bill's off-peak days are
+    Taipower's list (rules/data/tariffs.yaml).  Days where the two differ (2025)."""
+    tariff = load_tariffs().edition_on(date(2025, 1, 1))
+    cases = [
+        # (day, office, billed as)
+        (date(2025, 7, 2), OPEN, "weekday"),  # a Wednesday
+        (date(2025, 7, 5), SATURDAY, "saturday"),
+        (date(2025, 7, 6), CLOSED, "off_peak"),  # Sunday
+        (date(2025, 10, 10), CLOSED, "off_peak"),  # National Day: on both lists
+        (date(2025, 9, 29), CLOSED, "weekday"),  # 補假 for Teachers' Day (a Sunday)
+        (date(2025, 10, 24), CLOSED, "weekday"),  # 補假 for 10/25 (a Saturday)
+        (date(2025, 1, 27), CLOSED, "off_peak"),  # 彈性放假 before New Year's Eve
+        (date(2025, 2, 8), OPEN, "saturday"),  # 補班: the make-up working Saturday
+        (date(2025, 5, 1), OPEN, "off_peak"),  # Labour Day: civil servants worked
+    ]
+    for day, office, billed in cases:
+        assert (office_day(day), tariff.day_kind(day)) == (office, billed), day
+
+
+def test_saturday_is_between_a_weekday_and_a_sunday(site):
+    f = site.frame(date(2025, 7, 7), 14)  # Monday 7 July to Sunday 20 July, no holiday
+    main = f.devices["main"]["active_power_w"] + f.devices["inv-a"]["ac_power_w"]
+    main += f.devices["inv-b"]["ac_power_w"]  # the load, without the PV behind the meter
+    hvac = f.devices["hvac"]["active_power_w"]
+    assert list(f.weather.office_days[:7]) == [OPEN] * 5 + [SATURDAY, CLOSED]
+
+    def day(x, k):
+        return x[k * MINUTES_PER_DAY : (k + 1) * MINUTES_PER_DAY].sum() / 60
+
+    for x in (main, hvac):
+        for week in (0, 7):
+            weekday = min(day(x, week + k) for k in range(5))
+            saturday, sunday = day(x, week + 5), day(x, week + 6)
+            assert weekday > 1.3 * saturday and saturday > 1.15 * sunday, (weekday, saturday)
+    # some staff on a Saturday morning: lights on, less than on a weekday
+    light = f.devices["light"]["active_power_w"]
+    sat, wed, sun = 5, 2, 6
+    assert light[minutes(sun, 10)] < light[minutes(sat, 10)] < 0.6 * light[minutes(wed, 10)]
+
+
+def test_summer_cooling_peaks_in_the_afternoon(site):
+    """The building's cooling load lags the outdoor air: on summer office days the HVAC's
+    highest three hours start between 13:00 and 15:00 (the 14:00-17:00 peak), and the
+    16:00-22:00 peak period takes more than a fifth of the day's HVAC energy."""
+    f = site.frame(date(2025, 7, 1), 31)
+    hvac = f.devices["hvac"]["active_power_w"]
+    open_days = [k for k in range(31) if f.weather.office_days[k] == OPEN]
+    assert len(open_days) >= 20
+    for k in open_days:
+        hourly = hvac[k * MINUTES_PER_DAY : (k + 1) * MINUTES_PER_DAY].reshape(24, 60).mean(1)
+        three_hours = np.convolve(hourly, np.ones(3) / 3, "valid")  # [i] = hours i..i+2
+        assert 13 <= int(np.argmax(three_hours)) <= 15, (k, hourly.round())
+        assert hourly[16:22].sum() > 0.2 * hourly.sum(), k
