@@ -352,6 +352,14 @@ _L = {
     ),
     "no_use": ("當月未用電：基本電費 50 %", "no use this month: basic charge at 50 %"),
     "days": ("日", "days"),
+    "confidence": ("可信度", "confidence"),
+    "max_kw": ("最高需量", "max kW"),
+    "over_kw": ("超約 kW", "over kW"),
+    "at": ("單價", "at"),
+    "pf_base_basic_energy": ("(基本電費 + 流動電費)", "(basic + energy)"),
+    "pf_base_basic": ("基本電費", "the basic charge"),
+    "pf_base_total": ("(基本 + 流動 + 超約附加費)", "(basic + energy + over-contract)"),
+    "note": ("註", "note"),
     "provisional": (
         "計費期間尚未結束：至今為止的帳單",
         "the billing period is still open: the bill so far",
@@ -362,6 +370,24 @@ _L = {
         "blocks without data: the bill may be low by about their share",
     ),
 }
+
+
+# where the power factor came from, in the committee's language
+_PF_SOURCES_ZH = {
+    "not measured": "未量測：不調整",
+    "not measured (a main meter has no power readings)": "未量測（總表無功率讀值）：不調整",
+    "not measured (no net import)": "未量測（無淨購電）：不調整",
+    "not measured (the main meters give no reactive power or power factor)": (
+        "未量測（總表無虛功率或功率因數讀值）：不調整"
+    ),
+    "main meters' active and reactive energy": "總表有效及無效電能",
+    "mean of the main meters' power-factor readings": "總表功率因數讀值平均",
+    "the bill's power factor (manual record)": "帳單所載功率因數（人工紀錄）",
+}
+
+
+def _pf_source(source: str, lang: str) -> str:
+    return _PF_SOURCES_ZH.get(source, source) if lang == "zh-TW" else source
 
 
 def _t(key: str, lang: str) -> str:
@@ -383,7 +409,7 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
         f"{_t('title', lang)}: {site_name or bill.site}",
         f"  {_t('period', lang)}: {bill.start} .. {last} ({bill.days} {_t('days', lang)})",
         f"  {_t('plan', lang)}: {plan.name_zh if lang == 'zh-TW' else plan.name_en}",
-        f"  {_t('tariff', lang)}: {bill.tariff_tag} (confidence {bill.confidence})",
+        f"  {_t('tariff', lang)}: {bill.tariff_tag} ({_t('confidence', lang)} {bill.confidence})",
         f"  {_t('contract', lang)}: "
         + ", ".join(
             f"{_name(CONTRACT_NAMES, c, lang)} {bill.contracts_kw.get(c, 0):g} kW"
@@ -427,14 +453,17 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
             label = f"{season} {_name(PERIOD_NAMES, rule.name, lang)}"
             out.append(f"    {label:<40}{kwh:>10,.0f}{price:>10.2f}{ntd:>14,.0f}")
     out.append(f"{'':<44}{'':>10}{'':>10}{bill.energy_ntd:>14,.0f}")
-    out.append(f"{_t('over', lang):<44}{'max kW':>10}{'over kW':>10}{'NT$':>14}")
+    out.append(
+        f"{_t('over', lang):<44}{_t('max_kw', lang):>10}{_t('over_kw', lang):>10}{'NT$':>14}"
+    )
     for s in bill.segments:
         for x in s.excesses:
             if x.excess_kw <= 0:
                 continue
             label = f"{_name(PERIOD_NAMES, x.period, lang)} (>{x.covered_kw:g} kW)"
             detail = (
-                f"x2 {x.within_kw:,.1f} kW, x3 {x.above_kw:,.1f} kW at {x.price_ntd_per_kw:.2f}"
+                f"x2 {x.within_kw:,.1f} kW, x3 {x.above_kw:,.1f} kW, "
+                f"{_t('at', lang)} {x.price_ntd_per_kw:.2f} NT$/kW"
             )
             out.append(
                 f"    {label:<40}{x.max_demand_kw:>10,.1f}{x.excess_kw:>10,.1f}"
@@ -443,11 +472,11 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
             out.append(f"      {detail}")
     out.append(f"{'':<44}{'':>10}{'':>10}{bill.over_contract_ntd:>14,.0f}")
     if bill.power_factor is None:
-        detail = bill.power_factor_source
+        detail = _pf_source(bill.power_factor_source, lang)
     else:
         detail = (
-            f"PF {bill.power_factor:.1%} ({bill.power_factor_source}), "
-            f"{bill.pf_adjust_share:+.2%} of {bill.pf_adjust_base.replace('_', ' + ')}"
+            f"PF {bill.power_factor:.1%} ({_pf_source(bill.power_factor_source, lang)}), "
+            f"{bill.pf_adjust_share:+.2%} x {_t('pf_base_' + bill.pf_adjust_base, lang)}"
         )
     out.append(f"{_t('pf', lang):<64}{bill.pf_adjust_ntd:>14,.0f}")
     out.append(f"    {detail}")
@@ -459,5 +488,5 @@ def bill_text(bill: Bill, lang: str = "en", site_name: str | None = None) -> str
     )
     out.append(f"{_t('total', lang):<64}{bill.total_ntd:>14,.0f}")
     for note in bill.notes:
-        out.append(f"note: {note}")
+        out.append(f"{_t('note', lang)}: {note}")
     return "\n".join(out)

@@ -123,6 +123,7 @@ def test_july_bill_printed_and_stored(site_config, influx, capsys):
     )
     out = capsys.readouterr().out
     assert "測試站" in out and "應繳電費" in out and "504,583" in out
+    assert "總表功率因數讀值平均" in out and "mean of the main meters" not in out
 
 
 def test_the_bills_power_factor_when_recorded_and_a_month_with_a_gap(site_config, influx, capsys):
