@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, reject, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-SLOW = ("/reports/",)  # each case builds a report from the ledger: fewer of them
+SLOW = ("/reports/", "/contract")  # each case builds a report or a year of bills: fewer
 
 
 @dataclass
