@@ -231,18 +231,22 @@ def _no_pv_value(
     )  # fmt: skip
 
 
-def _pv_value(ledger: Ledger, config: Config, p: Period, t: Tariffs) -> list[PvValueRow]:
+def _pv_value(
+    ledger: Ledger, config: Config, p: Period, t: Tariffs, now: datetime
+) -> list[PvValueRow]:
     """PV value per site with PV and billing period of the months of ``p``, computed by
     ``rules/pvvalue.site_pv_value`` from the stored 15-minute data, as the ledger's
     numbers are computed rather than read from the ``ledger`` measurement: the report
     then shows what the data says now, whether or not the rules pass has written its
     ``pv_value_month`` since (a late record or a corrected meter reading included), and
     a frozen report's later-data check sees a change in it.  A site with PV but no
-    tariff gets one explaining row; a billing period that cannot be valued, one each."""
+    tariff gets one explaining row; a billing period that cannot be valued, one each
+    (none for the periods that begin after ``now``: the rest of an open year)."""
     out = []
     for site in config.sites:
         if pv_source(config, site) is None:
             continue
+        today = local_date(now.timestamp() * 1000, site.timezone)
         if site.tariff is None:
             detail = f"site {site.id!r} has no 'tariff': its PV cannot be valued"
             out.append(_no_pv_value(site.id, p.label, "no_tariff", detail))
@@ -254,7 +258,7 @@ def _pv_value(ledger: Ledger, config: Config, p: Period, t: Tariffs) -> list[PvV
             except BillingPeriodError as exc:
                 out.append(_no_pv_value(site.id, label, "billing_period", str(exc)))
                 continue
-            for b in periods:
+            for b in (b for b in periods if b[0] <= today):
                 try:
                     v = site_pv_value(config, ledger.influx, site, *b, ledger.records, tariffs=t)
                 except NoTariff as exc:
@@ -386,7 +390,7 @@ def build_report(
         factors=tuple(_factors(p.start)),
         bills=tuple(_bills(ledger, config, p)),
         contracts=tuple(_contracts(ledger, config, y, tariffs) if m is None else ()),
-        pv_value=tuple(_pv_value(ledger, config, p, tariffs)),
+        pv_value=tuple(_pv_value(ledger, config, p, tariffs, now)),
         sections=SECTIONS,
     )
     return replace(data, fingerprint=fingerprint(data))
