@@ -26,21 +26,35 @@ from foursave.reports.model import (
     ITEMS,
     Adjustment,
     BillRow,
+    ContractRow,
     ItemRow,
     MonthBar,
     PvRow,
+    PvValueRow,
     ReportData,
     SiteInfo,
 )
 from foursave.reports.store import ReportStore
 from foursave.rules import items as catalogue
+from foursave.rules.bill import BillingPeriodError, NoMeterData, billing_periods
+from foursave.rules.contract import TooFewMonths, advise, load_months
 from foursave.rules.factors import FactorError, emission_factor
 from foursave.rules.ledger import Ledger
 from foursave.rules.notes import Note, note_text
 from foursave.rules.pv import pv_days
+from foursave.rules.pvvalue import pv_source, site_pv_value
 from foursave.rules.records import RecordStore
 from foursave.rules.rows import METHOD_VERSION, LedgerRow
 from foursave.rules.targets import target_of
+from foursave.rules.tariff import NoTariff, Tariffs, load_tariffs
+
+# The safety margin of the annual report's contract advice: none.  The site's
+# configuration has no margin setting, and the report shows the plain optimum of the
+# year it covers together with the months that optimum would have gone over, which is
+# what a margin would be chosen from (``foursave contract --margin-pct`` tries others).
+CONTRACT_MARGIN_PCT = 0.0
+# the optional sections a report computed now carries (ReportData.sections)
+SECTIONS = ("contracts", "pv_value")
 
 
 class ReportUnchanged(Exception):
@@ -134,6 +148,150 @@ def _bills(ledger: Ledger, config: Config, p: Period) -> list[BillRow]:
     return out
 
 
+def _no_contract(site: str, reason: str, detail: str, months: tuple[str, ...] = ()) -> ContractRow:
+    return ContractRow(
+        site, months, CONTRACT_MARGIN_PCT, None, {}, {}, None, None, None, None, (), None, {},
+        None, None, None, None, None, reason, detail,
+    )  # fmt: skip
+
+
+def _contracts(ledger: Ledger, config: Config, y: int, t: Tariffs) -> list[ContractRow]:
+    """The contract capacity advice per site over the 12 billing months of year ``y``
+    (``rules/contract.advise``, ending December); one explaining row for a site it cannot
+    advise (no tariff, a month without main-meter data or without a tariff edition).
+    The months are read one at a time (``load_months`` of one month each: the same reads
+    ``advise`` makes) so the row can name the months that have data."""
+    out = []
+    for site in config.sites:
+        if site.tariff is None:
+            out.append(_no_contract(site.id, "no_tariff", f"site {site.id!r} has no 'tariff'"))
+            continue
+        months, missing = [], []
+        try:
+            for m in range(1, 13):
+                try:
+                    months += load_months(config, ledger.influx, site, (y, m), 1, ledger.records)
+                except TooFewMonths:
+                    missing.append(f"{y:04d}-{m:02d}")
+            if missing:
+                raise TooFewMonths(
+                    f"no main-meter data in the billing months {', '.join(missing)} of {y}"
+                )
+            a = advise(
+                config, ledger.influx, site, (y, 12), 12, CONTRACT_MARGIN_PCT, ledger.records,
+                tariffs=t, months=months,
+            )  # fmt: skip
+        except TooFewMonths as exc:
+            out.append(
+                _no_contract(site.id, "too_few_months", str(exc), tuple(x.label for x in months))
+            )
+            continue
+        except NoTariff as exc:
+            out.append(_no_contract(site.id, "no_edition", str(exc)))
+            continue
+        except (BillingPeriodError, NoMeterData) as exc:
+            reason = "billing_period" if isinstance(exc, BillingPeriodError) else "too_few_months"
+            out.append(_no_contract(site.id, reason, str(exc)))
+            continue
+        r, o = a.current, a.other
+        out.append(
+            ContractRow(
+                site=site.id,
+                months=a.months,
+                margin_pct=a.margin_pct,
+                plan=a.plan,
+                current_kw=dict(r.current_kw),
+                recommended_kw=dict(r.recommended_kw),
+                current_annual_ntd=r.current_annual_ntd,
+                recommended_annual_ntd=r.recommended_annual_ntd,
+                annual_saving_ntd=r.annual_saving_ntd,
+                raise_cost_ntd=r.raise_cost_ntd,
+                months_over=tuple(r.months_over),
+                other_plan=None if o is None else o.plan,
+                other_recommended_kw={} if o is None else dict(o.recommended_kw),
+                plan_bills_ntd=r.bills_total_ntd,
+                other_bills_ntd=None if o is None else o.bills_total_ntd,
+                cheaper_plan=a.cheaper_plan,
+                cheaper_by_ntd=None if o is None else abs(r.bills_total_ntd - o.bills_total_ntd),
+                confidence=a.confidence,
+            )
+        )
+    return out
+
+
+def _no_pv_value(
+    site: str, month: str, reason: str, detail: str, period: tuple[date, date] | None = None
+) -> PvValueRow:
+    start = last = None
+    if period is not None:
+        start, last = period[0].isoformat(), (period[1] - timedelta(days=1)).isoformat()
+    return PvValueRow(
+        site, month, start, last, None, None, None, None, {}, {}, None, {}, {}, {}, None, None,
+        reason, detail,
+    )  # fmt: skip
+
+
+def _pv_value(
+    ledger: Ledger, config: Config, p: Period, t: Tariffs, now: datetime
+) -> list[PvValueRow]:
+    """PV value per site with PV and billing period of the months of ``p``, computed by
+    ``rules/pvvalue.site_pv_value`` from the stored 15-minute data, as the ledger's
+    numbers are computed rather than read from the ``ledger`` measurement: the report
+    then shows what the data says now, whether or not the rules pass has written its
+    ``pv_value_month`` since (a late record or a corrected meter reading included), and
+    a frozen report's later-data check sees a change in it.  A site with PV but no
+    tariff gets one explaining row; a billing period that cannot be valued, one each
+    (none for the periods that begin after ``now``: the rest of an open year)."""
+    out = []
+    for site in config.sites:
+        if pv_source(config, site) is None:
+            continue
+        today = local_date(now.timestamp() * 1000, site.timezone)
+        if site.tariff is None:
+            detail = f"site {site.id!r} has no 'tariff': its PV cannot be valued"
+            out.append(_no_pv_value(site.id, p.label, "no_tariff", detail))
+            continue
+        for label in p.months:
+            y, m = int(label[:4]), int(label[5:])
+            try:
+                periods = billing_periods(site, y, m, ledger.records)
+            except BillingPeriodError as exc:
+                out.append(_no_pv_value(site.id, label, "billing_period", str(exc)))
+                continue
+            for b in (b for b in periods if b[0] <= today):
+                try:
+                    v = site_pv_value(config, ledger.influx, site, *b, ledger.records, tariffs=t)
+                except NoTariff as exc:
+                    out.append(_no_pv_value(site.id, label, "no_edition", str(exc), b))
+                    continue
+                except NoMeterData as exc:
+                    out.append(_no_pv_value(site.id, label, "no_data", str(exc), b))
+                    continue
+                if v is None:
+                    continue
+                out.append(
+                    PvValueRow(
+                        site=site.id,
+                        month=label,
+                        start=v.start.isoformat(),
+                        last=(v.end - timedelta(days=1)).isoformat(),
+                        plan=v.plan,
+                        generation_kwh=v.generation_kwh,
+                        exported_kwh=v.exported_kwh,
+                        unvalued_kwh=v.unvalued_kwh,
+                        consumed_kwh=dict(v.consumed_kwh),
+                        value_ntd=dict(v.value_ntd),
+                        value_total_ntd=v.total_value_ntd,
+                        demand_kw=dict(v.demand_kw),
+                        demand_without_pv_kw=dict(v.demand_without_pv_kw),
+                        demand_reduction_kw=v.demand_reduction_kw(),
+                        over_contract_saved_ntd=v.over_contract_saved_ntd,
+                        bill_saved_ntd=v.bill_saved_ntd,
+                    )
+                )
+    return out
+
+
 def _factors(on: date) -> list[str]:
     out = []
     for name in ("grid_electricity", "tap_water", "gasoline", "diesel"):
@@ -154,6 +312,9 @@ def fingerprint(data: ReportData) -> str:
     numbers = {k: asdict(data)[k] for k in ("items", "monthly", "pv", "adjustments")}
     if data.bills:  # only then: a report without real bills keeps the fingerprint it had
         numbers["bills"] = asdict(data)["bills"]
+    for section in SECTIONS:  # the same: a report without them keeps its fingerprint
+        if getattr(data, section):
+            numbers[section] = asdict(data)[section]
     # notes count in their English words, as when they were plain text: a revision
     # frozen before notes were structured keeps its fingerprint
     for item in numbers["items"]:
@@ -172,6 +333,7 @@ def build_report(
 ) -> ReportData:
     """The report as the data stands now (not stored: see :func:`report_for`)."""
     p = period_of(y, m)
+    tariffs = load_tariffs()
     ledger = Ledger(config, influx, records, ManualClock(now.timestamp()))
     base_years = [st.ledger.base_year for st in config.sites]
     ledger.load(date(min([y - 1, *base_years]), 1, 1), p.end)
@@ -227,8 +389,22 @@ def build_report(
         adjustments=tuple(adjustments),
         factors=tuple(_factors(p.start)),
         bills=tuple(_bills(ledger, config, p)),
+        contracts=tuple(_contracts(ledger, config, y, tariffs) if m is None else ()),
+        pv_value=tuple(_pv_value(ledger, config, p, tariffs, now)),
+        sections=SECTIONS,
     )
     return replace(data, fingerprint=fingerprint(data))
+
+
+def as_issued(fresh: ReportData, issued: ReportData) -> ReportData:
+    """``fresh`` without the optional sections ``issued`` was computed without (a report
+    frozen before they existed), so that adding a section to the code is not taken for
+    newer data changing a frozen report; its fingerprint recomputed."""
+    dropped = {s: () for s in fresh.sections if s not in issued.sections}
+    if not dropped:
+        return fresh
+    kept = replace(fresh, **dropped, sections=issued.sections)  # type: ignore[arg-type]
+    return replace(kept, fingerprint=fingerprint(kept))
 
 
 def _changes(old: ReportData, new: ReportData, limit: int = 5) -> str:
@@ -295,12 +471,13 @@ def report_for(
         new = replace(fresh, revision=1, closed=True)
         store.save(new)
         return new
-    if latest.fingerprint != fresh.fingerprint:
+    seen = as_issued(fresh, latest)  # only the sections the issued report has
+    if latest.fingerprint != seen.fingerprint:
         return replace(
             latest,
             later_data_note=(
                 f"data or records changed after this report was issued ({latest.generated_at}) "
-                f"would change: {_changes(latest, fresh)}. The report stays as issued until "
+                f"would change: {_changes(latest, seen)}. The report stays as issued until "
                 "it is recomputed with a reason (a new revision)."
             ),
         )

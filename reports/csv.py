@@ -1,9 +1,13 @@
 """The four-saving report as CSV: UTF-8 with BOM (Excel opens Chinese correctly), raw numbers.
 
 One line per ledger row with the summary sheet's columns, a blank line, then the
-adjustments (and, where Taipower bills are recorded, a blank line and
-the rebuilt-versus-billed table).  Numbers are written with ``repr`` so they compare exactly to the ledger;
-text that a spreadsheet would take for a formula gets a leading ``'`` (reports/cells.py).
+adjustments; then, each after a blank line and only when present (a report without
+them keeps its bytes): the rebuilt-versus-billed table where Taipower bills are
+recorded, the contract capacity advice (annual reports), and what the PV is worth per
+TOU period and the bill it saved per billing period (sites with PV and a tariff; the
+annual report adds each site's total line).  Numbers are written with ``repr`` so they
+compare exactly to the ledger; text that a spreadsheet would take for a formula gets a
+leading ``'`` (reports/cells.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,17 @@ from foursave.reports.cells import csv_text
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     BILL_KEYS,
+    CONTRACT_KEYS,
+    PV_BILL_KEYS,
+    PV_PERIOD_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
     bill_row,
     check_lang,
+    contract_row,
+    pv_bill_row,
+    pv_period_rows,
+    pv_total_row,
     summary_row,
     t,
 )
@@ -50,4 +61,19 @@ def render_csv(data: ReportData, lang: str) -> bytes:
         out.writerow([])
         out.writerow([t(lang, k) for k in BILL_KEYS])
         out.writerows([_cell(v) for v in bill_row(b, lang)] for b in data.bills)
+    if data.contracts:  # the annual report's contract capacity advice
+        out.writerow([])
+        out.writerow([t(lang, k) for k in CONTRACT_KEYS])
+        out.writerows([_cell(v) for v in contract_row(c, lang)] for c in data.contracts)
+    if data.pv_value:  # what the PV is worth: per TOU period, then per billing period
+        out.writerow([])
+        out.writerow([t(lang, k) for k in PV_PERIOD_KEYS])
+        for v in data.pv_value:
+            out.writerows([_cell(x) for x in row] for row in pv_period_rows(v, lang))
+        out.writerow([])
+        out.writerow([t(lang, k) for k in PV_BILL_KEYS])
+        out.writerows([_cell(x) for x in pv_bill_row(v, lang)] for v in data.pv_value)
+        if data.month is None:
+            for site in dict.fromkeys(v.site for v in data.pv_value):
+                out.writerow([_cell(x) for x in pv_total_row(list(data.pv_value), site, lang)])
     return buf.getvalue().encode("utf-8-sig")

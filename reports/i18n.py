@@ -9,9 +9,19 @@ from __future__ import annotations
 import math
 import re
 
-from foursave.reports.model import ITEMS, Adjustment, BillRow, ItemRow, ReportData, SiteInfo
+from foursave.reports.model import (
+    ITEMS,
+    Adjustment,
+    BillRow,
+    ContractRow,
+    ItemRow,
+    PvValueRow,
+    ReportData,
+    SiteInfo,
+)
 from foursave.rules.notes import EN as NOTES_EN
 from foursave.rules.notes import Note, Wording, note_text
+from foursave.rules.tariff import CONTRACT_NAMES, PERIOD_NAMES
 
 LANGS = ("zh-TW", "en")
 DASH = "—"  # a missing value: never shown as 0
@@ -127,6 +137,55 @@ LABELS: dict[str, dict[str, str]] = {
         "cause_tariff": "電價表缺漏或有誤（度數相符、電費不符）",
         "cause_period": "計費期間不明或有誤（抄表日）",
         "cause_unexplained": "重建度數高於帳單（請查抄表日及比流器倍率）",
+        "contract_section": "契約容量建議（本年 12 個計費月份電費最低之契約）",
+        "contract_sheet": "契約容量",
+        "contract_months": "計費月份",
+        "margin": "安全裕度",
+        "plan": "電價方案",
+        "current_contract": "現行契約",
+        "recommended_contract": "建議契約",
+        "current_annual": "現行契約每年基本及超約電費 (NT$)",
+        "recommended_annual": "建議契約每年基本及超約電費 (NT$)",
+        "annual_saving": "每年節省 (NT$)",
+        "raise_cost": "兩年內再增加契約容量之費用 (NT$)",
+        "months_over": "建議契約下超約月份",
+        "none": "無",
+        "plan_bills": "本方案全年電費（最佳契約）(NT$)",
+        "other_plan": "另一電價方案",
+        "other_contract": "另一方案建議契約",
+        "other_bills": "另一方案全年電費（最佳契約）(NT$)",
+        "cheaper_plan": "較便宜之電價方案",
+        "cheaper_by": "全年電費差額 (NT$)",
+        "confidence": "信心等級",
+        "explanation": "說明",
+        "two_stage": "二段式",
+        "three_stage": "三段式",
+        "contract_basis": "契約依本年各月電表 15 分鐘需量及電價檔（tariffs.yaml）逐月計費求得；節省及超約月份依實際需量計（TARIFFS.md §5）。",
+        "contract_no_tariff": "未設定台電契約（tariff），無法建議契約容量",
+        "contract_too_few_months": "主電表資料僅涵蓋 {have} / 12 個計費月份，無法建議契約容量",
+        "contract_no_edition": "電價檔（tariffs.yaml）缺少本年部分期間之電價版本，無法計算",
+        "contract_billing_period": "抄表日無法構成計費期間，無法計算",
+        "pv_value_section": "太陽光電之電費價值",
+        "pv_value_sheet": "PV價值",
+        "pv_value_bill": "太陽光電節省之電費",
+        "tou_period": "時段",
+        "pv_consumed": "自用度數 (kWh)",
+        "pv_value_ntd": "價值 (NT$)",
+        "demand_with_pv": "最高需量（含光電）(kW)",
+        "demand_without_pv": "最高需量（無光電）(kW)",
+        "demand_reduction": "需量降低 (kW)",
+        "pv_generation": "發電量 (kWh)",
+        "pv_exported": "輸出電網 (kWh)",
+        "pv_unvalued": "未計價 (kWh)",
+        "pv_value_total": "自用價值合計 (NT$)",
+        "over_contract_saved": "超約附加費減少 (NT$)",
+        "bill_saved": "電費節省 (NT$)",
+        "total": "合計",
+        "pv_value_basis": "價值以各時段流動電價計（未乘行業別係數）；電費節省為無光電與有光電電費之差（含超約、功率因數調整及係數）；基本電費依契約容量計，不因光電而變。",
+        "pv_no_tariff": "未設定台電契約（tariff），光電價值無法計算",
+        "pv_no_data": "本計費期間無光電資料",
+        "pv_no_edition": "電價檔（tariffs.yaml）缺少本期電價版本，無法計算",
+        "pv_billing_period": "抄表日無法構成計費期間，無法計算",
     },
     "en": {
         "title_year": "Four-saving report {year}",
@@ -218,6 +277,55 @@ LABELS: dict[str, dict[str, str]] = {
         "cause_tariff": "a tariff edition missing or wrong (kWh agree, NT$ differ)",
         "cause_period": "billing period unknown or wrong (meter-reading dates)",
         "cause_unexplained": "rebuilt kWh above billed (check the meter-reading dates and CT ratio)",
+        "contract_section": "Contract capacity: the contracts that would have minimised this year's 12 bills",
+        "contract_sheet": "Contract",
+        "contract_months": "Billing months",
+        "margin": "Safety margin",
+        "plan": "Plan",
+        "current_contract": "Current contract",
+        "recommended_contract": "Recommended contract",
+        "current_annual": "Basic + over-contract per year, current contract (NT$)",
+        "recommended_annual": "Basic + over-contract per year, recommended (NT$)",
+        "annual_saving": "Annual saving (NT$)",
+        "raise_cost": "Cost of raising again within 2 years (NT$)",
+        "months_over": "Months over contract at the recommendation",
+        "none": "none",
+        "plan_bills": "Whole bills over the year, this plan at its optimum (NT$)",
+        "other_plan": "Other plan",
+        "other_contract": "Other plan's recommended contract",
+        "other_bills": "Whole bills over the year, other plan at its optimum (NT$)",
+        "cheaper_plan": "Cheaper plan",
+        "cheaper_by": "Cheaper by, whole bills over the year (NT$)",
+        "confidence": "Confidence",
+        "explanation": "Explanation",
+        "two_stage": "two-stage",
+        "three_stage": "three-stage",
+        "contract_basis": "Every month of the year billed from the main meters' 15-minute demand and tariffs.yaml; the saving and the months over are on the actual demand (TARIFFS.md §5).",
+        "contract_no_tariff": "no Taipower contract ('tariff') configured: no contract advice",
+        "contract_too_few_months": "main-meter data in {have} of the 12 billing months: the optimiser needs all 12",
+        "contract_no_edition": "tariffs.yaml has no edition for part of the year: not computed",
+        "contract_billing_period": "the meter-reading dates make no billing period: not computed",
+        "pv_value_section": "What the PV is worth on the bill",
+        "pv_value_sheet": "PV value",
+        "pv_value_bill": "The bill the PV saved",
+        "tou_period": "TOU period",
+        "pv_consumed": "Consumed on site (kWh)",
+        "pv_value_ntd": "Value (NT$)",
+        "demand_with_pv": "Max demand with PV (kW)",
+        "demand_without_pv": "Max demand without PV (kW)",
+        "demand_reduction": "Demand reduction (kW)",
+        "pv_generation": "Generation (kWh)",
+        "pv_exported": "Exported (kWh)",
+        "pv_unvalued": "Not valued (kWh)",
+        "pv_value_total": "Value consumed, total (NT$)",
+        "over_contract_saved": "Over-contract charge saved (NT$)",
+        "bill_saved": "Bill saved (NT$)",
+        "total": "Total",
+        "pv_value_basis": "Value at each TOU period's energy price (before the industry coefficient); bill saved: the bill without the PV minus the bill with it (over-contract, power-factor adjustment and coefficient included); the basic charge is on the contract and does not change with the PV.",
+        "pv_no_tariff": "no Taipower contract ('tariff') configured: the PV is not valued",
+        "pv_no_data": "no PV data in the billing period",
+        "pv_no_edition": "tariffs.yaml has no edition for the period: not valued",
+        "pv_billing_period": "the meter-reading dates make no billing period: not valued",
     },
 }
 
@@ -476,4 +584,194 @@ def bill_row(b: BillRow, lang: str) -> list:
         b.ntd_diff_share,
         b.completeness,
         cause_label(lang, b),
+    ]
+
+
+# ---------------------------------------------------------------------- contract capacity
+
+
+def plan_label(lang: str, plan: str | None) -> str:
+    """ "三段式" / "three-stage"; a plan the labels do not know as it is."""
+    return DASH if plan is None else LABELS[check_lang(lang)].get(plan, plan)
+
+
+def contracts_label(lang: str, contracts: dict[str, float]) -> str:
+    """ "經常契約 300 kW、離峰契約 50 kW" / "regular 300 kW, off-peak 50 kW" (the contract
+    types in the tariff file's order; only those above 0 kW)."""
+    parts = []
+    for k in [*CONTRACT_NAMES, *sorted(set(contracts) - set(CONTRACT_NAMES))]:
+        kw = contracts.get(k, 0.0)
+        if kw:
+            zh, en = CONTRACT_NAMES.get(k, (k, k))
+            parts.append(f"{zh if check_lang(lang) == 'zh-TW' else en} {kw:,.0f} kW")
+    return ("、" if lang == "zh-TW" else ", ").join(parts) or DASH
+
+
+def months_label(lang: str, months: tuple[str, ...]) -> str:
+    """The months a recommendation would have gone over, or "none"."""
+    return ", ".join(months) if months else t(lang, "none")
+
+
+def contract_reason_label(lang: str, c: ContractRow) -> str:
+    """Why a site has no contract advice (one line), "" when it has."""
+    if c.reason is None:
+        return ""
+    return t(lang, f"contract_{c.reason}").format(have=len(c.months))
+
+
+CONTRACT_KEYS = (
+    "site_id",
+    "contract_months",
+    "margin",
+    "plan",
+    "current_contract",
+    "recommended_contract",
+    "current_annual",
+    "recommended_annual",
+    "annual_saving",
+    "raise_cost",
+    "months_over",
+    "plan_bills",
+    "other_plan",
+    "other_contract",
+    "other_bills",
+    "cheaper_plan",
+    "cheaper_by",
+    "confidence",
+    "explanation",
+)
+
+
+def contract_row(c: ContractRow, lang: str) -> list:
+    """One site's contract advice as the xlsx and the CSV carry it (numbers raw, the
+    margin as a share as the other rates are)."""
+    advised = c.reason is None
+    return [
+        c.site,
+        f"{c.months[0]} .. {c.months[-1]}" if c.months else "",
+        c.margin_pct / 100,
+        plan_label(lang, c.plan) if advised else "",
+        contracts_label(lang, c.current_kw) if advised else "",
+        contracts_label(lang, c.recommended_kw) if advised else "",
+        c.current_annual_ntd,
+        c.recommended_annual_ntd,
+        c.annual_saving_ntd,
+        c.raise_cost_ntd,
+        months_label(lang, c.months_over) if advised else "",
+        c.plan_bills_ntd,
+        plan_label(lang, c.other_plan) if c.other_plan else "",
+        contracts_label(lang, c.other_recommended_kw) if c.other_plan else "",
+        c.other_bills_ntd,
+        plan_label(lang, c.cheaper_plan) if c.cheaper_plan else "",
+        c.cheaper_by_ntd,
+        c.confidence,
+        contract_reason_label(lang, c),
+    ]
+
+
+# ---------------------------------------------------------------------- PV value
+
+
+def tou_label(lang: str, period: str) -> str:
+    """A TOU period: "尖峰" / "peak" (rules/tariff.PERIOD_NAMES)."""
+    zh, en = PERIOD_NAMES.get(period, (period, period))
+    return zh if check_lang(lang) == "zh-TW" else en
+
+
+def tou_periods(v: PvValueRow) -> list[str]:
+    """The row's TOU periods in the tariff's order (peak first)."""
+    seen = set(v.consumed_kwh) | set(v.demand_kw)
+    return [p for p in PERIOD_NAMES if p in seen] + sorted(seen - set(PERIOD_NAMES))
+
+
+def pv_reason_label(lang: str, v: PvValueRow) -> str:
+    return "" if v.reason is None else t(lang, f"pv_{v.reason}")
+
+
+def pv_period_label(v: PvValueRow) -> str:
+    return DASH if v.start is None or v.last is None else f"{v.start} .. {v.last}"
+
+
+PV_PERIOD_KEYS = (
+    "site_id",
+    "bill_month",
+    "tou_period",
+    "pv_consumed",
+    "pv_value_ntd",
+    "demand_with_pv",
+    "demand_without_pv",
+    "demand_reduction",
+)
+PV_BILL_KEYS = (
+    "site_id",
+    "bill_month",
+    "billing_period",
+    "plan",
+    "pv_generation",
+    "pv_exported",
+    "pv_unvalued",
+    "pv_consumed",
+    "pv_value_total",
+    "over_contract_saved",
+    "bill_saved",
+    "explanation",
+)
+
+
+def pv_period_rows(v: PvValueRow, lang: str) -> list[list]:
+    """A billing period's PV per TOU period (numbers raw; None where not measured)."""
+    return [
+        [
+            v.site,
+            v.month,
+            tou_label(lang, p),
+            v.consumed_kwh.get(p),
+            v.value_ntd.get(p),
+            v.demand_kw.get(p),
+            v.demand_without_pv_kw.get(p),
+            v.demand_reduction_kw.get(p),
+        ]
+        for p in tou_periods(v)
+    ]
+
+
+def pv_bill_row(v: PvValueRow, lang: str) -> list:
+    """A billing period's PV totals and the bill it saved (numbers raw)."""
+    return [
+        v.site,
+        v.month,
+        pv_period_label(v),
+        plan_label(lang, v.plan) if v.plan else "",
+        v.generation_kwh,
+        v.exported_kwh,
+        v.unvalued_kwh,
+        sum(v.consumed_kwh.values()) if v.reason is None else None,
+        v.value_total_ntd,
+        v.over_contract_saved_ntd,
+        v.bill_saved_ntd,
+        pv_reason_label(lang, v),
+    ]
+
+
+def pv_total_row(rows: list[PvValueRow], site: str, lang: str) -> list:
+    """The site's sums over the report's billing periods (the annual report's total line)."""
+    mine = [v for v in rows if v.site == site and v.reason is None]
+
+    def total(get) -> float | None:
+        values = [x for x in map(get, mine) if x is not None]
+        return sum(values) if values else None
+
+    return [
+        site,
+        t(lang, "total"),
+        "",
+        "",
+        total(lambda v: v.generation_kwh),
+        total(lambda v: v.exported_kwh),
+        total(lambda v: v.unvalued_kwh),
+        total(lambda v: sum(v.consumed_kwh.values())),
+        total(lambda v: v.value_total_ntd),
+        total(lambda v: v.over_contract_saved_ntd),
+        total(lambda v: v.bill_saved_ntd),
+        "",
     ]

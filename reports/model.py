@@ -112,6 +112,64 @@ class BillRow:
 
 
 @dataclass(frozen=True)
+class ContractRow:
+    """The contract capacity that would have minimised the site's bills over the report's
+    12 billing months (``rules/contract.advise``), annual reports only.  With ``reason``
+    set nothing was optimised and the numbers are None: ``no_tariff`` (no ``tariff``
+    configured), ``no_edition`` (tariffs.yaml has no edition for a month), ``too_few_months``
+    (main-meter data in fewer than 12 billing months; ``months`` are those that have it),
+    ``billing_period`` (meter-reading dates that make no billing period)."""
+
+    site: str
+    months: tuple[str, ...]  # the billing months used ("2025-01" .. "2025-12")
+    margin_pct: float  # safety margin the recommendation was chosen with
+    plan: str | None  # the site's plan (two_stage | three_stage)
+    current_kw: dict[str, float]  # contract type -> kW (rules/tariff.CONTRACT_NAMES)
+    recommended_kw: dict[str, float]
+    current_annual_ntd: float | None  # basic + over-contract per year at the current contract
+    recommended_annual_ntd: float | None  # at the recommendation, raising cost included
+    annual_saving_ntd: float | None
+    raise_cost_ntd: float | None  # raising again within 2 years, in the months' sum
+    months_over: tuple[str, ...]  # months the recommendation would have gone over contract
+    other_plan: str | None  # the other plan, at its own optimum
+    other_recommended_kw: dict[str, float]
+    plan_bills_ntd: float | None  # whole bills over the months, the site's plan at its optimum
+    other_bills_ntd: float | None  # the same, the other plan
+    cheaper_plan: str | None
+    cheaper_by_ntd: float | None  # |plan_bills_ntd - other_bills_ntd|
+    confidence: str | None  # TARIFFS.md: L when the raising cost counts, else M
+    reason: str | None = None  # why there is no recommendation (see the class docstring)
+    detail: str | None = None  # the optimiser's own words for it (English)
+
+
+@dataclass(frozen=True)
+class PvValueRow:
+    """What the site's PV was worth on its Taipower bill in one billing period
+    (``rules/pvvalue.site_pv_value``).  With ``reason`` set nothing was valued:
+    ``no_tariff``, ``no_data`` (no PV data in the period), ``no_edition``,
+    ``billing_period``; the numbers are then None / empty."""
+
+    site: str
+    month: str  # bill month "2025-07"
+    start: str | None  # first day of the billing period (ISO)
+    last: str | None  # its last day
+    plan: str | None
+    generation_kwh: float | None
+    exported_kwh: float | None
+    unvalued_kwh: float | None  # PV in blocks without main-meter data
+    consumed_kwh: dict[str, float]  # TOU period -> PV consumed on site
+    value_ntd: dict[str, float]  # TOU period -> its value at the energy price
+    value_total_ntd: float | None  # before the bill's industry coefficient
+    demand_kw: dict[str, float]  # TOU period -> maximum demand with PV (the bill's)
+    demand_without_pv_kw: dict[str, float]
+    demand_reduction_kw: dict[str, float]
+    over_contract_saved_ntd: float | None
+    bill_saved_ntd: float | None  # bill total without PV minus with PV
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class ReportData:
     year: int
     month: int | None  # None: the annual report
@@ -130,6 +188,12 @@ class ReportData:
     factors: tuple[str, ...] = ()  # emission factors used, with source and confidence
     later_data_note: str | None = None  # set when newer data would change a frozen report
     bills: tuple[BillRow, ...] = ()  # rebuilt vs billed per billing period (real bills)
+    contracts: tuple[ContractRow, ...] = ()  # contract capacity advice (annual reports)
+    pv_value: tuple[PvValueRow, ...] = ()  # PV value per site and billing period
+    # the optional sections the code that built this report computes ("contracts",
+    # "pv_value"), empty or not; a report frozen before they existed has none, and its
+    # later-data check leaves them out (reports/build.py as_issued)
+    sections: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,5 +213,17 @@ class ReportData:
                 "adjustments": tuple(Adjustment(**a) for a in d["adjustments"]),
                 "factors": tuple(d.get("factors", ())),
                 "bills": tuple(BillRow(**b) for b in d.get("bills", ())),
+                "contracts": tuple(
+                    ContractRow(
+                        **{
+                            **c,
+                            "months": tuple(c["months"]),
+                            "months_over": tuple(c["months_over"]),
+                        }
+                    )
+                    for c in d.get("contracts", ())
+                ),
+                "pv_value": tuple(PvValueRow(**v) for v in d.get("pv_value", ())),
+                "sections": tuple(d.get("sections", ())),
             }
         )

@@ -37,17 +37,27 @@ from foursave.reports.i18n import (
     billing_period_label,
     cause_label,
     check_lang,
+    contract_reason_label,
+    contracts_label,
     eui,
     fmt,
     item_label,
     labelled,
     met_label,
     month_label,
+    months_label,
     note_label,
+    plan_label,
+    pv_bill_row,
+    pv_period_label,
+    pv_reason_label,
+    pv_total_row,
     site_name,
     site_rows,
     t,
     title,
+    tou_label,
+    tou_periods,
     unit_label,
 )
 from foursave.reports.model import ItemRow, MonthBar, ReportData, SiteInfo
@@ -310,6 +320,124 @@ def _bills(data: ReportData, lang: str, st: dict) -> list:
     return [CondPageBreak(120), _p(t(lang, "bills"), st["h1"]), out]
 
 
+def _contracts(data: ReportData, lang: str, st: dict) -> list:
+    """The annual report's contract capacity advice, a two-column table per site (one
+    line for a site that has none); nothing when the report has no such section."""
+    if not data.contracts:
+        return []
+    names = {s.id: site_name(lang, s) for s in data.sites}
+    out: list = [CondPageBreak(160), _p(t(lang, "contract_section"), st["h1"])]
+    for c in data.contracts:
+        out.append(_p(names.get(c.site, c.site), st["h2"]))
+        if c.reason is not None:
+            out.append(_p(contract_reason_label(lang, c), st["body"]))
+            continue
+        other = c.other_plan is not None
+        fields = [
+            ("contract_months", f"{c.months[0]} .. {c.months[-1]} ({len(c.months)})"),
+            ("margin", fmt(c.margin_pct / 100, "rate")),
+            ("plan", plan_label(lang, c.plan)),
+            ("current_contract", contracts_label(lang, c.current_kw)),
+            ("recommended_contract", contracts_label(lang, c.recommended_kw)),
+            ("current_annual", fmt(c.current_annual_ntd, "NT$")),
+            ("recommended_annual", fmt(c.recommended_annual_ntd, "NT$")),
+            ("annual_saving", fmt(c.annual_saving_ntd, "NT$")),
+            ("raise_cost", fmt(c.raise_cost_ntd, "NT$")),
+            ("months_over", months_label(lang, c.months_over)),
+            ("plan_bills", fmt(c.plan_bills_ntd, "NT$")),
+            *(
+                [
+                    ("other_plan", plan_label(lang, c.other_plan)),
+                    ("other_contract", contracts_label(lang, c.other_recommended_kw)),
+                    ("other_bills", fmt(c.other_bills_ntd, "NT$")),
+                    ("cheaper_plan", plan_label(lang, c.cheaper_plan)),
+                    ("cheaper_by", fmt(c.cheaper_by_ntd, "NT$")),
+                ]
+                if other
+                else []
+            ),
+            ("confidence", c.confidence or DASH),
+        ]
+        rows = [[_p(t(lang, k), st["cell"]), _p(v, st["cell"])] for k, v in fields]
+        out.append(_table(rows, [0.45 * WIDTH, 0.55 * WIDTH], "col"))
+    out.append(_p(t(lang, "contract_basis"), st["small"]))
+    return out
+
+
+def _pv_value(data: ReportData, lang: str, st: dict) -> list:
+    """What each site's PV is worth: per TOU period, then the bill it saved per billing
+    period (the annual report adds the total); nothing when there is no such section."""
+    if not data.pv_value:
+        return []
+    names = {s.id: site_name(lang, s) for s in data.sites}
+    out: list = [CondPageBreak(160), _p(t(lang, "pv_value_section"), st["h1"])]
+    for site in dict.fromkeys(v.site for v in data.pv_value):
+        mine = [v for v in data.pv_value if v.site == site]
+        valued = [v for v in mine if v.reason is None]
+        out.append(_p(names.get(site, site), st["h2"]))
+        if valued:
+            keys = [
+                "bill_month",
+                "tou_period",
+                "pv_consumed",
+                "pv_value_ntd",
+                "demand_with_pv",
+                "demand_without_pv",
+                "demand_reduction",
+            ]
+            table = [[_p(t(lang, k), st["cell"]) for k in keys]]
+            table += [
+                [
+                    v.month,
+                    tou_label(lang, p),
+                    fmt(v.consumed_kwh.get(p), "kWh"),
+                    fmt(v.value_ntd.get(p), "NT$"),
+                    fmt(v.demand_kw.get(p), "kW"),
+                    fmt(v.demand_without_pv_kw.get(p), "kW"),
+                    fmt(v.demand_reduction_kw.get(p), "kW"),
+                ]
+                for v in valued
+                for p in tou_periods(v)
+            ]
+            widths = [0.11, 0.17, 0.13, 0.13, 0.15, 0.16, 0.15]
+            per_period = _table(table, [w * WIDTH for w in widths])
+            per_period.setStyle([("ALIGN", (2, 1), (-1, -1), "RIGHT")])
+            keys = [
+                "bill_month",
+                "billing_period",
+                "pv_generation",
+                "pv_exported",
+                "pv_consumed",
+                "pv_value_total",
+                "over_contract_saved",
+                "bill_saved",
+            ]
+            table = [[_p(t(lang, k), st["cell"]) for k in keys]]
+            rows = [pv_bill_row(v, lang) for v in valued]
+            if data.month is None:
+                rows.append(pv_total_row(valued, site, lang))
+            table += [
+                [
+                    r[1],
+                    _p(r[2], st["cell"]),
+                    *(fmt(x, "kWh") for x in r[4:6]),
+                    fmt(r[7], "kWh"),
+                    *(fmt(x, "NT$") for x in r[8:11]),
+                ]
+                for r in rows
+            ]
+            widths = [0.1, 0.17, 0.12, 0.11, 0.12, 0.13, 0.13, 0.12]
+            per_bill = _table(table, [w * WIDTH for w in widths])
+            per_bill.setStyle([("ALIGN", (2, 1), (-1, -1), "RIGHT")])
+            out += [per_period, Spacer(0, 4), _p(t(lang, "pv_value_bill"), st["body"]), per_bill]
+        for v in mine:
+            if v.reason is not None:
+                when = v.month if v.start is None else f"{v.month} ({pv_period_label(v)})"
+                out.append(_p(f"• {when}{t(lang, 'colon')}{pv_reason_label(lang, v)}", st["small"]))
+    out.append(_p(t(lang, "pv_value_basis"), st["small"]))
+    return out
+
+
 def _chart(bars: list[MonthBar], heading: str, lang: str) -> Drawing:
     """Monthly actual against baseline and target; a month without data has no bar."""
     font, height = _font(), 170
@@ -413,6 +541,7 @@ def render_pdf(data: ReportData, lang: str) -> bytes:
     for site in data.sites:
         story += _site_section(data, site, lang, st)
     story += _adjustments(data, lang, st) + _bills(data, lang, st)
+    story += _contracts(data, lang, st) + _pv_value(data, lang, st)
     story += _charts(data, lang, st) + _closing(data, lang, st)
     buf = io.BytesIO()
     doc = SimpleDocTemplate(

@@ -23,12 +23,19 @@ from foursave.reports.cells import formula_like
 from foursave.reports.i18n import (
     ADJUSTMENT_KEYS,
     BILL_KEYS,
+    CONTRACT_KEYS,
+    PV_BILL_KEYS,
+    PV_PERIOD_KEYS,
     SUMMARY_KEYS,
     adjustment_row,
     bill_row,
     check_lang,
+    contract_row,
     item_label,
     note_label,
+    pv_bill_row,
+    pv_period_rows,
+    pv_total_row,
     site_name,
     summary_row,
     t,
@@ -190,6 +197,49 @@ def _bills(ws: Worksheet, data: ReportData, lang: str) -> None:
     ws.column_dimensions["K"].width = 60
 
 
+# the contract row's numbers by column (CONTRACT_KEYS): margin, NT$ amounts
+CONTRACT_FORMATS = {3: PERCENT, 7: "#,##0", 8: "#,##0", 9: "#,##0", 10: "#,##0"}
+CONTRACT_FORMATS |= {12: "#,##0", 15: "#,##0", 17: "#,##0"}
+
+
+def _contracts(ws: Worksheet, data: ReportData, lang: str) -> None:
+    _head(ws, 1, [t(lang, k) for k in CONTRACT_KEYS])
+    for c in data.contracts:
+        ws.append(contract_row(c, lang))
+        for col, number_format in CONTRACT_FORMATS.items():
+            ws.cell(ws.max_row, col).number_format = number_format
+    for letter in "EFKN":
+        ws.column_dimensions[letter].width = 30
+    ws.column_dimensions["S"].width = 60
+    ws.append([])
+    ws.append([t(lang, "contract_basis")])
+
+
+def _pv_value(ws: Worksheet, data: ReportData, lang: str) -> None:
+    """Per TOU period, then per billing period (with the annual report's totals)."""
+    _head(ws, 1, [t(lang, k) for k in PV_PERIOD_KEYS])
+    for v in data.pv_value:
+        for row in pv_period_rows(v, lang):
+            ws.append(row)
+            for cell in ws[ws.max_row][3:]:
+                cell.number_format = QUANTITY
+    ws.append([])
+    _head(ws, ws.max_row + 1, [t(lang, k) for k in PV_BILL_KEYS])
+    rows = [pv_bill_row(v, lang) for v in data.pv_value]
+    if data.month is None:
+        rows += [
+            pv_total_row(list(data.pv_value), s, lang) for s in {v.site: 0 for v in data.pv_value}
+        ]
+    for row in rows:
+        ws.append(row)
+        for cell in ws[ws.max_row][4:11]:
+            cell.number_format = QUANTITY
+    ws.append([])
+    ws.append([t(lang, "pv_value_basis")])
+    ws.column_dimensions["C"].width = 26
+    ws.column_dimensions["L"].width = 50
+
+
 def _notes(ws: Worksheet, data: ReportData, lang: str) -> None:
     _head(ws, 1, [t(lang, "site_id"), t(lang, "item"), t(lang, "period"), t(lang, "notes")])
     for r in data.items:
@@ -258,7 +308,7 @@ def _fixed_zip(raw: bytes, exact: dict[str, dict[bytes, bytes]]) -> bytes:
 
 def render_xlsx(data: ReportData, lang: str) -> bytes:
     """The report in ``lang`` as .xlsx bytes (sheets: summary, monthly, PV, adjustments,
-    bills where recorded, notes)."""
+    bills where recorded, contract advice (annual), PV value where valued, notes)."""
     check_lang(lang)
     wb = Workbook()
     renderers = [_summary, _monthly, _pv, _adjustments, _notes]
@@ -266,6 +316,14 @@ def render_xlsx(data: ReportData, lang: str) -> bytes:
     if data.bills:  # the real bills, where recorded (a report without them is unchanged)
         renderers.insert(4, _bills)
         names.insert(4, "bills_sheet")
+    # the same for the contract advice and the PV value: before the notes, when present
+    for present, render, name in (
+        (data.contracts, _contracts, "contract_sheet"),
+        (data.pv_value, _pv_value, "pv_value_sheet"),
+    ):
+        if present:
+            renderers.insert(-1, render)
+            names.insert(-1, name)
     sheets = [wb.active] + [wb.create_sheet() for _ in range(len(names) - 1)]
     for ws, render, name in zip(sheets, renderers, names, strict=True):
         ws.title = t(lang, name)
