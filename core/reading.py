@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from foursave.core.glossary import FIELDS, INFO_FIELDS, KINDS, PARTS, SLUG
+from foursave.core.glossary import FIELDS, INFO_FIELDS, KINDS, PARTS, SLUG, FieldDef
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SLUG = SLUG
@@ -46,6 +46,18 @@ def _no_constant(name: str) -> float:
     raise PayloadError(f"{name} is not a number JSON allows")
 
 
+# one decoder with the hooks: json.loads builds a new one at each call that passes them
+_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)``,
+    step for step (the encoding detected as json.loads does), with the one decoder."""
+    if not isinstance(payload, (bytes, bytearray)):
+        return json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)
+    return _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
+
+
 def load_json(payload: bytes, what: str) -> Any:
     """A payload's JSON, or ``PayloadError`` saying why not: larger than
     ``MAX_PAYLOAD_BYTES``, not UTF-8, not JSON, an integer beyond 64 bits, ``NaN`` or
@@ -54,7 +66,7 @@ def load_json(payload: bytes, what: str) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"{what}: {len(payload):,} bytes, more than {MAX_PAYLOAD_BYTES:,}")
     try:
-        return json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)
+        return _loads(payload)
     except PayloadError as exc:
         raise PayloadError(f"{what}: {exc}") from None
     except RecursionError:
@@ -166,35 +178,67 @@ def _check_fields(
     bounds; unknown names go to ``dropped``, values out of bounds to ``out_of_bounds``
     (prefixed with ``where`` beyond the reading's own fields); a value of the wrong type
     is a ``PayloadError`` naming ``where``."""
-    known = FIELDS[measurement]
+    specs = _check_specs(measurement)
     prefix = "" if where == "fields" else f"{where}."
     clean: dict[str, Value] = {}
     for name, value in fields.items():
-        fdef = known.get(name)
-        if fdef is None:
+        spec = specs.get(name)
+        if spec is None:
             dropped.append(prefix + (name if _FIELD.match(name) else repr(name)[:70]))
             continue
-        if fdef.type == "bool":
-            ok = isinstance(value, bool)
-        elif fdef.type == "int":
-            ok = _int_in_range(value, -INT_MAX - 1, INT_MAX)
-        elif fdef.type == "str":
-            ok = isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+        ftype, lo, hi, fdef = spec
+        cls = value.__class__
+        # the common cases first (a JSON number is exactly an int or a float), then
+        # the checks as written
+        if ftype == "float" and (cls is float or cls is int):
+            ok = math.isfinite(value)
+        elif ftype == "int" and cls is int:
+            ok = -INT_MAX - 1 <= value <= INT_MAX
         else:
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
+            ok = _of_type(ftype, value)
         if not ok:
             raise PayloadError(
-                f"{where}.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
+                f"{where}.{name}: expected {_EXPECTED[ftype]}, got {value!r}"[:200]
             )
-        if not isinstance(value, str) and not fdef.bounds.admits(value):
+        if lo is not None:  # a plain range: Bounds.admits, inlined
+            if not lo <= value <= hi:
+                out_of_bounds.append(prefix + name)
+                continue
+        elif not isinstance(value, str) and not fdef.bounds.admits(value):
             out_of_bounds.append(prefix + name)
             continue
         clean[name] = value
     return clean
+
+
+def _of_type(ftype: str, value: object) -> bool:
+    if ftype == "bool":
+        return isinstance(value, bool)
+    if ftype == "int":
+        return _int_in_range(value, -INT_MAX - 1, INT_MAX)
+    if ftype == "str":
+        return isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# measurement -> field -> (type, lo, hi, definition): lo .. hi when its bounds are a
+# plain range of a number field (no enumerated values, no exceptions), else None
+_CHECKS: dict[str, dict[str, tuple[str, float | None, float | None, FieldDef]]] = {}
+
+
+def _check_specs(measurement: str) -> dict[str, tuple[str, float | None, float | None, FieldDef]]:
+    specs = _CHECKS.get(measurement)
+    if specs is None:
+        specs = {}
+        for name, fdef in FIELDS[measurement].items():
+            b = fdef.bounds
+            lo = hi = None
+            if fdef.type in ("float", "int") and b.values is None and not b.also:
+                lo = -math.inf if b.min is None else b.min
+                hi = math.inf if b.max is None else b.max
+            specs[name] = (fdef.type, lo, hi, fdef)
+        _CHECKS[measurement] = specs
+    return specs
 
 
 def _check_parts(

@@ -245,3 +245,62 @@ def test_the_caches_stay_bounded_and_right(monkeypatch):
         assert all(len(specs) <= max(10, len(FIELDS.get(m, {}))) for m, specs in rd._FIELD_SPECS.items())
     rd._SERIES.clear()
     rd._FIELD_SPECS.clear()
+
+
+# ------------------------------------------------- the checks, unchanged
+
+
+def _old_check_fields(measurement, fields, where, dropped, out_of_bounds):
+    known = FIELDS[measurement]
+    prefix = "" if where == "fields" else f"{where}."
+    clean = {}
+    for name, value in fields.items():
+        fdef = known.get(name)
+        if fdef is None:
+            dropped.append(prefix + (name if rd._FIELD.match(name) else repr(name)[:70]))
+            continue
+        if fdef.type == "bool":
+            ok = isinstance(value, bool)
+        elif fdef.type == "int":
+            ok = rd._int_in_range(value, -rd.INT_MAX - 1, rd.INT_MAX)
+        elif fdef.type == "str":
+            ok = isinstance(value, str) and len(value) <= rd.MAX_TEXT and value.isprintable()
+        else:
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
+        if not ok:
+            raise PayloadError(
+                f"{where}.{name}: expected {rd._EXPECTED[fdef.type]}, got {value!r}"[:200]
+            )
+        if not isinstance(value, str) and not fdef.bounds.admits(value):
+            out_of_bounds.append(prefix + name)
+            continue
+        clean[name] = value
+    return clean
+
+
+def test_field_checks_keep_every_verdict():
+    """Types, bounds (plain ranges, enumerations such as St, 0 Hz), unknown names:
+    the same clean fields, the same lists of left-out names, the same errors."""
+    rng = random.Random(3)
+    extra = [-1e9, 1e9 + 1, 2e15, 59.9, 0.0, 39.0, 3, 9, 101.0, -0.5, 1.0, 2**63, -(2**63) - 1]
+    kept = refused = left_out = 0
+    for _ in range(20_000):
+        measurement = rng.choice(list(FIELDS))
+        names = field_names(measurement)
+        fields = {
+            n: rng.choice(VALUES + extra) for n in rng.sample(names, rng.randint(1, len(names)))
+        }
+        where = rng.choice(["fields", "parts[0]"])
+        got = outcome(lambda: (rd._check_fields(measurement, fields, where, d := [], o := []), d, o))
+        want = outcome(
+            lambda: (_old_check_fields(measurement, fields, where, d := [], o := []), d, o)
+        )
+        assert got == want, (measurement, fields)
+        kept += got[0] == "ok" and bool(got[1][0])
+        refused += got[0] == "raises"
+        left_out += got[0] == "ok" and bool(got[1][2])
+    assert kept > 100 and refused > 100 and left_out > 100
