@@ -195,6 +195,40 @@ def _bare_line(measurement: str, tags: dict[str, str], fields: dict, ts: int) ->
     return f"{measurement}{tag} {','.join(f'{k}={_bare_value(v)}' for k, v in fields.items())} {ts}"
 
 
+def bare_lines(topic: str, payload: bytes) -> list[str]:
+    _, _, site, device, _ = topic.split("/")
+    body = json.loads(payload)
+    tags = {"site": site, "device": device}
+    if body.get("role"):
+        tags["role"] = body["role"]
+    lines = [_bare_line(body["kind"], tags, body["fields"], body["ts"])]
+    for p in body.get("parts", ()):
+        ptags = {"site": site, "device": device, **p.get("tags", {})}
+        lines.append(_bare_line(p["measurement"], ptags, p["fields"], body["ts"]))
+    return lines
+
+
+def in_process(cfg_path: Path, messages: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """CPU µs per reading of turning the messages into lines, no broker, no database:
+    the bare drain's ``json.loads`` and format against the ingester's ``_to_lines``
+    (every check, seq tracking, acknowledgement bookkeeping)."""
+    from foursave.app import ingester, load_config
+    from foursave.collector.ingest import Message
+
+    ing = ingester(load_config(cfg_path, env={}))
+    msgs = [Message(i + 1, 1, t, p, time.time()) for i, (t, p) in enumerate(messages)]
+    t0 = time.process_time()
+    bare = [bare_lines(t, p) for t, p in messages]
+    t1 = time.process_time()
+    ours = [ing._to_lines(m) for m in msgs]
+    t2 = time.process_time()
+    ing.dead.close()
+    ing.influx.close()
+    assert all(error is None for _, error in ours)
+    assert [sorted(b) for b in bare] == [sorted(lines) for lines, _ in ours]  # the same points
+    return (t1 - t0) / len(messages) * 1e6, (t2 - t1) / len(messages) * 1e6
+
+
 def consume_bare(cfg_path: Path, count: int) -> dict:
     raw = yaml.safe_load(cfg_path.read_text())["services"]
     port = int(raw["mqtt"]["url"].rsplit(":", 1)[1])
@@ -223,15 +257,7 @@ def consume_bare(cfg_path: Path, count: int) -> dict:
                 break
         lines = []
         for topic, payload in batch:
-            _, _, site, device, _ = topic.split("/")
-            body = json.loads(payload)
-            tags = {"site": site, "device": device}
-            if body.get("role"):
-                tags["role"] = body["role"]
-            lines.append(_bare_line(body["kind"], tags, body["fields"], body["ts"]))
-            for p in body.get("parts", ()):
-                ptags = {"site": site, "device": device, **p.get("tags", {})}
-                lines.append(_bare_line(p["measurement"], ptags, p["fields"], body["ts"]))
+            lines.extend(bare_lines(topic, payload))
         influx.write(lines)
         stored += len(batch)
     elapsed, cpu = time.monotonic() - t0, _self_cpu_s() - cpu0
@@ -349,6 +375,11 @@ def main() -> int:
             f"{args.readings} readings ({n_lines} lines) from {args.devices} devices per drain, "
             f"{sum(len(p) for _, p in messages) / len(messages):.0f} bytes each on average"
         )
+        bare_us, ours_us = in_process(bench_config(tmp, "offline", broker.port, db.port), messages)
+        print(
+            f"in process, messages to lines: bare {bare_us:.1f} µs/reading, ingester "
+            f"{ours_us:.1f} µs/reading ({ours_us / bare_us:.2f}x)"
+        )
         if args.profile:
             cfg = bench_config(tmp, "profiled", broker.port, db.port)
             prime(broker.port, "bench-ingester")
@@ -388,6 +419,8 @@ def main() -> int:
                     f"{i + 1:>5} {role:>9} {rate:>11.0f} {cpu_us:>10.1f} {rate_x:>9.2f}x "
                     f"{cpu_x:>8.2f}x {r['broker_cpu_s']:>9.2f} {r['influxd_cpu_s']:>9.2f}"
                 )
+        if not args.rounds:
+            return 0
         print(
             f"median over {args.rounds} rounds: ingester rate {statistics.median(ratios['rate']):.2f}x "
             f"bare, CPU per reading {statistics.median(ratios['cpu']):.2f}x bare "
