@@ -142,7 +142,9 @@ def test_every_glossary_field_of_every_type_formats_as_before():
             for value in VALUES:
                 for _ in range(2):  # the first call fills the caches, the second reads them
                     new = outcome(to_line, measurement, {"site": "s"}, {name: value}, 1)
-                    assert new == outcome(_old_to_line, measurement, {"site": "s"}, {name: value}, 1)
+                    assert new == outcome(
+                        _old_to_line, measurement, {"site": "s"}, {name: value}, 1
+                    )
                     assert outcome(format_value, measurement, name, value) == outcome(
                         _old_format_value, measurement, name, value
                     )
@@ -212,12 +214,16 @@ def test_a_decoded_reading_gives_the_same_lines():
         ],
     }
     r = decode_reading(json.dumps(payload).encode())
-    assert reading_lines("s", "inv", r) == _old_reading_lines("s", "inv", r) == [
-        "inverter,device=inv,role=main,site=s "
-        "ac_power_w=4200.0,state=4i,events=0i,ac_frequency_hz=60.01 1790000000000",
-        "inverter_string,device=inv,site=s,string=2 state=4i 1790000000000",
-        "battery,device=inv,site=s soc_pct=55.5 1790000000000",
-    ]
+    assert (
+        reading_lines("s", "inv", r)
+        == _old_reading_lines("s", "inv", r)
+        == [
+            "inverter,device=inv,role=main,site=s "
+            "ac_power_w=4200.0,state=4i,events=0i,ac_frequency_hz=60.01 1790000000000",
+            "inverter_string,device=inv,site=s,string=2 state=4i 1790000000000",
+            "battery,device=inv,site=s soc_pct=55.5 1790000000000",
+        ]
+    )
 
 
 def test_text_with_quotes_and_backslashes_is_escaped_and_control_characters_refused():
@@ -242,7 +248,9 @@ def test_the_caches_stay_bounded_and_right(monkeypatch):
         r = Reading(1, 1, "meter", {"active_power_w": float(i)}, role=f"r{i % 13}")
         assert reading_lines("s", f"d{i}", r) == _old_reading_lines("s", f"d{i}", r)
         assert len(rd._SERIES) <= 10
-        assert all(len(specs) <= max(10, len(FIELDS.get(m, {}))) for m, specs in rd._FIELD_SPECS.items())
+        assert all(
+            len(specs) <= max(10, len(FIELDS.get(m, {}))) for m, specs in rd._FIELD_SPECS.items()
+        )
     rd._SERIES.clear()
     rd._FIELD_SPECS.clear()
 
@@ -282,6 +290,12 @@ def _old_check_fields(measurement, fields, where, dropped, out_of_bounds):
     return clean
 
 
+def checked(check, measurement, fields, where):
+    dropped: list[str] = []
+    out_of_bounds: list[str] = []
+    return check(measurement, fields, where, dropped, out_of_bounds), dropped, out_of_bounds
+
+
 def test_field_checks_keep_every_verdict():
     """Types, bounds (plain ranges, enumerations such as St, 0 Hz), unknown names:
     the same clean fields, the same lists of left-out names, the same errors."""
@@ -295,10 +309,8 @@ def test_field_checks_keep_every_verdict():
             n: rng.choice(VALUES + extra) for n in rng.sample(names, rng.randint(1, len(names)))
         }
         where = rng.choice(["fields", "parts[0]"])
-        got = outcome(lambda: (rd._check_fields(measurement, fields, where, d := [], o := []), d, o))
-        want = outcome(
-            lambda: (_old_check_fields(measurement, fields, where, d := [], o := []), d, o)
-        )
+        got = outcome(checked, rd._check_fields, measurement, fields, where)
+        want = outcome(checked, _old_check_fields, measurement, fields, where)
         assert got == want, (measurement, fields)
         kept += got[0] == "ok" and bool(got[1][0])
         refused += got[0] == "raises"
