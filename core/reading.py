@@ -197,9 +197,7 @@ def _check_fields(
         else:
             ok = _of_type(ftype, value)
         if not ok:
-            raise PayloadError(
-                f"{where}.{name}: expected {_EXPECTED[ftype]}, got {value!r}"[:200]
-            )
+            raise PayloadError(f"{where}.{name}: expected {_EXPECTED[ftype]}, got {value!r}"[:200])
         if lo is not None:  # a plain range: Bounds.admits, inlined
             if not lo <= value <= hi:
                 out_of_bounds.append(prefix + name)
