@@ -20,6 +20,7 @@ to the dead-letter store with its reason.  Per-device ``seq`` gaps are counted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -52,6 +53,7 @@ from foursave.core.store import open_db
 from foursave.core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
+    DeviceTopic,
     TopicError,
     ack_topic,
     ingester_topic,
@@ -86,6 +88,13 @@ def collector_status_line(topic: str, payload: bytes, not_after_ms: int = TS_MAX
         if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= INT_MAX:
             fields[key] = v
     return to_line("collector_status", {"collector": collector_id}, fields, ts)
+
+
+@functools.lru_cache(maxsize=65_536)
+def device_topic(topic: str) -> DeviceTopic:
+    """``parse_device_topic``, remembered per topic: a device publishes on the same one
+    every time.  A topic it refuses raises each time (exceptions are not cached)."""
+    return parse_device_topic(topic)
 
 
 def check_not_ahead(what: str, ts_ms: int, not_after_ms: int) -> None:
@@ -167,8 +176,11 @@ class SeqTracker:
 
     def __init__(self, state: dict[str, SeqStats] | None = None):
         self.devices: dict[str, SeqStats] = state or {}
+        # devices seen since their state was last saved: only those are written again
+        self.changed: set[str] = set(self.devices)
 
     def see(self, device_key: str, seq: int) -> None:
+        self.changed.add(device_key)
         s = self.devices.get(device_key)
         if s is None:
             self.devices[device_key] = SeqStats(seq)
@@ -243,6 +255,12 @@ class Ingester:
         return {r[0]: SeqStats(r[1], r[2], r[3], r[4]) for r in rows}
 
     def _save_seq_state(self) -> None:
+        """The state of the devices seen since the last save (all of them the first
+        time); forgotten as changed only once written."""
+        changed = self.seq.changed
+        if not changed:
+            return
+        devices = self.seq.devices
         with self.dead.db:
             self.dead.db.execute("BEGIN")
             self.dead.db.executemany(
@@ -251,9 +269,11 @@ class Ingester:
                 "duplicates=excluded.duplicates",
                 [
                     (k, s.last_seq, s.received, s.gaps, s.duplicates)
-                    for k, s in self.seq.devices.items()
+                    for k in changed
+                    if (s := devices.get(k)) is not None
                 ],
             )
+        changed.clear()
 
     # paho thread ------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -301,7 +321,7 @@ class Ingester:
         if msg.topic.startswith(INGESTER_PREFIX):
             return [], None  # our own kind's counters are written directly
         try:
-            t = parse_device_topic(msg.topic)
+            t = device_topic(msg.topic)
             if t.kind == "reading":
                 r = decode_reading(msg.payload)
                 check_not_ahead("reading", r.ts_ms, not_after)
@@ -417,6 +437,12 @@ class Ingester:
             return []
         batch = [first]
         deadline = time.monotonic() + self.cfg.batch_max_ms / 1000
+        get_nowait, most = self.q.get_nowait, self.cfg.batch_max_lines
+        while len(batch) < most:  # what is waiting already, without a clock per message
+            try:
+                batch.append(get_nowait())
+            except queue.Empty:
+                break
         while len(batch) < self.cfg.batch_max_lines:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from foursave.core.glossary import FIELDS, INFO_FIELDS, KINDS, PARTS, SLUG
+from foursave.core.glossary import FIELDS, INFO_FIELDS, KINDS, PARTS, SLUG, FieldDef
 
 _FIELD = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _SLUG = SLUG
@@ -46,6 +46,18 @@ def _no_constant(name: str) -> float:
     raise PayloadError(f"{name} is not a number JSON allows")
 
 
+# one decoder with the hooks: json.loads builds a new one at each call that passes them
+_DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+
+
+def _loads(payload: bytes) -> Any:
+    """``json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)``,
+    step for step (the encoding detected as json.loads does), with the one decoder."""
+    if not isinstance(payload, (bytes, bytearray)):
+        return json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)
+    return _DECODER.decode(payload.decode(json.detect_encoding(payload), "surrogatepass"))
+
+
 def load_json(payload: bytes, what: str) -> Any:
     """A payload's JSON, or ``PayloadError`` saying why not: larger than
     ``MAX_PAYLOAD_BYTES``, not UTF-8, not JSON, an integer beyond 64 bits, ``NaN`` or
@@ -54,7 +66,7 @@ def load_json(payload: bytes, what: str) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError(f"{what}: {len(payload):,} bytes, more than {MAX_PAYLOAD_BYTES:,}")
     try:
-        return json.loads(payload, parse_int=_bounded_int, parse_constant=_no_constant)
+        return _loads(payload)
     except PayloadError as exc:
         raise PayloadError(f"{what}: {exc}") from None
     except RecursionError:
@@ -166,35 +178,65 @@ def _check_fields(
     bounds; unknown names go to ``dropped``, values out of bounds to ``out_of_bounds``
     (prefixed with ``where`` beyond the reading's own fields); a value of the wrong type
     is a ``PayloadError`` naming ``where``."""
-    known = FIELDS[measurement]
+    specs = _check_specs(measurement)
     prefix = "" if where == "fields" else f"{where}."
     clean: dict[str, Value] = {}
     for name, value in fields.items():
-        fdef = known.get(name)
-        if fdef is None:
+        spec = specs.get(name)
+        if spec is None:
             dropped.append(prefix + (name if _FIELD.match(name) else repr(name)[:70]))
             continue
-        if fdef.type == "bool":
-            ok = isinstance(value, bool)
-        elif fdef.type == "int":
-            ok = _int_in_range(value, -INT_MAX - 1, INT_MAX)
-        elif fdef.type == "str":
-            ok = isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+        ftype, lo, hi, fdef = spec
+        cls = value.__class__
+        # the common cases first (a JSON number is exactly an int or a float), then
+        # the checks as written
+        if ftype == "float" and (cls is float or cls is int):
+            ok = math.isfinite(value)
+        elif ftype == "int" and cls is int:
+            ok = -INT_MAX - 1 <= value <= INT_MAX
         else:
-            ok = (
-                isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-            )
+            ok = _of_type(ftype, value)
         if not ok:
-            raise PayloadError(
-                f"{where}.{name}: expected {_EXPECTED[fdef.type]}, got {value!r}"[:200]
-            )
-        if not isinstance(value, str) and not fdef.bounds.admits(value):
+            raise PayloadError(f"{where}.{name}: expected {_EXPECTED[ftype]}, got {value!r}"[:200])
+        if lo is not None:  # a plain range: Bounds.admits, inlined
+            if not lo <= value <= hi:
+                out_of_bounds.append(prefix + name)
+                continue
+        elif not isinstance(value, str) and not fdef.bounds.admits(value):
             out_of_bounds.append(prefix + name)
             continue
         clean[name] = value
     return clean
+
+
+def _of_type(ftype: str, value: object) -> bool:
+    if ftype == "bool":
+        return isinstance(value, bool)
+    if ftype == "int":
+        return _int_in_range(value, -INT_MAX - 1, INT_MAX)
+    if ftype == "str":
+        return isinstance(value, str) and len(value) <= MAX_TEXT and value.isprintable()
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# measurement -> field -> (type, lo, hi, definition): lo .. hi when its bounds are a
+# plain range of a number field (no enumerated values, no exceptions), else None
+_CHECKS: dict[str, dict[str, tuple[str, float | None, float | None, FieldDef]]] = {}
+
+
+def _check_specs(measurement: str) -> dict[str, tuple[str, float | None, float | None, FieldDef]]:
+    specs = _CHECKS.get(measurement)
+    if specs is None:
+        specs = {}
+        for name, fdef in FIELDS[measurement].items():
+            b = fdef.bounds
+            lo = hi = None
+            if fdef.type in ("float", "int") and b.values is None and not b.also:
+                lo = -math.inf if b.min is None else b.min
+                hi = math.inf if b.max is None else b.max
+            specs[name] = (fdef.type, lo, hi, fdef)
+        _CHECKS[measurement] = specs
+    return specs
 
 
 def _check_parts(
@@ -248,10 +290,42 @@ def _escape_key(s: str) -> str:
     return s.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 
 
-def format_value(measurement: str, name: str, value: Value) -> str:
-    """Line-protocol field value with the glossary's type (floats stay floats)."""
-    fdef = FIELDS.get(measurement, {}).get(name)
-    ftype = fdef.type if fdef else ("bool" if isinstance(value, bool) else "float")
+# Line protocol, pre-formatted: the glossary lookup and the escaping of a field name
+# happen once per (measurement, name), those of a measurement and its tag set once per
+# series; per value only the value is formatted.  The output is byte for byte what
+# formatting each value on its own gave (tests/unit/test_line_protocol.py keeps that
+# formatter as the reference).  The caches are bounded: past _CACHE_MAX entries one is
+# emptied and fills again, so odd names sent by the thousand cost time, never memory.
+_CACHE_MAX = 100_000
+# measurement -> field name -> ("<escaped name>=", glossary type, None: not in it)
+_FIELD_SPECS: dict[str, dict[str, tuple[str, str | None]]] = {}
+# (measurement, tags...) -> "<measurement>,<tag>=<value>..." (escaped, sorted)
+_SERIES: dict[tuple[Any, ...], str] = {}
+
+
+def _field_specs(measurement: str) -> dict[str, tuple[str, str | None]]:
+    specs = _FIELD_SPECS.get(measurement)
+    if specs is None:
+        known = FIELDS.get(measurement, {})
+        specs = {name: (_escape_key(name) + "=", fdef.type) for name, fdef in known.items()}
+        if len(_FIELD_SPECS) >= _CACHE_MAX:
+            _FIELD_SPECS.clear()
+        _FIELD_SPECS[measurement] = specs
+    return specs
+
+
+def _unknown_field_spec(
+    specs: dict[str, tuple[str, str | None]], name: str
+) -> tuple[str, str | None]:
+    spec = (_escape_key(name) + "=", None)  # its type follows each value
+    if len(specs) < _CACHE_MAX:
+        specs[name] = spec
+    return spec
+
+
+def _typed_value(ftype: str, name: str, value: Value) -> str:
+    if ftype == "float":
+        return repr(float(value))
     if ftype == "str":
         text = str(value).replace("\\", "\\\\").replace('"', '\\"')
         return f'"{text}"'
@@ -264,19 +338,72 @@ def format_value(measurement: str, name: str, value: Value) -> str:
     return repr(float(value))
 
 
-def to_line(measurement: str, tags: dict[str, str], fields: dict[str, Value], ts_ms: int) -> str:
+def format_value(measurement: str, name: str, value: Value) -> str:
+    """Line-protocol field value with the glossary's type (floats stay floats)."""
+    fdef = FIELDS.get(measurement, {}).get(name)
+    ftype = fdef.type if fdef else ("bool" if isinstance(value, bool) else "float")
+    return _typed_value(ftype, name, value)
+
+
+def _field_part(measurement: str, fields: dict[str, Value]) -> str:
+    specs = _field_specs(measurement)
+    out = []
+    for name, value in fields.items():
+        spec = specs.get(name)
+        if spec is None:
+            spec = _unknown_field_spec(specs, name)
+        prefix, ftype = spec
+        if ftype is None:
+            ftype = "bool" if isinstance(value, bool) else "float"
+        if ftype == "float":
+            out.append(prefix + repr(float(value)))
+        else:
+            out.append(prefix + _typed_value(ftype, name, value))
+    return ",".join(out)
+
+
+def _series_text(measurement: str, tags: dict[str, str]) -> str:
     tag_part = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags.items()) if v)
-    field_part = ",".join(
-        f"{_escape_key(k)}={format_value(measurement, k, v)}" for k, v in fields.items()
-    )
-    return f"{_escape_key(measurement)}{tag_part} {field_part} {ts_ms}"
+    return _escape_key(measurement) + tag_part
+
+
+def _series(key: tuple[Any, ...], measurement: str, tags: dict[str, str]) -> str:
+    """The escaped measurement and sorted tags of ``tags``, kept under ``key`` (which
+    must say everything ``tags`` holds)."""
+    try:
+        text = _SERIES.get(key)
+    except TypeError:  # a tag value that cannot be a key: formatted as it comes
+        return _series_text(measurement, tags)
+    if text is None:
+        text = _series_text(measurement, tags)
+        if len(_SERIES) >= _CACHE_MAX:
+            _SERIES.clear()
+        _SERIES[key] = text
+    return text
+
+
+def to_line(measurement: str, tags: dict[str, str], fields: dict[str, Value], ts_ms: int) -> str:
+    series = _series((measurement, *tags.items()), measurement, tags)
+    return f"{series} {_field_part(measurement, fields)} {ts_ms}"
+
+
+def _reading_series(kind: str, site: str, device: str, role: str | None) -> str:
+    key = (0, kind, site, device, role)
+    try:
+        text = _SERIES.get(key)
+    except TypeError:
+        text = None
+    if text is None:
+        tags = {"site": site, "device": device}
+        if role:
+            tags["role"] = role
+        text = _series(key, kind, tags)
+    return text
 
 
 def reading_line(site: str, device: str, r: Reading) -> str:
-    tags = {"site": site, "device": device}
-    if r.role:
-        tags["role"] = r.role
-    return to_line(r.kind, tags, r.fields, r.ts_ms)
+    series = _reading_series(r.kind, site, device, r.role)
+    return f"{series} {_field_part(r.kind, r.fields)} {r.ts_ms}"
 
 
 def reading_lines(site: str, device: str, r: Reading) -> list[str]:
@@ -284,8 +411,14 @@ def reading_lines(site: str, device: str, r: Reading) -> list[str]:
     the site, the device and the part's own tags."""
     lines = [reading_line(site, device, r)] if r.fields else []
     for p in r.parts:
-        tags = {"site": site, "device": device, **dict(p.tags)}
-        lines.append(to_line(p.measurement, tags, p.fields, r.ts_ms))
+        key = (1, p.measurement, site, device, p.tags)
+        try:
+            series = _SERIES.get(key)
+        except TypeError:
+            series = None
+        if series is None:
+            series = _series(key, p.measurement, {"site": site, "device": device, **dict(p.tags)})
+        lines.append(f"{series} {_field_part(p.measurement, p.fields)} {r.ts_ms}")
     return lines
 
 
