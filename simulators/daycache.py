@@ -97,7 +97,7 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def site_key(inputs: dict[str, Any]) -> str:
+def site_key(inputs: Any) -> str:
     return hashlib.sha256(_canonical(inputs)).hexdigest()
 
 
@@ -198,7 +198,9 @@ class DayTotalsFile:
         doc["sha256"] = hashlib.sha256(body).hexdigest()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.site_id}-", suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(
+                dir=self.directory, prefix=f".{self.site_id}-", suffix=".tmp"
+            )
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(_canonical(doc))

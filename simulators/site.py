@@ -18,9 +18,9 @@ start computes only the days it has not computed before: none, once warm.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections import OrderedDict
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -92,9 +92,7 @@ class SiteModel:
     """``cache_dir``: keep the daily counter totals there (``simulators/daycache.py``),
     so that a start integrates no past day it integrated before."""
 
-    def __init__(
-        self, config: Config, site: Site, cache_dir: str | os.PathLike[str] | None = None
-    ):
+    def __init__(self, config: Config, site: Site, cache_dir: str | os.PathLike[str] | None = None):
         svc = config.services.simulator
         self.site = site
         self.tz = ZoneInfo(site.timezone)

@@ -248,4 +248,3 @@ def test_an_unwritable_cache_folder_only_costs_the_integration(tmp_path, caplog)
     assert model.counters_at(day) == site_models(cfg)["landmark"].counters_at(day)
     assert model.cache and model.cache.writes == 0
     assert "not written" in caplog.text
-
