@@ -60,14 +60,21 @@ def code_fingerprint() -> str:
     h = hashlib.sha256(f"physics {PHYSICS_VERSION}\n".encode())
     here = Path(__file__).resolve().parent
     for name in SOURCES:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
-    for lib in LIBRARIES:
         try:
-            v = version(lib)
-        except PackageNotFoundError:
-            v = "absent"
-        h.update(f"{lib}=={v}\n".encode())
+            source = (here / name).read_bytes()
+        except OSError:  # installed without sources: the package's version stands for them
+            source = b"no source; foursave " + _version("foursave").encode()
+        h.update(name.encode() + b"\0" + source + b"\0")
+    for lib in LIBRARIES:
+        h.update(f"{lib}=={_version(lib)}\n".encode())
     return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def site_inputs(seed: int, climate: str, site: Site, devices: Sequence[Device]) -> dict[str, Any]:

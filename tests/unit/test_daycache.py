@@ -216,13 +216,14 @@ def test_a_change_of_seed_settings_or_physics_gives_another_key(tmp_path, monkey
     finally:
         monkeypatch.undo()
         daycache.code_fingerprint.cache_clear()
-    monkeypatch.setattr(daycache, "SOURCES", (*daycache.SOURCES, "backfill.py"))
-    daycache.code_fingerprint.cache_clear()
-    try:
-        assert key_of(base) != key
-    finally:
-        monkeypatch.undo()
+    for sources in ((*daycache.SOURCES, "backfill.py"), ("physics.py", "not-installed.py")):
+        monkeypatch.setattr(daycache, "SOURCES", sources)
         daycache.code_fingerprint.cache_clear()
+        try:
+            assert key_of(base) != key  # a source not installed: a key all the same
+        finally:
+            monkeypatch.undo()
+            daycache.code_fingerprint.cache_clear()
     assert key_of(base) == key
 
 
