@@ -202,6 +202,11 @@ class SimulatorService(_Frozen):
     )
     seed: int = 2026
     climate: Literal["tainan"] = "tainan"
+    cache_dir: str | None = Field(
+        "var/sim-cache",
+        description="each site's daily counter totals, kept so a start integrates no past "
+        "day (simulators/daycache.py); null: integrate from commissioning at every start",
+    )
 
     @field_validator("start", "anchor")
     @classmethod

@@ -277,7 +277,8 @@ class Simulator:
         svc = config.services.simulator
         self.config = config
         self.clock = clock or simulated_clock(svc)
-        self.sites: dict[str, SiteModel] = site_models(config)
+        # the daily counter totals kept from earlier starts: a start integrates no past day
+        self.sites: dict[str, SiteModel] = site_models(config, svc.cache_dir)
         self.devices: dict[str, SimulatedDevice | ReplayedDevice] = {
             d.id: served_device(d, self.clock, self.sites)
             for d in config.devices

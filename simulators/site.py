@@ -9,11 +9,16 @@ the energy of the power readings, and live values continue history without a jum
 Meters are consistent: a ``pv`` meter is the sum of the site's inverters; the ``main``
 meter is the sum of the site's load sub-meters plus an unmetered remainder minus the PV
 behind it (negative = export).
+
+A counter at local midnight is the sum of its daily totals from its commissioning date;
+with a ``cache_dir`` those totals are kept in a file (``simulators/daycache.py``), so a
+start computes only the days it has not computed before: none, once warm.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ import numpy as np
 
 from foursave.core.config import Config, Device, Simulation, Site
 from foursave.simulators.climate import CLIMATES
+from foursave.simulators.daycache import DayTotalsFile, site_inputs
 from foursave.simulators.physics import (
     MINUTES_PER_DAY,
     STEP_H,
@@ -83,7 +89,10 @@ DayFrame = tuple[SiteFrame, dict[str, Fields]]
 
 
 class SiteModel:
-    def __init__(self, config: Config, site: Site):
+    """``cache_dir``: keep the daily counter totals there (``simulators/daycache.py``),
+    so that a start integrates no past day it integrated before."""
+
+    def __init__(self, config: Config, site: Site, cache_dir: str | os.PathLike[str] | None = None):
         svc = config.services.simulator
         self.site = site
         self.tz = ZoneInfo(site.timezone)
@@ -99,6 +108,13 @@ class SiteModel:
         ]
         self._days: OrderedDict[date, DayFrame] = OrderedDict()
         self._daily_totals: dict[date, dict[str, dict[str, float]]] = {}
+        self.days_integrated = 0  # past days whose totals were computed from the physics
+        self.cache: DayTotalsFile | None = None
+        if cache_dir is not None and self.devices:
+            inputs = site_inputs(svc.seed, svc.climate, site, self.devices)
+            self.cache = DayTotalsFile(cache_dir, site.id, inputs)
+        self._cache_read = False
+        self._cached_days = 0  # days the cache file holds, from the first commissioning
 
     # ---------------------------------------------------------------- vectorised
     def frame(self, start: date, ndays: int) -> SiteFrame:
@@ -206,8 +222,41 @@ class SiteModel:
             self._fill_totals(day, 1)
         return self._daily_totals[day]
 
+    def _first_day(self) -> date | None:
+        return min((self._commissioned(d) for d in self.devices), default=None)
+
+    def _midnight_offset(self, d: date) -> timedelta | None:
+        return datetime(d.year, d.month, d.day, tzinfo=self.tz).utcoffset()
+
+    def _read_cache(self) -> None:
+        self._cache_read = True
+        first = self._first_day()
+        if self.cache is None or first is None:
+            return
+        days = self.cache.load(first, [d.id for d in self.devices])
+        for k, totals in enumerate(days):
+            self._daily_totals.setdefault(first + timedelta(days=k), totals)
+        self._cached_days = len(days)
+
+    def _write_cache(self) -> None:
+        """Store the run of days known from the first commissioning on, if it grew."""
+        first = self._first_day()
+        if self.cache is None or first is None:
+            return
+        n = self._cached_days
+        while first + timedelta(days=n) in self._daily_totals:
+            n += 1
+        if n > self._cached_days:
+            days = [self._daily_totals[first + timedelta(days=k)] for k in range(n)]
+            self.cache.save(first, days)
+            self._cached_days = n
+
     def _fill_totals(self, start: date, ndays: int) -> None:
+        """Totals of ``ndays`` days from ``start``, all with the same UTC offset at
+        midnight: each frame day is then the local day, and its totals are those of
+        ``frame(day, 1)`` bit for bit, in whatever window they are computed."""
         f = self.frame(start, ndays)
+        self.days_integrated += ndays
         for k in range(ndays):
             sl = slice(k * MINUTES_PER_DAY, (k + 1) * MINUTES_PER_DAY)
             self._daily_totals[start + timedelta(days=k)] = {
@@ -218,25 +267,32 @@ class SiteModel:
     def counters_at(self, day: date) -> dict[str, dict[str, float]]:
         """Each device's counters at local midnight starting ``day``."""
         out: dict[str, dict[str, float]] = {}
-        first = min((self._commissioned(d) for d in self.devices), default=day)
+        if not self._cache_read:
+            self._read_cache()
+        first = self._first_day() or day
         missing = [
             first + timedelta(days=k)
             for k in range((day - first).days)
             if first + timedelta(days=k) not in self._daily_totals
         ]
-        # fill in chunks: vectorised, and bounded memory
+        # fill in chunks: vectorised, and bounded memory; a chunk ends where the UTC
+        # offset at midnight changes (a frame counts minutes, not local days)
         i = 0
         while i < len(missing):
             chunk_start = missing[i]
+            offset = self._midnight_offset(chunk_start)
             n = 1
             while (
                 i + n < len(missing)
                 and missing[i + n] == chunk_start + timedelta(days=n)
                 and n < 64
+                and self._midnight_offset(missing[i + n]) == offset
             ):
                 n += 1
             self._fill_totals(chunk_start, n)
             i += n
+        if missing:
+            self._write_cache()
         for d in self.devices:
             c = self._commissioned(d)
             totals: dict[str, float] = {}
@@ -334,5 +390,7 @@ def even_strings(
     return {("inverter_string", (("string", s),)): dict(share) for s in strings}
 
 
-def site_models(config: Config) -> dict[str, SiteModel]:
-    return {s.id: SiteModel(config, s) for s in config.sites}
+def site_models(
+    config: Config, cache_dir: str | os.PathLike[str] | None = None
+) -> dict[str, SiteModel]:
+    return {s.id: SiteModel(config, s, cache_dir) for s in config.sites}

@@ -266,6 +266,7 @@ def make_config(
     raw["services"]["influxdb"] = {"url": influx_url, "database": database}
     raw["services"]["collector"]["spool_path"] = str(tmp_path / "spool.sqlite")
     raw["services"]["ingester"]["dead_letter_path"] = str(tmp_path / "dead.sqlite")
+    raw["services"]["simulator"]["cache_dir"] = str(tmp_path / "sim-cache")
     raw["services"]["ingester"]["client_id"] = f"ingest-{database}"
     raw["services"]["ingester"]["batch_max_ms"] = 100
     raw["services"]["collector"]["status_interval_s"] = 1

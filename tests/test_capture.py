@@ -210,7 +210,7 @@ def test_replay_and_capture_on_a_serial_line(tmp_path, capsys):
         )
         (tmp_path / "rtu.yaml").write_text(
             "sites: [{id: s, name: S, lat: 22.99, lon: 120.19}]\n"
-            "services: {simulator: {control_port: null}}\ndevices:\n"
+            "services: {simulator: {control_port: null, cache_dir: null}}\ndevices:\n"
             + device("sma", "kind: inverter", 126, sma)
             + device("veris", "kind: meter, role: main", 1, veris)
         )
@@ -236,7 +236,7 @@ def test_a_profile_device_captured_and_replayed_from_the_configuration(
     by `simulate: {image: ...}` (a path relative to the configuration file), read by
     the collector as the simulator was, and captured again unchanged."""
     noon = datetime(2026, 9, 22, 12, 0, tzinfo=timezone(timedelta(hours=8)))
-    site = "sites: [{id: s, name: S, lat: 22.99, lon: 120.19}]\nservices: {simulator: {control_port: null}}\n"
+    site = "sites: [{id: s, name: S, lat: 22.99, lon: 120.19}]\nservices: {simulator: {control_port: null, cache_dir: null}}\n"
     live_port, replay_port = free_port(), free_port()
     (tmp_path / "live.yaml").write_text(
         site + "devices:\n"
