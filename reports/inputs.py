@@ -15,8 +15,10 @@ fingerprint takes in, generously:
   period's end: the ``counter_daily`` rollup (every generation) and its generation,
   ``pv_daily``, ``bill_month``, ``bill_check``, ``pv_value_month``, ``demand_month``
   and the ``ledger`` rows (weather normalisation is in their details);
-* the raw readings of the period's last ``OPEN_DAYS`` days (count and sum per device
-  and field): the ledger reads those from the readings on every build.
+* the raw readings the ledger reads from the readings on every build (count and sum
+  per device and field): the period's last ``OPEN_DAYS`` days, and the closed days
+  the rollup has not scanned (before data began, or a rollup behind: the rules engine
+  fills it, a read-only client does not).
 
 Late raw data for any other closed day reaches the report's numbers through the
 rollup and the rules engine's derived points (``foursave rules --once [--rebuild]``,
@@ -35,11 +37,18 @@ from pathlib import Path
 
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Expr, agg, select, time_range
-from foursave.core.periods import Period, day_start_ms
+from foursave.core.influxql import Expr, agg, column, eq, select, time_range
+from foursave.core.periods import Period, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.rules.records import RecordStore
-from foursave.rules.rollup import OPEN_DAYS, ROLLUP, ROLLUP_GENERATIONS
+from foursave.rules.rollup import (
+    COUNTERS,
+    OPEN_DAYS,
+    ROLLUP,
+    SCANNED,
+    days_range,
+    rollup_generation,
+)
 from foursave.rules.rows import METHOD_VERSION
 
 # derived measurement -> the tags that tell its series apart
@@ -100,6 +109,59 @@ def _series(influx: InfluxClient, measurement: str, tags: tuple[str, ...], t0: i
     )
 
 
+def _unscanned(config: Config, influx: InfluxClient, start: date, end: date) -> list:
+    """The readings of the closed days the rollup has not scanned (no ``_scanned``
+    marker of the current generation: days before data began, or a rollup behind), per
+    counter field and run of days: the ledger reads those from the readings too."""
+    generation = rollup_generation(influx)
+    zones = sorted({s.timezone for s in config.sites})
+    out: list = []
+    for tz in zones:
+        zone = zone_of(tz)
+        marker = SCANNED if len(zones) == 1 else f"{SCANNED}@{tz}"
+        lo, hi = start - timedelta(days=1), end - timedelta(days=OPEN_DAYS + 1)
+        scanned: dict[str, set[date]] = {f: set() for _, f in COUNTERS}
+        for row in influx.rows(
+            select(
+                [column("c"), column("field")],
+                ROLLUP,
+                where=[
+                    eq("device", marker),
+                    eq("generation", str(generation)),
+                    days_range(lo, hi, zone),
+                ],
+            )
+        ):
+            scanned.setdefault(row["field"], set()).add(local_date(row["time"], zone))
+        for m, f in COUNTERS:
+            runs: list[list[date]] = []
+            d = lo
+            while d < hi:
+                if d not in scanned[f]:
+                    if runs and runs[-1][1] == d:
+                        runs[-1][1] = d + timedelta(days=1)
+                    else:
+                        runs.append([d, d + timedelta(days=1)])
+                d += timedelta(days=1)
+            for a, b in runs:
+                q = select(
+                    [agg("count", f), agg("sum", f)],
+                    m,
+                    where=[days_range(a, b, zone)],
+                    group_by=["device", "source", "step_s"],
+                )
+                out.append(
+                    (
+                        tz,
+                        f,
+                        str(a),
+                        str(b),
+                        sorted(json.dumps(r, sort_keys=True) for r in influx.rows(q)),
+                    )
+                )
+    return out
+
+
 def input_fingerprint(
     config: Config, influx: InfluxClient, records: RecordStore, p: Period, y: int
 ) -> str:
@@ -111,12 +173,13 @@ def input_fingerprint(
         "config": _config_digest(config),
         "data": _data_files_digest(),
         "records": records.last_change(),
-        "generation": influx.rows(select(agg("max", "generation"), ROLLUP_GENERATIONS)),
+        "generation": rollup_generation(influx),
         "period": [p.label, t0, t1],
     }
     for m, tags in DERIVED.items():
         parts[m] = _series(influx, m, tags, t0, t1)
     for m in RAW:
         parts["raw:" + m] = _series(influx, m, ("device", "source", "step_s"), o0, o1)
+    parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
