@@ -10,11 +10,12 @@ fingerprint takes in, generously:
 * the method version, the configuration's sites and devices (and the closing rule),
   and the data files of ``rules/data`` (emission factors, tariffs);
 * the manual records' last change (the store is append-only: count and highest id);
-* what the rules engine derived from the readings, per series (count and sum of every
-  field) over the days the ledger loads (from its earliest base year) up to the
-  period's end: the ``counter_daily`` rollup (every generation) and its generation,
-  ``pv_daily``, ``bill_month``, ``bill_check``, ``pv_value_month``, ``demand_month``
-  and the ``ledger`` rows (weather normalisation is in their details);
+* what the rules engine derived from the readings, per series (count and sum of the
+  fields the report's numbers follow, or of every field): the ``counter_daily``
+  rollup (every generation) over the days the ledger loads (from its earliest base
+  year) up to the period's end, and its generation; over the report's year up to the
+  period's end, ``pv_daily``, ``bill_month``, ``bill_check``, ``pv_value_month``,
+  ``demand_month`` and the ``ledger`` rows (weather normalisation is in their details);
 * the raw readings the ledger reads from the readings on every build (count and sum
   per device and field): the period's last ``OPEN_DAYS`` days, and the closed days
   the rollup has not scanned (before data began, or a rollup behind: the rules engine
@@ -51,18 +52,33 @@ from foursave.rules.rollup import (
 )
 from foursave.rules.rows import METHOD_VERSION
 
-# derived measurement -> the tags that tell its series apart
-DERIVED = {
-    ROLLUP: ("device", "field", "generation"),
-    "pv_daily": ("site", "device"),
-    "bill_month": ("site", "plan", "tariff"),
-    "bill_check": ("site",),
-    "pv_value_month": ("site", "plan", "tariff"),
-    "demand_month": ("site", "month"),
-    "ledger": ("site", "item", "period", "granularity", "method"),
+# derived measurement -> (the tags that tell its series apart, the fields summed: None
+# for every field), over the days the ledger loads ("loaded") or the report's year
+# up to the period's end ("year")
+DERIVED: dict[str, tuple[str, tuple[str, ...], tuple[str, ...] | None]] = {
+    ROLLUP: ("loaded", ("device", "field", "generation"), ("c", "share")),
+    # the ledger's rows of the months and the year: weather normalisation is in their
+    # details (the temperatures are read from the readings at every build)
+    "ledger": (
+        "year",
+        ("site", "item", "granularity"),
+        (
+            "actual",
+            "baseline",
+            "completeness",
+            "co2e_kg",
+            "normalised_baseline_kwh",
+            "normalised_savings_rate",
+            "baseline_cv_rmse",
+        ),
+    ),
+    "pv_daily": ("year", ("site", "device"), ("e_ac_kwh", "y_r", "pr", "availability")),
+    "bill_month": ("year", ("site", "plan", "tariff"), None),
+    "bill_check": ("year", ("site",), None),
+    "pv_value_month": ("year", ("site", "plan", "tariff"), None),
+    "demand_month": ("year", ("site",), None),
 }
-RAW = ("meter", "inverter", "water", "weather")  # read from the readings for the open days
-LEAD_DAYS = 40  # before the loaded range: a billing period may start in the month before
+LEAD_DAYS = 40  # before the year: a billing period may start in the month before
 
 
 def loaded_start(config: Config, y: int) -> date:
@@ -99,10 +115,21 @@ def _bounds(config: Config, first: date, end: date) -> tuple[int, int]:
     )
 
 
-def _series(influx: InfluxClient, measurement: str, tags: tuple[str, ...], t0: int, t1: int):
-    """Per series of ``measurement`` in [t0, t1): the count and the sum of every field."""
-    fields: list[Expr] = [agg("count", "*"), agg("sum", "*")]
-    q = select(fields, measurement, where=[time_range(t0, t1)], group_by=list(tags))
+def _series(
+    influx: InfluxClient,
+    measurement: str,
+    tags: tuple[str, ...],
+    fields: tuple[str, ...] | None,
+    t0: int,
+    t1: int,
+):
+    """Per series of ``measurement`` in [t0, t1): the count and the sum of its fields."""
+    exprs: list[Expr] = (
+        [agg("count", "*"), agg("sum", "*")]
+        if fields is None
+        else [agg("count", fields[0]), *(agg("sum", f) for f in fields)]
+    )
+    q = select(exprs, measurement, where=[time_range(t0, t1)], group_by=list(tags))
     return sorted(
         (json.dumps(s.get("tags", {}), sort_keys=True), s["columns"], s["values"])
         for s in influx.query(q)
@@ -166,7 +193,10 @@ def input_fingerprint(
     config: Config, influx: InfluxClient, records: RecordStore, p: Period, y: int
 ) -> str:
     """The fingerprint of the report of ``p`` (of year ``y``)'s inputs (module doc)."""
-    t0, t1 = _bounds(config, loaded_start(config, y) - timedelta(days=LEAD_DAYS), p.end)
+    ranges = {
+        "loaded": _bounds(config, loaded_start(config, y) - timedelta(days=1), p.end),
+        "year": _bounds(config, date(y, 1, 1) - timedelta(days=LEAD_DAYS), p.end),
+    }
     o0, o1 = _bounds(config, p.end - timedelta(days=OPEN_DAYS + 1), p.end)
     parts: dict[str, object] = {
         "method": METHOD_VERSION,
@@ -174,12 +204,12 @@ def input_fingerprint(
         "data": _data_files_digest(),
         "records": records.last_change(),
         "generation": rollup_generation(influx),
-        "period": [p.label, t0, t1],
+        "period": [p.label, ranges],
     }
-    for m, tags in DERIVED.items():
-        parts[m] = _series(influx, m, tags, t0, t1)
-    for m in RAW:
-        parts["raw:" + m] = _series(influx, m, ("device", "source", "step_s"), o0, o1)
+    for m, (span, tags, fields) in DERIVED.items():
+        parts[m] = _series(influx, m, tags, fields, *ranges[span])
+    for m, f in COUNTERS:
+        parts[f"raw:{m}:{f}"] = _series(influx, m, ("device", "source", "step_s"), (f,), o0, o1)
     parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
