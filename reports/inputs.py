@@ -136,11 +136,19 @@ def _series(
     )
 
 
-def _unscanned(config: Config, influx: InfluxClient, start: date, end: date) -> list:
+def _by_measurement(counters: tuple[tuple[str, str], ...]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for m, f in counters:
+        out[m] = (*out.get(m, ()), f)
+    return out
+
+
+def _unscanned(
+    config: Config, influx: InfluxClient, start: date, end: date, generation: int
+) -> list:
     """The readings of the closed days the rollup has not scanned (no ``_scanned``
     marker of the current generation: days before data began, or a rollup behind), per
     counter field and run of days: the ledger reads those from the readings too."""
-    generation = rollup_generation(influx)
     zones = sorted({s.timezone for s in config.sites})
     out: list = []
     for tz in zones:
@@ -160,11 +168,11 @@ def _unscanned(config: Config, influx: InfluxClient, start: date, end: date) -> 
             )
         ):
             scanned.setdefault(row["field"], set()).add(local_date(row["time"], zone))
-        for m, f in COUNTERS:
+        for m, fs in _by_measurement(COUNTERS).items():
             runs: list[list[date]] = []
             d = lo
             while d < hi:
-                if d not in scanned[f]:
+                if any(d not in scanned[f] for f in fs):
                     if runs and runs[-1][1] == d:
                         runs[-1][1] = d + timedelta(days=1)
                     else:
@@ -172,20 +180,13 @@ def _unscanned(config: Config, influx: InfluxClient, start: date, end: date) -> 
                 d += timedelta(days=1)
             for a, b in runs:
                 q = select(
-                    [agg("count", f), agg("sum", f)],
+                    [agg("count", fs[0]), *(agg("sum", f) for f in fs)],
                     m,
                     where=[days_range(a, b, zone)],
                     group_by=["device", "source", "step_s"],
                 )
-                out.append(
-                    (
-                        tz,
-                        f,
-                        str(a),
-                        str(b),
-                        sorted(json.dumps(r, sort_keys=True) for r in influx.rows(q)),
-                    )
-                )
+                rows = sorted(json.dumps(r, sort_keys=True) for r in influx.rows(q))
+                out.append((tz, m, str(a), str(b), rows))
     return out
 
 
@@ -198,18 +199,19 @@ def input_fingerprint(
         "year": _bounds(config, date(y, 1, 1) - timedelta(days=LEAD_DAYS), p.end),
     }
     o0, o1 = _bounds(config, p.end - timedelta(days=OPEN_DAYS + 1), p.end)
+    generation = rollup_generation(influx)
     parts: dict[str, object] = {
         "method": METHOD_VERSION,
         "config": _config_digest(config),
         "data": _data_files_digest(),
         "records": records.last_change(),
-        "generation": rollup_generation(influx),
+        "generation": generation,
         "period": [p.label, ranges],
     }
     for m, (span, tags, fields) in DERIVED.items():
         parts[m] = _series(influx, m, tags, fields, *ranges[span])
-    for m, f in COUNTERS:
-        parts[f"raw:{m}:{f}"] = _series(influx, m, ("device", "source", "step_s"), (f,), o0, o1)
-    parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end)
+    for m, fs in _by_measurement(COUNTERS).items():
+        parts[f"raw:{m}"] = _series(influx, m, ("device", "source", "step_s"), fs, o0, o1)
+    parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end, generation)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
