@@ -614,8 +614,8 @@ def cmd_report(args) -> int:
     from datetime import datetime
 
     from foursave.core.influx import InfluxRejected, InfluxUnavailable
-    from foursave.reports import render
-    from foursave.reports.build import ReportUnchanged, report_for
+    from foursave.reports.build import ReportUnchanged
+    from foursave.reports.cache import report_file
 
     cfg = _load(args.config)
     if args.month is not None and not 1 <= args.month <= 12:
@@ -624,7 +624,8 @@ def cmd_report(args) -> int:
     try:
         with app.stores(cfg) as (influx, records, store):
             now = datetime.fromtimestamp(app.clock(cfg, "api").time()).astimezone()
-            data = report_for(
+            # from the report store while a frozen revision's inputs are unchanged
+            data = report_file(
                 cfg,
                 influx,
                 records,
@@ -632,10 +633,12 @@ def cmd_report(args) -> int:
                 args.year,
                 args.month,
                 now,
+                args.format,
+                args.lang,
                 recompute_reason=args.recompute,
                 by=args.by,
             )
-            body, _, filename = render(data, args.format, args.lang)
+            body, filename = data.body, data.filename
     except (ReportUnchanged, ValueError) as exc:
         print(f"foursave report: {exc}", file=sys.stderr)
         return 2

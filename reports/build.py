@@ -56,6 +56,8 @@ CONTRACT_MARGIN_PCT = 0.0
 # the optional sections a report computed now carries (ReportData.sections)
 SECTIONS = ("contracts", "pv_value")
 
+BUILDS = [0]  # reports built in this process (the cache's tests count them)
+
 
 class ReportUnchanged(Exception):
     """A recomputation was asked for but no number would change."""
@@ -332,6 +334,7 @@ def build_report(
     now: datetime,
 ) -> ReportData:
     """The report as the data stands now (not stored: see :func:`report_for`)."""
+    BUILDS[0] += 1
     p = period_of(y, m)
     tariffs = load_tariffs()
     ledger = Ledger(config, influx, records, ManualClock(now.timestamp()))
@@ -426,6 +429,15 @@ def is_closed(p: Period, today: date, close_after_days: int) -> bool:
     return today >= p.end + timedelta(days=close_after_days)
 
 
+def report_today(config: Config, p: Period, now: datetime) -> tuple[datetime, date, bool]:
+    """``now`` in the sites' zone (UTC if they have several), the earliest local today
+    and whether ``p`` is closed by then (see :func:`report_for`)."""
+    zones = {s.timezone for s in config.sites}
+    now = now.astimezone(zone(zones.pop()) if len(zones) == 1 else UTC)
+    today = min(local_date(now.timestamp() * 1000, s.timezone) for s in config.sites)
+    return now, today, is_closed(p, today, config.services.api.close_after_days)
+
+
 def report_for(
     config: Config,
     influx: InfluxClient,
@@ -444,11 +456,9 @@ def report_for(
     and ``generated_at`` is written in the sites' zone, or in UTC if they have several.
     """
     p = period_of(y, m)
-    zones = {s.timezone for s in config.sites}
-    now = now.astimezone(zone(zones.pop()) if len(zones) == 1 else UTC)
-    today = min(local_date(now.timestamp() * 1000, s.timezone) for s in config.sites)
+    now, _, closed = report_today(config, p, now)
     fresh = build_report(config, influx, records, y, m, now)
-    if not is_closed(p, today, config.services.api.close_after_days):
+    if not closed:
         if recompute_reason:
             raise ReportUnchanged(
                 f"{p.label} is still open: its report is recomputed on every request"

@@ -16,6 +16,19 @@ CREATE TABLE IF NOT EXISTS reports (
     reason TEXT, fingerprint TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (period, revision)
 );
+-- the inputs' fingerprint (reports/inputs.py) a revision was last checked against, and
+-- the later-data note it gave then (NULL: none): unchanged inputs, unchanged answer
+CREATE TABLE IF NOT EXISTS report_checks (
+    period TEXT NOT NULL, revision INTEGER NOT NULL, inputs TEXT NOT NULL, note TEXT,
+    PRIMARY KEY (period, revision)
+);
+-- a revision's rendered files: per note (variant), format, language and renderer code
+CREATE TABLE IF NOT EXISTS report_files (
+    period TEXT NOT NULL, revision INTEGER NOT NULL, variant TEXT NOT NULL,
+    format TEXT NOT NULL, lang TEXT NOT NULL, renderer TEXT NOT NULL,
+    media_type TEXT NOT NULL, filename TEXT NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (period, revision, variant, format, lang, renderer)
+);
 """
 
 
@@ -31,6 +44,58 @@ class ReportStore:
             "SELECT data FROM reports WHERE period=? ORDER BY revision DESC LIMIT 1", (period,)
         ).fetchone()
         return ReportData.from_dict(json.loads(row[0])) if row else None
+
+    def head(self, period: str) -> tuple[int, str] | None:
+        """The latest revision of ``period`` and its fingerprint, without its data."""
+        row = self.db.execute(
+            "SELECT revision, fingerprint FROM reports WHERE period=? "
+            "ORDER BY revision DESC LIMIT 1",
+            (period,),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def check(self, period: str, revision: int) -> tuple[str, str | None] | None:
+        """(inputs fingerprint, later-data note) the revision was last checked with."""
+        row = self.db.execute(
+            "SELECT inputs, note FROM report_checks WHERE period=? AND revision=?",
+            (period, revision),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def save_check(self, period: str, revision: int, inputs: str, note: str | None) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO report_checks VALUES (?,?,?,?)",
+                (period, revision, inputs, note),
+            )
+
+    def file(
+        self, period: str, revision: int, variant: str, fmt: str, lang: str, renderer: str
+    ) -> tuple[bytes, str, str] | None:
+        """A rendered file of the revision: (bytes, media type, file name)."""
+        row = self.db.execute(
+            "SELECT body, media_type, filename FROM report_files WHERE period=? AND "
+            "revision=? AND variant=? AND format=? AND lang=? AND renderer=?",
+            (period, revision, variant, fmt, lang, renderer),
+        ).fetchone()
+        return (bytes(row[0]), row[1], row[2]) if row else None
+
+    def save_file(
+        self,
+        period: str,
+        revision: int,
+        variant: str,
+        fmt: str,
+        lang: str,
+        renderer: str,
+        rendered: tuple[bytes, str, str],
+    ) -> None:
+        body, media_type, filename = rendered
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO report_files VALUES (?,?,?,?,?,?,?,?,?)",
+                (period, revision, variant, fmt, lang, renderer, media_type, filename, body),
+            )
 
     def save(self, data: ReportData) -> None:
         self.db.execute(

@@ -192,6 +192,12 @@ class RecordStore:
             out = [r for r in out if r.period in wanted]
         return out
 
+    def last_change(self) -> tuple[int, int]:
+        """(number of records, highest id): the store is append-only (a correction is a
+        new record), so this changes with every record entered (a report's inputs)."""
+        n, top = self.db.execute("SELECT count(*), coalesce(max(id), 0) FROM records").fetchone()
+        return int(n), int(top)
+
     def totals(self, site: str, periods: Iterable[str], kind: str) -> float | None:
         """Sum of ``kind`` over ``periods`` from records in force (None: no record)."""
         rs = [r for r in self.current(site, periods) if r.kind == kind]

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from foursave.api.deps import TOO_MANY, ReportMaker, State, Throttled
-from foursave.reports import render
-from foursave.reports.build import ReportUnchanged, report_for
+from foursave.reports.build import ReportUnchanged
+from foursave.reports.cache import ReportFile, report_file
 
 router = APIRouter(prefix="/api/v1", tags=["reports"])
 
@@ -32,26 +32,37 @@ class Recompute(BaseModel):
     reason: str = Field(min_length=5, max_length=500, description="why the numbers are redone")
 
 
-def _file(data, fmt: str, lang: str, status_code: int = 200) -> Response:
-    body, media_type, filename = render(data, fmt, lang)
+def _file(f: ReportFile, status_code: int = 200) -> Response:
     return Response(
-        body,
+        f.body,
         status_code=status_code,
-        media_type=media_type,
+        media_type=f.media_type,
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "X-Report-Revision": str(data.revision),
-            "X-Report-Fingerprint": data.fingerprint,
+            "Content-Disposition": f'attachment; filename="{f.filename}"',
+            "X-Report-Revision": str(f.revision),
+            "X-Report-Fingerprint": f.fingerprint,
+            # "cache": a frozen revision answered from the report store (inputs unchanged)
+            "X-Report-Source": f.source,
         },
     )
 
 
-def _report(state, year: int, month: int | None, **kw):
-    """The report as ``report_for`` decides it; one at a time (it may store a revision)."""
+def _report(state, year: int, month: int | None, fmt: str, lang: str, **kw) -> ReportFile:
+    """The report file as ``report_for`` decides it, from the report store while a frozen
+    revision's inputs are unchanged (reports/cache.py); one at a time (it may store)."""
     now = datetime.fromtimestamp(state.clock.time()).astimezone()
     with state.write_lock:
-        return report_for(
-            state.config, state.influx, state.records, state.reports, year, month, now, **kw
+        return report_file(
+            state.config,
+            state.influx,
+            state.records,
+            state.reports,
+            year,
+            month,
+            now,
+            fmt,
+            lang,
+            **kw,
         )
 
 
@@ -86,8 +97,8 @@ def get_report(
 ) -> Response:
     """The monthly or annual report; a closed period's report is frozen (issued once,
     then the same on every request)."""
-    data = _report(state, year, month)  # the first request of a closed period issues rev 1
-    return _file(data, format, lang)
+    # the first request of a closed period issues rev 1
+    return _file(_report(state, year, month, format, lang))
 
 
 @router.post(
@@ -106,7 +117,7 @@ def recompute_report(
     """Issue a new revision of a closed period's report from the data as it is now;
     the reason is printed on it.  409 if no number would change."""
     try:
-        data = _report(state, year, month, recompute_reason=body.reason, by=who.name)
+        f = _report(state, year, month, format, lang, recompute_reason=body.reason, by=who.name)
     except ReportUnchanged as exc:
         raise HTTPException(409, str(exc)) from None
-    return _file(data, format, lang, status_code=201)
+    return _file(f, status_code=201)
