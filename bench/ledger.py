@@ -118,7 +118,7 @@ def main() -> int:
             t_bare.append(timed(lambda: grouped("last"))[0])
             t_count.append(timed(lambda: grouped("count"))[0])
             influx.sent = []
-            dt, rows = timed(ledger)
+            dt, _ = timed(ledger)
             t_ledger.append(dt)
             raw_warm = influx.raw()
         b = statistics.median(t_bare)
@@ -145,9 +145,14 @@ def main() -> int:
             print(f"{what:58} {s * 1000:8.0f} {s / b:6.2f}")
 
         line("bare aggregation (last per device-day, 4 counters)", b)
-        line("per-day count of every counter (late-data check, not used)", statistics.median(t_count))
+        line(
+            "per-day count of every counter (late-data check, not used)", statistics.median(t_count)
+        )
         line("annual ledger, cold (first run, builds the rollup)", t_cold)
-        line(f"annual ledger, warm (median of {args.repeat}; goal <= 0.30)", statistics.median(t_ledger))
+        line(
+            f"annual ledger, warm (median of {args.repeat}; goal <= 0.30)",
+            statistics.median(t_ledger),
+        )
         line("pv_days, cold (recomputed from the raw data)", t_pv_cold)
         line(f"pv_days, warm (median of {args.repeat})", p)
         print(

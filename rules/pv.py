@@ -18,6 +18,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ from foursave.core.clock import Clock
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import Cond, agg, column, eq, every, select, time_range
-from foursave.core.periods import ZoneLike, bounds_ms, day_start, day_start_ms, local_date
+from foursave.core.periods import ZoneLike, bounds_ms, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
 from foursave.rules import formulas
@@ -240,7 +241,7 @@ class _Days:
     times, values), numpy arrays (no per device-day pandas slicing)."""
 
     def __init__(self, s: pd.Series | None, zone: tzinfo):
-        self.days: dict[date, tuple[np.ndarray, np.ndarray]] = {}
+        self.days: dict[date, tuple[Any, Any]] = {}  # numpy arrays
         if s is None or not len(s):
             return
         ms = s.index.as_unit("ms").asi8
@@ -250,7 +251,7 @@ class _Days:
         for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(keys)], strict=True):
             self.days[keys[lo]] = (ms[lo:hi], vals[lo:hi])
 
-    def get(self, day: date) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, day: date) -> tuple[Any, Any] | None:
         return self.days.get(day)
 
 
@@ -316,7 +317,7 @@ def _compute(
                 grid = np.arange(g_ms[0], g_ms[-1] + 1, 900_000, dtype=np.int64)
                 sun = g[np.searchsorted(g_ms, grid, side="right") - 1]
                 # every sunny block counts: one without power data is not producing
-                pw = np.zeros(len(grid))
+                pw: Any = np.zeros(len(grid))
                 pd_ = power.get(day) if power is not None else None
                 if pd_ is not None:
                     pos = np.searchsorted(pd_[0], grid)
@@ -364,17 +365,6 @@ def _state_minutes(
         step = float(r.get("step_s") or 0) or intervals.get(r["device"], 60.0)
         out[(r["device"], local_date(r["time"], zone))] += r["n"] * step / 60
     return dict(out)
-
-
-def _day(s: pd.Series | None, day: date) -> pd.Series | None:
-    if s is None:
-        return None
-    # label slicing on the sorted local index: O(log n), not a comparison per row; the
-    # local day is 23 or 25 hours long where the clocks change
-    start = pd.Timestamp(day_start(day, s.index.tz))
-    end = pd.Timestamp(day_start(day + timedelta(days=1), s.index.tz))
-    part = s.loc[start : end - pd.Timedelta(microseconds=1)]
-    return part if len(part) else None
 
 
 def _transpose(site: Site, ghi: pd.Series | None, tilt: float, az: float) -> pd.Series | None:

@@ -294,20 +294,20 @@ def _zone_quantities(
                 else:
                     for i in range(0, len(lines), 5000):
                         influx.write(lines[i : i + 5000])
-        for dev, days in per.items():
+        for dev, pdays in per.items():
             dd = DeviceDays()
-            ordered = sorted(days)
+            ordered = sorted(pdays)
             for i, day in enumerate(ordered):
                 if day < start:
                     continue
-                c = days[day][0]
+                c = pdays[day][0]
                 if i:
-                    c_prev = days[ordered[i - 1]][0]  # after a gap: the energy lands here
+                    c_prev = pdays[ordered[i - 1]][0]  # after a gap: the energy lands here
                 else:  # the first day of data (commissioning): from its first reading
-                    f = days[day][2]
+                    f0 = pdays[day][2]
                     c_prev = (
-                        f
-                        if f is not None
+                        f0
+                        if f0 is not None
                         else _first(influx, measurement, fname, dev, day, zone, c)
                     )
                 if c < c_prev:
@@ -318,7 +318,7 @@ def _zone_quantities(
                         continue  # stepped back (replaced meter? rewritten history?): unknown
                 else:
                     dd.quantity[day] = c - c_prev
-                dd.completeness[day] = days[day][1]
+                dd.completeness[day] = pdays[day][1]
                 if day in scanned:
                     dd.scanned[day] = scanned[day]
             out[(dev, fname)] = dd
