@@ -7,10 +7,18 @@ day's) count the energy since the reset and are flagged.  Days become months and
 in the ledger (``rules/ledger.py``), not here.
 
 Closed days are kept in the ``counter_daily`` rollup (per device, counter field and
-local day: the counter at the day's end and the share of expected readings, plus a
-``_scanned`` marker per day that had data), so a second pass reads a few thousand rows
-instead of every reading.  After late data for past days (a backfill into the past)
-the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
+local day: the counter at the day's end, the share of expected readings and the day's
+first reading, plus a ``_scanned`` marker with the scan's time for every closed day a
+scan went over, with data or without), so a second pass reads a few thousand rows
+instead of every reading, and no raw reading older than the open days: the days
+before a device's first reading are known to be empty, and only runs of days really
+missing are scanned.  Late data for a closed day is noticed by the ``late_data``
+markers the ingester and ``foursave backfill`` write (``core/late.py``; the newest
+handled is kept in ``counter_daily_late_seen``): its days are scanned again, once.
+Comparing every day's reading count with the rollup's would notice any late point but
+costs as much as the aggregation itself (``bench/ledger.py``: 0.97-1.06x the bare
+query), so it is not done on each pass.  After data written past the markers (by
+hand) the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
 
 A rebuild cannot DROP or DELETE: InfluxDB 3 serves neither over InfluxQL.  Rewriting
 the points in place is not enough either: InfluxDB overwrites a point with the same
