@@ -35,6 +35,7 @@ from foursave.collector.ack import ack_key, encode_acks
 from foursave.core.clock import Clock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
+from foursave.core.late import late_marker
 from foursave.core.mqtt import connect, mqtt_client, refusal
 from foursave.core.reading import (
     INT_MAX,
@@ -469,6 +470,7 @@ class Ingester:
                 lines.append(line)
                 owners.append(msg)
         self._write(lines, owners)  # returns only when stored (or dead-lettered)
+        self._mark_late()
         self._save_seq_state()
         for msg in batch:
             if msg.connection != self.connection:
@@ -479,6 +481,21 @@ class Ingester:
         self.batches += 1
         if self.on_batch:
             self.on_batch(self._batch_ts)
+
+    def _mark_late(self) -> None:
+        """After a batch is stored: a ``late_data`` marker when it held readings older
+        than a day, which may fall on a day the rollup has closed (core/late.py)."""
+        line = late_marker((ts for ts, _ in self._batch_ts), int(self.clock.time() * 1000))
+        if line is None:
+            return
+        try:
+            self.influx.write([line])
+        except (InfluxUnavailable, InfluxRejected) as exc:
+            log.warning(
+                "late readings stored, their late_data marker not (%s): the rollup will not "
+                "notice them; run foursave rules --once --rebuild",
+                exc,
+            )
 
     def _confirm_dead_letter(self, msg: Message) -> None:
         """A collector's reading that ends in the dead-letter store is confirmed too:

@@ -44,6 +44,7 @@ from foursave.rules.records import RecordStore
 from foursave.rules.rollup import (
     DeviceDays,
     daily_quantities,
+    site_daily_means,
 )
 from foursave.rules.rows import METHOD_VERSION, LedgerRow
 
@@ -71,7 +72,13 @@ class Ledger:
         """Fetch the daily quantities once for every period computed afterwards."""
         self._days = daily_quantities(self.influx, self.config, start, end, clock=self.clock)
         self._loaded = (start, end)
-        self._temps = normalise.daily_temps(self.influx, self.config.sites, start, end)
+        # daily mean outdoor temperatures (weather normalisation), through the rollup too
+        self._temps = {
+            s.id: site_daily_means(
+                self.influx, s.id, s.timezone, "weather", "ambient_temp_c", start, end, self.clock
+            )
+            for s in self.config.sites
+        }
 
     # ------------------------------------------------------------------ rows
     def rows(self, periods: list[Period]) -> list[LedgerRow]:

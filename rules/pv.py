@@ -18,6 +18,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +27,12 @@ import pvlib
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device, Site
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Cond, agg, eq, every, select, time_range
-from foursave.core.periods import ZoneLike, bounds_ms, day_start, day_start_ms, local_date
+from foursave.core.influxql import Cond, agg, column, eq, every, select, time_range
+from foursave.core.periods import ZoneLike, bounds_ms, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
 from foursave.rules import formulas
-from foursave.rules.rollup import daily_quantities
+from foursave.rules.rollup import _runs, daily_quantities
 
 SANDIA_DELTA_T_C = 3.0  # cell minus back-of-module at 1,000 W/m² (open rack)
 SYSTEM_LOSSES = 0.14  # PVWatts default
@@ -57,6 +58,7 @@ class PvDay:
     clear_day: bool = False
     peer_ratio: float | None = None
     labels: list[str] = field(default_factory=list)
+    rollup_at_ms: float | None = None  # the counter_daily scan the day's energy came from
 
 
 def array_of(d: Device, site: Site, n_inverters: int):
@@ -99,83 +101,245 @@ def _hourly(influx: InfluxClient, q: str, zone: tzinfo) -> dict[str, pd.Series]:
     return out
 
 
+PV_DAILY = "pv_daily"
+# pv_daily fields read back for a closed day (pv_lines writes them)
+_STORED = (
+    "e_ac_kwh",
+    "p0_kwp",
+    "y_f",
+    "y_r",
+    "pr",
+    "pr_temp",
+    "expected_kwh",
+    "availability",
+    "clipping_min",
+    "outage_min",
+    "clear_day",
+    "peer_ratio",
+    "incomplete_data",
+    "rollup_at_ms",
+)
+
+
 def pv_days(
-    config: Config, influx: InfluxClient, start: date, end: date, clock: Clock | None = None
+    config: Config,
+    influx: InfluxClient,
+    start: date,
+    end: date,
+    clock: Clock | None = None,
+    stored: bool = True,
 ) -> list[PvDay]:
-    """Per inverter and local day of its site in [start, end)."""
+    """Per inverter and local day of its site in [start, end).
+
+    A closed day whose ``pv_daily`` rows were computed from the rollup's current scan
+    of that day (field ``rollup_at_ms``, the day's scanned mark in ``counter_daily``)
+    is read back as written; the other days (open days, days not yet written, days
+    rescanned for late data or after a rebuild) are computed from the readings, only
+    over their own runs of days.  ``stored=False``: every day computed."""
     out: list[PvDay] = []
     energy = daily_quantities(influx, config, start, end, clock=clock)
     for site in config.sites:
-        zone = zone_of(site.timezone)
         invs = [d for d in config.devices if d.site == site.id and d.kind == "inverter"]
         if not invs:
             continue
-        t0, t1 = bounds_ms(start, end, zone)
-        rng = time_range(t0, t1)
-        poa = _means(influx, site, rng, "weather", "poa_irradiance_wm2", "1h").get(site.id)
-        ghi = _means(influx, site, rng, "weather", "ghi_wm2", "1h").get(site.id)
-        tmod = _means(influx, site, rng, "weather", "module_temp_c", "1h").get(site.id)
-        p15 = _means(influx, site, rng, "inverter", "ac_power_w", "15m")
-        intervals = {d.id: d.interval_s for d in config.devices}
-        clip = _state_minutes(influx, site, rng, 5, intervals)
-        fault = _state_minutes(influx, site, rng, 7, intervals)
-        clear_days = _clear_days(site, ghi, zone)
+        arrays = {d.id: array_of(d, site, len(invs)) for d in invs}
+        kept = _stored(influx, site, start, end) if stored else {}
+        mine: list[PvDay] = []
+        need: set[date] = set()
         for d in invs:
-            arr = array_of(d, site, len(invs))
-            if arr is None:
-                continue
-            p0, tilt, az, gamma = arr
-            plane = poa if poa is not None else _transpose(site, ghi, tilt, az)
             dd = energy.get((d.id, "ac_energy_wh"))
-            if dd is None:
+            arr = arrays[d.id]
+            if dd is None or arr is None:
                 continue
-            for day, wh in sorted(dd.quantity.items()):
-                kwh = wh / 1000
-                row = PvDay(site.id, d.id, day, kwh, p0, formulas.final_yield(kwh, p0))
-                g = _day(plane, day)
-                if g is not None and g.sum() > 0:
-                    row.y_r = formulas.reference_yield(g.sum() / 1000)  # hourly means x 1 h
-                    row.pr = formulas.performance_ratio(row.y_f, row.y_r)
-                    t = _day(tmod, day)
-                    if t is not None and len(t) == len(g):
-                        t_cell = t.to_numpy() + SANDIA_DELTA_T_C * g.to_numpy() / 1000
-                        row.pr_temp = formulas.temperature_corrected_pr(
-                            kwh, p0, g.to_numpy(), t_cell, gamma, 1.0
-                        )
-                        # pvlib's PVWatts DC model on the measured weather, less system losses
-                        dc_w = pvlib.pvsystem.pvwatts_dc(g.to_numpy(), t_cell, p0 * 1000, gamma)
-                        row.expected_kwh = float(np.sum(dc_w)) / 1000 * (1 - SYSTEM_LOSSES)
-                    pw = _day(p15.get(d.id), day)
-                    g15 = g.resample("15min").ffill() if len(g) else g
-                    if len(g15):
-                        # every sunny block counts: one without power data is not producing
-                        sun = g15
-                        pw = (
-                            (pw if pw is not None else pd.Series(dtype=float))
-                            .reindex(sun.index)
-                            .fillna(0)
-                        )
-                        try:
-                            row.availability = formulas.availability(
-                                pw.to_numpy() > 0, sun.to_numpy()
-                            )
-                        except formulas.FormulaError:
-                            row.availability = None
-                        row.outage_min = 15.0 * float(
-                            ((pw.to_numpy() <= 0) & (sun.to_numpy() > 50)).sum()
-                        )
-                row.clipping_min = clip.get((d.id, day), 0.0)
-                row.outage_min = max(row.outage_min, fault.get((d.id, day), 0.0))
-                row.clear_day = day in clear_days
-                if dd.completeness.get(day, 1.0) < 0.95:  # a gap's energy lands here: not a PR
-                    row.pr = row.pr_temp = None
-                    row.labels.append("incomplete data")
-                if row.clipping_min:
-                    row.labels.append("clipping")
-                if row.outage_min:
-                    row.labels.append("outage")
-                out.append(row)
-        _peers(out, site.id)
+            for day in dd.quantity:
+                row = kept.get((d.id, day))
+                at = dd.scanned.get(day)
+                if (
+                    row is not None
+                    and at is not None
+                    and row.rollup_at_ms == at
+                    and row.p0_kwp == arr[0]
+                ):
+                    mine.append(row)
+                else:
+                    need.add(day)
+        if need:
+            mine = [r for r in mine if r.day not in need]  # a day is computed for every inverter
+            computed: list[PvDay] = []
+            for first, last in _runs(sorted(need)):
+                computed += _compute(
+                    config,
+                    influx,
+                    site,
+                    invs,
+                    arrays,
+                    energy,
+                    first,
+                    last + timedelta(days=1),
+                    need,
+                )
+            _peers(computed, site.id)
+            mine += computed
+        out += sorted(mine, key=lambda r: (r.day, r.device))
+    return out
+
+
+def _stored(
+    influx: InfluxClient, site: Site, start: date, end: date
+) -> dict[tuple[str, date], PvDay]:
+    """The site's ``pv_daily`` rows in [start, end) as :class:`PvDay` (labels as
+    :func:`pv_days` gives them), by (device, day)."""
+    zone = zone_of(site.timezone)
+    t0, t1 = bounds_ms(start, end, zone)
+    out: dict[tuple[str, date], PvDay] = {}
+    q = select(
+        [column(f) for f in _STORED] + [column("device")],
+        PV_DAILY,
+        where=[eq("site", site.id), time_range(t0, t1)],
+    )
+    for r in influx.rows(q):
+        if r.get("rollup_at_ms") is None or r.get("e_ac_kwh") is None or r.get("p0_kwp") is None:
+            continue  # written before pv_daily named its scan: computed again
+        row = PvDay(
+            site.id,
+            r["device"],
+            local_date(r["time"], zone),
+            r["e_ac_kwh"],
+            r["p0_kwp"],
+            r["y_f"],
+            y_r=r.get("y_r"),
+            pr=r.get("pr"),
+            pr_temp=r.get("pr_temp"),
+            expected_kwh=r.get("expected_kwh"),
+            availability=r.get("availability"),
+            clipping_min=r.get("clipping_min") or 0.0,
+            outage_min=r.get("outage_min") or 0.0,
+            clear_day=bool(r.get("clear_day")),
+            peer_ratio=r.get("peer_ratio"),
+            rollup_at_ms=r["rollup_at_ms"],
+        )
+        if r.get("incomplete_data"):
+            row.labels.append("incomplete data")
+        if row.clipping_min:
+            row.labels.append("clipping")
+        if row.outage_min:
+            row.labels.append("outage")
+        if (
+            row.clear_day
+            and row.peer_ratio is not None
+            and row.peer_ratio < PEER_LOW
+            and not row.outage_min
+            and not row.clipping_min
+        ):
+            row.labels.append("under-performing vs peers")
+        out[(row.device, row.day)] = row
+    return out
+
+
+class _Days:
+    """An hourly (or 15-minute) series split by local day once: day -> (epoch-ms
+    times, values), numpy arrays (no per device-day pandas slicing)."""
+
+    def __init__(self, s: pd.Series | None, zone: tzinfo):
+        self.days: dict[date, tuple[Any, Any]] = {}  # numpy arrays
+        if s is None or not len(s):
+            return
+        ms = s.index.as_unit("ms").asi8
+        keys = np.asarray(s.index.tz_convert(zone).date)
+        vals = s.to_numpy(dtype=float)
+        cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(keys)], strict=True):
+            self.days[keys[lo]] = (ms[lo:hi], vals[lo:hi])
+
+    def get(self, day: date) -> tuple[Any, Any] | None:
+        return self.days.get(day)
+
+
+def _compute(
+    config: Config,
+    influx: InfluxClient,
+    site: Site,
+    invs: list[Device],
+    arrays: dict,
+    energy: dict,
+    start: date,
+    end: date,
+    need: set[date],
+) -> list[PvDay]:
+    """Rows for the days in ``need`` within [start, end), from the readings."""
+    zone = zone_of(site.timezone)
+    t0, t1 = bounds_ms(start, end, zone)
+    rng = time_range(t0, t1)
+    poa = _means(influx, site, rng, "weather", "poa_irradiance_wm2", "1h").get(site.id)
+    ghi = _means(influx, site, rng, "weather", "ghi_wm2", "1h").get(site.id)
+    tmod = _Days(_means(influx, site, rng, "weather", "module_temp_c", "1h").get(site.id), zone)
+    p15 = {
+        k: _Days(v, zone)
+        for k, v in _means(influx, site, rng, "inverter", "ac_power_w", "15m").items()
+    }
+    intervals = {d.id: d.interval_s for d in config.devices}
+    clip = _state_minutes(influx, site, rng, 5, intervals)
+    fault = _state_minutes(influx, site, rng, 7, intervals)
+    clear_days = _clear_days(site, ghi, zone)
+    planes: dict[tuple[float, float], _Days] = {}
+    out: list[PvDay] = []
+    for d in invs:
+        arr = arrays[d.id]
+        dd = energy.get((d.id, "ac_energy_wh"))
+        if arr is None or dd is None:
+            continue
+        p0, tilt, az, gamma = arr
+        key = (tilt, az)
+        if key not in planes:
+            planes[key] = _Days(poa if poa is not None else _transpose(site, ghi, tilt, az), zone)
+        plane = planes[key]
+        power = p15.get(d.id)
+        for day, wh in sorted(dd.quantity.items()):
+            if day not in need or not start <= day < end:
+                continue
+            kwh = wh / 1000
+            row = PvDay(site.id, d.id, day, kwh, p0, formulas.final_yield(kwh, p0))
+            row.rollup_at_ms = dd.scanned.get(day)
+            gd = plane.get(day)
+            if gd is not None and gd[1].sum() > 0:
+                g_ms, g = gd
+                row.y_r = formulas.reference_yield(g.sum() / 1000)  # hourly means x 1 h
+                row.pr = formulas.performance_ratio(row.y_f, row.y_r)
+                td = tmod.get(day)
+                if td is not None and len(td[1]) == len(g):
+                    t_cell = td[1] + SANDIA_DELTA_T_C * g / 1000
+                    row.pr_temp = formulas.temperature_corrected_pr(kwh, p0, g, t_cell, gamma, 1.0)
+                    # pvlib's PVWatts DC model on the measured weather, less system losses
+                    dc_w = pvlib.pvsystem.pvwatts_dc(g, t_cell, p0 * 1000, gamma)
+                    row.expected_kwh = float(np.sum(dc_w)) / 1000 * (1 - SYSTEM_LOSSES)
+                # the hour's irradiance over its four 15-minute blocks, from the day's
+                # first hour to its last (each block: the hour at or before it)
+                grid = np.arange(g_ms[0], g_ms[-1] + 1, 900_000, dtype=np.int64)
+                sun = g[np.searchsorted(g_ms, grid, side="right") - 1]
+                # every sunny block counts: one without power data is not producing
+                pw: Any = np.zeros(len(grid))
+                pd_ = power.get(day) if power is not None else None
+                if pd_ is not None:
+                    pos = np.searchsorted(pd_[0], grid)
+                    ok = pos < len(pd_[0])
+                    ok[ok] = pd_[0][pos[ok]] == grid[ok]
+                    pw[ok] = np.nan_to_num(pd_[1][pos[ok]])
+                try:
+                    row.availability = formulas.availability(pw > 0, sun)
+                except formulas.FormulaError:
+                    row.availability = None
+                row.outage_min = 15.0 * float(((pw <= 0) & (sun > 50)).sum())
+            row.clipping_min = clip.get((d.id, day), 0.0)
+            row.outage_min = max(row.outage_min, fault.get((d.id, day), 0.0))
+            row.clear_day = day in clear_days
+            if dd.completeness.get(day, 1.0) < 0.95:  # a gap's energy lands here: not a PR
+                row.pr = row.pr_temp = None
+                row.labels.append("incomplete data")
+            if row.clipping_min:
+                row.labels.append("clipping")
+            if row.outage_min:
+                row.labels.append("outage")
+            out.append(row)
     return out
 
 
@@ -201,17 +365,6 @@ def _state_minutes(
         step = float(r.get("step_s") or 0) or intervals.get(r["device"], 60.0)
         out[(r["device"], local_date(r["time"], zone))] += r["n"] * step / 60
     return dict(out)
-
-
-def _day(s: pd.Series | None, day: date) -> pd.Series | None:
-    if s is None:
-        return None
-    # label slicing on the sorted local index: O(log n), not a comparison per row; the
-    # local day is 23 or 25 hours long where the clocks change
-    start = pd.Timestamp(day_start(day, s.index.tz))
-    end = pd.Timestamp(day_start(day + timedelta(days=1), s.index.tz))
-    part = s.loc[start : end - pd.Timedelta(microseconds=1)]
-    return part if len(part) else None
 
 
 def _transpose(site: Site, ghi: pd.Series | None, tilt: float, az: float) -> pd.Series | None:
@@ -290,5 +443,8 @@ def pv_lines(rows: list[PvDay], tz: ZoneLike) -> list[str]:
             v = getattr(r, k)
             if v is not None:
                 fields[k] = float(v)
-        lines.append(to_line("pv_daily", {"site": r.site, "device": r.device}, fields, ts))
+        if r.rollup_at_ms is not None:  # a closed day: read back while the scan stands
+            fields["rollup_at_ms"] = float(r.rollup_at_ms)
+            fields["incomplete_data"] = "incomplete data" in r.labels
+        lines.append(to_line(PV_DAILY, {"site": r.site, "device": r.device}, fields, ts))
     return lines

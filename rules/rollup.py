@@ -7,10 +7,18 @@ day's) count the energy since the reset and are flagged.  Days become months and
 in the ledger (``rules/ledger.py``), not here.
 
 Closed days are kept in the ``counter_daily`` rollup (per device, counter field and
-local day: the counter at the day's end and the share of expected readings, plus a
-``_scanned`` marker per day that had data), so a second pass reads a few thousand rows
-instead of every reading.  After late data for past days (a backfill into the past)
-the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
+local day: the counter at the day's end, the share of expected readings and the day's
+first reading, plus a ``_scanned`` marker with the scan's time for every closed day a
+scan went over, with data or without), so a second pass reads a few thousand rows
+instead of every reading, and no raw reading older than the open days: the days
+before a device's first reading are known to be empty, and only runs of days really
+missing are scanned.  Late data for a closed day is noticed by the ``late_data``
+markers the ingester and ``foursave backfill`` write (``core/late.py``; the newest
+handled is kept in ``counter_daily_late_seen``): its days are scanned again, once.
+Comparing every day's reading count with the rollup's would notice any late point but
+costs as much as the aggregation itself (``bench/ledger.py``: 0.97-1.06x the bare
+query), so it is not done on each pass.  After data written past the markers (by
+hand) the rollup is rebuilt: :func:`rebuild_rollup`, ``foursave rules --once --rebuild``.
 
 A rebuild cannot DROP or DELETE: InfluxDB 3 serves neither over InfluxQL.  Rewriting
 the points in place is not enough either: InfluxDB overwrites a point with the same
@@ -32,6 +40,7 @@ engine's (logged once).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
@@ -39,7 +48,8 @@ from datetime import date, timedelta, tzinfo
 from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Cond, agg, column, eq, every, select, time_range
+from foursave.core.influxql import Cond, agg, column, eq, every, select, tag_in, time_range
+from foursave.core.late import LATE
 from foursave.core.periods import ZoneLike, day_start_ms, local_date, today
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
@@ -63,6 +73,8 @@ class DeviceDays:
     quantity: dict[date, float] = field(default_factory=dict)
     completeness: dict[date, float] = field(default_factory=dict)
     resets: list[date] = field(default_factory=list)
+    # closed days: when the rollup scanned them (pv_daily rows name the scan they used)
+    scanned: dict[date, float] = field(default_factory=dict)
 
 
 def days_range(start: date, end: date, tz: tzinfo) -> Cond:
@@ -85,20 +97,22 @@ def _raw_days(
     end: date,
     zone: tzinfo,
     tz: str,
-) -> dict[str, dict[date, tuple[float, float]]]:
-    """Device -> day -> (counter at the day's end, share of expected readings), from
-    the raw points (one aggregation pass per selector, pushed into InfluxDB).  Days are
-    local days in ``zone`` (named ``tz``): 23 or 25 hours long where the clocks change,
-    and as many readings are expected as the day has seconds."""
+) -> dict[str, dict[date, tuple[float, float, float]]]:
+    """Device -> day -> (counter at the day's end, share of expected readings, the
+    day's first reading), from the raw points (one aggregation pass per selector,
+    pushed into InfluxDB).  Days are local days in ``zone`` (named ``tz``): 23 or 25
+    hours long where the clocks change, and as many readings are expected as the day
+    has seconds.  The first reading is the lowest first of the day's series (live and
+    backfilled): a counter's earliest reading is its lowest."""
     intervals = {d.id: d.interval_s for d in config.devices}
     q = select(
-        [agg("last", fname, "c"), agg("count", fname, "n")],
+        [agg("last", fname, "c"), agg("count", fname, "n"), agg("first", fname, "f")],
         measurement,
         where=[days_range(start, end, zone)],
         group_by=[every("1d"), "device", "source", "step_s"],
         tz=tz,
     )
-    per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
+    per: dict[str, dict[date, tuple[float, float, float]]] = defaultdict(dict)
     for row in influx.rows(q):
         if row["c"] is None:
             continue
@@ -109,9 +123,12 @@ def _raw_days(
         seconds = (day_start_ms(day + timedelta(days=1), zone) - day_start_ms(day, zone)) / 1000
         share = min(1.0, row["n"] / (seconds / step))
         prev = per[dev].get(day)
+        first = row["f"] if prev is None else min(row["f"], prev[2])
         # live data wins over history for the same day; completeness: the better
         if prev is None or not backfilled:
-            per[dev][day] = (row["c"], max(share, prev[1] if prev else 0.0))
+            per[dev][day] = (row["c"], max(share, prev[1] if prev else 0.0), first)
+        else:
+            per[dev][day] = (prev[0], prev[1], first)
     return per
 
 
@@ -128,6 +145,7 @@ def _runs(days: list[date], join_gap_days: int = 7) -> list[tuple[date, date]]:
 
 
 SCANNED = "_scanned"  # rollup marker: every device's day was scanned (per counter field)
+LATE_SEEN = "counter_daily_late_seen"  # per generation and rollup: the last late_data handled
 
 
 def daily_quantities(
@@ -145,6 +163,14 @@ def daily_quantities(
     same history reads a few thousand rows instead of every reading.  The last
     ``OPEN_DAYS`` days before ``end`` or before today (by ``clock``, default the system
     clock) are always recomputed.
+
+    The rollup knows its coverage: every closed day a raw scan went over is marked
+    scanned (with the scan's time), with data or without, so the days before a
+    device's first reading are known to be empty and a warm load reads no raw data
+    older than the open days.  Readings stored later for a closed day are noticed by
+    the ``late_data`` markers their writer leaves (``core/late.py``): the days they
+    touch are scanned again, once.  Data written past that (by hand) needs
+    ``--rebuild``.
 
     Sites in different zones have different days, so each zone is aggregated on its
     own (one pass over the readings per zone) and keeps its own rollup: rows at its
@@ -170,6 +196,33 @@ def daily_quantities(
     return out
 
 
+def _late_days(
+    influx: InfluxClient, zone: tzinfo, generation: int, marker: str, open_from: date
+) -> tuple[set[date], int | None]:
+    """The closed local days touched by ``late_data`` markers this rollup has not
+    handled yet, and the newest marker's time (None: no new marker)."""
+    seen = influx.rows(
+        select(
+            agg("last", "upto_ms"),
+            LATE_SEEN,
+            where=[eq("generation", str(generation)), eq("rollup", marker)],
+        )
+    )
+    since = int(seen[0]["last"]) if seen and seen[0]["last"] is not None else None
+    where = [] if since is None else [time_range(start_ms=since + 1)]
+    days: set[date] = set()
+    newest = None
+    for r in influx.rows(select([column("first_ms"), column("last_ms")], LATE, where=where)):
+        newest = max(newest or r["time"], r["time"])
+        if r["first_ms"] is None or r["last_ms"] is None:
+            continue
+        d, last = local_date(r["first_ms"], zone), local_date(r["last_ms"], zone)
+        while d <= last and d < open_from:
+            days.add(d)
+            d += timedelta(days=1)
+    return days, newest
+
+
 def _zone_quantities(
     influx: InfluxClient,
     config: Config,
@@ -190,13 +243,17 @@ def _zone_quantities(
     # days still open: near the requested end, or near today (data may still arrive)
     open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
     generation = rollup_generation(influx) if use_rollup else 0
+    late, late_upto = (
+        _late_days(influx, zone, generation, marker, open_from) if use_rollup else (set(), None)
+    )
+    stamp = float(int(time.time() * 1000))  # this scan's mark: pv_daily rows refer to it
     for measurement, fname in COUNTERS:
-        per: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
-        scanned: set[date] = set()
+        per: dict[str, dict[date, tuple[float, float, float | None]]] = defaultdict(dict)
+        scanned: dict[date, float] = {}
         if use_rollup:
             for row in influx.rows(
                 select(
-                    [column("c"), column("share"), column("device")],
+                    [column("c"), column("share"), column("f"), column("at_ms"), column("device")],
                     ROLLUP,
                     where=[
                         eq("field", fname),
@@ -209,16 +266,15 @@ def _zone_quantities(
                 if row["time"] != day_start_ms(day, zone):
                     continue  # another zone's day
                 if row["device"] == marker:
-                    scanned.add(day)
+                    scanned[day] = float(row.get("at_ms") or 0.0)
                 elif devices is None or row["device"] in devices:
-                    per[row["device"]][day] = (row["c"], row["share"])
-        missing = [d for d in all_days if d not in scanned]
+                    per[row["device"]][day] = (row["c"], row["share"], row.get("f"))
+        missing = {d for d in all_days if d not in scanned} | late
         if missing:
-            # each run of missing days is read on its own: the day before the data
-            # starts is never marked scanned, and one read from it to the open days
-            # would go through every scanned day between (months of raw readings)
-            raw: dict[str, dict[date, tuple[float, float]]] = defaultdict(dict)
-            for first, last in _runs(missing):
+            # each run of missing days is read on its own: one read from the first to
+            # the open days would go through every scanned day between
+            raw: dict[str, dict[date, tuple[float, float, float]]] = defaultdict(dict)
+            for first, last in _runs(sorted(missing)):
                 for dev, days in _raw_days(
                     influx, config, measurement, fname, first, last + timedelta(days=1), zone, tz
                 ).items():
@@ -227,46 +283,41 @@ def _zone_quantities(
                 raw = {dev: days for dev, days in raw.items() if dev in devices}
             lines = []
             for dev, days in raw.items():
-                for day, (c, share) in days.items():
-                    per[dev][day] = (c, share)
+                for day, (c, share, f) in days.items():
+                    if lo <= day < end:
+                        per[dev][day] = (c, share, f)
                     if day < open_from:
-                        lines.append(_rollup_line(dev, fname, day, c, share, zone, generation))
+                        lines.append(_rollup_line(dev, fname, day, c, share, zone, generation, f))
+            for d in missing:
+                if d < open_from:  # scanned, with data or without: covered
+                    scanned[d] = stamp
             if use_rollup:
-                with_data = {day for days in raw.values() for day in days}
                 lines += [
-                    _rollup_line(marker, fname, d, 0.0, 0.0, zone, generation)
-                    for d in missing
-                    if d < open_from and d in with_data  # a day without data may yet get some
+                    _rollup_line(marker, fname, d, 0.0, 0.0, zone, generation, at_ms=stamp)
+                    for d in sorted(missing)
+                    if d < open_from
                 ]
                 if influx.read_only:
                     _not_cached(influx, len(lines))
                 else:
                     for i in range(0, len(lines), 5000):
                         influx.write(lines[i : i + 5000])
-        firsts = None
-        for dev, days in per.items():
+        for dev, pdays in per.items():
             dd = DeviceDays()
-            ordered = sorted(days)
+            ordered = sorted(pdays)
             for i, day in enumerate(ordered):
                 if day < start:
                     continue
-                c = days[day][0]
+                c = pdays[day][0]
                 if i:
-                    c_prev = days[ordered[i - 1]][0]  # after a gap: the energy lands here
+                    c_prev = pdays[ordered[i - 1]][0]  # after a gap: the energy lands here
                 else:  # the first day of data (commissioning): from its first reading
-                    if firsts is None:
-                        firsts = {
-                            r["device"]: r["first"]
-                            for r in influx.rows(
-                                select(
-                                    agg("first", fname),
-                                    measurement,
-                                    where=[days_range(lo, end, zone)],
-                                    group_by=["device"],
-                                )
-                            )
-                        }
-                    c_prev = firsts.get(dev, c)
+                    f0 = pdays[day][2]
+                    c_prev = (
+                        f0
+                        if f0 is not None
+                        else _first(influx, measurement, fname, dev, day, zone, c)
+                    )
                 if c < c_prev:
                     dd.resets.append(day)
                     if c <= RESET_NEAR_ZERO * max(c_prev, 1.0):
@@ -275,9 +326,43 @@ def _zone_quantities(
                         continue  # stepped back (replaced meter? rewritten history?): unknown
                 else:
                     dd.quantity[day] = c - c_prev
-                dd.completeness[day] = days[day][1]
+                dd.completeness[day] = pdays[day][1]
+                if day in scanned:
+                    dd.scanned[day] = scanned[day]
             out[(dev, fname)] = dd
+    if late_upto is not None and use_rollup and not influx.read_only:
+        influx.write(
+            [
+                to_line(
+                    LATE_SEEN,
+                    {"generation": str(generation), "rollup": marker},
+                    {"upto_ms": float(late_upto)},
+                    late_upto,
+                )
+            ]
+        )
     return out
+
+
+def _first(
+    influx: InfluxClient,
+    measurement: str,
+    fname: str,
+    device: str,
+    day: date,
+    zone: tzinfo,
+    default: float,
+) -> float:
+    """A device's first reading of ``day``, for a rollup row written before rows kept
+    it (field ``f``): one query over that day."""
+    rows = influx.rows(
+        select(
+            agg("first", fname),
+            measurement,
+            where=[eq("device", device), days_range(day, day + timedelta(days=1), zone)],
+        )
+    )
+    return rows[0]["first"] if rows and rows[0]["first"] is not None else default
 
 
 _told_read_only: set[str] = set()  # the clients' urls already told (logged once)
@@ -297,12 +382,25 @@ def _not_cached(influx: InfluxClient, n: int) -> None:
 
 
 def _rollup_line(
-    device: str, fname: str, day: date, c: float, share: float, zone: tzinfo, generation: int
+    device: str,
+    fname: str,
+    day: date,
+    c: float,
+    share: float,
+    zone: tzinfo,
+    generation: int,
+    first: float | None = None,
+    at_ms: float | None = None,
 ) -> str:
+    fields = {"c": float(c), "share": float(share)}
+    if first is not None:
+        fields["f"] = float(first)  # the day's first reading: a device's first day
+    if at_ms is not None:
+        fields["at_ms"] = float(at_ms)  # a marker: when the day was scanned
     return to_line(
         ROLLUP,
         {"device": device, "field": fname, "generation": str(generation)},
-        {"c": float(c), "share": float(share)},
+        fields,
         day_start_ms(day, zone),
     )
 
@@ -377,3 +475,87 @@ def data_span(
     if not firsts:
         return None
     return min(firsts), max(lasts) + timedelta(days=1)
+
+
+def site_daily_means(
+    influx: InfluxClient,
+    site_id: str,
+    tz: str,
+    measurement: str,
+    fname: str,
+    start: date,
+    end: date,
+    clock: Clock | None = None,
+) -> dict[date, float]:
+    """Local day -> the site's mean of ``fname`` (e.g. the weather station's outdoor
+    temperature) for days in [start, end), through the same rollup and coverage as the
+    counters: rows with ``field`` = ``fname`` and ``device`` = the site, the site's own
+    scanned marker, ``late_data`` markers noticed; open days always from the readings."""
+    clock = clock or SystemClock()
+    zone = zone_of(tz)
+    marker = f"{SCANNED}#{site_id}"
+    open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
+    generation = rollup_generation(influx)
+    late, late_upto = _late_days(influx, zone, generation, marker, open_from)
+    days = [start + timedelta(days=k) for k in range((end - start).days)]
+    out: dict[date, float] = {}
+    scanned: set[date] = set()
+    for row in influx.rows(
+        select(
+            [column("c"), column("device")],
+            ROLLUP,
+            where=[
+                eq("field", fname),
+                eq("generation", str(generation)),
+                tag_in("device", [site_id, marker]),
+                days_range(start, open_from, zone),
+            ],
+        )
+    ):
+        day = local_date(row["time"], zone)
+        if row["time"] != day_start_ms(day, zone):
+            continue
+        if row["device"] == marker:
+            scanned.add(day)
+        else:
+            out[day] = row["c"]
+    missing = {d for d in days if d not in scanned} | late
+    lines = []
+    stamp = float(int(time.time() * 1000))
+    for first, last in _runs(sorted(missing)):
+        for row in influx.rows(
+            select(
+                agg("mean", fname, "m"),
+                measurement,
+                where=[eq("site", site_id), days_range(first, last + timedelta(days=1), zone)],
+                group_by=[every("1d")],
+                tz=tz,
+            )
+        ):
+            day = local_date(row["time"], zone)
+            if row["m"] is None:
+                continue
+            if start <= day < end:
+                out[day] = row["m"]
+            if day < open_from:
+                lines.append(_rollup_line(site_id, fname, day, row["m"], 1.0, zone, generation))
+    lines += [
+        _rollup_line(marker, fname, d, 0.0, 0.0, zone, generation, at_ms=stamp)
+        for d in sorted(missing)
+        if d < open_from
+    ]
+    if late_upto is not None:
+        lines.append(
+            to_line(
+                LATE_SEEN,
+                {"generation": str(generation), "rollup": marker},
+                {"upto_ms": float(late_upto)},
+                late_upto,
+            )
+        )
+    if influx.read_only:
+        _not_cached(influx, len(lines))
+    elif lines:
+        for i in range(0, len(lines), 5000):
+            influx.write(lines[i : i + 5000])
+    return out

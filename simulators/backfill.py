@@ -16,13 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
 from foursave.core.config import Config, Device
 from foursave.core.glossary import FIELDS
 from foursave.core.influx import InfluxClient, InfluxUnavailable
+from foursave.core.late import late_marker
 from foursave.simulators.registers import ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, site_models
 
@@ -246,4 +247,23 @@ def run_backfill(
                 c.close()
     if errors:
         raise errors[0]
+    if written[0]:
+        _mark_late(config, influx, start, end)
     return BackfillResult(written[0], time.monotonic() - t0, total_days)
+
+
+def _mark_late(config: Config, influx: InfluxClient | None, start: date, end: date) -> None:
+    """History is late data by nature: one ``late_data`` marker (core/late.py) over
+    [start, end), a day wider each side for the sites' zones, so the rollup rescans
+    whichever of those days it had closed."""
+    first_ms = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000)
+    last_ms = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp() * 1000)
+    line = late_marker([first_ms - 86_400_000, last_ms + 86_400_000], int(time.time() * 1000))
+    if line is None:
+        return
+    client = influx or InfluxClient.for_role(config.services, "writer")
+    try:
+        client.write([line])
+    finally:
+        if influx is None:
+            client.close()
