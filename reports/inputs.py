@@ -39,6 +39,7 @@ from pathlib import Path
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import Expr, agg, column, eq, select, time_range
+from foursave.core.late import LATE
 from foursave.core.periods import Period, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.rules.records import RecordStore
@@ -213,5 +214,15 @@ def input_fingerprint(
     for m, fs in _by_measurement(COUNTERS).items():
         parts[f"raw:{m}"] = _series(influx, m, ("device", "source", "step_s"), fs, o0, o1)
     parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end, generation)
+    # readings stored late (the ingester's and backfill's late_data markers, core/late.py):
+    # the raw inputs a build reads directly (temperatures, PV, the bills' 15-minute blocks)
+    # may have changed; any new marker costs one rebuild, after which the fingerprint is
+    # stored again
+    parts["late"] = influx.rows(
+        select(
+            [agg("count", "n", "k"), agg("sum", "n", "s"), agg("max", "last_ms", "m")],
+            LATE,
+        )
+    )
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

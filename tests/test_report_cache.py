@@ -15,6 +15,7 @@ from pypdf import PdfReader
 
 from foursave.api.main import create_app
 from foursave.core.influxql import agg, eq, select, time_range
+from foursave.core.late import late_line
 from foursave.core.periods import day_start_ms
 from foursave.core.reading import to_line
 from foursave.reports import build
@@ -161,3 +162,22 @@ def test_late_readings_say_late_data_as_the_ledger_sees_them(stack):
         assert "would change" in text and "demo electricity" in text
         again = get(stack, server.url, "/api/v1/reports/2025", params=sep)
         assert again.headers["x-report-source"] == "cache" and again.content == late.content
+        # a reading the ingester stores late leaves its late_data marker (core/late.py):
+        # whatever it touched (here a mid-September temperature, read raw at each build),
+        # the next request builds once to see (its bytes still come from the store when no
+        # number changed), and the one after is answered without a build
+        t = int(datetime(2025, 9, 15, 12, tzinfo=TZ).timestamp() * 1000)
+        stack.influx.write(
+            [
+                to_line(
+                    "weather", {"site": "demo", "device": "weather-01"}, {"ambient_temp_c": 31.5}, t
+                ),
+                late_line(t, t, 1, int(stack.clock.time() * 1000)),
+            ]
+        )
+        before = builds()
+        seen = get(stack, server.url, "/api/v1/reports/2025", params=sep)
+        assert builds() == before + 1
+        cached = get(stack, server.url, "/api/v1/reports/2025", params=sep)
+        assert cached.headers["x-report-source"] == "cache" and builds() == before + 1
+        assert cached.content == seen.content
