@@ -323,6 +323,8 @@ def run_demo(
         print(f"  {role + ' key':<13} {key}")
     last_year = filler.last_year = _earliest_today(cfg, now).year - 1
     me = sys.argv[0] if Path(sys.argv[0]).name == "foursave" else "foursave"
+    # the commands log in to InfluxDB as the reader: its password is in the demo's secrets
+    me = f"{SECRETS_FILE_ENV}={os.environ[SECRETS_FILE_ENV]} {me}"
     print(
         f"  report        {me} report --config {config_path} --year {last_year} "
         "--format pdf --lang zh-TW"
@@ -330,6 +332,14 @@ def run_demo(
     print(
         f"                curl -H 'X-API-Key: <auditor key>' '{api}/api/v1/reports/{last_year}?format=pdf&lang=en' -o report.pdf"
     )
+    billed = [st for st in cfg.sites if st.tariff is not None]
+    if billed:
+        site = billed[0].id
+        print(
+            f"  bill          {me} bill --config {config_path} --site {site} "
+            f"--month {last_year}-07 --lang zh-TW"
+        )
+        print(f"  contract      {me} contract --config {config_path} --site {site} --months 12")
     print(
         f"  grafana       FOURSAVE_GRAFANA_PASSWORD=... {me} dashboards push --config {config_path} "
         "--url http://127.0.0.1:3000 --user admin"

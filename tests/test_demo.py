@@ -196,6 +196,7 @@ def run_the_demo_twice(tmp_path, cfg, ports, var, api, clients) -> None:
         last_year = now.year - 1
         assert f"report --config {cfg} --year {last_year} --format pdf" in screen
         assert "dashboards push --config" in screen
+        check_printed_bill_command(screen, last_year)
         assert re.search(r"records\s+\d+ sample manual record", screen)
 
         t0 = time.monotonic()
@@ -366,6 +367,25 @@ def check_every_panel_returns_data(influx: InfluxClient) -> None:
                         continue
                 empty.append((name, p["title"], q))
     assert not empty, "\n".join(f"{n} / {t}: {q}" for n, t, q in empty)
+
+
+def check_printed_bill_command(screen: str, year: int) -> None:
+    """The bill command the demo prints runs as printed, in another shell (it finds the
+    reader's password through the secrets file it names)."""
+    line = re.search(r"  bill +(\S+=\S+) \S+ (bill --config .*)", screen)
+    assert line, screen
+    var, value = line.group(1).split("=", 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOURSAVE_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "foursave", *line.group(2).split()],
+        cwd=ROOT,
+        env={**env, var: value},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"{year}-07-01 .. {year}-07-31" in out.stdout and "應繳電費" in out.stdout
 
 
 def check_last_years_report(api: str, influx: InfluxClient, key: str, year: int) -> None:
