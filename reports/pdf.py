@@ -31,6 +31,7 @@ from reportlab.platypus import (
 )
 
 from foursave.reports.i18n import (
+    BILL_KEYS,
     DASH,
     ReportError,
     baseline_rule_label,
@@ -284,19 +285,7 @@ def _bills(data: ReportData, lang: str, st: dict) -> list:
     if not data.bills:
         return []
     names = {s.id: site_name(lang, s) for s in data.sites}
-    keys = [
-        "sites",
-        "bill_month",
-        "billing_period",
-        "rebuilt_kwh",
-        "billed_kwh",
-        "kwh_diff",
-        "rebuilt_ntd",
-        "billed_ntd",
-        "ntd_diff",
-        "completeness",
-        "likely_cause",
-    ]
+    keys = ["sites", *BILL_KEYS[1:]]  # the site's name, not its id, heads the PDF's column
     table = [[_p(t(lang, k), st["cell"]) for k in keys]]
     table += [
         [
