@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from foursave.core.config import Config
@@ -52,6 +54,8 @@ from foursave.rules.rollup import (
     rollup_generation,
 )
 from foursave.rules.rows import METHOD_VERSION
+
+FINGERPRINT_QUERIES_AT_ONCE = 4  # InfluxDB answers them side by side
 
 # derived measurement -> (the tags that tell its series apart, the fields summed: None
 # for every field), over the days the ledger loads ("loaded") or the report's year
@@ -209,20 +213,30 @@ def input_fingerprint(
         "generation": generation,
         "period": [p.label, ranges],
     }
-    for m, (span, tags, fields) in DERIVED.items():
-        parts[m] = _series(influx, m, tags, fields, *ranges[span])
+    # the queries are independent and small: sent side by side, the fingerprint costs
+    # about the slowest round trips rather than their sum (a cache hit is nothing else)
+    tasks: dict[str, Callable[[], object]] = {
+        m: partial(_series, influx, m, tags, fields, *ranges[span])
+        for m, (span, tags, fields) in DERIVED.items()
+    }
     for m, fs in _by_measurement(COUNTERS).items():
-        parts[f"raw:{m}"] = _series(influx, m, ("device", "source", "step_s"), fs, o0, o1)
-    parts["unscanned"] = _unscanned(config, influx, loaded_start(config, y), p.end, generation)
+        tasks[f"raw:{m}"] = partial(_series, influx, m, ("device", "source", "step_s"), fs, o0, o1)
+    tasks["unscanned"] = partial(
+        _unscanned, config, influx, loaded_start(config, y), p.end, generation
+    )
     # readings stored late (the ingester's and backfill's late_data markers, core/late.py):
     # the raw inputs a build reads directly (temperatures, PV, the bills' 15-minute blocks)
     # may have changed; any new marker costs one rebuild, after which the fingerprint is
     # stored again
-    parts["late"] = influx.rows(
+    tasks["late"] = partial(
+        influx.rows,
         select(
             [agg("count", "n", "k"), agg("sum", "n", "s"), agg("max", "last_ms", "m")],
             LATE,
-        )
+        ),
     )
+    with ThreadPoolExecutor(max_workers=FINGERPRINT_QUERIES_AT_ONCE) as pool:
+        futures = {k: pool.submit(f) for k, f in tasks.items()}
+        parts.update({k: fut.result() for k, fut in futures.items()})
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
