@@ -38,6 +38,7 @@ from foursave.collector.spool import Spool
 from foursave.core.clock import Clock
 from foursave.core.config import Config, Device
 from foursave.core.reading import Part, Reading
+from foursave.core.store import InstanceBusy, hold, instance_path
 from foursave.core.topics import reading_topic, status_topic
 
 log = logging.getLogger("foursave.collector")
@@ -240,15 +241,20 @@ def _frame_errors_once(loop: asyncio.AbstractEventLoop, context: dict) -> None:
 
 
 class Collector:
+    """Collector ``services.collector.id`` of ``config`` (``Config.for_collector``
+    makes that any of a sharded configuration's): by default it polls the devices the
+    configuration gives it (``Config.collector_devices``)."""
+
     def __init__(self, config: Config, clock: Clock, devices: list[Device] | None = None):
         self.config = config
         svc = config.services.collector
         self.collector_id = svc.id
         self.status_interval_s = svc.status_interval_s
         self.clock = clock  # chosen by foursave.app.clock
-        self.spool = Spool(svc.spool_path, svc.spool_max_readings)
+        self.spool_path = instance_path(svc.spool_path, svc.id)
+        self.spool = Spool(self.spool_path, svc.spool_max_readings)
         self.seqs = self.spool.last_seqs()
-        self.devices = list(config.devices if devices is None else devices)
+        self.devices = list(config.collector_devices(svc.id) if devices is None else devices)
         self.readings = 0
         self.publisher: Publisher
         self.pollers: list[DevicePoller] = []
@@ -269,8 +275,14 @@ class Collector:
         loop = asyncio.get_running_loop()
         previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(_frame_errors_once)
+        # two collectors on one spool would confirm and delete each other's readings
+        setting = self.config.collector_setting_path(self.collector_id, "spool_path")
         try:
-            await self._run(stop)
+            with hold(self.spool_path, setting):
+                await self._run(stop)
+        except InstanceBusy:
+            self.spool.close()  # refused before anything ran
+            raise
         finally:
             loop.set_exception_handler(previous_handler)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -22,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -29,6 +31,7 @@ from pydantic import (
 )
 
 from foursave.core.glossary import FIELDS, SLUG_PATTERN, Bounds, device_bounds
+from foursave.core.store import instance_path
 
 SLUG = SLUG_PATTERN  # pydantic's Field(pattern=...) takes the pattern text
 DEFAULT_CONFIG = "config/demo.yaml"
@@ -170,6 +173,34 @@ class CollectorService(_Frozen):
         description="a reading unconfirmed this long is published again once there is "
         "evidence it was lost (collector/publisher.py)",
     )
+
+
+class CollectorShare(_Frozen):
+    """One collector of several (top-level ``collectors:``): the devices it owns, by
+    site and by device, and its own values of ``services.collector``'s settings (the
+    rest it takes from there).  An entry with neither sites nor devices only sets the
+    settings of a collector that ``collector_rule`` or a ``collector:`` key names."""
+
+    id: str = Field(pattern=SLUG)
+    sites: tuple[str, ...] = Field((), description="every device of these sites")
+    devices: tuple[str, ...] = Field((), description="these devices, by id")
+    # services.collector's settings, each for this collector only (None: that one's);
+    # the same bounds (tests/unit/test_shard.py holds the two lists together)
+    clock: Literal["system", "simulated"] | None = None
+    spool_path: str | None = Field(None, description="may contain {id}, the collector's")
+    spool_max_readings: int | None = Field(None, ge=10)
+    status_interval_s: float | None = Field(None, gt=0)
+    max_inflight: int | None = Field(None, ge=1, le=65535)
+    ack_timeout_s: float | None = Field(None, gt=0)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this entry gives a value of its own."""
+        own = self.model_dump(exclude={"id", "sites", "devices"}, exclude_none=True)
+        return {k: v for k, v in own.items() if k in CollectorService.model_fields}
+
+
+class UnknownCollector(ValueError):
+    """A collector id the configuration does not have, or none given where several are."""
 
 
 class IngesterService(_Frozen):
@@ -414,6 +445,9 @@ class Site(_Frozen):
     pv_capacity_kwp: float | None = Field(None, gt=0)
     tariff: SiteTariff | None = Field(None, description="Taipower contract: the monthly bill")
     ledger: LedgerSettings = LedgerSettings()
+    collector: str | None = Field(
+        None, pattern=SLUG, description="the collector that polls every device of the site"
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -578,6 +612,7 @@ class Device(_Frozen):
         "a value outside is left out of the reading and counted",
     )
     simulate: Simulation | None = None
+    collector: str | None = Field(None, pattern=SLUG, description="the collector that polls it")
 
     def field_bounds(self, device_rating_w: float | None = None) -> dict[str, Bounds]:
         """The bounds each field of this device's readings must keep: the glossary's,
@@ -664,6 +699,10 @@ def device_requirements(raw: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+COLLECTOR_RULES = {"by_site": "{site}"}
+"""``collector_rule`` names and the pattern each stands for."""
+
+
 class Config(_Frozen):
     services: Services = Services()
     sites: tuple[Site, ...] = Field(min_length=1)
@@ -671,6 +710,36 @@ class Config(_Frozen):
     gateways: tuple[Gateway, ...] = Field(
         (), description="gateways and serial lines shared by several devices: their pacing"
     )
+    collectors: tuple[CollectorShare, ...] = Field(
+        (), description="several collectors: each one's sites and devices, and settings"
+    )
+    collector_rule: str | None = Field(
+        None,
+        description="the collector of every device no entry or key names: 'by_site' (the "
+        "site's id) or a pattern of its id with {site}, e.g. 'tainan-{site}'",
+    )
+    _assignment: Assignment | None = PrivateAttr(None)
+
+    @field_validator("collector_rule")
+    @classmethod
+    def _rule(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            parts = list(string.Formatter().parse(COLLECTOR_RULES.get(v, v)))
+        except ValueError as exc:
+            raise ValueError(f"not a pattern: {exc}") from None
+        bad = [
+            "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            for _, name, spec, conv in parts
+            if name is not None and (name != "site" or spec or conv)
+        ]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)}: expected 'by_site' or a pattern of the collector id in "
+                "which {site} stands for the device's site, e.g. 'tainan-{site}'"
+            )
+        return v
 
     @model_validator(mode="after")
     def _cross(self, info: ValidationInfo) -> Config:
@@ -734,8 +803,11 @@ class Config(_Frozen):
                 if problem:
                     errors.append((("devices", i, "simulate", "image"), problem))
         errors.extend(gateway_problems(self))
+        assignment, problems = collector_assignment(self)
+        errors.extend(problems)
         if errors:
             raise _CrossErrors(errors)
+        self._assignment = assignment
         return self
 
     def site(self, site_id: str) -> Site:
@@ -747,6 +819,277 @@ class Config(_Frozen):
     def gateway_for(self, d: Device) -> Gateway | None:
         """The gateway or serial line entry device ``d`` is behind, if there is one."""
         return next((g for g in self.gateways if g.serves(d)), None)
+
+    # ------------------------------------------------------------ collectors
+
+    def _owners(self) -> Assignment:
+        if self._assignment is None:  # a Config made without validation
+            self._assignment = collector_assignment(self)[0]
+        return self._assignment
+
+    def collector_ids(self) -> list[str]:
+        """Every collector of the configuration: those of ``collectors:`` in their
+        order, then the others as they first own a device; without any assignment the
+        one ``services.collector.id``."""
+        a = self._owners()
+        return [self.services.collector.id] if a.single else list(a.shares)
+
+    def collector_of(self, device_id: str) -> str:
+        """The collector that polls device ``device_id`` (``KeyError``: no such device)."""
+        a = self._owners()
+        if device_id not in a.owner:
+            raise KeyError(f"no device {device_id!r} in the configuration")
+        return self.services.collector.id if a.single else a.owner[device_id]
+
+    def collector_reason(self, device_id: str) -> str:
+        """Where the configuration gives device ``device_id`` its collector
+        (``collectors[0].sites[1]``, ``devices[3].collector``, ``collector_rule``, ...)."""
+        self.collector_of(device_id)
+        return self._owners().why[device_id]
+
+    def collector_devices(self, collector_id: str) -> list[Device]:
+        """The devices collector ``collector_id`` polls, in the file's order."""
+        self._known_collector(collector_id)
+        a = self._owners()
+        return list(self.devices) if a.single else [self.devices[i] for i in a.shares[collector_id]]
+
+    def collector_settings(self, collector_id: str) -> CollectorService:
+        """``services.collector`` as collector ``collector_id`` runs with it: its id,
+        its ``collectors:`` entry's settings, ``{id}`` in ``spool_path`` replaced."""
+        self._known_collector(collector_id)
+        base = self.services.collector
+        share = next((c for c in self.collectors if c.id == collector_id), None)
+        own = share.settings() if share is not None else {}
+        spool = instance_path(own.get("spool_path", base.spool_path), collector_id)
+        return base.model_copy(update={**own, "id": collector_id, "spool_path": spool})
+
+    def collector_setting_path(self, collector_id: str, name: str) -> str:
+        """Where collector ``collector_id``'s setting ``name`` is given, for messages."""
+        for i, c in enumerate(self.collectors):
+            if c.id == collector_id and name in c.settings():
+                return f"collectors[{i}].{name}"
+        return f"services.collector.{name}"
+
+    def for_collector(self, collector_id: str) -> Config:
+        """This configuration as collector ``collector_id`` sees it: its settings in
+        ``services.collector`` (so its MQTT account, client id, topics and spool are
+        its own); ``collector_devices`` gives its devices."""
+        services = self.services.model_copy(
+            update={"collector": self.collector_settings(collector_id)}
+        )
+        return self.model_copy(update={"services": services})
+
+    def pick_collector(self, requested: str | None) -> str:
+        """The collector ``foursave collect`` runs: ``requested``, or the only one;
+        ``UnknownCollector`` for an id the configuration does not have, or for none
+        given where it has several (they are listed: none is run by default)."""
+        ids = self.collector_ids()
+        if requested is None:
+            if len(ids) == 1:
+                return ids[0]
+            raise UnknownCollector(
+                f"this configuration has {len(ids)} collectors: {_some(ids)}; name the one "
+                "to run with --collector ID"
+            )
+        self._known_collector(requested)
+        return requested
+
+    def _known_collector(self, collector_id: str) -> None:
+        ids = self.collector_ids()
+        if collector_id not in ids:
+            raise UnknownCollector(
+                f"no collector {collector_id!r} in this configuration; its collectors are "
+                f"{_some(ids)}"
+            )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which collector polls each device (``collector_assignment``)."""
+
+    owner: dict[str, str]  # device id -> collector id
+    why: dict[str, str]  # device id -> where the configuration says so
+    shares: dict[str, tuple[int, ...]]  # every collector (listed ones first) -> its devices
+    single: bool  # nothing assigns devices: services.collector.id owns them all
+
+
+def _some(ids: list[str], most: int = 12) -> str:
+    shown = ", ".join(ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def _address(d: Device) -> str:
+    """The gateway, serial line or device address a device is reached at."""
+    return (d.serial.port if d.serial else "") if d.transport == "rtu" else f"{d.host}:{d.port}"
+
+
+def collector_assignment(cfg: Config) -> tuple[Assignment, list[tuple[tuple[Any, ...], str]]]:
+    """Which collector polls each device, and what is wrong with what the
+    configuration says of it (path, message).  The one place this is decided
+    (``Config.collector_of`` and ``collector_devices`` read it).
+
+    A device's collector is named by the ``collectors:`` entry that lists it or its
+    site, or by a ``collector:`` key on it or on its site; every such claim must name
+    the same collector (a device two collectors own is refused, a device listed under
+    another collector than its site's too).  A device nobody names goes to
+    ``collector_rule``'s collector for its site; with no rule, it is refused.  With
+    none of these in the file, ``services.collector.id`` owns every device, as a
+    configuration of one collector always did."""
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    site_ids = [s.id for s in cfg.sites]
+    device_by_id = {d.id: d for d in cfg.devices}
+    first_index: dict[str, int] = {}  # a duplicate id (refused) is one device here
+    for i, d in enumerate(cfg.devices):
+        first_index.setdefault(d.id, i)
+    by_site: dict[str, list[Device]] = {}
+    for d in cfg.devices:
+        by_site.setdefault(d.site, []).append(d)
+    keyed = any(s.collector for s in cfg.sites) or any(d.collector for d in cfg.devices)
+    if not (cfg.collectors or cfg.collector_rule is not None or keyed):
+        everyone = {d.id: cfg.services.collector.id for d in cfg.devices}
+        all_ = {cfg.services.collector.id: tuple(range(len(cfg.devices)))}
+        why = dict.fromkeys(everyone, "services.collector.id")
+        return Assignment(everyone, why, all_, True), problems
+
+    rule = COLLECTOR_RULES.get(cfg.collector_rule or "", cfg.collector_rule)
+    rule_ids: dict[str, str] = {}  # site -> the collector the rule gives it
+    if rule is not None:
+        for sid in site_ids:
+            cid = rule.format(site=sid)
+            rule_ids[sid] = cid
+            if not re.fullmatch(SLUG, cid):
+                problems.append(
+                    (
+                        ("collector_rule",),
+                        f"gives site {sid!r} the collector id {cid!r}: lower-case letters, "
+                        "digits, '_' and '-' expected",
+                    )
+                )
+    listed: dict[str, int] = {}
+    for i, c in enumerate(cfg.collectors):
+        if c.id in listed:
+            problems.append(
+                (
+                    ("collectors", i, "id"),
+                    f"duplicate collector id {c.id!r} (also collectors[{listed[c.id]}])",
+                )
+            )
+        listed.setdefault(c.id, i)
+    known = set(listed) | set(rule_ids.values())
+
+    claims: dict[str, list[tuple[str, str]]] = {}  # device -> (collector, where)
+
+    def claim(devices: list[Device], cid: str, where: Loc) -> None:
+        for d in devices:
+            claims.setdefault(d.id, []).append((cid, format_path(where)))
+
+    troubled: set[int] = set()  # entries naming what is not there
+    for i, c in enumerate(cfg.collectors):
+        for field, ids, universe in (
+            ("sites", c.sites, site_ids),
+            ("devices", c.devices, list(device_by_id)),
+        ):
+            seen: dict[str, int] = {}
+            for j, ref in enumerate(ids):
+                where: Loc = ("collectors", i, field, j)
+                if ref in seen:
+                    problems.append(
+                        (where, f"{ref!r} is also collectors[{i}].{field}[{seen[ref]}]")
+                    )
+                    continue
+                seen[ref] = j
+                if field == "sites" and ref in by_site:
+                    claim(by_site[ref], c.id, where)
+                elif field == "devices" and ref in device_by_id:
+                    claim([device_by_id[ref]], c.id, where)
+                elif field == "devices" or ref not in site_ids:
+                    among = _some(site_ids if field == "sites" else sorted(universe))
+                    troubled.add(i)
+                    problems.append((where, f"unknown {field[:-1]} {ref!r}; {field} are {among}"))
+
+    keyed_unknown: list[str] = []  # collector keys naming no collector (a typo of one?)
+
+    def keyed_claim(cid: str | None, devices: list[Device], where: Loc) -> None:
+        if cid is None:
+            return
+        if cfg.collectors and cid not in known:
+            keyed_unknown.append(cid)
+            problems.append(
+                (where, f"unknown collector {cid!r}; collectors are {_some(sorted(known))}")
+            )
+            return
+        claim(devices, cid, where)
+
+    for k, s in enumerate(cfg.sites):
+        keyed_claim(s.collector, by_site.get(s.id, []), ("sites", k, "collector"))
+    for i, d in enumerate(cfg.devices):
+        keyed_claim(d.collector, [d], ("devices", i, "collector"))
+
+    owner: dict[str, str] = {}
+    why = {}
+    for i, d in enumerate(cfg.devices):
+        said = claims.get(d.id, [])
+        named = list(dict.fromkeys(cid for cid, _ in said))
+        if len(named) > 1:
+            first = {cid: next(w for c, w in said if c == cid) for cid in named}
+            both = " and ".join(f"{cid!r} ({w})" for cid, w in first.items())
+            problems.append(
+                (
+                    ("devices", i),
+                    f"{d.id} is owned by collectors {both}; a device has one collector",
+                )
+            )
+        elif named:
+            owner[d.id], why[d.id] = named[0], said[0][1]
+        elif rule is not None:
+            owner[d.id], why[d.id] = (
+                rule_ids.get(d.site) or rule.format(site=d.site),
+                "collector_rule",
+            )
+        else:
+            problems.append(
+                (
+                    ("devices", i),
+                    f"no collector owns {d.id}: list it or its site under an entry of "
+                    "'collectors', give it or its site a 'collector:', or set 'collector_rule'",
+                )
+            )
+    members: dict[str, list[int]] = {cid: [] for cid in listed}
+    for i, d in enumerate(cfg.devices):
+        if owner.get(d.id) is not None and i == first_index[d.id]:
+            members.setdefault(owner[d.id], []).append(i)
+    owning = set(owner.values()) | {cid for said in claims.values() for cid, _ in said}
+    for cid, i in listed.items():
+        if cid not in owning and i not in troubled and not keyed_unknown:
+            problems.append(
+                (
+                    ("collectors", i),
+                    f"collector {cid!r} owns no device: give it 'sites' or 'devices' (or let "
+                    "collector_rule or a 'collector:' key name it)",
+                )
+            )
+    # a gateway or serial line is paced by the one collector that polls it
+    first_at: dict[str, int] = {}
+    for j, d in enumerate(cfg.devices):
+        if d.id not in owner:
+            continue
+        addr = _address(d)
+        if addr not in first_at:
+            first_at[addr] = j
+            continue
+        d0 = cfg.devices[first_at[addr]]
+        if owner[d.id] != owner[d0.id]:
+            problems.append(
+                (
+                    ("devices", j),
+                    f"reached at {addr} like devices[{first_at[addr]}], which collector "
+                    f"{owner[d0.id]!r} owns, but collector {owner[d.id]!r} owns it; the "
+                    "devices of one gateway or serial line go to one collector (it paces "
+                    "the line)",
+                )
+            )
+    shares = {cid: tuple(ids) for cid, ids in members.items()}
+    return Assignment(owner, why, shares, False), problems
 
 
 def gateway_problems(cfg: Config) -> list[tuple[tuple[Any, ...], str]]:

@@ -9,7 +9,7 @@ chooses a clock or opens a client from the configuration.
 service    parts
 =========  ======================================================================
 collect    ``collector.service.Collector`` (pollers per device, spool, publisher)
-           on the collector's clock
+           on the collector's clock: one collector's share of the configuration
 ingest     ``collector.ingest.Ingester`` with an InfluxDB client
 rules      alert engine (rules, incident store, notifier with its MQTT client),
            derived results (``rules.engine``) and the manual-record store, on the
@@ -111,10 +111,16 @@ def simulator(config: Config, only: set[str] | None = None) -> Simulator:
     return Simulator(config, simulated_clock(config.services.simulator), only=only)
 
 
-def collector(config: Config, devices: list[Device] | None = None) -> Collector:
+def collector(
+    config: Config, devices: list[Device] | None = None, collector_id: str | None = None
+) -> Collector:
+    """Collector ``collector_id`` of ``config`` (``UnknownCollector`` for one it does not
+    have; none: its only collector, refused where it has several): its settings, MQTT
+    account and spool, and its devices unless ``devices`` names some."""
     from foursave.collector.service import Collector
 
-    return Collector(config, clock(config, "collector"), devices=devices)
+    mine = config.for_collector(config.pick_collector(collector_id))
+    return Collector(mine, clock(mine, "collector"), devices=devices)
 
 
 def ingester(config: Config) -> Ingester:

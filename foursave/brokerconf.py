@@ -5,7 +5,9 @@ Each service logs in with an account of its own (``core/secrets.py``) and may do
 its job:
 
 - a collector publishes readings and status for the devices it owns and its own
-  presence (with its last will), and reads the acknowledgements meant for it;
+  presence (with its last will), and reads the acknowledgements meant for it; each
+  collector of a configuration that has several (``Config.collector_ids``) has an
+  account of its own (``collector-<id>``), for its own share of the devices only;
 - an ingester reads readings and statuses, and publishes acknowledgements and its own
   status;
 - the rules engine publishes alerts;
@@ -59,25 +61,30 @@ class Grant:
 
 
 def owned_devices(config: Config, collector_id: str) -> list[tuple[str, str]]:
-    """(site, device) of the devices ``collector_id`` polls: all of the configuration's,
-    as long as one configuration names one collector."""
-    if collector_id != config.services.collector.id:
+    """(site, device) of the devices ``collector_id`` polls (``Config.collector_devices``:
+    all of them when the configuration names one collector); none for an id that is no
+    collector of it."""
+    if collector_id not in config.collector_ids():
         return []
-    return [(d.site, d.id) for d in config.devices]
+    return [(d.site, d.id) for d in config.collector_devices(collector_id)]
 
 
 def grants(config: Config) -> dict[str, list[Grant]]:
     """Account -> what it may read and write, for the services of ``config``."""
     svc = config.services
-    collector = svc.collector.id
-    mine = [Grant("write", collector_topic(collector)), Grant("read", ack_topic(collector))]
-    for site, device in owned_devices(config, collector):
-        mine += [
-            Grant("write", reading_topic(site, device)),
-            Grant("write", status_topic(site, device)),
-        ]
+    # an account per collector (collector-<id>), each for its own devices' topics only
+    collectors: list[tuple[str, list[Grant]]] = []
+    for collector in config.collector_ids():
+        mine = [Grant("write", collector_topic(collector)), Grant("read", ack_topic(collector))]
+        for site, device in owned_devices(config, collector):
+            mine += [
+                Grant("write", reading_topic(site, device)),
+                Grant("write", status_topic(site, device)),
+            ]
+        account = config.for_collector(collector).services.mqtt_account("collector")
+        collectors.append((account, mine))
     out = {
-        svc.mqtt_account("collector"): mine,
+        **dict(collectors),
         svc.mqtt_account("ingester"): [
             Grant("read", READINGS_FILTER),
             Grant("read", STATUS_FILTER),
@@ -88,7 +95,7 @@ def grants(config: Config) -> dict[str, list[Grant]]:
         svc.mqtt_account("api"): [Grant("read", STATUS_FILTER)],
         svc.mqtt_account("reader"): [Grant("read", f"{PREFIX}/#"), Grant("read", "$SYS/#")],
     }
-    if len(out) < len(ROLES):
+    if len(out) < len(ROLES) - 1 + len(collectors):
         raise BrokerConfigError(
             "services.mqtt.username gives every service one account: a broker with one "
             "account cannot keep the services apart, so there is no ACL to make for it"

@@ -70,16 +70,43 @@ def cmd_check_config(args) -> int:
         f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
         f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
     )
-    col = cfg.services.collector
-    intervals = [d.interval_s for d in cfg.devices]
+    ids = cfg.collector_ids()
+    if len(ids) > 1:
+        print(f"{len(ids)} collectors (`foursave collect --collector ID` runs one):")
+    for cid in ids:
+        print(_collector_line(cfg, cid, len(ids) > 1))
+        if args.verbose:
+            for d in cfg.collector_devices(cid):
+                print(f"    {d.id} (site {d.site}): {cfg.collector_reason(d.id)}")
+    if len(ids) == 1:
+        col = cfg.services.collector
+        intervals = [d.interval_s for d in cfg.devices]
+        held = lasts_s(col.spool_max_readings, intervals)
+        if held is not None:
+            print(
+                f"collector spool: {col.spool_max_readings:,} readings hold "
+                f"{_duration(held)} of this config's {readings_per_s(intervals):,.1f} "
+                "readings/s while nothing is confirmed; then the oldest go first"
+            )
+    return 0
+
+
+def _collector_line(cfg: Config, cid: str, several: bool) -> str:
+    """What collector ``cid`` polls (and, of several, its spool and how long it lasts)."""
+    devices = cfg.collector_devices(cid)
+    sites = list(dict.fromkeys(d.site for d in devices))
+    named = ", ".join(sites[:5]) + (f" and {len(sites) - 5} more" if len(sites) > 5 else "")
+    line = f"collector {cid}: {len(devices)} device(s) at {len(sites)} site(s)"
+    line += f" ({named})" if sites else ""
+    if not several:
+        return line
+    col = cfg.collector_settings(cid)
+    line = f"  {line}; spool {col.spool_path}"
+    intervals = [d.interval_s for d in devices]
     held = lasts_s(col.spool_max_readings, intervals)
     if held is not None:
-        print(
-            f"collector spool: {col.spool_max_readings:,} readings hold "
-            f"{_duration(held)} of this config's {readings_per_s(intervals):,.1f} readings/s "
-            "while nothing is confirmed; then the oldest go first"
-        )
-    return 0
+        line += f" holds {_duration(held)} of its {readings_per_s(intervals):,.1f} readings/s"
+    return line
 
 
 def _duration(s: float) -> str:
@@ -201,10 +228,33 @@ def _address(text: str) -> int:
 
 
 def cmd_collect(args) -> int:
+    from foursave.core.config import UnknownCollector
+    from foursave.core.store import InstanceBusy
+
     cfg = _load(args.config)
-    devices = [d for d in cfg.devices if not args.device or d.id in args.device]
-    collector = app.collector(cfg, devices=devices)
-    asyncio.run(_run_until_signal(collector.run))
+    try:
+        cid = cfg.pick_collector(args.collector)
+    except UnknownCollector as exc:
+        print(f"foursave collect: {exc}", file=sys.stderr)
+        return 2
+    devices = cfg.collector_devices(cid)
+    if args.device:
+        for name in args.device:
+            if all(d.id != name for d in devices):
+                known = any(d.id == name for d in cfg.devices)
+                whose = f"collector {cfg.collector_of(name)}'s" if known else "not in the file"
+                print(
+                    f"foursave collect: device {name!r} is {whose}, not collector {cid}'s",
+                    file=sys.stderr,
+                )
+                return 2
+        devices = [d for d in devices if d.id in args.device]
+    collector = app.collector(cfg, devices=devices, collector_id=cid)
+    try:
+        asyncio.run(_run_until_signal(collector.run))
+    except InstanceBusy as exc:
+        print(f"foursave collect: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -791,6 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
     # --config like every other subcommand; the positional form stays for existing scripts
     sp.add_argument("--config", help=f"configuration YAML file (default {DEFAULT_CONFIG})")
     sp.add_argument("file", nargs="?", help="the same, given without --config")
+    sp.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,  # foursave -v check-config says the same
+        help="also each device's collector, and where the file gives it",
+    )
     sp = add("sim", cmd_sim, "serve the simulated devices over Modbus")
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     sp = add(
@@ -831,6 +888,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--out", required=True, help="the dump file to write (JSON)")
     sp = add("collect", cmd_collect, "poll the devices and publish readings over MQTT")
+    sp.add_argument(
+        "--collector",
+        metavar="ID",
+        help="the collector to run, of a configuration with several (check-config lists them)",
+    )
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
     add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
     sp = add("rules", cmd_rules, "alerts, four-saving ledger, demand and PV performance")
