@@ -68,6 +68,17 @@ def config_summary(cfg: Config) -> str:
             f"{g.request_gap_s} s between requests, {g.connect_pause_s} s after connecting, "
             f"failing units {'isolated' if g.isolate_failing_units else 'not isolated'}"
         )
+    keyed = any(x.collector for x in (*cfg.sites, *cfg.devices))
+    if cfg.collectors or cfg.collector_rule or keyed:  # several collectors: who polls what
+        for cid in cfg.collector_ids():
+            col = cfg.collector_settings(cid)
+            polled = ", ".join(
+                f"{d.id} ({cfg.collector_reason(d.id)})" for d in cfg.collector_devices(cid)
+            )
+            out.append(
+                f"collector {cid}: spool {col.spool_path}, max_inflight {col.max_inflight}: "
+                f"{polled}"
+            )
     out.append(f"mqtt {cfg.services.mqtt.url}")
     out.append(f"influxdb {cfg.services.influxdb.url} {cfg.services.influxdb.database}")
     return "\n".join(out) + "\n"
@@ -167,6 +178,13 @@ def test_the_cases_cover_what_the_issue_names():
         "gateway-field-errors",
         "gateway-cross-errors",
         "gateway-valid",
+        "collectors-valid",
+        "collectors-by-rule",
+        "collectors-cross-errors",
+        "collectors-unowned-device",
+        "collectors-split-gateway",
+        "collector-field-errors",
+        "collector-rule-bad-id",
     } <= config
     assert {
         "valid-meter",
