@@ -45,6 +45,7 @@ from tests.helpers import (
     make_config,
     make_test_ca,
     mqtt_login,
+    on_broker,
     wait_for,
 )
 
@@ -339,6 +340,50 @@ def test_a_collector_publishing_for_another_collectors_device_is_refused_and_cou
     held = [row for row in kept if row.topic == reading_topic("demo", INV)]
     assert len(held) == col.published_counts()[INV] >= 5
     assert north.services.collector.id == "north"
+
+
+# ------------------------------------------------------------------ one configuration, two collectors
+
+CITY = """
+collector_rule: by_site
+sites:
+  - {id: east, name: E, lat: 23, lon: 120}
+  - {id: west, name: W, lat: 23, lon: 120}
+devices:
+  - {id: e-water, site: east, kind: water, profile: generic_water_meter, host: 10.0.0.1}
+  - {id: w-water, site: west, kind: water, profile: generic_water_meter, host: 10.0.0.2}
+"""
+
+
+def test_each_collector_of_one_configuration_may_publish_only_its_own_share(tmp_path, broker):
+    """A city-wide configuration with a collector per site: each logs in with its own
+    account, and mosquitto refuses collector east a reading, a status and the presence
+    of west's (PUBACK 0x87) while taking its own, and the other way round."""
+    on_broker(broker, CITY)
+    secrets = Secrets.load(str(broker_secrets(broker)), env={})
+    east, west = (
+        Account(broker.port, f"collector-{c}", secrets.password("mqtt", f"collector-{c}") or "")
+        for c in ("east", "west")
+    )
+    try:
+        own = {
+            east: ("east", "e-water", "west", "w-water"),
+            west: ("west", "w-water", "east", "e-water"),
+        }
+        for acct, (site, device, other_site, other_device) in own.items():
+            for topic in (reading_topic(site, device), status_topic(site, device)):
+                assert acct.publish(topic) in (0x00, 0x10), f"{acct.name} {topic}"
+            assert acct.publish(collector_topic(site)) in (0x00, 0x10)
+            refused = (
+                reading_topic(other_site, other_device),
+                status_topic(other_site, other_device),
+                collector_topic(other_site),
+            )
+            for topic in refused:
+                assert acct.publish(topic) == 0x87, f"{acct.name} may publish {topic}"
+    finally:
+        east.close()
+        west.close()
 
 
 # ------------------------------------------------------------------ TLS
