@@ -1,12 +1,13 @@
 """Passwords of foursave's MQTT accounts and InfluxDB users: from the environment or a
 secrets file, never from the configuration (docs/security.md).
 
-Every service has an account of its own, named from the configuration:
+Every service has an account of its own, named from the configuration (each collector
+of a configuration that has several too: ``Config.collector_ids``):
 
 ========================  ==================================  =====================
 who                       MQTT account                        InfluxDB user
 ========================  ==================================  =====================
-``foursave collect``      ``collector-<services.collector.id>``  –
+``foursave collect``      ``collector-<collector id>``        –
 ``foursave ingest``       ``ingester-<services.ingester.id>``    writer
 ``foursave rules``        ``rules``                           writer
 ``foursave api``          ``api``                             reader
