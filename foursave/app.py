@@ -159,7 +159,12 @@ def alerts(
         cid = f"foursave-rules-{part.id}-{os.getpid()}-{os.urandom(3).hex()}"
         client = mqtt_client(config.services, "rules", cid)
         connected = threading.Event()
-        client.on_connect = lambda c, u, flags, rc, props: rc == 0 and connected.set()
+
+        def on_connect(c: object, u: object, flags: object, rc: object, props: object) -> None:
+            if rc == 0:
+                connected.set()
+
+        client.on_connect = on_connect
         connect(client, config.services)
         client.loop_start()
         # the first pass's events go out on MQTT too (not "not connected" at start);
