@@ -153,8 +153,9 @@ def _unscanned(
     config: Config, influx: InfluxClient, start: date, end: date, generation: int
 ) -> list:
     """The readings of the closed days the rollup has not scanned (no scanned marker of
-    the current generation for one of the zone's sites: days before data began, or a rollup behind), per
-    counter field and run of days: the ledger reads those from the readings too."""
+    the current generation for one of the zone's sites: days before data began, or a
+    rollup behind), per counter field and run of days: the ledger reads those from the
+    readings too."""
     zones = sorted({s.timezone for s in config.sites})
     out: list = []
     for tz in zones:

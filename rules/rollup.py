@@ -105,10 +105,11 @@ def _raw_days(
 ) -> dict[str, dict[date, tuple[float, float, float]]]:
     """Device -> day -> (counter at the day's end, share of expected readings, the
     day's first reading) of the devices of ``sites``, from the raw points (one
-    aggregation pass per selector, pushed into InfluxDB).  Days are local days in ``zone`` (named ``tz``): 23 or 25
-    hours long where the clocks change, and as many readings are expected as the day
-    has seconds.  The first reading is the lowest first of the day's series (live and
-    backfilled): a counter's earliest reading is its lowest."""
+    aggregation pass per selector, pushed into InfluxDB).  Days are local days in
+    ``zone`` (named ``tz``): 23 or 25 hours long where the clocks change, and as many
+    readings are expected as the day has seconds.  The first reading is the lowest
+    first of the day's series (live and backfilled): a counter's earliest reading is
+    its lowest."""
     intervals = {d.id: d.interval_s for d in config.devices}
     q = select(
         [agg("last", fname, "c"), agg("count", fname, "n"), agg("first", fname, "f")],
