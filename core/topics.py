@@ -11,6 +11,8 @@ _SLUG = SLUG
 
 READINGS_FILTER = f"{PREFIX}/+/+/reading"
 STATUS_FILTER = f"{PREFIX}/+/+/status"
+RULES_PREFIX = f"{PREFIX}/_rules"  # rules partitions' claims on their sites (rules/claim.py)
+RULES_CLAIMS_FILTER = f"{RULES_PREFIX}/+/+/claim"
 
 
 def reading_topic(site: str, device: str) -> str:
@@ -32,6 +34,17 @@ def ack_topic(collector_id: str) -> str:
 
 def ingester_topic(ingester_id: str) -> str:
     return f"{PREFIX}/_ingester/{ingester_id}/status"
+
+
+def rules_claim_topic(partition: str, instance: str) -> str:
+    """A running rules process's retained claim on its partition's sites (six levels:
+    no status filter of devices matches it)."""
+    return f"{RULES_PREFIX}/{partition}/{instance}/claim"
+
+
+def rules_probe_topic(partition: str, instance: str) -> str:
+    """Where a rules process sends itself a message to know the claims have arrived."""
+    return f"{RULES_PREFIX}/{partition}/{instance}/probe"
 
 
 def alert_topic(site: str, rule_id: str) -> str:

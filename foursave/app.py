@@ -11,9 +11,10 @@ service    parts
 collect    ``collector.service.Collector`` (pollers per device, spool, publisher)
            on the collector's clock: one collector's share of the configuration
 ingest     ``collector.ingest.Ingester`` with an InfluxDB client
-rules      alert engine (rules, incident store, notifier with its MQTT client),
-           derived results (``rules.engine``) and the manual-record store, on the
-           rules clock
+rules      a partition's claim on its sites (``rules.claim``), alert engine
+           (rules, incident store, notifier with its MQTT client), derived results
+           (``rules.engine``) and the manual-record store, for the partition's sites
+           (``rules.partition``), on the rules clock
 api        ``api.main.create_app`` on the clock readings are stamped with
 sim        ``simulators.server.Simulator`` on the simulated clock
 =========  ======================================================================
@@ -46,12 +47,14 @@ if TYPE_CHECKING:  # the services are imported when assembled: `foursave sim` ne
     from foursave.core.config import Device
     from foursave.reports.store import ReportStore
     from foursave.rules.alerts import AlertEngine
+    from foursave.rules.partition import Partition
     from foursave.rules.records import RecordStore
     from foursave.simulators.server import Simulator
 
 log = logging.getLogger("foursave")
 
 Service = Literal["collector", "ingester", "rules", "api"]
+NOTIFIER_CONNECT_S = 10.0  # the rules engine waits this long for its notifier's broker
 
 
 def load_config(
@@ -143,40 +146,73 @@ class Alerts:
             self.client.disconnect()
 
 
-def alerts(config: Config, db: InfluxClient, clk: Clock) -> Alerts:
+def alerts(
+    config: Config, db: InfluxClient, clk: Clock, partition: Partition | None = None
+) -> Alerts:
     """Rules from ``services.rules.alerts_path``, the incident store, and a notifier
-    (MQTT when the rules file asks for it, webhook, e-mail)."""
+    (MQTT when the rules file asks for it, webhook, e-mail), for the devices of
+    ``partition``'s sites (default: every site).  The incident store
+    (``services.rules.state_path``) is one per machine, shared with the API, the CLI
+    and the other partitions there: each engine moves only its own sites' incidents."""
     from foursave.rules.alerts import AlertEngine, IncidentStore, Notifier, load_alert_settings
+    from foursave.rules.partition import whole
 
+    part = partition or whole(config)
     settings = load_alert_settings(config.services.rules.alerts_path)
     client = None
     if settings.mqtt:
-        client = mqtt_client(config.services, "rules", f"foursave-rules-{os.getpid()}")
+        # unique on the broker: partitions on other machines may have the same pid
+        cid = f"foursave-rules-{part.id}-{os.getpid()}-{os.urandom(3).hex()}"
+        client = mqtt_client(config.services, "rules", cid)
+        connected = threading.Event()
+
+        def on_connect(c: object, u: object, flags: object, rc: object, props: object) -> None:
+            if rc == 0:
+                connected.set()
+
+        client.on_connect = on_connect
         connect(client, config.services)
         client.loop_start()
+        # the first pass's events go out on MQTT too (not "not connected" at start);
+        # with no broker the engine starts anyway and logs each failed notification
+        connected.wait(NOTIFIER_CONNECT_S)
     pw_env = config.services.rules.smtp_password_env
     notifier = Notifier(settings, client, os.environ.get(pw_env) if pw_env else None)
     store = IncidentStore(config.services.rules.state_path)
-    return Alerts(AlertEngine(config, settings, db, store, notifier, clk), client)
+    engine = AlertEngine(part.restrict(config), settings, db, store, notifier, clk, owns=part.owns)
+    return Alerts(engine, client)
 
 
-def run_rules(config: Config, stop: threading.Event) -> None:
-    """``foursave rules``: alerts and derived results until ``stop`` is set."""
+def run_rules(config: Config, stop: threading.Event, partition: Partition | None = None) -> None:
+    """``foursave rules``: alerts and derived results of ``partition``'s sites (default:
+    every site) until ``stop`` is set.  First the partition claims its sites on the
+    broker (``rules/claim.py``): ``ClaimRefused`` when another running partition holds
+    one of them, at start or (after a reconnection) later."""
+    from foursave.rules.claim import Claim, ClaimRefused
     from foursave.rules.engine import run_forever
+    from foursave.rules.partition import whole
     from foursave.rules.records import RecordStore
 
-    clk = clock(config, "rules")
-    db = influx(config, "writer")
-    records = RecordStore(config.services.rules.records_path)
+    part = partition or whole(config)
+    claim = Claim(config.services, part, config.services.influxdb.database, on_lost=stop.set)
+    claim.acquire()
     try:
-        watch = alerts(config, db, clk)
+        clk = clock(config, "rules")
+        db = influx(config, "writer")
+        records = RecordStore(config.services.rules.records_path)
         try:
-            run_forever(config, stop, db, records, clk, watch.engine)
+            watch = alerts(config, db, clk, part)
+            try:
+                run_forever(part.restrict(config), stop, db, records, clk, watch.engine)
+            finally:
+                watch.close()
         finally:
-            watch.close()
+            records.close()
+            db.close()
     finally:
-        records.close()
-        db.close()
+        claim.release()
+    if claim.lost:
+        raise ClaimRefused(claim.lost)
 
 
 def api_app(config: Config, refresh: bool = True) -> FastAPI:

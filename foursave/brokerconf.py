@@ -10,7 +10,8 @@ its job:
   account of its own (``collector-<id>``), for its own share of the devices only;
 - an ingester reads readings and statuses, and publishes acknowledgements and its own
   status;
-- the rules engine publishes alerts;
+- the rules engine publishes alerts, and reads and writes the claims its partitions
+  hold on their sites (``rules/claim.py``);
 - the API reads statuses;
 - ``reader`` (people, ``mosquitto_sub``, health checks) reads everything and writes
   nothing.
@@ -37,6 +38,7 @@ from foursave.core.secrets import Secrets, env_name, read_file, write_file
 from foursave.core.topics import (
     PREFIX,
     READINGS_FILTER,
+    RULES_PREFIX,
     STATUS_FILTER,
     ack_topic,
     alert_topic,
@@ -91,7 +93,10 @@ def grants(config: Config) -> dict[str, list[Grant]]:
             Grant("write", ack_topic("+")),
             Grant("write", ingester_topic(svc.ingester.id)),
         ],
-        svc.mqtt_account("rules"): [Grant("write", alert_topic("+", "+"))],
+        svc.mqtt_account("rules"): [
+            Grant("write", alert_topic("+", "+")),
+            Grant("readwrite", f"{RULES_PREFIX}/#"),
+        ],
         svc.mqtt_account("api"): [Grant("read", STATUS_FILTER)],
         svc.mqtt_account("reader"): [Grant("read", f"{PREFIX}/#"), Grant("read", "$SYS/#")],
     }

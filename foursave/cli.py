@@ -374,10 +374,10 @@ def cmd_backfill(args) -> int:
     return 0
 
 
-def _alerts_once(cfg) -> int:
+def _alerts_once(cfg, partition) -> int:
     influx = app.influx(cfg, "writer")
     try:
-        watch = app.alerts(cfg, influx, app.clock(cfg, "rules"))
+        watch = app.alerts(cfg, influx, app.clock(cfg, "rules"), partition)
     except ValueError as exc:
         print(f"foursave rules: {exc}", file=sys.stderr)
         influx.close()
@@ -395,10 +395,20 @@ def cmd_rules(args) -> int:
     import threading
 
     from foursave.core.influx import InfluxUnavailable
+    from foursave.rules.claim import ClaimRefused
     from foursave.rules.engine import run_once
+    from foursave.rules.partition import PartitionError
     from foursave.rules.records import RecordStore
 
     cfg = _load(args.config)
+    try:
+        part = _partition(args, cfg)
+    except PartitionError as exc:
+        print(f"foursave rules: {exc}", file=sys.stderr)
+        return 2
+    if args.list or part is None:
+        return 0
+    own = part.restrict(cfg)
     if args.once:
         influx = app.influx(cfg, "writer")
         clock = app.clock(cfg, "rules")
@@ -407,12 +417,12 @@ def cmd_rules(args) -> int:
             if args.rebuild:
                 from foursave.rules.rollup import ROLLUP, rebuild_rollup
 
-                gen = rebuild_rollup(influx, cfg, args.start, args.to, clock=clock)
+                gen = rebuild_rollup(influx, own, args.start, args.to, clock=clock)
                 print(
                     f"rebuilt the {ROLLUP} rollup from the readings (generation {gen}; "
                     "earlier generations are no longer read)"
                 )
-            rows = run_once(cfg, influx, records, args.start, args.to, clock)
+            rows = run_once(own, influx, records, args.start, args.to, clock)
         except InfluxUnavailable as exc:
             print(f"foursave rules: InfluxDB unavailable: {exc}", file=sys.stderr)
             return 1
@@ -423,11 +433,36 @@ def cmd_rules(args) -> int:
             f"ledger: {len(rows)} rows written to {cfg.services.influxdb.url}/"
             f"{cfg.services.influxdb.database} (measurement 'ledger')"
         )
-        return 0 if args.no_alerts else _alerts_once(cfg)
+        return 0 if args.no_alerts else _alerts_once(cfg, part)
     stop = threading.Event()
     app.on_stop_signal(stop.set)
-    app.run_rules(cfg, stop)
+    try:
+        app.run_rules(cfg, stop, part)
+    except ClaimRefused as exc:
+        print(f"foursave rules: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _partition(args, cfg):
+    """The partition ``--shard i/n`` or ``--sites a,b`` asks for (every site without
+    either), printing each shard's sites with ``--list``."""
+    from foursave.rules import partition as rp
+
+    if args.shard and args.sites:
+        raise rp.PartitionError("give --shard or --sites, not both")
+    if args.shard:
+        i, n = rp.parse_shard(args.shard)
+        if args.list:  # every shard, this one marked (an empty one is no error here)
+            print("\n".join(rp.listing(cfg, n, i)))
+            return None
+        return rp.shard(cfg, i, n)
+    part = (
+        rp.sites_partition(cfg, args.sites.split(","), args.config) if args.sites else rp.whole(cfg)
+    )
+    if args.list:
+        print(part.describe())
+    return part
 
 
 def cmd_alerts(args) -> int:
@@ -905,6 +940,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--from", dest="start", type=_date, help="first day (default: first data)")
     sp.add_argument("--to", type=_date, help="day after the last one (default: last data)")
+    sp.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="only the sites shard I of N owns (rendezvous hashing of the site ids)",
+    )
+    sp.add_argument("--sites", metavar="A,B", help="only these sites (ids, comma-separated)")
+    sp.add_argument(
+        "--list", action="store_true", help="print the partition's sites (every shard's), then exit"
+    )
     sp = add("alerts", cmd_alerts, "list or acknowledge alert incidents")
     sp.add_argument("action", choices=["list", "ack"])
     sp.add_argument("incident", nargs="?", type=int)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Expr, agg, column, eq, select, time_range
+from foursave.core.influxql import Expr, agg, column, eq, select, tag_in, time_range
 from foursave.core.late import LATE
 from foursave.core.periods import Period, day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
@@ -49,9 +49,10 @@ from foursave.rules.rollup import (
     COUNTERS,
     OPEN_DAYS,
     ROLLUP,
-    SCANNED,
     days_range,
+    legacy_markers,
     rollup_generation,
+    site_marker,
 )
 from foursave.rules.rows import METHOD_VERSION
 
@@ -151,28 +152,37 @@ def _by_measurement(counters: tuple[tuple[str, str], ...]) -> dict[str, tuple[st
 def _unscanned(
     config: Config, influx: InfluxClient, start: date, end: date, generation: int
 ) -> list:
-    """The readings of the closed days the rollup has not scanned (no ``_scanned``
-    marker of the current generation: days before data began, or a rollup behind), per
-    counter field and run of days: the ledger reads those from the readings too."""
+    """The readings of the closed days the rollup has not scanned (no scanned marker of
+    the current generation for one of the zone's sites: days before data began, or a
+    rollup behind), per counter field and run of days: the ledger reads those from the
+    readings too."""
     zones = sorted({s.timezone for s in config.sites})
     out: list = []
     for tz in zones:
         zone = zone_of(tz)
-        marker = SCANNED if len(zones) == 1 else f"{SCANNED}@{tz}"
+        sites = [s.id for s in config.sites if s.timezone == tz]
+        legacy = legacy_markers(tz)
         lo, hi = start - timedelta(days=1), end - timedelta(days=OPEN_DAYS + 1)
-        scanned: dict[str, set[date]] = {f: set() for _, f in COUNTERS}
+        # a day is scanned when every site of the zone has its marker (rules/rollup.py),
+        # or a marker from before markers were per site covers it
+        per_site: dict[tuple[str, str], set[date]] = {}
         for row in influx.rows(
             select(
-                [column("c"), column("field")],
+                [column("c"), column("field"), column("device")],
                 ROLLUP,
                 where=[
-                    eq("device", marker),
+                    tag_in("device", [*legacy, *(site_marker(s) for s in sites)]),
                     eq("generation", str(generation)),
                     days_range(lo, hi, zone),
                 ],
             )
         ):
-            scanned.setdefault(row["field"], set()).add(local_date(row["time"], zone))
+            key = "*" if row["device"] in legacy else row["device"]
+            per_site.setdefault((row["field"], key), set()).add(local_date(row["time"], zone))
+        scanned: dict[str, set[date]] = {}
+        for _, f in COUNTERS:
+            each = [per_site.get((f, site_marker(s)), set()) for s in sites]
+            scanned[f] = per_site.get((f, "*"), set()) | set.intersection(*each)
         for m, fs in _by_measurement(COUNTERS).items():
             runs: list[list[date]] = []
             d = lo

@@ -55,7 +55,12 @@ def run_once(
     open (default: the system clock)."""
     now_ms = int((clock or SystemClock()).time() * 1000)
     if start is None or end is None:
-        span = data_span(influx, *sorted({s.timezone for s in config.sites}), until_ms=now_ms)
+        span = data_span(
+            influx,
+            *sorted({s.timezone for s in config.sites}),
+            until_ms=now_ms,
+            sites=[s.id for s in config.sites],
+        )
         if span is None:
             log.info("no meter data yet: nothing to compute")
             return []

@@ -8,13 +8,17 @@ in the ledger (``rules/ledger.py``), not here.
 
 Closed days are kept in the ``counter_daily`` rollup (per device, counter field and
 local day: the counter at the day's end, the share of expected readings and the day's
-first reading, plus a ``_scanned`` marker with the scan's time for every closed day a
-scan went over, with data or without), so a second pass reads a few thousand rows
-instead of every reading, and no raw reading older than the open days: the days
-before a device's first reading are known to be empty, and only runs of days really
-missing are scanned.  Late data for a closed day is noticed by the ``late_data``
-markers the ingester and ``foursave backfill`` write (``core/late.py``; the newest
-handled is kept in ``counter_daily_late_seen``): its days are scanned again, once.
+first reading, plus per site a ``_scanned:<site>`` marker with the scan's time for
+every closed day a scan of its devices went over, with data or without), so a second
+pass reads a few thousand rows instead of every reading, and no raw reading older than
+the open days: the days before a device's first reading are known to be empty, and
+only runs of days really missing are scanned.  Late data for a closed day is noticed by
+the ``late_data`` markers the ingester and ``foursave backfill`` write
+(``core/late.py``; the newest handled is kept per site in ``counter_daily_late_seen``):
+its days are scanned again, once.  Everything is per site so that rules partitions
+(``rules/partition.py``), each given its own sites, never mark, skip or rewrite each
+other's days; the markers of before (``_scanned``, ``_scanned@<zone>``: every site of
+the zone) are still read.
 Comparing every day's reading count with the rollup's would notice any late point but
 costs as much as the aggregation itself (``bench/ledger.py``: 0.97-1.06x the bare
 query), so it is not done on each pass.  After data written past the markers (by
@@ -97,18 +101,20 @@ def _raw_days(
     end: date,
     zone: tzinfo,
     tz: str,
+    sites: list[str],
 ) -> dict[str, dict[date, tuple[float, float, float]]]:
     """Device -> day -> (counter at the day's end, share of expected readings, the
-    day's first reading), from the raw points (one aggregation pass per selector,
-    pushed into InfluxDB).  Days are local days in ``zone`` (named ``tz``): 23 or 25
-    hours long where the clocks change, and as many readings are expected as the day
-    has seconds.  The first reading is the lowest first of the day's series (live and
-    backfilled): a counter's earliest reading is its lowest."""
+    day's first reading) of the devices of ``sites``, from the raw points (one
+    aggregation pass per selector, pushed into InfluxDB).  Days are local days in
+    ``zone`` (named ``tz``): 23 or 25 hours long where the clocks change, and as many
+    readings are expected as the day has seconds.  The first reading is the lowest
+    first of the day's series (live and backfilled): a counter's earliest reading is
+    its lowest."""
     intervals = {d.id: d.interval_s for d in config.devices}
     q = select(
         [agg("last", fname, "c"), agg("count", fname, "n"), agg("first", fname, "f")],
         measurement,
-        where=[days_range(start, end, zone)],
+        where=[tag_in("site", sites), days_range(start, end, zone)],
         group_by=[every("1d"), "device", "source", "step_s"],
         tz=tz,
     )
@@ -144,8 +150,23 @@ def _runs(days: list[date], join_gap_days: int = 7) -> list[tuple[date, date]]:
     return runs
 
 
-SCANNED = "_scanned"  # rollup marker: every device's day was scanned (per counter field)
+SCANNED = "_scanned"  # rollup marker prefix: a day was scanned (per counter field)
 LATE_SEEN = "counter_daily_late_seen"  # per generation and rollup: the last late_data handled
+
+
+def site_marker(site_id: str) -> str:
+    """The ``device`` of the rollup's marker rows saying a closed day of the site's
+    devices was scanned (per counter field), with the scan's time: each site has its
+    own, so partitions of the rules engine (``rules/partition.py``) never mark each
+    other's days, and a site added later is scanned from its first day."""
+    return f"{SCANNED}:{site_id}"
+
+
+def legacy_markers(tz: str) -> tuple[str, str]:
+    """The markers of a rollup written before markers were per site: ``_scanned`` (one
+    zone: every device with readings) and ``_scanned@<zone>`` (the configuration's
+    devices in that zone).  Still read as covering every site of the zone."""
+    return SCANNED, f"{SCANNED}@{tz}"
 
 
 def daily_quantities(
@@ -156,8 +177,8 @@ def daily_quantities(
     use_rollup: bool = True,
     clock: Clock | None = None,
 ) -> dict[tuple[str, str], DeviceDays]:
-    """(device, field) -> per-day quantity for local days in [start, end), each device's
-    days in its own site's time zone.
+    """(device, field) -> per-day quantity for local days in [start, end) of the
+    configuration's devices, each device's days in its own site's time zone.
 
     Closed days are kept in the ``counter_daily`` rollup: a second ledger over the
     same history reads a few thousand rows instead of every reading.  The last
@@ -165,62 +186,95 @@ def daily_quantities(
     clock) are always recomputed.
 
     The rollup knows its coverage: every closed day a raw scan went over is marked
-    scanned (with the scan's time), with data or without, so the days before a
-    device's first reading are known to be empty and a warm load reads no raw data
-    older than the open days.  Readings stored later for a closed day are noticed by
-    the ``late_data`` markers their writer leaves (``core/late.py``): the days they
-    touch are scanned again, once.  Data written past that (by hand) needs
-    ``--rebuild``.
+    scanned for each site whose devices it read (:func:`site_marker`, with the scan's
+    time), with data or without, so the days before a device's first reading are known
+    to be empty and a warm load reads no raw data older than the open days.  Readings
+    stored later for a closed day are noticed by the ``late_data`` markers their writer
+    leaves (``core/late.py``): the days they touch are scanned again, once per site
+    (the newest marker handled is kept per site).  Data written past that (by hand)
+    needs ``--rebuild``.  Only the configuration's sites are read, marked and written:
+    a rules partition given its own sites (``rules/partition.py``) leaves every other
+    site's rows, markers and late-data bookkeeping to their partition.
 
     Sites in different zones have different days, so each zone is aggregated on its
-    own (one pass over the readings per zone) and keeps its own rollup: rows at its
-    local midnights, its "day scanned" marker named after it (``_scanned@Europe/Berlin``)
-    — only when the sites do not all share one zone, so a single-zone rollup is the
-    one it always was.  A rollup row that is not at a local midnight of the zone
-    reading it (a site whose zone was changed) is ignored and the day recomputed.
+    own (one pass over the readings per zone): rows and markers at its local
+    midnights.  A rollup row that is not at a local midnight of the zone reading it (a
+    site whose zone was changed) is ignored and the day recomputed.
     """
     clock = clock or SystemClock()
-    zones: dict[str, set[str]] = defaultdict(set)  # zone name -> its sites' devices
-    site_zone = {s.id: s.timezone for s in config.sites}
-    for d in config.devices:
-        zones[site_zone[d.site]].add(d.id)
+    zones: dict[str, list[str]] = defaultdict(list)  # zone name -> its sites
     for s in config.sites:
-        zones.setdefault(s.timezone, set())
+        zones[s.timezone].append(s.id)
     out: dict[tuple[str, str], DeviceDays] = {}
-    for tz, devices in zones.items():
-        only = devices if len(zones) > 1 else None  # one zone: every device, as ever
-        marker = SCANNED if len(zones) == 1 else f"{SCANNED}@{tz}"
-        out.update(
-            _zone_quantities(influx, config, start, end, tz, only, marker, use_rollup, clock)
-        )
+    for tz, sites in zones.items():
+        out.update(_zone_quantities(influx, config, start, end, tz, sites, use_rollup, clock))
     return out
 
 
 def _late_days(
-    influx: InfluxClient, zone: tzinfo, generation: int, marker: str, open_from: date
-) -> tuple[set[date], int | None]:
-    """The closed local days touched by ``late_data`` markers this rollup has not
-    handled yet, and the newest marker's time (None: no new marker)."""
-    seen = influx.rows(
-        select(
-            agg("last", "upto_ms"),
-            LATE_SEEN,
-            where=[eq("generation", str(generation)), eq("rollup", marker)],
+    influx: InfluxClient,
+    zone: tzinfo,
+    generation: int,
+    markers: dict[str, str],
+    open_from: date,
+    fallback: tuple[str, ...] = (),
+) -> tuple[dict[str, set[date]], dict[str, int], int | None]:
+    """Per key of ``markers`` (key -> the rollup it keeps, e.g. site -> its marker):
+    the closed local days touched by ``late_data`` markers that rollup has not handled
+    yet; the keys whose newest handled marker is older than the newest marker now
+    (key -> the newest, to record once handled); and the newest marker's time (None: no
+    marker at all).  A rollup that has not handled any yet starts from the newest
+    handled by the ``fallback`` rollups (the markers before they were per site)."""
+    names = list(markers.values()) + list(fallback)
+    seen = {
+        r["rollup"]: int(r["last"])
+        for r in influx.rows(
+            select(
+                agg("last", "upto_ms"),
+                LATE_SEEN,
+                where=[eq("generation", str(generation)), tag_in("rollup", names)],
+                group_by=["rollup"],
+            )
         )
-    )
-    since = int(seen[0]["last"]) if seen and seen[0]["last"] is not None else None
-    where = [] if since is None else [time_range(start_ms=since + 1)]
-    days: set[date] = set()
+        if r.get("last") is not None
+    }
+    old = [seen[f] for f in fallback if f in seen]
+    since = {k: seen.get(m, max(old) if old else None) for k, m in markers.items()}
+    known = [v for v in since.values() if v is not None]
+    lowest = None if len(known) < len(since) or not known else min(known)
+    where = [] if lowest is None else [time_range(start_ms=lowest + 1)]
+    days: dict[str, set[date]] = {k: set() for k in markers}
     newest = None
     for r in influx.rows(select([column("first_ms"), column("last_ms")], LATE, where=where)):
         newest = max(newest or r["time"], r["time"])
         if r["first_ms"] is None or r["last_ms"] is None:
             continue
+        touched: set[date] = set()
         d, last = local_date(r["first_ms"], zone), local_date(r["last_ms"], zone)
         while d <= last and d < open_from:
-            days.add(d)
+            touched.add(d)
             d += timedelta(days=1)
-    return days, newest
+        for k, t in since.items():
+            if t is None or r["time"] > t:
+                days[k] |= touched
+    behind = {
+        k: newest for k, t in since.items() if newest is not None and (t is None or newest > t)
+    }
+    return days, behind, newest
+
+
+def _late_seen_lines(generation: int, behind: dict[str, int], markers: dict[str, str]) -> list[str]:
+    """``counter_daily_late_seen`` points: each rollup of ``behind`` has handled the
+    ``late_data`` markers up to its value."""
+    return [
+        to_line(
+            LATE_SEEN,
+            {"generation": str(generation), "rollup": markers[k]},
+            {"upto_ms": float(upto)},
+            upto,
+        )
+        for k, upto in behind.items()
+    ]
 
 
 def _zone_quantities(
@@ -229,27 +283,33 @@ def _zone_quantities(
     start: date,
     end: date,
     tz: str,
-    devices: set[str] | None,
-    marker: str,
+    sites: list[str],
     use_rollup: bool,
     clock: Clock,
 ) -> dict[tuple[str, str], DeviceDays]:
-    """:func:`daily_quantities` for the devices of the sites in zone ``tz`` (``None``:
-    every device with readings)."""
+    """:func:`daily_quantities` for the devices of ``sites``, the configuration's sites
+    in zone ``tz``."""
     zone = zone_of(tz)
     out: dict[tuple[str, str], DeviceDays] = {}
+    site_of = {d.id: d.site for d in config.devices if d.site in set(sites)}
+    markers = {s: site_marker(s) for s in sites}
+    by_marker = {m: s for s, m in markers.items()}
+    legacy = legacy_markers(tz)
     lo = start - timedelta(days=1)
     all_days = [lo + timedelta(days=k) for k in range((end - lo).days)]
     # days still open: near the requested end, or near today (data may still arrive)
     open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
     generation = rollup_generation(influx) if use_rollup else 0
-    late, late_upto = (
-        _late_days(influx, zone, generation, marker, open_from) if use_rollup else (set(), None)
-    )
+    late: dict[str, set[date]] = {s: set() for s in sites}
+    behind: dict[str, int] = {}
+    if use_rollup:
+        late, behind, _ = _late_days(influx, zone, generation, markers, open_from, legacy)
     stamp = float(int(time.time() * 1000))  # this scan's mark: pv_daily rows refer to it
     for measurement, fname in COUNTERS:
         per: dict[str, dict[date, tuple[float, float, float | None]]] = defaultdict(dict)
-        scanned: dict[date, float] = {}
+        # site -> closed day -> when its devices were scanned
+        scanned: dict[str, dict[date, float]] = {s: {} for s in sites}
+        everyone: dict[date, float] = {}  # days a marker from before per-site markers covers
         if use_rollup:
             for row in influx.rows(
                 select(
@@ -265,22 +325,40 @@ def _zone_quantities(
                 day = local_date(row["time"], zone)
                 if row["time"] != day_start_ms(day, zone):
                     continue  # another zone's day
-                if row["device"] == marker:
-                    scanned[day] = float(row.get("at_ms") or 0.0)
-                elif devices is None or row["device"] in devices:
-                    per[row["device"]][day] = (row["c"], row["share"], row.get("f"))
-        missing = {d for d in all_days if d not in scanned} | late
+                dev = row["device"]
+                at = float(row.get("at_ms") or 0.0)
+                if dev in by_marker:
+                    scanned[by_marker[dev]][day] = at
+                elif dev in legacy:
+                    everyone[day] = max(at, everyone.get(day, 0.0))
+                elif dev in site_of:
+                    per[dev][day] = (row["c"], row["share"], row.get("f"))
+            for s in sites:
+                for day, at in everyone.items():
+                    scanned[s][day] = max(at, scanned[s].get(day, 0.0))
+        # a day is read from the readings when any of the zone's sites lacks it (or has
+        # late data on it): one query for all of them, rows and markers for each
+        missing: set[date] = set()
+        for s in sites:
+            missing |= {d for d in all_days if d not in scanned[s]} | late[s]
         if missing:
             # each run of missing days is read on its own: one read from the first to
             # the open days would go through every scanned day between
             raw: dict[str, dict[date, tuple[float, float, float]]] = defaultdict(dict)
             for first, last in _runs(sorted(missing)):
                 for dev, days in _raw_days(
-                    influx, config, measurement, fname, first, last + timedelta(days=1), zone, tz
+                    influx,
+                    config,
+                    measurement,
+                    fname,
+                    first,
+                    last + timedelta(days=1),
+                    zone,
+                    tz,
+                    sites,
                 ).items():
-                    raw[dev].update(days)
-            if devices is not None:
-                raw = {dev: days for dev, days in raw.items() if dev in devices}
+                    if dev in site_of:
+                        raw[dev].update(days)
             lines = []
             for dev, days in raw.items():
                 for day, (c, share, f) in days.items():
@@ -288,14 +366,15 @@ def _zone_quantities(
                         per[dev][day] = (c, share, f)
                     if day < open_from:
                         lines.append(_rollup_line(dev, fname, day, c, share, zone, generation, f))
-            for d in missing:
-                if d < open_from:  # scanned, with data or without: covered
-                    scanned[d] = stamp
+            closed = sorted(d for d in missing if d < open_from)
+            for s in sites:  # scanned, with data or without: covered
+                for d in closed:
+                    scanned[s][d] = stamp
             if use_rollup:
                 lines += [
-                    _rollup_line(marker, fname, d, 0.0, 0.0, zone, generation, at_ms=stamp)
-                    for d in sorted(missing)
-                    if d < open_from
+                    _rollup_line(markers[s], fname, d, 0.0, 0.0, zone, generation, at_ms=stamp)
+                    for s in sites
+                    for d in closed
                 ]
                 if influx.read_only:
                     _not_cached(influx, len(lines))
@@ -305,6 +384,7 @@ def _zone_quantities(
         for dev, pdays in per.items():
             dd = DeviceDays()
             ordered = sorted(pdays)
+            site_scans = scanned[site_of[dev]]
             for i, day in enumerate(ordered):
                 if day < start:
                     continue
@@ -327,20 +407,11 @@ def _zone_quantities(
                 else:
                     dd.quantity[day] = c - c_prev
                 dd.completeness[day] = pdays[day][1]
-                if day in scanned:
-                    dd.scanned[day] = scanned[day]
+                if day in site_scans:
+                    dd.scanned[day] = site_scans[day]
             out[(dev, fname)] = dd
-    if late_upto is not None and use_rollup and not influx.read_only:
-        influx.write(
-            [
-                to_line(
-                    LATE_SEEN,
-                    {"generation": str(generation), "rollup": marker},
-                    {"upto_ms": float(late_upto)},
-                    late_upto,
-                )
-            ]
-        )
+    if behind and use_rollup and not influx.read_only:
+        influx.write(_late_seen_lines(generation, behind, markers))
     return out
 
 
@@ -438,7 +509,10 @@ def rebuild_rollup(
     )
     if start is None or end is None:
         span = data_span(
-            influx, *{s.timezone for s in config.sites}, until_ms=int(clock.time() * 1000)
+            influx,
+            *{s.timezone for s in config.sites},
+            until_ms=int(clock.time() * 1000),
+            sites=[s.id for s in config.sites],
         )
         if span is None:
             return generation
@@ -448,11 +522,15 @@ def rebuild_rollup(
 
 
 def data_span(
-    influx: InfluxClient, *zones: ZoneLike, until_ms: int | None = None
+    influx: InfluxClient,
+    *zones: ZoneLike,
+    until_ms: int | None = None,
+    sites: list[str] | None = None,
 ) -> tuple[date, date] | None:
-    """[first, last + 1 day) of the local days with meter, inverter or water data,
-    counting no point after ``until_ms`` (the caller's "now"): a stray point dated
-    ahead must not open a span of years to compute over.
+    """[first, last + 1 day) of the local days with meter, inverter or water data (of
+    ``sites`` only, when given: a rules partition's), counting no point after
+    ``until_ms`` (the caller's "now"): a stray point dated ahead must not open a span
+    of years to compute over.
 
     Readings are not told apart by site here, so with several zones (every site's)
     the span is the union of the local days in each: from the earliest local date of
@@ -463,6 +541,8 @@ def data_span(
     firsts: list[date] = []
     lasts: list[date] = []
     bound = [] if until_ms is None else [time_range(end_ms=until_ms, include_end=True)]
+    if sites is not None:
+        bound.append(tag_in("site", sites))
     for m, f in (
         ("meter", "import_energy_wh"),
         ("inverter", "ac_energy_wh"),
@@ -496,7 +576,8 @@ def site_daily_means(
     marker = f"{SCANNED}#{site_id}"
     open_from = min(end, today(clock, zone)) - timedelta(days=OPEN_DAYS)
     generation = rollup_generation(influx)
-    late, late_upto = _late_days(influx, zone, generation, marker, open_from)
+    late_by, behind, _ = _late_days(influx, zone, generation, {site_id: marker}, open_from)
+    late = late_by[site_id]
     days = [start + timedelta(days=k) for k in range((end - start).days)]
     out: dict[date, float] = {}
     scanned: set[date] = set()
@@ -544,15 +625,7 @@ def site_daily_means(
         for d in sorted(missing)
         if d < open_from
     ]
-    if late_upto is not None:
-        lines.append(
-            to_line(
-                LATE_SEEN,
-                {"generation": str(generation), "rollup": marker},
-                {"upto_ms": float(late_upto)},
-                late_upto,
-            )
-        )
+    lines += _late_seen_lines(generation, behind, {site_id: marker})
     if influx.read_only:
         _not_cached(influx, len(lines))
     elif lines:

@@ -28,6 +28,7 @@ from foursave.core.topics import (
     collector_topic,
     ingester_topic,
     reading_topic,
+    rules_claim_topic,
     status_topic,
 )
 from foursave.localstack import BrokerTls, free_port, mosquitto
@@ -90,6 +91,7 @@ PUBLISH = [
     ingester_topic("central"),
     ingester_topic("another"),
     alert_topic("demo", "inverter_trip"),
+    rules_claim_topic("shard-1-of-2", "host-1-abc"),
     "foursave/v1/demo/inv-01/command",
     "elsewhere/entirely",
 ]
@@ -114,7 +116,11 @@ MAY_PUBLISH = {
     },
     # its own status and the acknowledgements
     "ingester-central": {ingester_topic("central"), ack_topic("north"), ack_topic("south")},
-    "rules": {alert_topic("demo", "inverter_trip")},  # alerts
+    # alerts, and the claims of rules partitions on their sites
+    "rules": {
+        alert_topic("demo", "inverter_trip"),
+        rules_claim_topic("shard-1-of-2", "host-1-abc"),
+    },
     "api": set(),
     "reader": set(),  # people: read-only
 }
@@ -124,7 +130,7 @@ MAY_READ = {
     "collector-north": {ack_topic("north")},  # the acknowledgements meant for it
     "collector-south": {ack_topic("south")},
     "ingester-central": READINGS | STATUSES,  # readings, device status and presence
-    "rules": set(),  # it reads InfluxDB, not the broker
+    "rules": {rules_claim_topic("shard-1-of-2", "host-1-abc")},  # the other partitions' claims
     "api": STATUSES,  # the live device and service statuses it shows
     "reader": FOURSAVE,  # people: everything foursave publishes
 }

@@ -20,7 +20,7 @@ from foursave.core.reading import to_line
 from foursave.rules.engine import run_once
 from foursave.rules.ledger import Ledger
 from foursave.rules.records import RecordStore
-from foursave.rules.rollup import ROLLUP, daily_quantities
+from foursave.rules.rollup import ROLLUP, daily_quantities, site_marker
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]
 
@@ -159,7 +159,7 @@ def test_sites_in_different_zones_keep_their_own_days(tmp_path, influx_url, data
         for r in influx.rows(f'SHOW TAG VALUES FROM "{ROLLUP}" WITH KEY = "device"')
         if r["value"].startswith("_")
     }
-    assert markers == {f"_scanned@{LA}", "_scanned@Asia/Taipei"}
+    assert markers == {site_marker("la"), site_marker("tpe")}  # each site's own
 
     store = RecordStore(tmp_path / "records.sqlite")
     ledger = Ledger(cfg, influx, store, NOW)

@@ -11,6 +11,7 @@ write stays pending and is tried again on the next pass."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,14 +157,19 @@ class IncidentStore:
         )
         return inc
 
-    def pending_acks(self) -> list[Incident]:
-        """Acknowledged incidents whose acknowledgement is not in alert history yet."""
+    def pending_acks(self, owns: Callable[[str], bool] | None = None) -> list[Incident]:
+        """Acknowledged incidents whose acknowledgement is not in alert history yet (of
+        the sites ``owns`` says yes to: a rules partition's, ``rules/partition.py``)."""
         return [
-            Incident(*r)
-            for r in self.db.execute(
-                f"SELECT {COLUMNS} FROM incidents "
-                "WHERE ack_pending=1 AND acked_at IS NOT NULL ORDER BY id"
+            inc
+            for inc in (
+                Incident(*r)
+                for r in self.db.execute(
+                    f"SELECT {COLUMNS} FROM incidents "
+                    "WHERE ack_pending=1 AND acked_at IS NOT NULL ORDER BY id"
+                )
             )
+            if owns is None or owns(inc.site)
         ]
 
     def ack_written(self, inc: Incident) -> None:
@@ -237,10 +243,13 @@ def acknowledge_incident(
     return Acknowledged(inc, True)
 
 
-def write_pending_acks(store: IncidentStore, influx: InfluxClient) -> int:
+def write_pending_acks(
+    store: IncidentStore, influx: InfluxClient, owns: Callable[[str], bool] | None = None
+) -> int:
     """Write the acknowledgements not yet in alert history (the rules engine, each
-    pass); returns how many.  A failed write raises and leaves them pending."""
-    pending = store.pending_acks()
+    pass; a partition those of the sites it ``owns``); returns how many.  A failed
+    write raises and leaves them pending."""
+    pending = store.pending_acks(owns)
     if pending:
         influx.write([ack_line(inc) for inc in pending])
         for inc in pending:

@@ -15,6 +15,7 @@ notified (the one notification said all there is)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -55,8 +56,14 @@ class AlertEngine:
         store: IncidentStore,
         notifier: Notifier,
         clock: Clock,
+        owns: Callable[[str], bool] | None = None,
     ):
+        """``config`` holds the devices evaluated (a rules partition's configuration is
+        restricted to its sites, ``rules/partition.py``); ``owns`` says which sites'
+        incidents in ``store`` are this engine's to write acknowledgements of (default:
+        all; a store is shared by the partitions on a machine)."""
         self.config = config
+        self.owns = owns
         self.s = settings
         self.influx = influx
         self.store = store
@@ -114,7 +121,7 @@ class AlertEngine:
         if events:
             self._history(events)
         try:
-            write_pending_acks(self.store, self.influx)
+            write_pending_acks(self.store, self.influx, self.owns)
         except Exception as exc:  # pending still: the next pass tries again
             log.warning("acknowledgements not written to alert history: %s", exc)
         return events
