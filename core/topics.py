@@ -34,6 +34,11 @@ def ingester_topic(ingester_id: str) -> str:
     return f"{PREFIX}/_ingester/{ingester_id}/status"
 
 
+def bridge_topic(name: str) -> str:
+    """A district bridge's state, retained: "1" connected, "0" not (its last will)."""
+    return f"{PREFIX}/_bridge/{name}/state"
+
+
 def alert_topic(site: str, rule_id: str) -> str:
     return f"{PREFIX}/{site}/alert/{rule_id}"
 
