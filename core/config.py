@@ -94,6 +94,11 @@ class MqttBridge(_Frozen):
         "from base, growing up to cap, so districts do not all reconnect at once",
     )
     alerts: bool = Field(True, description="bring the alerts of this district's sites in")
+    try_private: bool = Field(
+        True,
+        description="tell the central broker this client is a bridge (mosquitto's "
+        "try_private); false for a broker that refuses such a connection",
+    )
 
     @field_validator("url")
     @classmethod

@@ -323,12 +323,12 @@ def bridge_conf_text(bridge: Bridge, password: str, source: str) -> str:
         "# MQTT 3.1.1 with mosquitto's bridge flag: the central broker knows a bridge (loop",
         "# detection, retained flags kept: device statuses and presence are retained).",
         "bridge_protocol_version mqttv311",
-        "try_private true",
+        f"try_private {'true' if b.try_private else 'false'}",
         "start_type automatic",
-        f"# Reconnect after {b.restart_timeout_s[0]} s, then after random waits up to"
-        f" {b.restart_timeout_s[1]} s: a link that",
-        "# comes back is used within seconds, and the districts do not all reconnect in the",
-        "# same second after a central outage.",
+        f"# The waits between reconnection attempts start at {b.restart_timeout_s[0]} s and"
+        f" grow, at random, up to {b.restart_timeout_s[1]} s:",
+        "# a link that comes back is used soon, and the districts do not all reconnect in",
+        "# the same second after a central outage.",
         f"restart_timeout {b.restart_timeout_s[0]} {b.restart_timeout_s[1]}",
         f"# A link that goes silent (no reset) is given up after 1.5 x {b.keepalive_s} s.",
         f"keepalive_interval {b.keepalive_s}",
