@@ -61,6 +61,77 @@ MqttRole = Literal["collector", "ingester", "rules", "api", "reader"]
 InfluxRole = Literal["admin", "writer", "reader"]
 
 
+def _mqtt_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ValueError("expected mqtt://host:port or mqtts://host:port")
+    _check_port(parts)
+    return v
+
+
+class MqttBridge(_Frozen):
+    """A district's broker forwards its collectors' readings, statuses and presence to
+    a central broker, and takes back their acknowledgements (and its sites' alerts):
+    the mosquitto bridge ``foursave broker-config`` writes (docs/scale.md)."""
+
+    name: str = Field(
+        pattern=SLUG,
+        description="the district: the bridge logs in to the central broker as "
+        "bridge-<name>, with client id foursave-bridge-<name>",
+    )
+    url: str = Field(description="the central broker: mqtt://host:port or mqtts://host:port")
+    ca_file: str | None = Field(
+        None, description="mqtts: the CA the central broker's certificate is checked against"
+    )
+    cert_file: str | None = Field(None, description="mqtts: a client certificate (PEM)")
+    key_file: str | None = Field(None, description="mqtts: the client certificate's key (PEM)")
+    tls_verify: bool = Field(
+        True, description="mqtts: check the central broker's certificate and host name"
+    )
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="a silent link is given up after 1.5 x this"
+    )
+    restart_timeout_s: tuple[int, int] = Field(
+        (2, 30),
+        description="reconnect after [base, cap] seconds: mosquitto waits a random time "
+        "from base, growing up to cap, so districts do not all reconnect at once",
+    )
+    alerts: bool = Field(True, description="bring the alerts of this district's sites in")
+    try_private: bool = Field(
+        True,
+        description="tell the central broker this client is a bridge (mosquitto's "
+        "try_private); false for a broker that refuses such a connection",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _mqtt_url(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttBridge:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise ValueError("ca_file, cert_file and key_file need an mqtts:// url")
+        base, cap = self.restart_timeout_s
+        if not 1 <= base <= cap:
+            raise ValueError("restart_timeout_s: [base, cap] with 1 <= base <= cap")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
 class MqttService(_Frozen):
     url: str = Field(
         "mqtt://127.0.0.1:1883",
@@ -87,15 +158,14 @@ class MqttService(_Frozen):
         description="mqtts: check the broker's certificate and host name; false only for a "
         "development broker",
     )
+    bridge: MqttBridge | None = Field(
+        None, description="this (district) broker forwards to a central one (docs/scale.md)"
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("expected mqtt://host:port or mqtts://host:port")
-        _check_port(parts)
-        return v
+        return _mqtt_url(v)
 
     @model_validator(mode="after")
     def _tls(self) -> MqttService:

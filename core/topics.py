@@ -47,6 +47,11 @@ def rules_probe_topic(partition: str, instance: str) -> str:
     return f"{RULES_PREFIX}/{partition}/{instance}/probe"
 
 
+def bridge_topic(name: str) -> str:
+    """A district bridge's state, retained: "1" connected, "0" not (its last will)."""
+    return f"{PREFIX}/_bridge/{name}/state"
+
+
 def alert_topic(site: str, rule_id: str) -> str:
     return f"{PREFIX}/{site}/alert/{rule_id}"
 

@@ -272,6 +272,9 @@ def cmd_ingest(args) -> int:
 def cmd_broker_config(args) -> int:
     from foursave.brokerconf import (
         BrokerConfigError,
+        bridge_account,
+        bridged_grants,
+        bridges,
         generate_missing,
         merged_grants,
         write_broker_files,
@@ -279,6 +282,8 @@ def cmd_broker_config(args) -> int:
     from foursave.core.secrets import SECRETS_FILE_ENV, Secrets, SecretsError
 
     configs = [_load(path) for path in args.config or [DEFAULT_CONFIG]]
+    bridged = {path: _load(path) for path in args.bridged or []}
+    source = ", ".join(args.config or [DEFAULT_CONFIG])
     secrets_path = os.environ.get(SECRETS_FILE_ENV) or configs[0].services.secrets_file
     try:
         if args.generate_missing:
@@ -289,13 +294,13 @@ def cmd_broker_config(args) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            new = generate_missing(Path(secrets_path), merged_grants(configs))
+            accounts = [*merged_grants(configs), *bridged_grants(bridged)]
+            accounts += [bridge_account(n) for n in bridges((source, c) for c in configs)]
+            new = generate_missing(Path(secrets_path), accounts)
             if new:
                 print(f"{secrets_path}: random passwords for {', '.join(new)}")
         secrets = Secrets.load(secrets_path)
-        written = write_broker_files(
-            configs, secrets, Path(args.out), ", ".join(args.config or [DEFAULT_CONFIG])
-        )
+        written = write_broker_files(configs, secrets, Path(args.out), source, bridged=bridged)
     except (BrokerConfigError, SecretsError) as exc:
         print(f"foursave broker-config: {exc}", file=sys.stderr)
         return 2
@@ -303,6 +308,12 @@ def cmd_broker_config(args) -> int:
         f"{written.passwd}, {written.acl}: {len(written.accounts)} accounts "
         f"({', '.join(written.accounts)}); mosquitto.conf: include_dir or copy {written.conf}"
     )
+    if written.bridge is not None:
+        print(
+            f"{written.bridge}: the bridge to the central broker (include it too; mosquitto "
+            "reads bridges at start only: restart it). The central broker's files need this "
+            "configuration as --bridged, and the same password for its bridge account"
+        )
     return 0
 
 
@@ -987,7 +998,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help=f"configuration YAML file (default {DEFAULT_CONFIG}); repeat for several on one broker",
     )
-    sp.add_argument("--out", required=True, help="folder for passwd, acl and auth.conf")
+    sp.add_argument(
+        "--bridged",
+        action="append",
+        help="a district's configuration whose broker bridges to this one "
+        "(services.mqtt.bridge): its bridge account may forward that district's topics; repeat",
+    )
+    sp.add_argument(
+        "--out", required=True, help="folder for passwd, acl, auth.conf (and bridge.conf)"
+    )
     sp.add_argument(
         "--generate-missing",
         action="store_true",

@@ -178,11 +178,13 @@ def mosquitto(
     auth_dir: Path | None = None,
     tls: BrokerTls | None = None,
     anonymous_dev: bool = False,
+    extra_conf: str = "",
 ) -> LocalService:
     """A mosquitto on ``port`` whose clients log in with the accounts and ACL that
     ``foursave broker-config`` wrote into ``auth_dir`` (``passwd``, ``acl``; send the
     service SIGHUP to reload them: ``reload()``).  Without accounts only the explicitly
-    named ``anonymous_dev`` lets everyone in: a benchmark's throw-away broker."""
+    named ``anonymous_dev`` lets everyone in: a benchmark's throw-away broker.
+    ``extra_conf``: more of mosquitto.conf, last (a district's ``bridge.conf``)."""
     if auth_dir is None and not anonymous_dev:
         raise ServiceError("mosquitto: give the accounts (auth_dir) or ask for anonymous_dev")
     datadir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +220,7 @@ def mosquitto(
                 "",
             ]
         )
+        + extra_conf
     )
     return LocalService(
         "mosquitto",
