@@ -127,6 +127,24 @@ class InfluxUsers(_Frozen):
     reader: str = Field("foursave_reader", description="the API and Grafana")
 
 
+class InfluxRetention(_Frozen):
+    """How long the raw readings are kept (core/retention.py: the retention policies,
+    the hourly and daily rollups kept for ever).  Without ``raw_days`` everything is
+    kept for ever in the database's default retention policy, as it always was."""
+
+    raw_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        description="days the raw readings are kept (retention policy 'raw'); the rules "
+        "engine keeps hourly and daily rollups of them for ever; null: raw kept for ever",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.raw_days is not None
+
+
 class InfluxService(_Frozen):
     url: str = "http://127.0.0.1:8086"
     database: str = Field("foursave", pattern=r"^[A-Za-z0-9_-]+$")
@@ -140,6 +158,7 @@ class InfluxService(_Frozen):
     tls_verify: bool = Field(
         True, description="https: check InfluxDB's certificate; false only for development"
     )
+    retention: InfluxRetention = InfluxRetention()
 
     @field_validator("url")
     @classmethod
