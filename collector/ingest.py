@@ -386,7 +386,15 @@ class Ingester:
                 self.write_retries += 1
                 if exc.auth:
                     self.auth_failures += 1
-                if delay == 0.2:
+                if "retention policy not found" in str(exc) and delay == 0.2:
+                    log.error(
+                        "InfluxDB has no retention policy for the readings "
+                        "(services.influxdb.retention): foursave influx-setup makes it; "
+                        "retrying: %s",
+                        exc,
+                    )
+                    self._ensure_retention()
+                elif delay == 0.2:
                     if exc.auth:
                         log.error(
                             "InfluxDB refused the ingester's user, retrying until its "

@@ -441,6 +441,15 @@ def copy_points(
     )
 
 
+def any_point(database: str, rp: str, measurement: str, start_ms: int) -> AdminStatement:
+    """``SELECT * FROM "db"."rp"."m" WHERE time >= .. LIMIT 1``: whether a policy holds
+    points of a measurement (before :func:`copy_points`)."""
+    return AdminStatement(
+        f"SELECT * FROM {qualified(measurement, rp, database)}"
+        f"{_where([time_range(start_ms)])} LIMIT 1"
+    )
+
+
 def revoke_admin(user: str) -> AdminStatement:
     """``REVOKE ALL PRIVILEGES FROM "user"``: no longer an admin (database grants stay)."""
     return AdminStatement(f"REVOKE ALL PRIVILEGES FROM {ident(user)}")

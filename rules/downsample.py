@@ -50,7 +50,7 @@ from datetime import datetime, timedelta, tzinfo
 from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config, Site
 from foursave.core.glossary import FIELDS, PARTS
-from foursave.core.influx import InfluxClient
+from foursave.core.influx import InfluxClient, InfluxRejected
 from foursave.core.influxql import (
     ALL,
     DEFAULT_RP,
@@ -329,7 +329,19 @@ def run_pass(
     result = PassResult({}, {})
     markers: list[dict] | None = None
     for bucket, rp in ROLLUP_RPS.items():
-        states = _states(influx, rp)
+        try:
+            states = _states(influx, rp)
+        except InfluxRejected as exc:
+            if "retention policy not found" not in exc.text:
+                raise
+            log.error(
+                "no retention policy %s in %s: the rollups wait for it (foursave "
+                "influx-setup makes it): %s",
+                rp,
+                influx.database,
+                exc.text,
+            )
+            return result
         if markers is None:  # read once a pass: from the oldest a site has not handled
             seen = [states[s.id].late_seen_ms for s in sites if s.id in states]
             known = [x for x in seen if x is not None]

@@ -28,6 +28,8 @@ from foursave.collector.ingest import Ingester, Message
 from foursave.core.clock import ManualClock
 from foursave.core.config import parse_config
 from foursave.core.influx import InfluxClient
+from foursave.core.influx import InfluxClient as Client
+from foursave.core.influxadmin import setup
 from foursave.core.influxql import ALL, DEFAULT_RP, agg, column, eq, select
 from foursave.core.late import late_line
 from foursave.core.periods import zone
@@ -98,6 +100,27 @@ def test_policies_made_with_the_configured_duration_and_altered_when_it_changes(
         done = influx.ensure_retention(int(time.time() * 1000))
         assert policies(influx._admin, database)[RAW_RP] == (10, False)
         assert any("30 days -> 10 days" in line and "deleted" in line for line in done), done
+
+
+def test_influx_setup_makes_them_and_the_writer_writes_readings_into_raw(influx_auth, database):
+    svc = influx_auth.services(database, retention={"raw_days": 20})
+    done = setup(svc, influx_auth.secrets())
+    assert "retention policy raw: created, 20 days" in done, done
+    with Client.for_role(svc, "writer", influx_auth.secrets()) as writer:
+        assert writer.ensure_retention(int(time.time() * 1000)) == [
+            "retention policy raw: 20 days"
+        ]  # nothing to do
+    longer = influx_auth.services(database, retention={"raw_days": 25})
+    with Client.for_role(longer, "writer", influx_auth.secrets()) as writer:
+        # altering a policy is an admin's (403): said, and left to influx-setup
+        assert writer.ensure_retention(int(time.time() * 1000)) is None
+        now_ms = int(time.time() * 1000)
+        writer.write(
+            [to_line("meter", {"site": "a", "device": "m1"}, {"active_power_w": 3.0}, now_ms)]
+        )
+        assert count(writer, "meter", RAW_RP) == 1
+    with Client.for_role(svc, "reader", influx_auth.secrets()) as reader:
+        assert count(reader, "meter", RAW_RP) == 1  # READ on the database covers raw
 
 
 def test_readings_go_to_raw_and_the_rest_where_it_always_was(tmp_path, influx_url, database):
