@@ -518,6 +518,7 @@ def cmd_dashboards(args) -> int:
             cfg.services.influxdb.database,
             dashboard_timezone(cfg),
             _reader_login(cfg),
+            retention=cfg.services.influxdb.retention.enabled,
         ):
             print(line)
     except (GrafanaClientError, OSError) as exc:

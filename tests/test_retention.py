@@ -17,10 +17,11 @@ import math
 import random
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import yaml
 
 from foursave.api.keys import KeyStore
 from foursave.api.main import create_app
@@ -465,4 +466,64 @@ def test_the_api_serves_a_long_range_from_the_rollup_equal_to_the_readings(
             timeout=60,
         ).json()
         assert short["resolution"] == "raw" and len(short["points"]) == 6
+    influx.close()
+
+
+# ------------------------------------------------------------------ the dashboards
+
+
+def test_every_reading_panel_returns_data_at_every_resolution(tmp_path, influx_url, database):
+    """The dashboards built for retention, against a database with it: each panel that
+    reads the readings (``"$rp"."m"``) has data with ``$rp`` = raw, rollup_1h and
+    rollup_1d; the readings that are not rolled up are read from ``raw``; every other
+    query runs (the results are tests/test_dashboards.py's)."""
+    from foursave.dashboards.build import DASHBOARDS, RESOLUTIONS, dashboard_json
+    from foursave.simulators.backfill import run_backfill
+    from tests.helpers import demo_raw, expand, panels
+
+    raw = demo_raw()
+    raw["services"]["influxdb"] = {
+        "url": influx_url,
+        "database": database,
+        "retention": {"raw_days": 30},
+    }
+    raw["services"]["simulator"]["cache_dir"] = str(tmp_path / "sim-cache")
+    cfg = parse_config(yaml.safe_dump(raw, allow_unicode=True))
+    influx = client(cfg)
+    influx.create_database()
+    influx.ensure_retention(int(time.time() * 1000))
+    today = datetime.now(UTC).date()
+    start, end = today - timedelta(days=4), today - timedelta(days=1)
+    run_backfill(cfg, start, end, step_s=900, influx=influx, writers=1)
+    t0 = int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000) + DAY // 2
+    influx.write(  # the strings come live only (models 160): a point an hour for a day
+        [
+            to_line(
+                "inverter_string",
+                {"site": "demo", "device": "inv-01", "string": "1"},
+                {"dc_power_w": 1960.0, "dc_voltage_v": 602.0, "dc_current_a": 3.3},
+                t0 + k * H,
+            )
+            for k in range(24)
+        ]
+    )
+    run_pass(cfg, influx, ManualClock(time.time()))
+    lo, hi = t0 - DAY, int(time.time() * 1000)
+    empty, ran = [], 0
+    for name in DASHBOARDS:
+        d = dashboard_json(name, retention=True)
+        for p in panels(d):
+            for t in p.get("targets", []):
+                if '"$rp".' not in t["query"]:
+                    influx.rows(expand(t["query"], lo, hi, "demo", ["inv-01", "inv-02"]))
+                    ran += 1
+                    continue
+                for _, rp in RESOLUTIONS:
+                    q = expand(t["query"].replace("$rp", rp), lo, hi, "demo", ["inv-01", "inv-02"])
+                    rows = influx.rows(q)
+                    ran += 1
+                    if not any(v is not None for r in rows for k, v in r.items() if k != "time"):
+                        empty.append((name, p["title"], rp))
+    assert not empty, empty
+    assert ran > 20
     influx.close()
