@@ -70,6 +70,8 @@ def cmd_check_config(args) -> int:
         f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
         f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
     )
+    for line in _retention_lines(cfg):
+        print(line)
     col = cfg.services.collector
     intervals = [d.interval_s for d in cfg.devices]
     held = lasts_s(col.spool_max_readings, intervals)
@@ -80,6 +82,27 @@ def cmd_check_config(args) -> int:
             "while nothing is confirmed; then the oldest go first"
         )
     return 0
+
+
+def _retention_lines(cfg) -> list[str]:
+    """What ``services.influxdb.retention`` keeps, and what no longer works for older
+    data (README "Retention")."""
+    from foursave.rules.contract import months_within
+
+    days = cfg.services.influxdb.retention.raw_days
+    if days is None:
+        return ["retention: every reading kept for ever (services.influxdb.retention.raw_days)"]
+    months = months_within(days)
+    return [
+        f"retention: raw readings kept {days} days (policy raw), hourly and daily rollups "
+        "for ever (rollup_1h, rollup_1d; the rules engine computes them); the rules "
+        "engine's results, alert history and the counter rollup for ever, as before",
+        f"  older than {days} days: `rules --once --rebuild` rebuilds the counter rollup only "
+        "for days with readings and keeps the older days' rows; `foursave contract` "
+        f"reads 15-minute readings: at most {months} billing months (--months); a report "
+        "of a period that ended before then is served as issued, and a rebuild of it lacks "
+        "the PV value (computed from the 15-minute readings)",
+    ]
 
 
 def _duration(s: float) -> str:

@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +30,7 @@ from foursave.api.keys import KeyStore
 from foursave.api.main import create_app
 from foursave.collector.ingest import Ingester, Message
 from foursave.core.clock import ManualClock
-from foursave.core.config import parse_config
+from foursave.core.config import MIN_RAW_DAYS, parse_config
 from foursave.core.influx import InfluxClient
 from foursave.core.influx import InfluxClient as Client
 from foursave.core.influxadmin import setup
@@ -61,7 +64,7 @@ devices:
 """
 
 
-def config(url: str, db: str, days: int = 30):
+def config(url: str, db: str, days: int = 120):
     return parse_config(CONFIG.format(url=url, db=db, days=days))
 
 
@@ -86,32 +89,32 @@ def local_midnight(ms: int, tz: str) -> int:
 def test_policies_made_with_the_configured_duration_and_altered_when_it_changes(
     influx_url, database
 ):
-    cfg = config(influx_url, database, days=30)
+    cfg = config(influx_url, database, days=200)
     with client(cfg) as influx:
         influx.create_database()
         done = influx.ensure_retention(int(time.time() * 1000))
         have = policies(influx._admin, database)
-        assert have[RAW_RP] == (30, False) and have[HOURLY_RP] == (None, False)
+        assert have[RAW_RP] == (200, False) and have[HOURLY_RP] == (None, False)
         assert have[DAILY_RP] == (None, False)
-        assert any("created, 30 days" in line for line in done), done
+        assert any("created, 200 days" in line for line in done), done
         again = influx.ensure_retention(int(time.time() * 1000))
-        assert again == [f"retention policy {RAW_RP}: 30 days"]  # nothing to do twice
-    shorter = config(influx_url, database, days=10)
+        assert again == [f"retention policy {RAW_RP}: 200 days"]  # nothing to do twice
+    shorter = config(influx_url, database, days=120)
     with client(shorter) as influx:
         done = influx.ensure_retention(int(time.time() * 1000))
-        assert policies(influx._admin, database)[RAW_RP] == (10, False)
-        assert any("30 days -> 10 days" in line and "deleted" in line for line in done), done
+        assert policies(influx._admin, database)[RAW_RP] == (120, False)
+        assert any("200 days -> 120 days" in line and "deleted" in line for line in done), done
 
 
 def test_influx_setup_makes_them_and_the_writer_writes_readings_into_raw(influx_auth, database):
-    svc = influx_auth.services(database, retention={"raw_days": 20})
+    svc = influx_auth.services(database, retention={"raw_days": 150})
     done = setup(svc, influx_auth.secrets())
-    assert "retention policy raw: created, 20 days" in done, done
+    assert "retention policy raw: created, 150 days" in done, done
     with Client.for_role(svc, "writer", influx_auth.secrets()) as writer:
         assert writer.ensure_retention(int(time.time() * 1000)) == [
-            "retention policy raw: 20 days"
+            "retention policy raw: 150 days"
         ]  # nothing to do
-    longer = influx_auth.services(database, retention={"raw_days": 25})
+    longer = influx_auth.services(database, retention={"raw_days": 160})
     with Client.for_role(longer, "writer", influx_auth.secrets()) as writer:
         # altering a policy is an admin's (403): said, and left to influx-setup
         assert writer.ensure_retention(int(time.time() * 1000)) is None
@@ -186,7 +189,7 @@ def test_readings_stored_before_retention_are_copied_for_the_window_and_the_rest
     influx_url, database
 ):
     now_ms = int(time.time() * 1000)
-    recent, old = now_ms - 2 * DAY, now_ms - 40 * DAY
+    recent, old = now_ms - 2 * DAY, now_ms - 200 * DAY
     with InfluxClient(influx_url, database) as before:  # no retention yet
         before.create_database()
         before.write(
@@ -195,7 +198,7 @@ def test_readings_stored_before_retention_are_copied_for_the_window_and_the_rest
                 for t, f in ((old, {"active_power_w": 5.0}), (recent, {"active_power_w": 7.0}))
             ]
         )
-    cfg = config(influx_url, database, days=30)
+    cfg = config(influx_url, database, days=120)
     with client(cfg) as influx:
         done = influx.ensure_retention(now_ms)
         assert any("copied" in line and "meter 1" in line for line in done), done
@@ -396,7 +399,7 @@ def test_the_api_serves_a_long_range_from_the_rollup_equal_to_the_readings(
         influx_url,
         database,
         extra_services={
-            "influxdb": {"retention": {"raw_days": 30}},
+            "influxdb": {"retention": {"raw_days": 120}},
             "api": {"keys_path": str(tmp_path / "keys.sqlite")},
             "rules": {"state_path": str(tmp_path / "state.sqlite")},
         },
@@ -485,7 +488,7 @@ def test_every_reading_panel_returns_data_at_every_resolution(tmp_path, influx_u
     raw["services"]["influxdb"] = {
         "url": influx_url,
         "database": database,
-        "retention": {"raw_days": 30},
+        "retention": {"raw_days": 120},
     }
     raw["services"]["simulator"]["cache_dir"] = str(tmp_path / "sim-cache")
     cfg = parse_config(yaml.safe_dump(raw, allow_unicode=True))
@@ -527,3 +530,95 @@ def test_every_reading_panel_returns_data_at_every_resolution(tmp_path, influx_u
     assert not empty, empty
     assert ran > 20
     influx.close()
+
+
+# ------------------------------------------------------------------ what it costs
+
+
+def _demo_with(tmp_path, **influxdb) -> Path:
+    from tests.helpers import demo_raw
+
+    raw = demo_raw()
+    raw["services"]["influxdb"] = {**raw["services"].get("influxdb", {}), **influxdb}
+    path = tmp_path / "retention.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False))
+    return path
+
+
+def test_check_config_refuses_too_few_days_and_says_what_older_data_loses(tmp_path):
+    from tests.helpers import ROOT
+
+    def check(path):
+        return subprocess.run(
+            [sys.executable, "-m", "foursave", "check-config", str(path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+    short = check(_demo_with(tmp_path, retention={"raw_days": 60}))
+    assert short.returncode == 2 and "Traceback" not in short.stdout + short.stderr
+    assert "services.influxdb.retention.raw_days: 60 days is too short" in short.stdout
+    assert f"keep at least {MIN_RAW_DAYS}" in short.stdout and "62 days" in short.stdout
+    ok = check(_demo_with(tmp_path, retention={"raw_days": 400}))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "raw readings kept 400 days" in ok.stdout
+    assert "at most 10 billing months" in ok.stdout and "--rebuild" in ok.stdout
+    never = check(ROOT / "config" / "demo.yaml")
+    assert "every reading kept for ever" in never.stdout
+
+
+def test_the_contract_optimiser_refuses_months_whose_readings_are_gone(influx_url, database):
+    from foursave.rules.contract import TooFewMonths, load_months, months_within
+
+    cfg = config(influx_url, database, days=400)
+    site = cfg.sites[0]
+    today = datetime.now(UTC).date()
+    end = (today.year - 1, 12) if today.month == 1 else (today.year, today.month - 1)
+    with pytest.raises(TooFewMonths, match=r"kept 400 days .* at most 10 months"):
+        load_months(cfg, None, site, end, 24)  # refused before reading anything
+    assert months_within(400) == 10
+    # ten months fit: it goes on to read them (and finds none, said so)
+    with client(cfg) as influx:
+        influx.create_database()
+        influx.ensure_retention(int(time.time() * 1000))
+        with pytest.raises(TooFewMonths, match="main-meter data in 0 of the 10"):
+            load_months(cfg, influx, site, end, 10)
+
+
+def test_a_rebuild_keeps_the_counter_rollup_of_days_whose_readings_are_gone(influx_url, database):
+    from foursave.rules.rollup import daily_quantities, rebuild_rollup
+
+    now_ms = int(time.time() * 1000)
+    old_start = local_midnight(now_ms - 200 * DAY, TAIPEI)
+    old_day = datetime.fromtimestamp(old_start / 1000, zone(TAIPEI)).date()
+    legacy = [(old_start + k * H, {"import_energy_wh": 1000.0 + 100 * k}) for k in range(24 * 3)]
+    # stored before retention, in the default policy; the counter rollup made of them
+    with InfluxClient(influx_url, database) as before:
+        before.create_database()
+        before.write(
+            [
+                to_line("meter", {"site": "a", "device": "m1", "role": "main"}, f, t)
+                for t, f in legacy
+            ]
+        )
+        clock = ManualClock(now_ms / 1000)
+        span = (old_day, old_day + timedelta(days=30))  # its days closed, long ago
+        was = daily_quantities(
+            before, _no_retention(config(influx_url, database)), *span, clock=clock
+        )
+    assert was[("m1", "import_energy_wh")].quantity[old_day + timedelta(days=1)] == 2400.0
+    cfg = config(influx_url, database, days=120)
+    with client(cfg) as influx:  # retention on: those readings are out of reach
+        influx.ensure_retention(now_ms)
+        generation = rebuild_rollup(influx, cfg, clock=clock)
+        assert generation == 1
+        now = daily_quantities(influx, cfg, *span, clock=clock)
+    assert now[("m1", "import_energy_wh")].quantity == was[("m1", "import_energy_wh")].quantity
+
+
+def _no_retention(cfg):
+    svc = cfg.services
+    influxdb = svc.influxdb.model_copy(update={"retention": type(svc.influxdb.retention)()})
+    return cfg.model_copy(update={"services": svc.model_copy(update={"influxdb": influxdb})})

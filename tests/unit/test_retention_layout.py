@@ -49,7 +49,7 @@ def test_a_query_names_its_policy_beside_its_text_unless_qualified():
 
 
 def test_the_client_routes_readings_to_raw_only_with_retention_on():
-    on = InfluxClient("http://127.0.0.1:1", "db", retention=InfluxRetention(raw_days=30))
+    on = InfluxClient("http://127.0.0.1:1", "db", retention=InfluxRetention(raw_days=400))
     off = InfluxClient("http://127.0.0.1:1", "db")
     reading = q.select(q.ALL, "meter")
     result = q.select(q.ALL, "ledger")
@@ -90,3 +90,36 @@ def test_the_counters_are_the_glossarys_lifetime_counters():
     assert stats_of("inverter")["state"] == "state"
     assert stats_of("meter")["active_power_w"] == "gauge"
     assert stats_of("meter")["import_energy_wh"] == "counter"
+
+
+def test_the_fewest_raw_days_follow_from_what_the_rules_read():
+    """MIN_RAW_DAYS's parts against the code they describe: the derived window's first
+    day at its farthest (every day of a leap year and the next, any zone's today) and
+    the longest bill period (rules/bill.py)."""
+    from datetime import date, timedelta
+
+    from foursave.core.clock import ManualClock
+    from foursave.core.config import (
+        BILL_LEAD_DAYS,
+        DERIVED_WINDOW_DAYS,
+        MIN_RAW_DAYS,
+        RETENTION_MARGIN_DAYS,
+        parse_config,
+    )
+    from foursave.core.periods import day_start_ms
+    from foursave.rules.bill import BILLING_DAYS
+    from foursave.rules.engine import derived_window
+
+    cfg = parse_config(
+        "sites: [{id: s, name: S, lat: 0, lon: 0, timezone: Asia/Taipei}]\ndevices: []\n"
+    )
+    farthest = 0
+    d = date(2024, 1, 1)
+    while d < date(2026, 1, 1):
+        end_of_day = day_start_ms(d + timedelta(days=1), "Asia/Taipei") - 1
+        first, _ = derived_window(cfg, ManualClock(end_of_day / 1000))
+        farthest = max(farthest, (d - first).days + 1)
+        d += timedelta(days=1)
+    assert farthest == DERIVED_WINDOW_DAYS
+    assert BILLING_DAYS[1] - 1 == BILL_LEAD_DAYS
+    assert MIN_RAW_DAYS == DERIVED_WINDOW_DAYS + BILL_LEAD_DAYS + RETENTION_MARGIN_DAYS
