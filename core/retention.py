@@ -74,6 +74,7 @@ RAW_MEASUREMENTS = frozenset(ROLLED_UP) | {
 Runner = Callable[[AdminStatement, str, float | None], list[dict[str, Any]]]
 """``run(statement, what, timeout_s)``: one statement's series (``InfluxAdmin.execute``)."""
 
+COPY_MARGIN_MS = 3_600_000  # copies start an hour inside the window (clocks disagree)
 COPY_CHUNK_DAYS = 7  # SELECT ... INTO per measurement and week: each request stays short
 COPY_TIMEOUT_S = 300.0
 
@@ -195,7 +196,7 @@ def ensure_policies(
 def _copy_recent(run: Runner, database: str, default: str, days: int, now_ms: int) -> list[str]:
     """The readings of the last ``days`` days copied from the default policy into
     ``raw`` (a database that held readings before retention was turned on)."""
-    start = now_ms - days * 86_400_000 + 3_600_000  # an hour inside: never beyond the policy
+    start = now_ms - days * 86_400_000 + COPY_MARGIN_MS  # never beyond the policy
     copied: dict[str, int] = {}
     for m in sorted(RAW_MEASUREMENTS):
         if not run(influxql.any_point(database, default, m, start), f"look for {m}", None):

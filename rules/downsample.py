@@ -66,7 +66,7 @@ from foursave.core.late import LATE, LATE_AFTER_S
 from foursave.core.periods import day_start_ms, local_date
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
-from foursave.core.retention import RAW_RP, ROLLED_UP, ROLLUP_RPS, raw_from_ms
+from foursave.core.retention import COPY_MARGIN_MS, RAW_RP, ROLLED_UP, ROLLUP_RPS, raw_from_ms
 
 log = logging.getLogger("foursave.downsample")
 
@@ -239,8 +239,11 @@ class _Reader:
         self.influx, self.bucket, self.zone = influx, bucket, zone
         # buckets wholly before the raw window: the default policy (readings from
         # before retention); a bucket across its start is the raw policy's
+        # (an hour inside the window, where core/retention.py's copy begins)
         self.split = (
-            None if raw_from is None else after(bucket, floor(bucket, raw_from, zone), zone)
+            None
+            if raw_from is None
+            else after(bucket, floor(bucket, raw_from + COPY_MARGIN_MS, zone), zone)
         )
         self.queries = 0
 

@@ -458,7 +458,9 @@ def rebuild_rollup(
             return generation
         start, end = start or span[0], end or span[1]
         if raw_from is not None:
-            start = max(start, datetime.fromtimestamp(raw_from / 1000, UTC).date() + timedelta(days=2))
+            start = max(
+                start, datetime.fromtimestamp(raw_from / 1000, UTC).date() + timedelta(days=2)
+            )
     if start < end:
         daily_quantities(influx, config, start, end, clock=clock)
     return generation

@@ -209,6 +209,7 @@ def run_backfill(
         clients[0].close()
         clients[0] = influx
     clients[0].create_database()
+    clients[0].ensure_retention(int(time.time() * 1000))  # where an admin's is not needed
     q: queue.Queue[list[str] | None] = queue.Queue(maxsize=writers * 4)
     errors: list[BaseException] = []
     written = [0]
