@@ -386,7 +386,15 @@ class Ingester:
                 self.write_retries += 1
                 if exc.auth:
                     self.auth_failures += 1
-                if delay == 0.2:
+                if "retention policy not found" in str(exc) and delay == 0.2:
+                    log.error(
+                        "InfluxDB has no retention policy for the readings "
+                        "(services.influxdb.retention): foursave influx-setup makes it; "
+                        "retrying: %s",
+                        exc,
+                    )
+                    self._ensure_retention()
+                elif delay == 0.2:
                     if exc.auth:
                         log.error(
                             "InfluxDB refused the ingester's user, retrying until its "
@@ -402,7 +410,8 @@ class Ingester:
     def _ensure_database(self) -> None:
         """CREATE DATABASE (idempotent), waiting for InfluxDB; a user without the right
         to create databases (the writer) is told once and writes to an existing one
-        (``foursave influx-setup`` creates it)."""
+        (``foursave influx-setup`` creates it).  The same for the retention policies
+        when ``services.influxdb.retention.raw_days`` is set (core/retention.py)."""
         delay = 0.2
         while not self.stop_event.is_set():
             try:
@@ -412,6 +421,7 @@ class Ingester:
                         self.influx.username,
                         self.influx.database,
                     )
+                self._ensure_retention()
                 return
             except InfluxRejected as exc:
                 log.warning(
@@ -430,6 +440,22 @@ class Ingester:
                     log.warning("waiting for InfluxDB: %s", exc)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, self.cfg.retry_max_s)
+
+    def _ensure_retention(self) -> None:
+        try:
+            done = self.influx.ensure_retention(int(time.time() * 1000))  # the server's time
+        except InfluxRejected as exc:
+            log.warning("retention policies of %r not set up: %s", self.influx.database, exc)
+            return
+        if done is None:
+            if self.influx.retention is not None and self.influx.retention.enabled:
+                log.info(
+                    "user %s may not manage retention policies; foursave influx-setup does",
+                    self.influx.username,
+                )
+            return
+        for line in done:
+            log.info("%s", line)
 
     def _next_batch(self) -> list[Message]:
         try:

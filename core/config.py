@@ -200,6 +200,49 @@ class InfluxUsers(_Frozen):
     reader: str = Field("foursave_reader", description="the API and Grafana")
 
 
+# The fewest days of raw readings the results recomputed from them need (README,
+# "Retention"; tests/unit/test_retention_layout.py checks the parts against the rules):
+DERIVED_WINDOW_DAYS = 62  # each rules pass recomputes this and last month from the
+# readings (rules/engine.py derived_window): on the 31st after a 31-day month its first
+# day is 61 days back, 62 with today
+BILL_LEAD_DAYS = 39  # with meter-reading dates recorded, last month's bill period (at
+# most 40 days, rules/bill.py BILLING_DAYS) begins up to 39 days before that month
+RETENTION_MARGIN_DAYS = 7  # a rules engine stopped for a week still finds its inputs
+MIN_RAW_DAYS = DERIVED_WINDOW_DAYS + BILL_LEAD_DAYS + RETENTION_MARGIN_DAYS
+
+
+class InfluxRetention(_Frozen):
+    """How long the raw readings are kept (core/retention.py: the retention policies,
+    the hourly and daily rollups kept for ever).  Without ``raw_days`` everything is
+    kept for ever in the database's default retention policy, as it always was."""
+
+    raw_days: int | None = Field(
+        None,
+        le=36_500,
+        description="days the raw readings are kept (retention policy 'raw'); the rules "
+        "engine keeps hourly and daily rollups of them for ever; null: raw kept for ever; "
+        f"at least {MIN_RAW_DAYS}",
+    )
+
+    @field_validator("raw_days")
+    @classmethod
+    def _long_enough(cls, v: int | None) -> int | None:
+        if v is not None and v < MIN_RAW_DAYS:
+            raise ValueError(
+                f"{v} days is too short: each rules pass recomputes this and last month's "
+                f"bills, demand and PV days from the raw readings, which reach back "
+                f"{DERIVED_WINDOW_DAYS} days, and a bill period {BILL_LEAD_DAYS} days "
+                f"before its month when meter-reading dates are recorded; with "
+                f"{RETENTION_MARGIN_DAYS} days' margin keep at least {MIN_RAW_DAYS} "
+                "(or null: for ever)"
+            )
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.raw_days is not None
+
+
 class InfluxService(_Frozen):
     url: str = "http://127.0.0.1:8086"
     database: str = Field("foursave", pattern=r"^[A-Za-z0-9_-]+$")
@@ -213,6 +256,7 @@ class InfluxService(_Frozen):
     tls_verify: bool = Field(
         True, description="https: check InfluxDB's certificate; false only for development"
     )
+    retention: InfluxRetention = InfluxRetention()
 
     @field_validator("url")
     @classmethod

@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 
 from foursave.core import influxql
-from foursave.core.config import InfluxRole, InfluxService, Services
+from foursave.core.config import InfluxRetention, InfluxRole, InfluxService, Services
 from foursave.core.redact import redact_url
+from foursave.core.retention import RAW_MEASUREMENTS, RAW_RP, ensure_policies
 from foursave.core.secrets import Secrets
 from foursave.core.tls import TlsSettingsError, client_context
 
@@ -95,13 +96,17 @@ class InfluxClient:
         timeout_s: float = 10.0,
         verify: bool | ssl.SSLContext = True,
         read_only: bool = False,
+        retention: InfluxRetention | None = None,
     ):
         """``username`` and ``password`` are sent (HTTP basic auth) only with a
-        password; ``verify``: see :func:`tls_verify`."""
+        password; ``verify``: see :func:`tls_verify`; ``retention``: where readings
+        go and are read from (core/retention.py; None: the default policy, as ever)."""
         self.url = url.rstrip("/")
         self.database = database
         self.username = username if password else None
         self.read_only = read_only
+        self.retention = retention
+        self._raw_rp = RAW_RP if retention is not None and retention.enabled else None
         headers = {"Authorization": f"Token {token}"} if token else {}
         auth = (username, password) if username and password else None
         self._http = httpx.Client(
@@ -136,6 +141,7 @@ class InfluxClient:
             token=os.environ.get(svc.token_env) if svc.token_env else None,
             verify=tls_verify(svc),
             read_only=role == "reader",
+            retention=svc.retention,
             **kw,
         )
 
@@ -170,17 +176,32 @@ class InfluxClient:
             )
         return resp
 
-    def write(self, lines: Sequence[str], precision: str = "ms") -> None:
-        """Write line protocol; returns only when the server answered 204."""
+    def write(self, lines: Sequence[str], precision: str = "ms", rp: str | None = None) -> None:
+        """Write line protocol; returns only when the server answered 204.  ``rp``: the
+        retention policy (``""``: the default); without it, with retention on, the
+        readings go to ``raw`` and the rest to the default (core/retention.py)."""
         if self.read_only:
             raise InfluxReadOnly(
                 f"{redact_url(self.url)}: this client logs in as the reader ({self.username or 'anonymous'}) "
                 "and does not write"
             )
-        body = "\n".join(lines).encode()
-        resp = self._post(
-            "/write", params={"db": self.database, "precision": precision}, content=body
-        )
+        if rp is None and self._raw_rp is not None:
+            raw: list[str] = []
+            rest: list[str] = []
+            for line in lines:
+                (raw if _measurement(line) in RAW_MEASUREMENTS else rest).append(line)
+            if raw:
+                self._write(raw, precision, self._raw_rp)
+            if rest or not raw:
+                self._write(rest, precision, None)
+            return
+        self._write(lines, precision, rp or None)
+
+    def _write(self, lines: Sequence[str], precision: str, rp: str | None) -> None:
+        params = {"db": self.database, "precision": precision}
+        if rp:
+            params["rp"] = rp
+        resp = self._post("/write", params=params, content="\n".join(lines).encode())
         if resp.status_code != 204:
             try:
                 text = resp.json().get("error", resp.text)
@@ -213,7 +234,11 @@ class InfluxClient:
         TAG VALUES / FIELD KEYS; see ``core/influxql.py``, where they are built)."""
         if not influxql.is_served(q):
             raise ValueError(f"not a statement InfluxDB 3 serves (a query or a show): {q[:80]!r}")
-        resp = self._post("/query", data={"q": q, "db": self.database, "epoch": epoch})
+        data = {"q": q, "db": self.database, "epoch": epoch}
+        rp = self.rp_of(q)
+        if rp:
+            data["rp"] = rp
+        resp = self._post("/query", data=data)
         if resp.status_code != 200:
             raise InfluxRejected(resp.status_code, resp.text)
         results = resp.json().get("results", [])
@@ -222,6 +247,46 @@ class InfluxClient:
         if "error" in results[0]:
             raise InfluxRejected(400, results[0]["error"])
         series: list[dict[str, Any]] = results[0].get("series", [])
+        return series
+
+    def rp_of(self, q: str) -> str | None:
+        """The retention policy ``q`` reads: the one its builder named
+        (``Query.rp``), else ``raw`` for a reading with retention on, else the
+        default (None)."""
+        named = getattr(q, "rp", None)
+        if named is not None:
+            return named or None
+        if self._raw_rp is not None and getattr(q, "measurement", None) in RAW_MEASUREMENTS:
+            return self._raw_rp
+        return None
+
+    def ensure_retention(self, now_ms: int) -> list[str] | None:
+        """Create or alter the retention policies (core/retention.py), a 1.x
+        convenience like :meth:`create_database`; None when this user may not (403:
+        ``foursave influx-setup``'s to do) or retention is off."""
+        if self.retention is None or not self.retention.enabled:
+            return None
+        try:
+            return ensure_policies(self._admin, self.database, self.retention, now_ms)
+        except InfluxUnavailable as exc:
+            if exc.status == 403:
+                return None
+            raise
+
+    def _admin(
+        self, stmt: influxql.AdminStatement, what: str, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One retention statement (:meth:`ensure_retention` only)."""
+        if not isinstance(stmt, influxql.AdminStatement):
+            raise TypeError("_admin takes statements built by core/influxql.py")
+        kw: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
+        resp = self._post("/query", data={"q": stmt, "db": self.database}, **kw)
+        if resp.status_code != 200:
+            raise InfluxRejected(resp.status_code, f"{what}: {resp.text[:200]}")
+        results = resp.json().get("results", [{}])
+        if results and "error" in results[0]:
+            raise InfluxRejected(400, f"{what}: {results[0]['error']}")
+        series: list[dict[str, Any]] = results[0].get("series", []) if results else []
         return series
 
     def rows(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
@@ -234,3 +299,27 @@ class InfluxClient:
                 row.update(s.get("tags", {}))
                 out.append(row)
         return out
+
+
+def _measurement(line: str) -> str:
+    """A line-protocol line's measurement (up to the first unescaped comma or space)."""
+    end = len(line)
+    for sep in (",", " "):
+        i = line.find(sep)
+        if 0 <= i < end:
+            end = i
+    head = line[:end]
+    if "\\" not in head:
+        return head
+    out, i = [], 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            out.append(line[i + 1])
+            i += 2
+            continue
+        if ch in ", ":
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out)

@@ -18,6 +18,9 @@ replaces the one a user had; a writer or reader that was an admin loses that).  
 server with authentication on and no admin yet, 1.x accepts one statement without
 credentials, ``CREATE USER ... WITH ALL PRIVILEGES``: that is how the admin is made.
 
+With ``services.influxdb.retention.raw_days`` set, the retention policies are created
+or altered too (core/retention.py :func:`~foursave.core.retention.ensure_policies`).
+
 These statements are InfluxDB 1.x's own (2.x and 3.x use tokens, ``token_env``), so
 they have their own path here, :class:`InfluxAdmin`, apart from
 ``InfluxClient.query`` (which refuses them).  Passwords travel in the POST body, never
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,7 @@ from foursave.core import influxql
 from foursave.core.config import InfluxRole, Services
 from foursave.core.influx import InfluxUnavailable, tls_verify, unreachable
 from foursave.core.influxql import AdminStatement
+from foursave.core.retention import ensure_policies
 from foursave.core.secrets import Secrets, env_name
 
 ROLES: tuple[InfluxRole, ...] = ("admin", "writer", "reader")
@@ -88,13 +93,17 @@ class InfluxAdmin:
             raise InfluxUnavailable(f"{self.url}/ping: HTTP {resp.status_code}", resp.status_code)
         return str(resp.headers.get("X-Influxdb-Version", ""))
 
-    def execute(self, stmt: AdminStatement, what: str) -> list[dict[str, Any]]:
+    def execute(
+        self, stmt: AdminStatement, what: str, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
         """Run one statement; its series.  Errors name ``what`` (never the statement:
         it may hold a password): :class:`InfluxUnavailable` with the HTTP status for
-        401/403/5xx, :class:`InfluxSetupError` for a statement the server refused."""
+        401/403/5xx, :class:`InfluxSetupError` for a statement the server refused.
+        ``timeout_s``: longer than the client's for a long statement (a copy)."""
         if not isinstance(stmt, AdminStatement):
             raise TypeError("InfluxAdmin.execute takes statements built by core/influxql.py")
-        resp = self._request("POST", "/query", data={"q": stmt})
+        kw: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
+        resp = self._request("POST", "/query", data={"q": stmt}, **kw)
         try:
             body = resp.json()
         except ValueError:
@@ -229,6 +238,9 @@ def setup(services: Services, secrets: Secrets | None = None, timeout_s: float =
             f"make database {svc.database}",
         )
         done.append(f"database {svc.database}: present")
+        done.extend(
+            ensure_policies(db.execute, svc.database, svc.retention, int(time.time() * 1000))
+        )
         for role in ROLES[1:]:
             user = users[role]
             if user.name in existing:

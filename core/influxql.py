@@ -28,8 +28,10 @@ have their own names: :data:`TIME_FILTER` (``$timeFilter``), :data:`GRAFANA_INTE
 Only statements InfluxDB 3 also serves are built for use at run time: SELECT and
 SHOW MEASUREMENTS / TAG KEYS / TAG VALUES / FIELD KEYS (:func:`is_served`; writes go
 through ``/write``).  :func:`create_database` is the one 1.x-only convenience.  User
-management (CREATE USER, GRANT, ...: 1.x only) is built at the end, as
-:class:`AdminStatement`, for core/influxadmin.py alone.
+and retention-policy management (CREATE USER, GRANT, CREATE RETENTION POLICY, ...:
+1.x only) is built at the end, as :class:`AdminStatement`, for core/influxadmin.py
+and core/retention.py alone.  A query reads the retention policy its
+:class:`Query` names (``select(..., rp=...)``), sent beside it, not in its text.
 """
 
 from __future__ import annotations
@@ -42,7 +44,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 class Query(str):
-    """A complete InfluxQL statement built here (a ``str``: the client takes it as is)."""
+    """A complete InfluxQL statement built here (a ``str``: the client takes it as is).
+
+    ``measurement`` is the measurement it reads (a subquery's own), ``rp`` the retention
+    policy its caller named (:data:`DEFAULT_RP`: the database's default; ``None``: the
+    client decides, core/retention.py): the client sends it as ``/query``'s ``rp``
+    parameter, which InfluxDB 1.x serves and InfluxDB 3 maps to the database
+    ``db/rp``; a qualified ``"rp"."measurement"`` in the text is not served by
+    InfluxDB 3 (``select(..., qualify=True)``: Grafana's panels only)."""
+
+    measurement: str | None = None
+    rp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,7 @@ AGGREGATES = frozenset(
     | {"stddev", "sum"}
 )
 ALL = Expr("*")
+DEFAULT_RP = ""  # Query.rp: the database's default retention policy, whatever its name
 _DURATION = re.compile(r"^[1-9][0-9]*(ns|u|µ|ms|s|m|h|d|w)$")
 _FILLS = frozenset({"none", "null", "previous", "linear"})
 
@@ -203,6 +216,15 @@ def zone_name(tz: str) -> str:
     return tz
 
 
+def qualified(measurement: str, rp: str, database: str | None = None) -> str:
+    """``"rp"."measurement"`` or ``"db"."rp"."measurement"``: a measurement of a named
+    retention policy, as InfluxDB 1.x (and Grafana's query editor) writes it."""
+    if not rp:
+        raise ValueError(f"{measurement!r}: a qualified name needs a retention policy")
+    parts = [database, rp, measurement] if database is not None else [rp, measurement]
+    return ".".join(ident(p) for p in parts)
+
+
 def select(
     fields: Sequence[Expr] | Expr,
     source: str | Query,
@@ -213,17 +235,29 @@ def select(
     newest_first: bool = False,
     limit: int | None = None,
     tz: str | None = None,
+    rp: str | None = None,
+    qualify: bool = False,
 ) -> Query:
     """``SELECT fields FROM source [WHERE a AND b] [GROUP BY time(..), "tag"] [fill(..)]
     [ORDER BY time DESC] [LIMIT n] [tz('Zone/Name')]``.
 
     ``source`` is a measurement name, or a Query for a subquery.  ``group_by`` items are
     :func:`every` buckets or tag keys.  ``tz`` makes ``every("1d")`` local days.
+    ``rp`` names the retention policy read (:class:`Query`); ``qualify`` writes it into
+    the text as ``"rp"."measurement"`` (for Grafana, whose data source names the
+    database; InfluxDB 3 refuses it: run-time queries leave it to the client).
     """
     items = [fields] if isinstance(fields, Expr) else list(fields)
     if not items or not all(isinstance(f, Expr) for f in items):
         raise ValueError("select() needs columns built with column(), agg() or ALL")
-    src = f"({source})" if isinstance(source, Query) else ident(source)
+    if isinstance(source, Query):
+        if qualify:
+            raise ValueError("qualify names a measurement's retention policy, not a subquery's")
+        src, measurement = f"({source})", source.measurement
+        rp = source.rp if rp is None else rp
+    else:
+        src = qualified(source, rp) if qualify and rp else ident(source)
+        measurement = source
     q = f"SELECT {', '.join(f.text for f in items)} FROM {src}"
     q += _where(where)
     if group_by:
@@ -243,7 +277,13 @@ def select(
         q += f" LIMIT {limit}"
     if tz is not None:
         q += f" tz({string(zone_name(tz))})"
-    return Query(q)
+    return _query(q, measurement, rp)
+
+
+def _query(text: str, measurement: str | None, rp: str | None) -> Query:
+    out = Query(text)
+    out.measurement, out.rp = measurement, rp
+    return out
 
 
 def _where(conds: Sequence[Cond]) -> str:
@@ -263,17 +303,32 @@ def show_measurements() -> Query:
 
 
 def show_tag_keys(measurement: str | None = None) -> Query:
-    return Query("SHOW TAG KEYS" + (f" FROM {ident(measurement)}" if measurement else ""))
+    return _query(
+        "SHOW TAG KEYS" + (f" FROM {ident(measurement)}" if measurement else ""), measurement, None
+    )
 
 
 def show_field_keys(measurement: str | None = None) -> Query:
-    return Query("SHOW FIELD KEYS" + (f" FROM {ident(measurement)}" if measurement else ""))
+    return _query(
+        "SHOW FIELD KEYS" + (f" FROM {ident(measurement)}" if measurement else ""),
+        measurement,
+        None,
+    )
 
 
-def show_tag_values(measurement: str, key: str, where: Sequence[Cond] = ()) -> Query:
-    """``SHOW TAG VALUES FROM "m" WITH KEY = "key" [WHERE ...]``."""
-    return Query(
-        f"SHOW TAG VALUES FROM {ident(measurement)} WITH KEY = {ident(key)}{_where(where)}"
+def show_tag_values(
+    measurement: str,
+    key: str,
+    where: Sequence[Cond] = (),
+    *,
+    rp: str | None = None,
+    qualify: bool = False,
+) -> Query:
+    """``SHOW TAG VALUES FROM "m" WITH KEY = "key" [WHERE ...]`` (``rp``, ``qualify``: as
+    :func:`select`'s)."""
+    src = qualified(measurement, rp) if qualify and rp else ident(measurement)
+    return _query(
+        f"SHOW TAG VALUES FROM {src} WITH KEY = {ident(key)}{_where(where)}", measurement, rp
     )
 
 
@@ -340,6 +395,59 @@ def grant(privilege: str, database: str, user: str) -> AdminStatement:
     if privilege not in PRIVILEGES:
         raise ValueError(f"privilege {privilege!r}: expected one of {', '.join(PRIVILEGES)}")
     return AdminStatement(f"GRANT {privilege} ON {ident(database)} TO {ident(user)}")
+
+
+def show_retention_policies(database: str) -> AdminStatement:
+    return AdminStatement(f"SHOW RETENTION POLICIES ON {ident(database)}")
+
+
+def _rp_duration(days: int | None) -> str:
+    if days is None:
+        return "INF"
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError(f"a retention policy's duration is a whole number of days, not {days!r}")
+    return f"{days}d"
+
+
+def create_retention_policy(
+    name: str, database: str, days: int | None, shard_days: int | None = None
+) -> AdminStatement:
+    """``CREATE RETENTION POLICY "name" ON "db" DURATION 400d|INF REPLICATION 1
+    [SHARD DURATION 1d]`` (never the database's default)."""
+    shard = f" SHARD DURATION {_rp_duration(shard_days)}" if shard_days is not None else ""
+    return AdminStatement(
+        f"CREATE RETENTION POLICY {ident(name)} ON {ident(database)} "
+        f"DURATION {_rp_duration(days)} REPLICATION 1{shard}"
+    )
+
+
+def alter_retention_policy(name: str, database: str, days: int | None) -> AdminStatement:
+    """``ALTER RETENTION POLICY "name" ON "db" DURATION 400d|INF``."""
+    return AdminStatement(
+        f"ALTER RETENTION POLICY {ident(name)} ON {ident(database)} DURATION {_rp_duration(days)}"
+    )
+
+
+def copy_points(
+    database: str, measurement: str, from_rp: str, to_rp: str, start_ms: int, end_ms: int
+) -> AdminStatement:
+    """``SELECT * INTO "db"."to"."m" FROM "db"."from"."m" WHERE time >= .. AND time < ..
+    GROUP BY *``: the points of [start_ms, end_ms) copied into another retention policy,
+    tags kept as tags (InfluxDB 1.x only: InfluxDB 3 has no INTO)."""
+    return AdminStatement(
+        f"SELECT * INTO {qualified(measurement, to_rp, database)} "
+        f"FROM {qualified(measurement, from_rp, database)}"
+        f"{_where([time_range(start_ms, end_ms)])} GROUP BY *"
+    )
+
+
+def any_point(database: str, rp: str, measurement: str, start_ms: int) -> AdminStatement:
+    """``SELECT * FROM "db"."rp"."m" WHERE time >= .. LIMIT 1``: whether a policy holds
+    points of a measurement (before :func:`copy_points`)."""
+    return AdminStatement(
+        f"SELECT * FROM {qualified(measurement, rp, database)}"
+        f"{_where([time_range(start_ms)])} LIMIT 1"
+    )
 
 
 def revoke_admin(user: str) -> AdminStatement:

@@ -13,6 +13,7 @@ and the provisioning files.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from grafana_foundation_sdk.models.dashboard import (
     DataTransformerConfig,
     ValueMap,
     ValueMappingResult,
+    VariableOption,
     VariableRefresh,
 )
 from sunspec2 import device as ss_device
@@ -46,6 +48,7 @@ from foursave.core.influxql import (
     select,
     show_tag_values,
 )
+from foursave.core.retention import DAILY_RP, HOURLY_RP, RAW_MEASUREMENTS, RAW_RP, ROLLED_UP
 
 DS_UID = "foursave-influxdb"
 # the dashboards' time zone (days and hours on the time axis): the sites' zone, which
@@ -119,28 +122,57 @@ def _table(title: str, unit: str, query: str, w: int = 24) -> table.Panel:
     )
 
 
-def _site_var() -> db.QueryVariable:
+def _site_var(retention: bool = False) -> db.QueryVariable:
     return (
         db.QueryVariable("site")
         .label("案場 Site")
         .datasource(DS)
-        .query(show_tag_values("meter", "site"))
+        .query(show_tag_values("meter", "site", rp=RAW_RP, qualify=retention))
         .refresh(VariableRefresh.ON_DASHBOARD_LOAD)
         .multi(False)
         .include_all(False)
     )
 
 
-def _device_var(measurement: str) -> db.QueryVariable:
+def _device_var(measurement: str, retention: bool = False) -> db.QueryVariable:
     return (
         db.QueryVariable("device")
         .label("設備 Device")
         .datasource(DS)
-        .query(show_tag_values(measurement, "device", where=[SITE]))
+        .query(show_tag_values(measurement, "device", where=[SITE], rp=RAW_RP, qualify=retention))
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .multi(True)
         .include_all(True)
     )
+
+
+RESOLUTION_VAR = "$rp"
+# the resolution variable's choices: the readings, or the rollups kept for ever
+RESOLUTIONS = (("raw", RAW_RP), ("1h", HOURLY_RP), ("1d", DAILY_RP))
+
+
+def _resolution_var() -> db.CustomVariable:
+    """``$rp``: which retention policy the reading panels read (core/retention.py).
+    Grafana cannot change a query's measurement with the range, so the viewer picks:
+    ``raw`` for days, ``1h`` for weeks and months, ``1d`` for years and for anything
+    older than the raw readings kept.  The rollups have the readings' field names
+    (the mean under the field's own), so each panel's query is the same on all three."""
+    options = [
+        VariableOption(selected=i == 0 or None, text=text, value=value)
+        for i, (text, value) in enumerate(RESOLUTIONS)
+    ]
+    return (
+        db.CustomVariable("rp")
+        .label("解析度 Resolution")
+        .values(",".join(f"{text} : {value}" for text, value in RESOLUTIONS))
+        .current(VariableOption(selected=True, text=RESOLUTIONS[0][0], value=RAW_RP))
+        .options(options)
+    )
+
+
+def _resolved(d: db.Dashboard, retention: bool) -> db.Dashboard:
+    """The dashboard, with the ``$rp`` resolution variable when retention is on."""
+    return d.with_variable(_resolution_var()) if retention else d
 
 
 def sunspec_states() -> ValueMap:
@@ -164,9 +196,29 @@ DAY = every("1d")
 MONTH = every("30d")
 
 
-def _per(fields, measurement: str, bucket: Bucket, *conds: Cond, fill: str = "none") -> Query:
+Select = Callable[..., Query]
+
+
+def _selector(retention: bool) -> Select:
+    """``select`` reading the readings where retention puts them (core/retention.py):
+    a rolled-up measurement from ``"$rp"."m"`` (the dashboard's resolution: ``raw``,
+    ``rollup_1h``, ``rollup_1d``), the other readings from ``"raw"."m"``, results
+    where they always were; without retention, ``select`` as it is."""
+
+    def sel(fields, measurement, **kw) -> Query:
+        if retention and isinstance(measurement, str):
+            if measurement in ROLLED_UP:
+                kw.update(rp=RESOLUTION_VAR, qualify=True)
+            elif measurement in RAW_MEASUREMENTS:
+                kw.update(rp=RAW_RP, qualify=True)
+        return select(fields, measurement, **kw)
+
+    return sel
+
+
+def _per(sel: Select, fields, measurement: str, bucket: Bucket, *conds: Cond, fill="none") -> Query:
     """The site's values per time bucket over the dashboard's range."""
-    return select(
+    return sel(
         fields,
         measurement,
         where=[SITE, *conds, TIME_FILTER],
@@ -175,9 +227,9 @@ def _per(fields, measurement: str, bucket: Bucket, *conds: Cond, fill: str = "no
     )
 
 
-def _per_device(fields, measurement: str, bucket: Bucket) -> Query:
+def _per_device(sel: Select, fields, measurement: str, bucket: Bucket) -> Query:
     """Per chosen device and time bucket."""
-    return select(
+    return sel(
         fields,
         measurement,
         where=[SITE, DEVICE, TIME_FILTER],
@@ -186,9 +238,9 @@ def _per_device(fields, measurement: str, bucket: Bucket) -> Query:
     )
 
 
-def _per_string(fields) -> Query:
+def _per_string(sel: Select, fields) -> Query:
     """Per chosen inverter, string (MPPT input) and time bucket."""
-    return select(
+    return sel(
         fields,
         "inverter_string",
         where=[SITE, DEVICE, TIME_FILTER],
@@ -208,29 +260,30 @@ def _per_item(fields) -> Query:
     )
 
 
-def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
-    return (
+def facilities(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboard:
+    sel = _selector(retention)
+    return _resolved(
         db.Dashboard("設施總覽 Facilities overview")
         .uid("foursave-facilities")
         .tags(["foursave"])
         .time("now-24h", "now")
         .refresh("30s")
         .timezone(tz)
-        .with_variable(_site_var())
+        .with_variable(_site_var(retention))
         .with_panel(
             _ts(
                 "電力流 Power flow (grid import, PV, building load)",
                 "watt",
-                select(
+                sel(
                     agg("mean", "active_power_w", "grid"),
                     "meter",
                     where=[SITE, eq("role", "main"), TIME_FILTER],
                     group_by=[INTERVAL],
                     fill="none",
                 ),
-                select(
+                sel(
                     agg("sum", "p", "pv"),
-                    select(
+                    sel(
                         agg("mean", "ac_power_w", "p"),
                         "inverter",
                         where=[SITE, TIME_FILTER],
@@ -258,9 +311,15 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "15 分鐘需量 15-minute demand vs contract",
                 "kwatt",
-                _per(agg("max", "demand_kw", "demand"), "demand", INTERVAL),
-                _per(agg("last", "contract_kw", "contract"), "demand_month", DAY, fill="previous"),
-                _per(agg("max", "forecast_kw", "forecast"), "demand_forecast", INTERVAL),
+                _per(sel, agg("max", "demand_kw", "demand"), "demand", INTERVAL),
+                _per(
+                    sel,
+                    agg("last", "contract_kw", "contract"),
+                    "demand_month",
+                    DAY,
+                    fill="previous",
+                ),
+                _per(sel, agg("max", "forecast_kw", "forecast"), "demand_forecast", INTERVAL),
                 time_from=THIS_MONTH_RANGE,  # the billing month, with its contract line
             )
         )
@@ -268,7 +327,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "本月最大需量 Month's maximum demand",
                 "kwatt",
-                select(agg("last", "max_demand_kw"), "demand_month", where=[SITE, TIME_FILTER]),
+                sel(agg("last", "max_demand_kw"), "demand_month", where=[SITE, TIME_FILTER]),
                 time_from=THIS_MONTH_RANGE,
             )
         )
@@ -276,7 +335,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "超約附加費估計 Over-contract surcharge (NT$)",
                 "none",
-                select(agg("last", "surcharge_ntd"), "demand_month", where=[SITE, TIME_FILTER]),
+                sel(agg("last", "surcharge_ntd"), "demand_month", where=[SITE, TIME_FILTER]),
                 time_from=THIS_MONTH_RANGE,
             )
         )
@@ -285,6 +344,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "每日用電 Daily energy",
                 "kwatth",
                 _per(
+                    sel,
                     [
                         agg("sum", "electricity_kwh", "electricity"),
                         agg("sum", "pv_generation_kwh", "pv"),
@@ -298,7 +358,7 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "設備狀態 Device status (online, poll latency, errors, values out of bounds)",
                 "none",
-                select(
+                sel(
                     [agg("last", f, f) for f in ("online", "poll_ms", "errors", "out_of_bounds")],
                     "device_status",
                     where=[SITE, TIME_FILTER],
@@ -310,31 +370,33 @@ def facilities(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "告警 Alerts firing or resolved",
                 "none",
-                select(
+                sel(
                     [column(f) for f in ("event", "rule", "device", "value")],
                     "alert_events",
                     where=[SITE, TIME_FILTER],
                 ),
             )
-        )
+        ),
+        retention,
     )
 
 
-def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
-    return (
+def solar(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboard:
+    sel = _selector(retention)
+    return _resolved(
         db.Dashboard("太陽能地標 Solar landmark")
         .uid("foursave-solar")
         .tags(["foursave"])
         .time("now-7d", "now")
         .refresh("1m")
         .timezone(tz)
-        .with_variable(_site_var())
-        .with_variable(_device_var("inverter"))
+        .with_variable(_site_var(retention))
+        .with_variable(_device_var("inverter", retention))
         .with_panel(
             _ts(
                 "交流功率 AC power per inverter",
                 "watt",
-                _per_device(agg("mean", "ac_power_w"), "inverter", INTERVAL),
+                _per_device(sel, agg("mean", "ac_power_w"), "inverter", INTERVAL),
                 w=24,
             )
         )
@@ -342,35 +404,37 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "直流功率 DC power per inverter",
                 "watt",
-                _per_device(agg("mean", "dc_power_w"), "inverter", INTERVAL),
+                _per_device(sel, agg("mean", "dc_power_w"), "inverter", INTERVAL),
             )
         )
         .with_panel(
             _ts(
                 "運轉狀態 SunSpec state",
                 "none",
-                _per_device(agg("last", "state"), "inverter", INTERVAL),
+                _per_device(sel, agg("last", "state"), "inverter", INTERVAL),
             ).mappings([sunspec_states()])
         )
         .with_panel(
             _ts(
                 "組串直流功率 DC power per string (MPPT input)",
                 "watt",
-                _per_string(agg("mean", "dc_power_w")),
+                _per_string(sel, agg("mean", "dc_power_w")),
             )
         )
         .with_panel(
             _ts(
                 "組串電壓電流 String voltage and current",
                 "volt",
-                _per_string([agg("mean", "dc_voltage_v", "V"), agg("mean", "dc_current_a", "A")]),
+                _per_string(
+                    sel, [agg("mean", "dc_voltage_v", "V"), agg("mean", "dc_current_a", "A")]
+                ),
             )
         )
         .with_panel(
             _table(
                 "設備銘牌 Nameplate and firmware (last seen)",
                 "none",
-                select(
+                sel(
                     [
                         agg("last", f, f)
                         for f in ("manufacturer", "model", "version", "serial", "rated_power_w")
@@ -386,6 +450,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "日射量 Irradiance (POA, GHI)",
                 "Wm2",
                 _per(
+                    sel,
                     [agg("mean", "poa_irradiance_wm2", "poa"), agg("mean", "ghi_wm2", "ghi")],
                     "weather",
                     INTERVAL,
@@ -397,6 +462,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "模組溫度 Module and ambient temperature",
                 "celsius",
                 _per(
+                    sel,
                     [
                         agg("mean", "module_temp_c", "module"),
                         agg("mean", "ambient_temp_c", "ambient"),
@@ -410,14 +476,14 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "每日發電小時 Daily specific yield (Y_f)",
                 "h",
-                _per_device(agg("last", "y_f"), "pv_daily", DAY),
+                _per_device(sel, agg("last", "y_f"), "pv_daily", DAY),
             )
         )
         .with_panel(
             _ts(
                 "性能比 PR and temperature-corrected PR",
                 "percentunit",
-                select(
+                sel(
                     [agg("mean", "pr", "PR"), agg("mean", "pr_temp", "PR (temp-corrected)")],
                     "pv_daily",
                     where=[SITE, DEVICE, TIME_FILTER],
@@ -430,7 +496,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _stat(
                 "本月太陽光電省下電費 PV value this month (NT$, consumed PV at TOU prices)",
                 "none",
-                select(agg("last", "pv_value_ntd"), "pv_value_month", where=[SITE, TIME_FILTER]),
+                sel(agg("last", "pv_value_ntd"), "pv_value_month", where=[SITE, TIME_FILTER]),
                 time_from=THIS_MONTH_RANGE,
             )
         )
@@ -438,7 +504,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "太陽光電價值與需量降低 PV value per month and the demand it took off",
                 "none",
-                select(
+                sel(
                     [
                         column(f)
                         for f in (
@@ -464,7 +530,7 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "變流器比較 Inverter comparison (clear days) and labels",
                 "none",
-                select(
+                sel(
                     [
                         column(f)
                         for f in ("peer_ratio", "clipping_min", "outage_min", "availability")
@@ -473,16 +539,20 @@ def solar(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                     where=[SITE, DEVICE, TIME_FILTER, eq("clear_day", True)],
                 ),
             )
-        )
+        ),
+        retention,
     )
 
 
-def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
+def four_saving(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboard:
+    sel = _selector(retention)
+
     def item(name: str, zh: str, unit: str) -> timeseries.Panel:
         return _ts(
             f"{zh} {name.capitalize()}: actual vs baseline and target",
             unit,
             _per(
+                sel,
                 [agg("last", f, f) for f in ("actual", "baseline", "target")],
                 "ledger",
                 MONTH,
@@ -498,7 +568,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
         .tags(["foursave"])
         .time("now-2y", "now")
         .timezone(tz)
-        .with_variable(_site_var())
+        .with_variable(_site_var(retention))
         .with_panel(item("electricity", "省電", "kwatth"))
         .with_panel(item("water", "省水", "m3"))
         .with_panel(item("fuel", "省油", "litre"))
@@ -507,6 +577,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "省紙 Online-signing rate vs target",
                 "percentunit",
                 _per(
+                    sel,
                     [agg("last", "actual", "rate"), agg("last", "target_rate", "target")],
                     "ledger",
                     MONTH,
@@ -520,6 +591,7 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
                 "能源使用強度 EUI (month, rolling 12 months)",
                 "none",
                 _per(
+                    sel,
                     [
                         agg("last", "eui_kwh_m2", "EUI month"),
                         agg("last", "eui_rolling_12m_kwh_m2", "EUI 12 months"),
@@ -559,7 +631,8 @@ def four_saving(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     )
 
 
-def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
+def alerts(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboard:
+    sel = _selector(retention)
     return (
         db.Dashboard("告警 Alerts")
         .uid("foursave-alerts")
@@ -567,12 +640,12 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
         .time("now-7d", "now")
         .refresh("30s")
         .timezone(tz)
-        .with_variable(_site_var())
+        .with_variable(_site_var(retention))
         .with_panel(
             _stat(
                 "告警事件 Firing events in range",
                 "none",
-                select(
+                sel(
                     agg("count", "incident"),
                     "alert_events",
                     where=[SITE, eq("event", "firing"), TIME_FILTER],
@@ -584,7 +657,7 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "告警歷史 Alert history by rule",
                 "none",
-                select(
+                sel(
                     agg("count", "incident"),
                     "alert_events",
                     where=[SITE, TIME_FILTER],
@@ -598,7 +671,7 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "事件與確認 Events and acknowledgements",
                 "none",
-                select(
+                sel(
                     [
                         column(f)
                         for f in (
@@ -621,7 +694,8 @@ def alerts(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
     )
 
 
-def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
+def pipeline(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboard:
+    sel = _selector(retention)
     return (
         db.Dashboard("資料管線 Pipeline health")
         .uid("foursave-pipeline")
@@ -633,7 +707,7 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "暫存佇列 Collector spool: depth, unconfirmed, released and dropped",
                 "none",
-                select(
+                sel(
                     [
                         agg("last", "spool_depth", "depth"),
                         agg("last", "spool_unconfirmed", "unconfirmed"),
@@ -651,7 +725,7 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "寫入延遲 Ingest lag",
                 "ms",
-                select(
+                sel(
                     agg("mean", "lag_ms"),
                     "ingest_stats",
                     where=[TIME_FILTER],
@@ -664,7 +738,7 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "無效訊息 Dead letters and write retries",
                 "none",
-                select(
+                sel(
                     [
                         agg("last", "dead_letters", "dead letters"),
                         agg("last", "write_retries", "retries"),
@@ -680,7 +754,7 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _table(
                 "序號缺漏 Seq gaps per device (completeness)",
                 "none",
-                select(
+                sel(
                     [agg("last", f, f) for f in ("received", "gaps", "duplicates")],
                     "ingest_seq",
                     where=[TIME_FILTER],
@@ -693,7 +767,7 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             _ts(
                 "輪詢時間 Poll latency per device",
                 "ms",
-                select(
+                sel(
                     agg("mean", "poll_ms"),
                     "device_status",
                     where=[TIME_FILTER],
@@ -721,8 +795,13 @@ def dashboard_timezone(config: Config) -> str:
     return zones.pop() if len(zones) == 1 else "browser"
 
 
-def dashboard_json(name: str, tz: str = DEFAULT_TIMEZONE) -> dict[str, Any]:
-    built = DASHBOARDS[name](tz).build()
+def dashboard_json(
+    name: str, tz: str = DEFAULT_TIMEZONE, retention: bool = False
+) -> dict[str, Any]:
+    """The dashboard ``name`` as Grafana's JSON; ``retention``: for a database with
+    ``services.influxdb.retention`` on (the readings in ``raw``, ``$rp`` to pick the
+    rollups); the committed JSON is without."""
+    built = DASHBOARDS[name](tz, retention).build()
     return json.loads(json.dumps(built, cls=JSONEncoder, sort_keys=True))
 
 

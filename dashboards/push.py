@@ -32,10 +32,12 @@ def push(
     database: str,
     tz: str = DEFAULT_TIMEZONE,
     influx_login: tuple[str, str] | None = None,
+    retention: bool = False,
 ) -> list[str]:
     """Push the data source (logging in to InfluxDB as ``influx_login``, the reader's
     user and password, when given), the folder and every dashboard (in time zone
-    ``tz``); returns what was done."""
+    ``tz``; ``retention``: reading the readings and rollups where
+    ``services.influxdb.retention`` puts them); returns what was done."""
     api = GrafanaApi.from_url(url, credential)
     done = []
     user, password = influx_login if influx_login else (None, None)
@@ -57,7 +59,7 @@ def push(
         api.folder.create_folder("foursave", uid=FOLDER_UID)
         done.append("folder foursave created")
     for name in DASHBOARDS:
-        body = dashboard_json(name, tz)
+        body = dashboard_json(name, tz, retention)
         body.pop("id", None)
         api.dashboard.update_dashboard(
             {

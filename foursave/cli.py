@@ -70,6 +70,8 @@ def cmd_check_config(args) -> int:
         f"({sims} simulated); MQTT {cfg.services.mqtt.url}, InfluxDB "
         f"{cfg.services.influxdb.url}/{cfg.services.influxdb.database}"
     )
+    for line in _retention_lines(cfg):
+        print(line)
     ids = cfg.collector_ids()
     if len(ids) > 1:
         print(f"{len(ids)} collectors (`foursave collect --collector ID` runs one):")
@@ -107,6 +109,27 @@ def _collector_line(cfg: Config, cid: str, several: bool) -> str:
     if held is not None:
         line += f" holds {_duration(held)} of its {readings_per_s(intervals):,.1f} readings/s"
     return line
+
+
+def _retention_lines(cfg) -> list[str]:
+    """What ``services.influxdb.retention`` keeps, and what no longer works for older
+    data (README "Retention")."""
+    from foursave.rules.contract import months_within
+
+    days = cfg.services.influxdb.retention.raw_days
+    if days is None:
+        return ["retention: every reading kept for ever (services.influxdb.retention.raw_days)"]
+    months = months_within(days)
+    return [
+        f"retention: raw readings kept {days} days (policy raw), hourly and daily rollups "
+        "for ever (rollup_1h, rollup_1d; the rules engine computes them); the rules "
+        "engine's results, alert history and the counter rollup for ever, as before",
+        f"  older than {days} days: `rules --once --rebuild` rebuilds the counter rollup only "
+        "for days with readings and keeps the older days' rows; `foursave contract` "
+        f"reads 15-minute readings: at most {months} billing months (--months); a report "
+        "of a period that ended before then is served as issued, and a rebuild of it lacks "
+        "the PV value (computed from the 15-minute readings)",
+    ]
 
 
 def _duration(s: float) -> str:
@@ -614,6 +637,7 @@ def cmd_dashboards(args) -> int:
             cfg.services.influxdb.database,
             dashboard_timezone(cfg),
             _reader_login(cfg),
+            retention=cfg.services.influxdb.retention.enabled,
         ):
             print(line)
     except (GrafanaClientError, OSError) as exc:

@@ -63,16 +63,20 @@ the actual (unscaled) history.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 
 from foursave.core.config import Config, Site, SiteTariff
 from foursave.core.influx import InfluxClient
+from foursave.core.periods import day_start_ms
 from foursave.core.periods import month as month_period
+from foursave.core.retention import raw_from_ms
 from foursave.rules.bill import (
+    BILLING_DAYS,
     BillInputs,
     NoMeterData,
     bill_inputs,
@@ -474,6 +478,13 @@ def month_labels(end: tuple[int, int], n: int) -> list[tuple[int, int]]:
     return out[::-1]
 
 
+def months_within(raw_days: int) -> int:
+    """The most billing months whose 15-minute readings ``raw_days`` of raw readings
+    hold at the end of any month (a bill period may begin 39 days before its month,
+    BILLING_DAYS; each month, and the part of this one gone by, up to 31 days)."""
+    return max(0, (raw_days - (BILLING_DAYS[1] - 1) - 31) // 31)
+
+
 def load_months(
     config: Config,
     influx: InfluxClient,
@@ -483,7 +494,23 @@ def load_months(
     records: RecordStore | None = None,
 ) -> list[Month]:
     """The billing months' inputs (one InfluxDB read per month). ``TooFewMonths`` when
-    fewer than ``n`` of them have main-meter data (it says how many have)."""
+    fewer than ``n`` of them have main-meter data (it says how many have), or when the
+    first of them begins before the raw readings kept (``services.influxdb.retention``:
+    the optimiser reads the 15-minute blocks of the readings, not the rollups)."""
+    raw_days = config.services.influxdb.retention.raw_days
+    if raw_days is not None:
+        first = month_labels(end, n)[0]
+        raw_from = raw_from_ms(config.services.influxdb.retention, int(time.time() * 1000))
+        assert raw_from is not None
+        begins = month_period(*first).start - timedelta(days=BILLING_DAYS[1] - 1)
+        if day_start_ms(begins, site.timezone) < raw_from:
+            raise TooFewMonths(
+                f"site {site.id!r}: the {n} billing months {first[0]:04d}-{first[1]:02d}.."
+                f"{end[0]:04d}-{end[1]:02d} need the main meters' 15-minute readings, and "
+                f"they are kept {raw_days} days (services.influxdb.retention.raw_days): "
+                f"ask for at most {months_within(raw_days)} months (--months), or keep the "
+                "readings longer"
+            )
     out = []
     for y, m in month_labels(end, n):
         for start, stop in billing_periods(site, y, m, records):

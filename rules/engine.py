@@ -7,7 +7,9 @@ recomputing: the four-saving ledger (``ledger``), 15-minute and monthly demand
 (``demand``, ``demand_month``), daily PV performance (``pv_daily``) and the monthly
 Taipower bill rebuilt from the main meters (``bill_month``, ``rules/bill.py``), what
 the PV is worth on it (``pv_value_month``, ``rules/pvvalue.py``) and, where the real bill
-is recorded, the two compared (``bill_check``, ``rules/realbill.py``).
+is recorded, the two compared (``bill_check``, ``rules/realbill.py``).  With
+``services.influxdb.retention`` on, each pass also brings the hourly and daily rollups
+of the readings up to date (``rules/downsample.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
 from foursave.core.periods import add_months, month, months_between, today, year
-from foursave.rules import pvvalue
+from foursave.rules import downsample, pvvalue
 from foursave.rules.alerts import AlertEngine
 from foursave.rules.bill import (
     BillingPeriodError,
@@ -104,6 +106,9 @@ def run_once(
     for i in range(0, len(lines), 5000):
         influx.write(lines[i : i + 5000])
     log.info("ledger: %d rows for %s .. %s written", len(rows), start, end)
+    if config.services.influxdb.retention.enabled:
+        # the hourly and daily rollups kept for ever (rules/downsample.py)
+        downsample.run_pass(config, influx, clock)
     return rows
 
 

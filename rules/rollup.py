@@ -47,16 +47,17 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from foursave.core.clock import Clock, SystemClock
 from foursave.core.config import Config
 from foursave.core.influx import InfluxClient
-from foursave.core.influxql import Cond, agg, column, eq, every, select, tag_in, time_range
+from foursave.core.influxql import ALL, Cond, agg, column, eq, every, select, tag_in, time_range
 from foursave.core.late import LATE
 from foursave.core.periods import ZoneLike, day_start_ms, local_date, today
 from foursave.core.periods import zone as zone_of
 from foursave.core.reading import to_line
+from foursave.core.retention import raw_from_ms
 
 log = logging.getLogger("foursave.rollup")
 
@@ -494,9 +495,11 @@ def rebuild_rollup(
     local days [start, end) (default: every day with counter data, in every site's
     zone).  Returns the new generation.  Days outside the range are computed again when
     a pass asks for them.  The CLI's ``rules --once --rebuild`` (and so the demo) calls
-    this."""
+    this.  With ``services.influxdb.retention`` the days whose readings are gone keep
+    their rows (carried into the new generation): only the days kept are rebuilt."""
     clock = clock or SystemClock()
-    generation = rollup_generation(influx) + 1
+    previous = rollup_generation(influx)
+    generation = previous + 1
     influx.write(
         [
             to_line(
@@ -507,6 +510,17 @@ def rebuild_rollup(
             )
         ]
     )
+    raw_from = raw_from_ms(config.services.influxdb.retention, int(time.time() * 1000))
+    if raw_from is not None:
+        # the readings of older days are gone (services.influxdb.retention): their rows
+        # are carried into the new generation as they were, and only days whose
+        # readings are all kept are rebuilt
+        carry_until = raw_from + 3 * 86_400_000
+        _carry(influx, previous, generation, carry_until)
+        first_whole = datetime.fromtimestamp(raw_from / 1000, UTC).date() + timedelta(days=2)
+        if start is not None and start < first_whole:
+            log.info("rebuild: days before %s keep their rows (readings gone)", first_whole)
+            start = first_whole
     if start is None or end is None:
         span = data_span(
             influx,
@@ -517,8 +531,32 @@ def rebuild_rollup(
         if span is None:
             return generation
         start, end = start or span[0], end or span[1]
-    daily_quantities(influx, config, start, end, clock=clock)
+        if raw_from is not None:
+            start = max(
+                start, datetime.fromtimestamp(raw_from / 1000, UTC).date() + timedelta(days=2)
+            )
+    if start < end:
+        daily_quantities(influx, config, start, end, clock=clock)
     return generation
+
+
+def _carry(influx: InfluxClient, old: int, new: int, until_ms: int) -> None:
+    """The rollup's rows (and late-data marks) of generation ``old`` stamped before
+    ``until_ms``, written again as generation ``new``."""
+    lines = []
+    for row in influx.rows(
+        select(ALL, ROLLUP, where=[eq("generation", str(old)), time_range(end_ms=until_ms)])
+    ):
+        fields = {k: float(row[k]) for k in ("c", "share", "f", "at_ms") if row.get(k) is not None}
+        tags = {"device": row["device"], "field": row["field"], "generation": str(new)}
+        lines.append(to_line(ROLLUP, tags, fields, row["time"]))
+    for row in influx.rows(select(ALL, LATE_SEEN, where=[eq("generation", str(old))])):
+        if row.get("upto_ms") is not None:
+            tags = {"generation": str(new), "rollup": row["rollup"]}
+            lines.append(to_line(LATE_SEEN, tags, {"upto_ms": float(row["upto_ms"])}, row["time"]))
+    for i in range(0, len(lines), 5000):
+        influx.write(lines[i : i + 5000])
+    log.info("rebuild: %d rows of days whose readings are gone carried over", len(lines))
 
 
 def data_span(

@@ -24,6 +24,7 @@ from foursave.core.config import Config, Device
 from foursave.core.glossary import FIELDS
 from foursave.core.influx import InfluxClient, InfluxUnavailable
 from foursave.core.late import late_marker
+from foursave.core.retention import raw_from_ms
 from foursave.simulators.registers import ProfileImage, SunSpecImage
 from foursave.simulators.site import SiteModel, site_models
 
@@ -188,6 +189,19 @@ def run_backfill(
     stops where live data begins, to the minute."""
     if end <= start:
         raise ValueError(f"--to ({end}) must be after --from ({start})")
+    raw_from = raw_from_ms(config.services.influxdb.retention, int(time.time() * 1000))
+    if raw_from is not None:
+        # the raw policy refuses points older than it keeps (core/retention.py): history
+        # from its start, an hour inside it
+        lo = raw_from + 3_600_000
+        if int(datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp() * 1000) < lo:
+            log.warning(
+                "backfill: readings before %s are not stored: the raw readings are kept %d "
+                "days (services.influxdb.retention.raw_days)",
+                datetime.fromtimestamp(lo / 1000, UTC).isoformat(timespec="minutes"),
+                config.services.influxdb.retention.raw_days,
+            )
+        window_ms = (max(lo, window_ms[0]), window_ms[1]) if window_ms else (lo, 2**62)
     total_days = (end - start).days
     own = influx is None
     clients = [InfluxClient.for_role(config.services, "writer") for _ in range(writers)]
@@ -195,6 +209,7 @@ def run_backfill(
         clients[0].close()
         clients[0] = influx
     clients[0].create_database()
+    clients[0].ensure_retention(int(time.time() * 1000))  # where an admin's is not needed
     q: queue.Queue[list[str] | None] = queue.Queue(maxsize=writers * 4)
     errors: list[BaseException] = []
     written = [0]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
 
 from foursave.api.deps import TOO_MANY, Reader, State, Throttled
-from foursave.core.config import Device, Site
+from foursave.core.config import Device, InfluxRetention, Site
 from foursave.core.glossary import FIELDS
-from foursave.core.influxql import ALL, agg, column, eq, every, select, time_range
+from foursave.core.influxql import ALL, Expr, agg, column, eq, every, select, time_range
+from foursave.core.retention import ROLLUP_RPS, raw_from_ms
+from foursave.rules.downsample import stats_of
 
 router = APIRouter(prefix="/api/v1", tags=["sites and devices"])
 
@@ -69,6 +72,9 @@ class Latest(BaseModel):
     fields: dict[str, FieldValue]
 
 
+Resolution = Literal["raw", "1h", "1d"]
+
+
 class Series(BaseModel):
     device: str
     field: str
@@ -76,6 +82,9 @@ class Series(BaseModel):
     interval: str | None
     aggregate: str | None
     points: list[tuple[int, float | int | bool | None]]
+    resolution: Resolution = "raw"
+    """What the points were computed from: the readings, or their hourly or daily
+    rollup (``services.influxdb.retention``; also the X-Foursave-Resolution header)."""
 
 
 def _site(state, site_id: str) -> Site:
@@ -224,11 +233,62 @@ _INTERVAL = re.compile(r"^([1-9][0-9]{0,5})(s|m|h|d)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# a range longer than this is served from the rollup of that bucket, when the interval
+# is a whole number of its buckets (or the range begins before the raw readings kept)
+LONG_RANGE_S = {"1h": 2 * 86_400, "1d": 60 * 86_400}
+BUCKET_S = {"1h": 3_600, "1d": 86_400}
+# what a rollup answers exactly, per kind of field (rules/downsample.py)
+ROLLUP_ANSWERS = {
+    "gauge": {"mean", "min", "max", "sum", "count"},
+    "counter": {"last", "first", "count"},
+    "state": {"last", "count"},
+}
+
+
+def _resolution(
+    retention: InfluxRetention,
+    kind: str | None,
+    aggregate: str,
+    step_s: int | None,
+    span_s: float,
+    before_raw: bool,
+) -> Resolution:
+    """Which points answer: the daily rollup, the hourly one, or the readings."""
+    if not retention.enabled or kind is None:
+        return "raw"
+    if step_s is None:  # the points themselves: the hourly ones where the readings are gone
+        return "1h" if before_raw else "raw"
+    if aggregate not in ROLLUP_ANSWERS[kind]:
+        return "raw"
+    for res in ("1d", "1h"):
+        if step_s % BUCKET_S[res] == 0 and (span_s > LONG_RANGE_S[res] or before_raw):
+            return res
+    return "raw"
+
+
+def _rollup_exprs(field: str, kind: str, aggregate: str) -> list[Expr]:
+    """The rollup's columns that give ``aggregate`` of ``field`` per interval."""
+    if aggregate == "count":
+        return [agg("sum", f"{field}_n", "v")]
+    if kind == "gauge":
+        if aggregate == "mean":  # the readings' mean: their sum over their count
+            return [agg("sum", f"{field}_sum", "s"), agg("sum", f"{field}_n", "n")]
+        return [
+            {"min": agg("min", f"{field}_min", "v"), "max": agg("max", f"{field}_max", "v")}.get(
+                aggregate, agg("sum", f"{field}_sum", "v")
+            )
+        ]
+    if aggregate == "first":
+        return [agg("first", f"{field}_first", "v")]
+    return [agg("last", field, "v")]
+
+
 @router.get("/series", responses=TOO_MANY)
 def series(
     who: Reader,
     state: State,
     _: Throttled,
+    response: Response,
     device: str,
     field: str,
     start: AwareDatetime,
@@ -244,6 +304,15 @@ def series(
 ) -> Series:
     """A field of one device over [start, end), raw or aggregated per interval
     (intervals are aligned to the site's local time).
+
+    With retention on (``services.influxdb.retention.raw_days``) a long range is
+    computed from the rollups the rules engine keeps for ever, with the same field
+    names: an interval of whole days over more than 60 days from the daily rollup, of
+    whole hours over more than 2 days from the hourly one, and any range that begins
+    before the raw readings kept; ``resolution`` (and the X-Foursave-Resolution header)
+    says which.  A rollup answers mean, min, max, sum and count of a gauge, last,
+    first and count of a counter, last and count of a state; raw points asked for
+    before the readings kept are the hourly rollup's values.
 
     At most ``services.api.max_series_points`` points and ``max_series_days`` days per
     request: more is refused with 413 and the interval that would fit."""
@@ -266,6 +335,33 @@ def series(
         )
     s_ms, e_ms = _epoch_ms(start), _epoch_ms(end)
     where = [eq("device", d.id), time_range(s_ms, e_ms)]
+    retention = state.config.services.influxdb.retention
+    raw_from = raw_from_ms(retention, int(time.time() * 1000))  # the server's window
+    before_raw = raw_from is not None and s_ms < raw_from
+    kind = stats_of(d.kind).get(field)
+    tz = _site(state, d.site).timezone  # days and hours start at local midnight
+    step_s = None
+    if interval is not None:
+        m = _INTERVAL.match(interval)
+        if not m:
+            raise HTTPException(
+                422, f"interval {interval!r}: expected a number and s, m, h or d (e.g. 15m)"
+            )
+        step_s = int(m.group(1)) * _SECONDS[m.group(2)]
+    res = _resolution(retention, kind, aggregate, step_s, span_s, before_raw)
+    response.headers["X-Foursave-Resolution"] = res
+    if res != "raw" and kind is not None:
+        return _from_rollup(
+            state, d, field, kind, res, interval, aggregate, step_s, span_s, where, tz
+        )
+    if before_raw and interval is not None:
+        raise HTTPException(
+            422,
+            f"{field} from {start.isoformat()}: the readings are kept "
+            f"{retention.raw_days} days, and the rollups keep the mean, min, max, sum and count "
+            "of a gauge, the last, first and count of a counter, the last and count of a "
+            "state, per hour or day: ask for one of those with a whole number of hours",
+        )
     if interval is None:
         expected = span_s / d.interval_s
         if expected > cfg.max_series_points:
@@ -283,18 +379,12 @@ def series(
             aggregate=None,
             points=points,
         )
-    m = _INTERVAL.match(interval)
-    if not m:
-        raise HTTPException(
-            422, f"interval {interval!r}: expected a number and s, m, h or d (e.g. 15m)"
-        )
-    step_s = int(m.group(1)) * _SECONDS[m.group(2)]
+    assert step_s is not None
     n = int(span_s // step_s) + 1
     if n > cfg.max_series_points:
         raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
     if known[field].type == "bool" and aggregate in ("mean", "sum"):
         raise HTTPException(422, f"{field} is a true/false field: use last, first or count")
-    tz = _site(state, d.site).timezone  # days and hours start at local midnight
     q = select(
         agg(aggregate, field),
         d.kind,
@@ -311,6 +401,62 @@ def series(
         interval=interval,
         aggregate=aggregate,
         points=points,
+    )
+
+
+def _from_rollup(
+    state,
+    d: Device,
+    field: str,
+    kind: str,
+    res: Resolution,
+    interval: str | None,
+    aggregate: str,
+    step_s: int | None,
+    span_s: float,
+    where: list,
+    tz: str,
+) -> Series:
+    """The series from the hourly or daily rollup (rules/downsample.py)."""
+    cfg = state.config.services.api
+    known = FIELDS[d.kind]
+    rp = ROLLUP_RPS[res]
+    n = int(span_s // (step_s or BUCKET_S[res])) + 1
+    if n > cfg.max_series_points:
+        raise HTTPException(413, _too_many(n, cfg.max_series_points, span_s))
+    if interval is None:
+        rows = state.influx.rows(select(column(field), d.kind, where=where, rp=rp))
+        return Series(
+            device=d.id,
+            field=field,
+            unit=known[field].unit,
+            interval=None,
+            aggregate=None,
+            points=[(r["time"], r[field]) for r in rows if r[field] is not None],
+            resolution=res,
+        )
+    q = select(
+        _rollup_exprs(field, kind, aggregate),
+        d.kind,
+        where=where,
+        group_by=[every(interval)],
+        fill="none",
+        tz=tz,
+        rp=rp,
+    )
+    points = []
+    for r in state.influx.rows(q):
+        v = r.get("v") if "n" not in r else (r["s"] / r["n"] if r["n"] else None)
+        if v is not None:
+            points.append((r["time"], v))
+    return Series(
+        device=d.id,
+        field=field,
+        unit=known[field].unit,
+        interval=interval,
+        aggregate=aggregate,
+        points=points,
+        resolution=res,
     )
 
 
