@@ -20,6 +20,7 @@ to the dead-letter store with its reason.  Per-device ``seq`` gaps are counted.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -31,9 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from foursave.collector.ack import ack_key, encode_acks
 from foursave.core.clock import Clock
-from foursave.core.config import Config
+from foursave.core.config import Config, IngesterService
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.late import late_marker
 from foursave.core.mqtt import connect, mqtt_client, refusal
@@ -50,7 +55,7 @@ from foursave.core.reading import (
     reading_lines,
     to_line,
 )
-from foursave.core.store import open_db
+from foursave.core.store import hold, instance_path, open_db
 from foursave.core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
@@ -120,10 +125,22 @@ class Message:
 
 
 class DeadLetters:
-    """Messages that cannot be stored, kept with the reason (SQLite)."""
+    """Messages that cannot be stored, kept with the reason, and the per-device ``seq``
+    state (SQLite).  The file is held (``core/store.py`` ``hold``) until ``close``: a
+    second ingester given the same file refuses to start (``InstanceBusy``)."""
 
-    def __init__(self, path: str | Path):
-        self.db = open_db(
+    def __init__(self, path: str | Path, setting: str = "services.ingester.dead_letter_path"):
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(hold(path, setting))
+        try:
+            self.db = self._open(path)
+        except BaseException:
+            self._held.close()
+            raise
+
+    @staticmethod
+    def _open(path: str | Path) -> sqlite3.Connection:
+        return open_db(
             path,
             """CREATE TABLE IF NOT EXISTS dead_letters (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -152,7 +169,10 @@ class DeadLetters:
         ).fetchall()
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        finally:
+            self._held.close()
 
 
 @dataclass
@@ -170,13 +190,21 @@ class SeqTracker:
 
     A late message that fills a gap closes it; one already seen counts as a duplicate.
     Every message is written either way: InfluxDB keeps one point per series and time.
+
+    With ``count_gaps`` false (a member of a shared subscription) only ``received`` and
+    the highest ``seq`` are kept: the member gets every other reading or so of each
+    device, the rest go to the other members, so what it misses says nothing about
+    what the group missed (and a seq below its last one may be a late fill or a
+    repeat: it cannot tell).  The group's gaps are counted from what is stored: every
+    reading point holds its ``seq`` (``core/seqgaps.py``).
     """
 
     MAX_MISSING = 100_000  # remembered gap numbers per device, to recognise late fills
     RESET_BELOW = 10_000  # a seq this far below the last one means the sender restarted
 
-    def __init__(self, state: dict[str, SeqStats] | None = None):
+    def __init__(self, state: dict[str, SeqStats] | None = None, count_gaps: bool = True):
         self.devices: dict[str, SeqStats] = state or {}
+        self.count_gaps = count_gaps
         # devices seen since their state was last saved: only those are written again
         self.changed: set[str] = set(self.devices)
 
@@ -185,6 +213,14 @@ class SeqTracker:
         s = self.devices.get(device_key)
         if s is None:
             self.devices[device_key] = SeqStats(seq)
+            return
+        if not self.count_gaps:
+            s.received += 1
+            if seq > s.last_seq:
+                s.last_seq = seq
+            elif seq < s.last_seq - self.RESET_BELOW:
+                s.resets += 1
+                s.last_seq = seq
             return
         if seq > s.last_seq:
             gap = seq - s.last_seq - 1
@@ -207,15 +243,64 @@ class SeqTracker:
             s.duplicates += 1
 
 
+class UnknownIngester(ValueError):
+    """``--ingester ID`` names no ingester of the configuration."""
+
+
+def instance_settings(cfg: IngesterService, instance: str | None = None) -> IngesterService:
+    """The settings of ingester ``instance`` (``foursave ingest --ingester ID``; None:
+    the configured ``services.ingester.id``), one of ``services.ingester.ids``: its id
+    (hence its MQTT account ``ingester-<ID>`` and status topic), its MQTT client id
+    (``{id}`` replaced; without ``{id}`` another ingester's is the configured one
+    followed by ``-<ID>``, so that two never share a session) and its dead-letter file
+    (``{id}`` replaced; without it every ingester of the file has the same one, and a
+    second on the same machine refuses to start)."""
+    iid = cfg.id if instance is None else instance
+    if iid not in cfg.ids:
+        raise UnknownIngester(
+            f"no ingester {iid!r}: services.ingester.id and services.ingester.instances "
+            f"name {', '.join(repr(i) for i in cfg.ids)}"
+        )
+    client_id = cfg.client_id
+    if "{id}" in client_id:
+        client_id = client_id.replace("{id}", iid)
+    elif iid != cfg.id:
+        client_id = f"{client_id}-{iid}"
+    return cfg.model_copy(
+        update={
+            "id": iid,
+            "client_id": client_id,
+            "dead_letter_path": instance_path(cfg.dead_letter_path, iid),
+        }
+    )
+
+
+def session_properties(expiry_s: int | None) -> Properties:
+    """CONNECT properties of the ingester's persistent session: its Session Expiry
+    Interval, given explicitly (MQTT 5's default, 0, ends a session at disconnect);
+    ``None``: 0xFFFFFFFF, the session never expires."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0xFFFFFFFF if expiry_s is None else expiry_s
+    return props
+
+
 class Ingester:
-    def __init__(self, config: Config, influx: InfluxClient, clock: Clock):
+    def __init__(
+        self, config: Config, influx: InfluxClient, clock: Clock, instance: str | None = None
+    ):
         svc = config.services
         self.clock = clock  # the readings' clock (foursave.app.clock)
-        self.cfg = svc.ingester
+        self.cfg = instance_settings(svc.ingester, instance)
+        # the services as this instance sees them: its MQTT account is ingester-<ID>
+        svc = svc.model_copy(update={"ingester": self.cfg})
         self.services = svc
         self.influx = influx  # the caller's (foursave.app.ingester), who closes it
-        self.dead = DeadLetters(self.cfg.dead_letter_path)
-        self.seq = SeqTracker(self._load_seq_state())
+        # in a shared subscription each member sees only part of each device's seqs
+        self.shared = self.cfg.shared_group is not None
+        self.filters = [
+            f"$share/{self.cfg.shared_group}/{f}" if self.shared else f
+            for f in (READINGS_FILTER, STATUS_FILTER)
+        ]
         # the last device_info written per (site, device): written again only on a change
         self._info_seen: dict[tuple[str, str], dict] = {}
         self.q: queue.Queue[Message] = queue.Queue()
@@ -241,13 +326,23 @@ class Ingester:
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
-        c = mqtt_client(svc, "ingester", self.cfg.client_id, clean_session=False, manual_ack=True)
+        # MQTT 5: the session's expiry is ours to set (and must be set: 0 by default),
+        # SUBACK says why a subscription is refused (ACL, no shared subscriptions)
+        c = mqtt_client(svc, "ingester", self.cfg.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
         c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
         c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
+        # last: held until closed (run() closes it), refused when another process has it
+        self.dead = DeadLetters(self.cfg.dead_letter_path)
+        try:
+            self.seq = SeqTracker(self._load_seq_state(), count_gaps=not self.shared)
+        except BaseException:
+            self.dead.close()
+            raise
 
     def _load_seq_state(self) -> dict[str, SeqStats]:
         rows = self.dead.db.execute(
@@ -284,12 +379,32 @@ class Ingester:
         # messages from an earlier connection are written and confirmed to their
         # collectors, but their ids mean nothing now: they get no MQTT acknowledgement
         self.connection += 1
-        group = self.cfg.shared_group
-        client.subscribe(
-            [(f"$share/{group}/{f}" if group else f, 1) for f in (READINGS_FILTER, STATUS_FILTER)]
-        )
+        client.subscribe([(f, 1) for f in self.filters])
         self.connected.set()
-        log.info("subscribed (session present: %s)", flags.session_present)
+        log.info(
+            "ingester %s connected as %s, subscribing to %s (session present: %s)",
+            self.cfg.id,
+            self.cfg.client_id,
+            ", ".join(self.filters),
+            flags.session_present,
+        )
+        if self.connection > 1 and not flags.session_present:
+            log.warning(
+                "the broker had no session for %s any more (away longer than "
+                "services.ingester.session_expiry_s, or the broker lost it): what it "
+                "queued for this ingester is gone, and the collectors publish those "
+                "readings again (they keep them until an ingester confirms them)",
+                self.cfg.client_id,
+            )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [
+            (t, rc) for t, rc in zip(self.filters, reason_codes, strict=False) if rc.is_failure
+        ]
+        for topic, rc in refused:
+            log.error("the MQTT broker refused the subscription %s: %s", topic, rc)
+        if not refused:
+            log.info("ingester %s subscribed", self.cfg.id)
 
     def _on_message(self, client, userdata, msg):
         self.q.put(Message(msg.mid, msg.qos, msg.topic, msg.payload, time.time(), self.connection))
@@ -339,7 +454,7 @@ class Ingester:
                 self._confirm(r.collector, t.device, r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
-                return reading_lines(t.site, t.device, r), None
+                return reading_lines(t.site, t.device, r, seq=True), None
             status = decode_status(msg.payload)
             ts = int(status.pop("ts"))
             check_not_ahead("status", ts, not_after)
@@ -573,16 +688,14 @@ class Ingester:
         lines = []
         for key, s in self.seq.devices.items():
             site, device = key.split("/", 1)
+            fields: dict[str, Value] = {"received": s.received, "last_seq": s.last_seq}
+            if self.seq.count_gaps:  # a shared subscription's member cannot tell
+                fields |= {"gaps": s.gaps, "duplicates": s.duplicates}
             lines.append(
                 to_line(
                     "ingest_seq",
                     {"site": site, "device": device, "ingester": self.cfg.id},
-                    {
-                        "received": s.received,
-                        "gaps": s.gaps,
-                        "duplicates": s.duplicates,
-                        "last_seq": s.last_seq,
-                    },
+                    fields,
                     now_ms,
                 )
             )
@@ -597,7 +710,12 @@ class Ingester:
     def run(self, stats_interval_s: float = 10.0) -> None:
         """Blocking: until ``stop_event`` is set."""
         self._ensure_database()
-        connect(self.client, self.services)
+        connect(
+            self.client,
+            self.services,
+            clean_start=False,
+            properties=session_properties(self.cfg.session_expiry_s),
+        )
         self.client.loop_start()
         self._stats_interval_s = stats_interval_s
         self._next_stats = time.monotonic() + stats_interval_s
@@ -617,3 +735,38 @@ class Ingester:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def leave(self, timeout_s: float = 10.0) -> None:
+        """End this ingester's session on the broker and clear its retained status
+        (``foursave ingest --ingester ID --leave``): for an ingester taken out of
+        service for good, which would otherwise keep receiving its share of a shared
+        subscription until its session expires.  What the broker held for it is
+        dropped; the collectors publish those readings again (unconfirmed).  Closes the
+        dead-letter store; ``ConnectionError`` when the broker cannot be reached."""
+        c = mqtt_client(self.services, "ingester", self.cfg.client_id, protocol=mqtt.MQTTv5)
+        answer: list = []
+        connected = threading.Event()
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            answer.append(reason_code)
+            connected.set()
+
+        c.on_connect = on_connect
+        # a clean start discards the old session; no expiry given: 0, gone at disconnect
+        connect(c, self.services, clean_start=True)
+        c.loop_start()
+        try:
+            if not connected.wait(timeout_s):
+                raise ConnectionError(
+                    f"no answer from the MQTT broker {self.services.mqtt.host}:"
+                    f"{self.services.mqtt.port} within {timeout_s:.0f} s"
+                )
+            if answer[0].is_failure:
+                raise ConnectionError(refusal(self.services, "ingester", answer[0]))
+            info = c.publish(ingester_topic(self.cfg.id), b"", qos=1, retain=True)
+            info.wait_for_publish(timeout_s)
+            c.disconnect()
+        finally:
+            c.loop_stop()
+            self.dead.close()
+        log.info("ingester %s left: session %s ended", self.cfg.id, self.cfg.client_id)

@@ -32,6 +32,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from sunspec2 import device as ss_device
 
 from foursave.core.config import Config, Site
+from foursave.core.glossary import KINDS
 from foursave.core.influxql import (
     GRAFANA_INTERVAL,
     TIME_FILTER,
@@ -39,6 +40,7 @@ from foursave.core.influxql import (
     Cond,
     Query,
     agg,
+    arith,
     column,
     eq,
     every,
@@ -46,6 +48,7 @@ from foursave.core.influxql import (
     select,
     show_tag_values,
 )
+from foursave.core.reading import SEQ_FIELD
 
 DS_UID = "foursave-influxdb"
 # the dashboards' time zone (days and hours on the time axis): the sites' zone, which
@@ -677,12 +680,22 @@ def pipeline(tz: str = DEFAULT_TIMEZONE) -> db.Dashboard:
             )
         )
         .with_panel(
+            # from the stored readings' seq (core/seqgaps.py): right with any number of
+            # ingesters, where each member of a shared subscription sees only its share
             _table(
                 "序號缺漏 Seq gaps per device (completeness)",
                 "none",
                 select(
-                    [agg("last", f, f) for f in ("received", "gaps", "duplicates")],
-                    "ingest_seq",
+                    [
+                        agg("count", SEQ_FIELD, "stored"),
+                        arith(
+                            arith(agg("spread", SEQ_FIELD), "-", agg("count", SEQ_FIELD)),
+                            "+",
+                            1,
+                            "gaps",
+                        ),
+                    ],
+                    KINDS,
                     where=[TIME_FILTER],
                     group_by=["device"],
                 ),

@@ -76,14 +76,16 @@ def grants(config: Config) -> dict[str, list[Grant]]:
             Grant("write", reading_topic(site, device)),
             Grant("write", status_topic(site, device)),
         ]
-    out = {
-        svc.mqtt_account("collector"): mine,
-        svc.mqtt_account("ingester"): [
+    out = {svc.mqtt_account("collector"): mine}
+    for iid in svc.ingester.ids:  # each ingester of the file its own account
+        one = svc.model_copy(update={"ingester": svc.ingester.model_copy(update={"id": iid})})
+        out[one.mqtt_account("ingester")] = [
             Grant("read", READINGS_FILTER),
             Grant("read", STATUS_FILTER),
             Grant("write", ack_topic("+")),
-            Grant("write", ingester_topic(svc.ingester.id)),
-        ],
+            Grant("write", ingester_topic(iid)),
+        ]
+    out |= {
         svc.mqtt_account("rules"): [Grant("write", alert_topic("+", "+"))],
         svc.mqtt_account("api"): [Grant("read", STATUS_FILTER)],
         svc.mqtt_account("reader"): [Grant("read", f"{PREFIX}/#"), Grant("read", "$SYS/#")],
