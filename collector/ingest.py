@@ -15,7 +15,49 @@ backoff; a 400 is never retried: the batch is split until the
 offending lines are found, they go to the dead-letter store with the server's error
 text, and the rest is written.  A message that cannot be stored (not JSON, not a
 reading, dated beyond ``future_tolerance_s`` ahead of the ingester's clock, ...) goes
-to the dead-letter store with its reason.  Per-device ``seq`` gaps are counted.
+to the dead-letter store with its reason.  Every reading point holds its ``seq``
+(field ``seq``); per-device ``seq`` gaps are counted (not in a shared subscription,
+below).
+
+Several ingesters (``foursave ingest --ingester ID``; the ids are
+``services.ingester.id`` and ``services.ingester.instances``) each have their MQTT
+account ``ingester-<ID>``, client id, session, dead-letter file (``{id}`` in the
+settings: ``instance_settings``) and status topic.  The session is MQTT 5's with an
+explicit Session Expiry Interval (``session_expiry_s``, 1 h: MQTT 5's default, 0,
+would end it at every disconnect), or 3.1.1's (``mqtt_version``: never expires, and
+paho reads each message for some 25 µs less CPU).  With the same ``shared_group``
+they share one subscription, ``$share/<group>/foursave/v1/+/+/reading`` (and
+``.../status``): the broker gives each message to one of them.
+
+What a member that dies with messages in flight means, on mosquitto (2.0.11, Debian
+12; by experiment, tests/test_shared_ingest.py, and in its source, src/subs.c
+``subs__shared_process``, the same in 2.0.22, 2.1.2 and on its development branch):
+mosquitto deals the messages out to the members in strict turn, connected or not.
+What was in flight to the dead member is not given to another one: it stays in its
+session, and so does its turn of every new message, until it comes back with the
+same client id (then it gets them all, the ones in flight marked DUP) or its session
+expires (then what it held is discarded, and the others get everything).  Its turns
+beyond ``max_queued_messages`` are dropped, with the publisher's PUBACK a success all
+the same.  So the broker alone would lose a member's share whenever that member never
+comes back.  foursave does not depend on it: a reading leaves the collector's spool
+only when an ingester confirmed it stored it, and one unconfirmed for
+``ack_timeout_s`` while later readings are confirmed is published again
+(``collector/publisher.py``); again the broker deals it to a member in turn, to a live
+one with a chance of (N-1)/N, and so on until one stores it.  Nothing is lost, back or
+gone; a dead member's share is late by about ``ack_timeout_s`` and sent twice, until
+its session expires or ``--leave`` ends it.  What a returning member drains from its
+session is mostly stored already: the same points again, harmless.  With every member
+gone nothing is confirmed, so nothing is sent again: the readings wait in the
+sessions and the spools until a member is back.
+
+(Retained statuses: 2.0.11 hands them to a new shared subscription, 2.0.13 and later
+do not, as MQTT 5 says; the members store the statuses published after they
+subscribed, which collectors publish again on a change and every status interval.)
+
+In a shared subscription a member sees only part of each device's seqs: it counts what
+it received (``ingest_seq.received``, ``last_seq``), no gaps and no duplicates, which
+it cannot tell apart from the other members' share.  The group's gaps are counted from
+the stored points' ``seq`` (``core/seqgaps.py``; the pipeline dashboard's gap table).
 """
 
 from __future__ import annotations
@@ -320,6 +362,7 @@ class Ingester:
         self._batch_acks: dict[str, dict[str, list[int]]] = {}
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
+        self._closed = threading.Event()  # the connection closed (ours or the broker's)
         self.connection = 0
         self._stats_interval_s = 10.0  # run() sets both
         self._next_stats = time.monotonic() + self._stats_interval_s
@@ -327,12 +370,20 @@ class Ingester:
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
         # MQTT 5: the session's expiry is ours to set (and must be set: 0 by default),
-        # SUBACK says why a subscription is refused (ACL, no shared subscriptions)
-        c = mqtt_client(svc, "ingester", self.cfg.client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+        # SUBACK says why a subscription is refused (ACL, no shared subscriptions).
+        # 3.1.1: a persistent session is clean_session false, and never expires
+        self.v5 = self.cfg.mqtt_version == "5"
+        c = mqtt_client(
+            svc,
+            "ingester",
+            self.cfg.client_id,
+            manual_ack=True,
+            **({"protocol": mqtt.MQTTv5} if self.v5 else {"clean_session": False}),
+        )
         # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
         c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
@@ -396,6 +447,10 @@ class Ingester:
                 "readings again (they keep them until an ingester confirms them)",
                 self.cfg.client_id,
             )
+
+    def _on_disconnect(self, *args) -> None:
+        self.connected.clear()
+        self._closed.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         refused = [
@@ -710,12 +765,11 @@ class Ingester:
     def run(self, stats_interval_s: float = 10.0) -> None:
         """Blocking: until ``stop_event`` is set."""
         self._ensure_database()
-        connect(
-            self.client,
-            self.services,
-            clean_start=False,
-            properties=session_properties(self.cfg.session_expiry_s),
-        )
+        if self.v5:
+            props = session_properties(self.cfg.session_expiry_s)
+            connect(self.client, self.services, clean_start=False, properties=props)
+        else:
+            connect(self.client, self.services)
         self.client.loop_start()
         self._stats_interval_s = stats_interval_s
         self._next_stats = time.monotonic() + stats_interval_s
@@ -728,7 +782,13 @@ class Ingester:
                     self.write_stats()
                     self._next_stats = time.monotonic() + stats_interval_s
         finally:
+            # the last batch's PUBACKs go out before the DISCONNECT queued after them:
+            # wait for the close, or the broker hands those readings out again
+            was_connected = self.connected.is_set()
+            self._closed.clear()
             self.client.disconnect()
+            if was_connected:
+                self._closed.wait(5)
             self.client.loop_stop()
             self.dead.close()
             log.info("ingester stopped: %d lines written in %d batches", self.written, self.batches)
@@ -743,7 +803,8 @@ class Ingester:
         subscription until its session expires.  What the broker held for it is
         dropped; the collectors publish those readings again (unconfirmed).  Closes the
         dead-letter store; ``ConnectionError`` when the broker cannot be reached."""
-        c = mqtt_client(self.services, "ingester", self.cfg.client_id, protocol=mqtt.MQTTv5)
+        v5 = {"protocol": mqtt.MQTTv5} if self.v5 else {"clean_session": True}
+        c = mqtt_client(self.services, "ingester", self.cfg.client_id, **v5)
         answer: list = []
         connected = threading.Event()
 
@@ -753,7 +814,8 @@ class Ingester:
 
         c.on_connect = on_connect
         # a clean start discards the old session; no expiry given: 0, gone at disconnect
-        connect(c, self.services, clean_start=True)
+        # (3.1.1: a clean session is discarded at connect and at disconnect)
+        connect(c, self.services, **({"clean_start": True} if self.v5 else {}))
         c.loop_start()
         try:
             if not connected.wait(timeout_s):

@@ -190,12 +190,19 @@ class IngesterService(_Frozen):
         description="ids of further ingesters run from this file (`foursave ingest "
         "--ingester ID`), each with its MQTT account ingester-<ID>, session and files",
     )
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT protocol: 5 (session expiry set by session_expiry_s, SUBACK "
+        "reasons) or 3.1.1 (paho reads each message for less CPU; the session never "
+        "expires unless the broker's persistent_client_expiration says so)",
+    )
     session_expiry_s: int | None = Field(
         3600,
         ge=1,
         le=4_294_967_294,
         description="MQTT 5 Session Expiry Interval: how long the broker keeps the session "
-        "(subscription, queued readings) while the ingester is away; null: never expires",
+        "(subscription, queued readings) while the ingester is away; null: never expires; "
+        "not for mqtt_version 3.1.1",
     )
     batch_max_lines: int = Field(5000, ge=1, le=100_000)
     batch_max_ms: int = Field(250, ge=1, le=60_000)

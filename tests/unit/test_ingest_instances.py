@@ -128,6 +128,18 @@ def test_two_ingesters_with_one_dead_letter_file_cannot_run_at_once(tmp_path, ca
     make(shared_file, "south").dead.close()  # the first one closed its store: free
 
 
+def test_mqtt_5_by_default_and_3_1_1_when_asked(tmp_path):
+    import paho.mqtt.client as mqtt
+
+    for version, protocol in (("5", mqtt.MQTTv5), ("3.1.1", mqtt.MQTTv311)):
+        ing = make(config(tmp_path, mqtt_version=version))
+        try:
+            assert ing.client.protocol == protocol
+        finally:
+            ing.dead.close()
+            ing.influx.close()
+
+
 def test_the_session_expiry_is_set_and_never_zero():
     assert session_properties(3600).SessionExpiryInterval == 3600
     assert session_properties(None).SessionExpiryInterval == 0xFFFFFFFF  # never expires
