@@ -15,11 +15,54 @@ backoff; a 400 is never retried: the batch is split until the
 offending lines are found, they go to the dead-letter store with the server's error
 text, and the rest is written.  A message that cannot be stored (not JSON, not a
 reading, dated beyond ``future_tolerance_s`` ahead of the ingester's clock, ...) goes
-to the dead-letter store with its reason.  Per-device ``seq`` gaps are counted.
+to the dead-letter store with its reason.  Every reading point holds its ``seq``
+(field ``seq``); per-device ``seq`` gaps are counted (not in a shared subscription,
+below).
+
+Several ingesters (``foursave ingest --ingester ID``; the ids are
+``services.ingester.id`` and ``services.ingester.instances``) each have their MQTT
+account ``ingester-<ID>``, client id, session, dead-letter file (``{id}`` in the
+settings: ``instance_settings``) and status topic.  The session is MQTT 5's with an
+explicit Session Expiry Interval (``session_expiry_s``, 1 h: MQTT 5's default, 0,
+would end it at every disconnect), or 3.1.1's (``mqtt_version``: never expires, and
+paho reads each message for some 25 µs less CPU).  With the same ``shared_group``
+they share one subscription, ``$share/<group>/foursave/v1/+/+/reading`` (and
+``.../status``): the broker gives each message to one of them.
+
+What a member that dies with messages in flight means, on mosquitto (2.0.11, Debian
+12; by experiment, tests/test_shared_ingest.py, and in its source, src/subs.c
+``subs__shared_process``, the same in 2.0.22, 2.1.2 and on its development branch):
+mosquitto deals the messages out to the members in strict turn, connected or not.
+What was in flight to the dead member is not given to another one: it stays in its
+session, and so does its turn of every new message, until it comes back with the
+same client id (then it gets them all, the ones in flight marked DUP) or its session
+expires (then what it held is discarded, and the others get everything).  Its turns
+beyond ``max_queued_messages`` are dropped, with the publisher's PUBACK a success all
+the same.  So the broker alone would lose a member's share whenever that member never
+comes back.  foursave does not depend on it: a reading leaves the collector's spool
+only when an ingester confirmed it stored it, and one unconfirmed for
+``ack_timeout_s`` while later readings are confirmed is published again
+(``collector/publisher.py``); again the broker deals it to a member in turn, to a live
+one with a chance of (N-1)/N, and so on until one stores it.  Nothing is lost, back or
+gone; a dead member's share is late by about ``ack_timeout_s`` and sent twice, until
+its session expires or ``--leave`` ends it.  What a returning member drains from its
+session is mostly stored already: the same points again, harmless.  With every member
+gone nothing is confirmed, so nothing is sent again: the readings wait in the
+sessions and the spools until a member is back.
+
+(Retained statuses: 2.0.11 hands them to a new shared subscription, 2.0.13 and later
+do not, as MQTT 5 says; the members store the statuses published after they
+subscribed, which collectors publish again on a change and every status interval.)
+
+In a shared subscription a member sees only part of each device's seqs: it counts what
+it received (``ingest_seq.received``, ``last_seq``), no gaps and no duplicates, which
+it cannot tell apart from the other members' share.  The group's gaps are counted from
+the stored points' ``seq`` (``core/seqgaps.py``; the pipeline dashboard's gap table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -31,9 +74,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from foursave.collector.ack import ack_key, encode_acks
 from foursave.core.clock import Clock
-from foursave.core.config import Config
+from foursave.core.config import Config, IngesterService
 from foursave.core.influx import InfluxClient, InfluxRejected, InfluxUnavailable
 from foursave.core.late import late_marker
 from foursave.core.mqtt import connect, mqtt_client, refusal
@@ -50,7 +97,7 @@ from foursave.core.reading import (
     reading_lines,
     to_line,
 )
-from foursave.core.store import open_db
+from foursave.core.store import hold, instance_path, open_db
 from foursave.core.topics import (
     READINGS_FILTER,
     STATUS_FILTER,
@@ -120,10 +167,22 @@ class Message:
 
 
 class DeadLetters:
-    """Messages that cannot be stored, kept with the reason (SQLite)."""
+    """Messages that cannot be stored, kept with the reason, and the per-device ``seq``
+    state (SQLite).  The file is held (``core/store.py`` ``hold``) until ``close``: a
+    second ingester given the same file refuses to start (``InstanceBusy``)."""
 
-    def __init__(self, path: str | Path):
-        self.db = open_db(
+    def __init__(self, path: str | Path, setting: str = "services.ingester.dead_letter_path"):
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(hold(path, setting))
+        try:
+            self.db = self._open(path)
+        except BaseException:
+            self._held.close()
+            raise
+
+    @staticmethod
+    def _open(path: str | Path) -> sqlite3.Connection:
+        return open_db(
             path,
             """CREATE TABLE IF NOT EXISTS dead_letters (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -152,7 +211,10 @@ class DeadLetters:
         ).fetchall()
 
     def close(self) -> None:
-        self.db.close()
+        try:
+            self.db.close()
+        finally:
+            self._held.close()
 
 
 @dataclass
@@ -170,13 +232,21 @@ class SeqTracker:
 
     A late message that fills a gap closes it; one already seen counts as a duplicate.
     Every message is written either way: InfluxDB keeps one point per series and time.
+
+    With ``count_gaps`` false (a member of a shared subscription) only ``received`` and
+    the highest ``seq`` are kept: the member gets every other reading or so of each
+    device, the rest go to the other members, so what it misses says nothing about
+    what the group missed (and a seq below its last one may be a late fill or a
+    repeat: it cannot tell).  The group's gaps are counted from what is stored: every
+    reading point holds its ``seq`` (``core/seqgaps.py``).
     """
 
     MAX_MISSING = 100_000  # remembered gap numbers per device, to recognise late fills
     RESET_BELOW = 10_000  # a seq this far below the last one means the sender restarted
 
-    def __init__(self, state: dict[str, SeqStats] | None = None):
+    def __init__(self, state: dict[str, SeqStats] | None = None, count_gaps: bool = True):
         self.devices: dict[str, SeqStats] = state or {}
+        self.count_gaps = count_gaps
         # devices seen since their state was last saved: only those are written again
         self.changed: set[str] = set(self.devices)
 
@@ -185,6 +255,14 @@ class SeqTracker:
         s = self.devices.get(device_key)
         if s is None:
             self.devices[device_key] = SeqStats(seq)
+            return
+        if not self.count_gaps:
+            s.received += 1
+            if seq > s.last_seq:
+                s.last_seq = seq
+            elif seq < s.last_seq - self.RESET_BELOW:
+                s.resets += 1
+                s.last_seq = seq
             return
         if seq > s.last_seq:
             gap = seq - s.last_seq - 1
@@ -207,15 +285,64 @@ class SeqTracker:
             s.duplicates += 1
 
 
+class UnknownIngester(ValueError):
+    """``--ingester ID`` names no ingester of the configuration."""
+
+
+def instance_settings(cfg: IngesterService, instance: str | None = None) -> IngesterService:
+    """The settings of ingester ``instance`` (``foursave ingest --ingester ID``; None:
+    the configured ``services.ingester.id``), one of ``services.ingester.ids``: its id
+    (hence its MQTT account ``ingester-<ID>`` and status topic), its MQTT client id
+    (``{id}`` replaced; without ``{id}`` another ingester's is the configured one
+    followed by ``-<ID>``, so that two never share a session) and its dead-letter file
+    (``{id}`` replaced; without it every ingester of the file has the same one, and a
+    second on the same machine refuses to start)."""
+    iid = cfg.id if instance is None else instance
+    if iid not in cfg.ids:
+        raise UnknownIngester(
+            f"no ingester {iid!r}: services.ingester.id and services.ingester.instances "
+            f"name {', '.join(repr(i) for i in cfg.ids)}"
+        )
+    client_id = cfg.client_id
+    if "{id}" in client_id:
+        client_id = client_id.replace("{id}", iid)
+    elif iid != cfg.id:
+        client_id = f"{client_id}-{iid}"
+    return cfg.model_copy(
+        update={
+            "id": iid,
+            "client_id": client_id,
+            "dead_letter_path": instance_path(cfg.dead_letter_path, iid),
+        }
+    )
+
+
+def session_properties(expiry_s: int | None) -> Properties:
+    """CONNECT properties of the ingester's persistent session: its Session Expiry
+    Interval, given explicitly (MQTT 5's default, 0, ends a session at disconnect);
+    ``None``: 0xFFFFFFFF, the session never expires."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0xFFFFFFFF if expiry_s is None else expiry_s
+    return props
+
+
 class Ingester:
-    def __init__(self, config: Config, influx: InfluxClient, clock: Clock):
+    def __init__(
+        self, config: Config, influx: InfluxClient, clock: Clock, instance: str | None = None
+    ):
         svc = config.services
         self.clock = clock  # the readings' clock (foursave.app.clock)
-        self.cfg = svc.ingester
+        self.cfg = instance_settings(svc.ingester, instance)
+        # the services as this instance sees them: its MQTT account is ingester-<ID>
+        svc = svc.model_copy(update={"ingester": self.cfg})
         self.services = svc
         self.influx = influx  # the caller's (foursave.app.ingester), who closes it
-        self.dead = DeadLetters(self.cfg.dead_letter_path)
-        self.seq = SeqTracker(self._load_seq_state())
+        # in a shared subscription each member sees only part of each device's seqs
+        self.shared = self.cfg.shared_group is not None
+        self.filters = [
+            f"$share/{self.cfg.shared_group}/{f}" if self.shared else f
+            for f in (READINGS_FILTER, STATUS_FILTER)
+        ]
         # the last device_info written per (site, device): written again only on a change
         self._info_seen: dict[tuple[str, str], dict] = {}
         self.q: queue.Queue[Message] = queue.Queue()
@@ -235,19 +362,38 @@ class Ingester:
         self._batch_acks: dict[str, dict[str, list[int]]] = {}
         self.last_lag_ms: float | None = None
         self.connected = threading.Event()
+        self._closed = threading.Event()  # the connection closed (ours or the broker's)
         self.connection = 0
         self._stats_interval_s = 10.0  # run() sets both
         self._next_stats = time.monotonic() + self._stats_interval_s
         # called after each stored batch with (reading ts, received) [epoch ms] per reading
         self.on_batch: Callable[[list[tuple[int, float]]], None] | None = None
         self._batch_ts: list[tuple[int, float]] = []
-        c = mqtt_client(svc, "ingester", self.cfg.client_id, clean_session=False, manual_ack=True)
+        # MQTT 5: the session's expiry is ours to set (and must be set: 0 by default),
+        # SUBACK says why a subscription is refused (ACL, no shared subscriptions).
+        # 3.1.1: a persistent session is clean_session false, and never expires
+        self.v5 = self.cfg.mqtt_version == "5"
+        c = mqtt_client(
+            svc,
+            "ingester",
+            self.cfg.client_id,
+            manual_ack=True,
+            **({"protocol": mqtt.MQTTv5} if self.v5 else {"clean_session": False}),
+        )
         # paho annotates the delays as int; it only does arithmetic with them, 0.2 s works
         c.reconnect_delay_set(0.2, 5)  # type: ignore[arg-type]
         c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a: self.connected.clear()
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self.client = c
+        # last: held until closed (run() closes it), refused when another process has it
+        self.dead = DeadLetters(self.cfg.dead_letter_path)
+        try:
+            self.seq = SeqTracker(self._load_seq_state(), count_gaps=not self.shared)
+        except BaseException:
+            self.dead.close()
+            raise
 
     def _load_seq_state(self) -> dict[str, SeqStats]:
         rows = self.dead.db.execute(
@@ -284,12 +430,36 @@ class Ingester:
         # messages from an earlier connection are written and confirmed to their
         # collectors, but their ids mean nothing now: they get no MQTT acknowledgement
         self.connection += 1
-        group = self.cfg.shared_group
-        client.subscribe(
-            [(f"$share/{group}/{f}" if group else f, 1) for f in (READINGS_FILTER, STATUS_FILTER)]
-        )
+        client.subscribe([(f, 1) for f in self.filters])
         self.connected.set()
-        log.info("subscribed (session present: %s)", flags.session_present)
+        log.info(
+            "ingester %s connected as %s, subscribing to %s (session present: %s)",
+            self.cfg.id,
+            self.cfg.client_id,
+            ", ".join(self.filters),
+            flags.session_present,
+        )
+        if self.connection > 1 and not flags.session_present:
+            log.warning(
+                "the broker had no session for %s any more (away longer than "
+                "services.ingester.session_expiry_s, or the broker lost it): what it "
+                "queued for this ingester is gone, and the collectors publish those "
+                "readings again (they keep them until an ingester confirms them)",
+                self.cfg.client_id,
+            )
+
+    def _on_disconnect(self, *args) -> None:
+        self.connected.clear()
+        self._closed.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [
+            (t, rc) for t, rc in zip(self.filters, reason_codes, strict=False) if rc.is_failure
+        ]
+        for topic, rc in refused:
+            log.error("the MQTT broker refused the subscription %s: %s", topic, rc)
+        if not refused:
+            log.info("ingester %s subscribed", self.cfg.id)
 
     def _on_message(self, client, userdata, msg):
         self.q.put(Message(msg.mid, msg.qos, msg.topic, msg.payload, time.time(), self.connection))
@@ -339,7 +509,7 @@ class Ingester:
                 self._confirm(r.collector, t.device, r.seq)
                 self._batch_ts.append((r.ts_ms, msg.received * 1000))
                 self.last_lag_ms = msg.received * 1000 - r.ts_ms
-                return reading_lines(t.site, t.device, r), None
+                return reading_lines(t.site, t.device, r, seq=True), None
             status = decode_status(msg.payload)
             ts = int(status.pop("ts"))
             check_not_ahead("status", ts, not_after)
@@ -599,16 +769,14 @@ class Ingester:
         lines = []
         for key, s in self.seq.devices.items():
             site, device = key.split("/", 1)
+            fields: dict[str, Value] = {"received": s.received, "last_seq": s.last_seq}
+            if self.seq.count_gaps:  # a shared subscription's member cannot tell
+                fields |= {"gaps": s.gaps, "duplicates": s.duplicates}
             lines.append(
                 to_line(
                     "ingest_seq",
                     {"site": site, "device": device, "ingester": self.cfg.id},
-                    {
-                        "received": s.received,
-                        "gaps": s.gaps,
-                        "duplicates": s.duplicates,
-                        "last_seq": s.last_seq,
-                    },
+                    fields,
                     now_ms,
                 )
             )
@@ -623,7 +791,11 @@ class Ingester:
     def run(self, stats_interval_s: float = 10.0) -> None:
         """Blocking: until ``stop_event`` is set."""
         self._ensure_database()
-        connect(self.client, self.services)
+        if self.v5:
+            props = session_properties(self.cfg.session_expiry_s)
+            connect(self.client, self.services, clean_start=False, properties=props)
+        else:
+            connect(self.client, self.services)
         self.client.loop_start()
         self._stats_interval_s = stats_interval_s
         self._next_stats = time.monotonic() + stats_interval_s
@@ -636,10 +808,53 @@ class Ingester:
                     self.write_stats()
                     self._next_stats = time.monotonic() + stats_interval_s
         finally:
+            # the last batch's PUBACKs go out before the DISCONNECT queued after them:
+            # wait for the close, or the broker hands those readings out again
+            was_connected = self.connected.is_set()
+            self._closed.clear()
             self.client.disconnect()
+            if was_connected:
+                self._closed.wait(5)
             self.client.loop_stop()
             self.dead.close()
             log.info("ingester stopped: %d lines written in %d batches", self.written, self.batches)
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def leave(self, timeout_s: float = 10.0) -> None:
+        """End this ingester's session on the broker and clear its retained status
+        (``foursave ingest --ingester ID --leave``): for an ingester taken out of
+        service for good, which would otherwise keep receiving its share of a shared
+        subscription until its session expires.  What the broker held for it is
+        dropped; the collectors publish those readings again (unconfirmed).  Closes the
+        dead-letter store; ``ConnectionError`` when the broker cannot be reached."""
+        v5 = {"protocol": mqtt.MQTTv5} if self.v5 else {"clean_session": True}
+        c = mqtt_client(self.services, "ingester", self.cfg.client_id, **v5)
+        answer: list = []
+        connected = threading.Event()
+
+        def on_connect(client, userdata, flags, reason_code, properties):
+            answer.append(reason_code)
+            connected.set()
+
+        c.on_connect = on_connect
+        # a clean start discards the old session; no expiry given: 0, gone at disconnect
+        # (3.1.1: a clean session is discarded at connect and at disconnect)
+        connect(c, self.services, **({"clean_start": True} if self.v5 else {}))
+        c.loop_start()
+        try:
+            if not connected.wait(timeout_s):
+                raise ConnectionError(
+                    f"no answer from the MQTT broker {self.services.mqtt.host}:"
+                    f"{self.services.mqtt.port} within {timeout_s:.0f} s"
+                )
+            if answer[0].is_failure:
+                raise ConnectionError(refusal(self.services, "ingester", answer[0]))
+            info = c.publish(ingester_topic(self.cfg.id), b"", qos=1, retain=True)
+            info.wait_for_publish(timeout_s)
+            c.disconnect()
+        finally:
+            c.loop_stop()
+            self.dead.close()
+        log.info("ingester %s left: session %s ended", self.cfg.id, self.cfg.client_id)

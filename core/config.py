@@ -318,11 +318,43 @@ class UnknownCollector(ValueError):
 
 
 class IngesterService(_Frozen):
-    id: str = Field("ingester-1", pattern=SLUG)
-    client_id: str = "foursave-ingester-1"
+    id: str = Field(
+        "ingester-1",
+        pattern=SLUG,
+        description="this ingester's id (tags, status topic); `foursave ingest --ingester "
+        "ID` runs another one from the same file",
+    )
+    client_id: str = Field(
+        "foursave-{id}",
+        min_length=1,
+        description="MQTT client id, its persistent session's name; {id} is the ingester "
+        "id (without {id}, another ingester's is this one followed by -<ID>)",
+    )
+    instances: list[str] = Field(
+        default_factory=list,
+        description="ids of further ingesters run from this file (`foursave ingest "
+        "--ingester ID`), each with its MQTT account ingester-<ID>, session and files",
+    )
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        "5",
+        description="MQTT protocol: 5 (session expiry set by session_expiry_s, SUBACK "
+        "reasons) or 3.1.1 (paho reads each message for less CPU; the session never "
+        "expires unless the broker's persistent_client_expiration says so)",
+    )
+    session_expiry_s: int | None = Field(
+        3600,
+        ge=1,
+        le=4_294_967_294,
+        description="MQTT 5 Session Expiry Interval: how long the broker keeps the session "
+        "(subscription, queued readings) while the ingester is away; null: never expires; "
+        "not for mqtt_version 3.1.1",
+    )
     batch_max_lines: int = Field(5000, ge=1, le=100_000)
     batch_max_ms: int = Field(250, ge=1, le=60_000)
-    dead_letter_path: str = "var/dead-letters.sqlite"
+    dead_letter_path: str = Field(
+        "var/dead-letters.sqlite",
+        description="dead letters and seq state (SQLite); {id} is the ingester id",
+    )
     retry_max_s: float = Field(30.0, gt=0)
     shared_group: str | None = Field(
         None,
@@ -335,6 +367,21 @@ class IngesterService(_Frozen):
         gt=0,
         description="readings dated further ahead of the ingester's clock are refused",
     )
+
+    @field_validator("instances")
+    @classmethod
+    def _instances(cls, v: list[str]) -> list[str]:
+        for iid in v:
+            if not re.match(SLUG, iid):
+                raise ValueError(f"{iid!r} is not a lower-case slug (a-z, 0-9, - and _)")
+        if len(set(v)) != len(v):
+            raise ValueError("an ingester id is listed twice")
+        return v
+
+    @property
+    def ids(self) -> list[str]:
+        """Every ingester this file runs: ``id`` (the default) and the ``instances``."""
+        return [self.id, *(i for i in self.instances if i != self.id)]
 
 
 class SimulatorService(_Frozen):

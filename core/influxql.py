@@ -198,6 +198,22 @@ def agg(function: str, name: str, alias: str | None = None) -> Expr:
     return _alias(f"{function}({'*' if name == '*' else ident(name)})", alias)
 
 
+def arith(left: Expr, op: str, right: Expr | int | float, alias: str | None = None) -> Expr:
+    """``left op right`` between columns or aggregates (no aliases inside), e.g.
+    ``arith(agg("max", "seq"), "-", agg("min", "seq"))`` -> ``max("seq") - min("seq")``."""
+    if op not in ("+", "-", "*", "/"):
+        raise ValueError(f"operator {op!r}: expected +, -, * or /")
+    if not isinstance(right, Expr):
+        if isinstance(right, bool) or not isinstance(right, int | float):
+            raise ValueError(f"arith(): {right!r} is not a number")
+        right = Expr(literal(right))
+    terms = [left, right]
+    for t in terms:
+        if not isinstance(t, Expr) or " AS " in t.text or t is ALL:
+            raise ValueError(f"arith() takes unaliased columns or aggregates, not {t!r}")
+    return _alias(f"{terms[0].text} {op} {terms[1].text}", alias)
+
+
 def every(duration: str) -> Bucket:
     """``time(15m)`` for GROUP BY; ``duration`` like 15m, 1h, 1d, or GRAFANA_INTERVAL."""
     if duration != GRAFANA_INTERVAL and not _DURATION.match(duration):
@@ -227,7 +243,7 @@ def qualified(measurement: str, rp: str, database: str | None = None) -> str:
 
 def select(
     fields: Sequence[Expr] | Expr,
-    source: str | Query,
+    source: str | Query | Sequence[str],
     *,
     where: Sequence[Cond] = (),
     group_by: Sequence[Bucket | str] = (),
@@ -241,7 +257,8 @@ def select(
     """``SELECT fields FROM source [WHERE a AND b] [GROUP BY time(..), "tag"] [fill(..)]
     [ORDER BY time DESC] [LIMIT n] [tz('Zone/Name')]``.
 
-    ``source`` is a measurement name, or a Query for a subquery.  ``group_by`` items are
+    ``source`` is a measurement name, several (``FROM "a","b"``: each answers as its
+    own series), or a Query for a subquery.  ``group_by`` items are
     :func:`every` buckets or tag keys.  ``tz`` makes ``every("1d")`` local days.
     ``rp`` names the retention policy read (:class:`Query`); ``qualify`` writes it into
     the text as ``"rp"."measurement"`` (for Grafana, whose data source names the
@@ -255,9 +272,17 @@ def select(
             raise ValueError("qualify names a measurement's retention policy, not a subquery's")
         src, measurement = f"({source})", source.measurement
         rp = source.rp if rp is None else rp
-    else:
+    elif isinstance(source, str):
         src = qualified(source, rp) if qualify and rp else ident(source)
         measurement = source
+    else:
+        if not source:
+            raise ValueError("select() needs at least one measurement")
+        names = list(source)
+        src = ",".join(qualified(m, rp) if qualify and rp else ident(m) for m in names)
+        # one query reads one retention policy: the first names it (the readings' kinds
+        # all live in the same one)
+        measurement = names[0]
     q = f"SELECT {', '.join(f.text for f in items)} FROM {src}"
     q += _where(where)
     if group_by:

@@ -401,15 +401,24 @@ def _reading_series(kind: str, site: str, device: str, role: str | None) -> str:
     return text
 
 
-def reading_line(site: str, device: str, r: Reading) -> str:
+SEQ_FIELD = "seq"  # the reading's seq, stored with its own point by the ingester
+
+
+def reading_line(site: str, device: str, r: Reading, seq: bool = False) -> str:
+    """The reading's own point; with ``seq`` its ``seq`` too, as the integer field
+    ``seq`` (no glossary field has that name: theirs carry a unit)."""
     series = _reading_series(r.kind, site, device, r.role)
-    return f"{series} {_field_part(r.kind, r.fields)} {r.ts_ms}"
+    fields = _field_part(r.kind, r.fields)
+    if seq:
+        fields = f"{fields},{SEQ_FIELD}={r.seq}i" if fields else f"{SEQ_FIELD}={r.seq}i"
+    return f"{series} {fields} {r.ts_ms}"
 
 
-def reading_lines(site: str, device: str, r: Reading) -> list[str]:
-    """The reading's own point (when it has fields) and one point per part, tagged with
-    the site, the device and the part's own tags."""
-    lines = [reading_line(site, device, r)] if r.fields else []
+def reading_lines(site: str, device: str, r: Reading, seq: bool = False) -> list[str]:
+    """The reading's own point (when it has fields, or ``seq`` is asked for: then it
+    always has one, holding the seq) and one point per part, tagged with the site, the
+    device and the part's own tags."""
+    lines = [reading_line(site, device, r, seq)] if r.fields or seq else []
     for p in r.parts:
         key = (1, p.measurement, site, device, p.tags)
         try:

@@ -34,6 +34,7 @@ from grafana_foundation_sdk.models.dashboard import (
 from sunspec2 import device as ss_device
 
 from foursave.core.config import Config, Site
+from foursave.core.glossary import KINDS
 from foursave.core.influxql import (
     GRAFANA_INTERVAL,
     TIME_FILTER,
@@ -41,6 +42,7 @@ from foursave.core.influxql import (
     Cond,
     Query,
     agg,
+    arith,
     column,
     eq,
     every,
@@ -48,6 +50,7 @@ from foursave.core.influxql import (
     select,
     show_tag_values,
 )
+from foursave.core.reading import SEQ_FIELD
 from foursave.core.retention import DAILY_RP, HOURLY_RP, RAW_MEASUREMENTS, RAW_RP, ROLLED_UP
 
 DS_UID = "foursave-influxdb"
@@ -211,6 +214,8 @@ def _selector(retention: bool) -> Select:
                 kw.update(rp=RESOLUTION_VAR, qualify=True)
             elif measurement in RAW_MEASUREMENTS:
                 kw.update(rp=RAW_RP, qualify=True)
+        elif retention:  # several readings' kinds at once: what only the raw points hold
+            kw.update(rp=RAW_RP, qualify=True)
         return select(fields, measurement, **kw)
 
     return sel
@@ -751,12 +756,22 @@ def pipeline(tz: str = DEFAULT_TIMEZONE, retention: bool = False) -> db.Dashboar
             )
         )
         .with_panel(
+            # from the stored readings' seq (core/seqgaps.py): right with any number of
+            # ingesters, where each member of a shared subscription sees only its share
             _table(
                 "序號缺漏 Seq gaps per device (completeness)",
                 "none",
                 sel(
-                    [agg("last", f, f) for f in ("received", "gaps", "duplicates")],
-                    "ingest_seq",
+                    [
+                        agg("count", SEQ_FIELD, "stored"),
+                        arith(
+                            arith(agg("spread", SEQ_FIELD), "-", agg("count", SEQ_FIELD)),
+                            "+",
+                            1,
+                            "gaps",
+                        ),
+                    ],
+                    KINDS,
                     where=[TIME_FILTER],
                     group_by=["device"],
                 ),

@@ -126,10 +126,18 @@ def collector(
     return Collector(mine, clock(mine, "collector"), devices=devices)
 
 
-def ingester(config: Config) -> Ingester:
+def ingester(config: Config, instance: str | None = None) -> Ingester:
+    """Ingester ``instance`` of the configuration (``--ingester ID``; None: the one
+    ``services.ingester.id`` names): its own client id, session and files
+    (``collector.ingest.instance_settings``)."""
     from foursave.collector.ingest import Ingester
 
-    return Ingester(config, influx(config, "writer"), clock(config, "ingester"))
+    db = influx(config, "writer")
+    try:
+        return Ingester(config, db, clock(config, "ingester"), instance=instance)
+    except BaseException:
+        db.close()
+        raise
 
 
 @dataclass

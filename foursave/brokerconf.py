@@ -99,14 +99,16 @@ def grants(config: Config) -> dict[str, list[Grant]]:
             ]
         account = config.for_collector(collector).services.mqtt_account("collector")
         collectors.append((account, mine))
-    out = {
-        **dict(collectors),
-        svc.mqtt_account("ingester"): [
+    out = dict(collectors)
+    for iid in svc.ingester.ids:  # each ingester of the file its own account
+        one = svc.model_copy(update={"ingester": svc.ingester.model_copy(update={"id": iid})})
+        out[one.mqtt_account("ingester")] = [
             Grant("read", READINGS_FILTER),
             Grant("read", STATUS_FILTER),
             Grant("write", ack_topic("+")),
-            Grant("write", ingester_topic(svc.ingester.id)),
-        ],
+            Grant("write", ingester_topic(iid)),
+        ]
+    out |= {
         svc.mqtt_account("rules"): [
             Grant("write", alert_topic("+", "+")),
             Grant("readwrite", f"{RULES_PREFIX}/#"),
@@ -114,7 +116,7 @@ def grants(config: Config) -> dict[str, list[Grant]]:
         svc.mqtt_account("api"): [Grant("read", STATUS_FILTER)],
         svc.mqtt_account("reader"): [Grant("read", f"{PREFIX}/#"), Grant("read", "$SYS/#")],
     }
-    if len(out) < len(ROLES) - 1 + len(collectors):
+    if len(out) < len(collectors) + len(svc.ingester.ids) + 3:  # + rules, api, reader
         raise BrokerConfigError(
             "services.mqtt.username gives every service one account: a broker with one "
             "account cannot keep the services apart, so there is no ACL to make for it"

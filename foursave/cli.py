@@ -282,8 +282,25 @@ def cmd_collect(args) -> int:
 
 
 def cmd_ingest(args) -> int:
+    from foursave.collector.ingest import UnknownIngester
+    from foursave.core.store import InstanceBusy
+
     cfg = _load(args.config)
-    ing = app.ingester(cfg)
+    try:
+        ing = app.ingester(cfg, instance=args.ingester)
+    except (InstanceBusy, UnknownIngester) as exc:
+        print(f"foursave ingest: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.leave:
+        try:
+            ing.leave()
+        except ConnectionError as exc:
+            print(f"foursave ingest --leave: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            ing.influx.close()
+        print(f"ingester {ing.cfg.id}: broker session {ing.cfg.client_id} ended")
+        return 0
     app.on_stop_signal(ing.stop)
     try:
         ing.run()
@@ -964,7 +981,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the collector to run, of a configuration with several (check-config lists them)",
     )
     sp.add_argument("--device", action="append", help="only this device (repeatable)")
-    add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
+    sp = add("ingest", cmd_ingest, "write readings from MQTT into InfluxDB")
+    sp.add_argument(
+        "--ingester",
+        metavar="ID",
+        help="run ingester ID of the configuration: services.ingester.id (the default) "
+        "or one of services.ingester.instances; with services.ingester.shared_group "
+        "they share the readings",
+    )
+    sp.add_argument(
+        "--leave",
+        action="store_true",
+        help="end this ingester's broker session for good (it leaves its shared group) "
+        "and exit; the collectors publish again what the broker held for it",
+    )
     sp = add("rules", cmd_rules, "alerts, four-saving ledger, demand and PV performance")
     sp.add_argument("--once", action="store_true", help="one pass over the data present, then exit")
     sp.add_argument("--no-alerts", action="store_true", help="--once: derived results only")

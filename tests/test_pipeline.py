@@ -17,6 +17,7 @@ from datetime import date
 import pytest
 
 from foursave.core.influx import InfluxClient
+from foursave.core.reading import SEQ_FIELD
 from foursave.core.secrets import env_name, read_file
 from foursave.localstack import free_port, influxd
 from foursave.simulators.server import SimulatorThread
@@ -133,7 +134,7 @@ def test_every_reading_arrives_with_the_simulators_values(
             fields = {
                 k: v
                 for k, v in row.items()
-                if k not in ("time", "site", "device", "role") and v is not None
+                if k not in ("time", "site", "device", "role", SEQ_FIELD) and v is not None
             }
             # the simulator tick served during the poll (ts is taken when the poll starts)
             candidates = [vals for t, vals in served if ts - 3.0 <= t <= ts + 3.0]
@@ -428,6 +429,7 @@ def test_poison_payloads_are_dead_lettered_and_the_next_good_reading_is_stored(
         client.disconnect()
     assert not any(e.startswith("unexpected") for e in errors), errors  # each one foreseen
     fields = {r["fieldKey"] for r in influx.rows("SHOW FIELD KEYS FROM meter")}
-    assert fields == {"active_power_w"}  # nothing outside the glossary was stored
+    # nothing outside the glossary was stored, beside the reading's own seq
+    assert fields == {"active_power_w", SEQ_FIELD}
     values = [r["active_power_w"] for r in influx.rows("SELECT active_power_w FROM meter")]
     assert values == [11.0, 10.0]

@@ -24,6 +24,7 @@ import httpx
 from foursave.core import glossary
 from foursave.core.config import Config
 from foursave.core.late import LATE
+from foursave.core.reading import SEQ_FIELD
 from foursave.localstack import LocalService, free_port
 from tests.chaos.harness import (
     KINDS,
@@ -640,7 +641,7 @@ def check_stored_values(st: Stack) -> dict[str, Any]:
     examples: list[str] = []
     for m in sorted(measurements & set(glossary.FIELDS)):
         for row in st.influx.rows(f'SHOW FIELD KEYS FROM "{m}"'):
-            if row["fieldKey"] not in glossary.FIELDS[m]:
+            if row["fieldKey"] not in glossary.FIELDS[m] and row["fieldKey"] != SEQ_FIELD:
                 unknown_fields.append(f"{m}.{row['fieldKey']}")
         for point in st.influx.rows(f'SELECT * FROM "{m}"'):
             for name, value in point.items():

@@ -14,6 +14,7 @@ from foursave.core.influxql import (
     TIME_FILTER,
     Cond,
     agg,
+    arith,
     column,
     create_database,
     eq,
@@ -122,12 +123,29 @@ def test_literals_keep_their_type(value, text):
         (lambda: select(ALL, "m", group_by=["device"], fill="zero"), "expected none, null"),
         (lambda: select(ALL, "m", limit=0), "positive integer"),
         (lambda: agg("drop", "x"), "unknown aggregate 'drop'"),
+        (lambda: select(ALL, []), "at least one measurement"),
+        (lambda: arith(agg("max", "x"), "%", 1), "operator '%'"),
+        (lambda: arith(agg("max", "x"), "-", "1"), "is not a number"),
+        (lambda: arith(agg("max", "x", "m"), "-", 1), "unaliased"),
+        (lambda: arith(ALL, "-", 1), "unaliased"),
         (lambda: grafana_match("site", "site/ OR 1"), "not a Grafana variable name"),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def test_several_measurements_and_arithmetic_between_aggregates():
+    q = select(
+        [arith(arith(agg("spread", "seq"), "-", agg("count", "seq")), "+", 1, "gaps")],
+        ["meter", 'we"ird'],
+        group_by=["device"],
+    )
+    assert q == (
+        'SELECT spread("seq") - count("seq") + 1 AS "gaps" FROM "meter","we\\"ird" '
+        'GROUP BY "device"'
+    )
 
 
 def test_where_takes_only_built_conditions():
