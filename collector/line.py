@@ -52,6 +52,7 @@ class _Waiter:
     ticket: int
     probe_until: float  # a probe waits for a quiet window until then; others: -inf
     cost_s: float
+    wake: asyncio.Future[None] | None = None  # done when it may take a connection now
 
 
 class Line:
@@ -72,7 +73,6 @@ class Line:
         self._members: dict[str, _Member] = {}
         self._waiters: list[_Waiter] = []
         self._tickets = itertools.count()
-        self._changed = asyncio.Event()
         self._stopping = False
 
     def join(self, device_id: str) -> None:
@@ -126,10 +126,15 @@ class Line:
         self._waiters.append(w)
         try:
             while (link := self._grant(w)) is None:
-                # woken by any change of turns or dues; a probe also when its wait is over
-                timeout = max(0.0, w.probe_until - time.monotonic()) if probe else None
+                # woken by a change of turns or dues that lets it go (``_notify``); a
+                # probe also when its wait is over
+                w.wake = asyncio.get_running_loop().create_future()
+                if not probe:
+                    await w.wake
+                    continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    async with asyncio.timeout(max(0.0, w.probe_until - time.monotonic())):
+                        await w.wake
         except BaseException:
             self._waiters.remove(w)
             m.active = False
@@ -163,21 +168,41 @@ class Line:
             return self._pick() if ahead < len(self._free) else None
         if queued:
             return None  # the healthy go first
-        due_soon = sum(
-            1
-            for m in self._members.values()
-            if m.healthy and not m.active and m.due < now + w.cost_s
+        return self._pick() if self._due_soon(now, w.cost_s) < len(self._free) else None
+
+    def _due_soon(self, now: float, cost_s: float) -> int:
+        """Healthy units, not polling nor waiting, due within ``cost_s`` of ``now``."""
+        return sum(
+            1 for m in self._members.values() if m.healthy and not m.active and m.due < now + cost_s
         )
-        return self._pick() if due_soon < len(self._free) else None
 
     def _pick(self) -> ModbusLink:
         """A free connection, one already open if there is one."""
         return next((k for k in self._free if k.client.connected), self._free[0])
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        """Wake the waiters that ``_grant`` lets go now, and only them: the others would
+        look and wait again (a line of many units would wake them all at every turn).
+        Time only makes a grant harder (a probe's window closes, its wait ends and it
+        joins the queue), but for the probe whose wait ends, and that one wakes itself."""
+        if not self._free or not self._waiters:
+            return
+        now = math.inf if self._stopping else time.monotonic()
+        free = len(self._free)
+        queued = [x for x in self._waiters if now >= x.probe_until]  # in ticket order
+        if queued:  # first come, first served; the probes wait while any is queued
+            for x in queued[:free]:
+                _wake(x)
+            return
+        for x in self._waiters:
+            if self._due_soon(now, x.cost_s) < free:
+                _wake(x)
 
     async def close(self) -> None:
         for link in self.links:
             await link.close()
+
+
+def _wake(w: _Waiter) -> None:
+    if w.wake is not None and not w.wake.done():
+        w.wake.set_result(None)

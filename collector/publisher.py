@@ -6,6 +6,11 @@ the spool when an ingester confirms it stored it (``collector/ack.py``).  While 
 broker is away readings pile up in the spool (bounded) and are replayed in order when
 it is back.
 
+The forwarder works in rounds (``Publisher.run``): a round writes what came since the
+last, readings taken, PUBACKs and confirmations, in one spool transaction (one fsync),
+in a thread so that the polls go on meanwhile, then hands the broker what it can take.
+A reading is published only once its round is committed.
+
 A reading handed to the broker and not confirmed within ``ack_timeout_s`` is published
 again once there is evidence it was lost:
 - the broker connection was lost and made again since it was sent (a broker that
@@ -22,16 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import sqlite3
 import time
 from collections import deque
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 
 from foursave.collector.ack import decode_ack
-from foursave.collector.spool import Spool, Spooled
+from foursave.collector.spool import Committed, Spool, Spooled
 from foursave.core.config import Config
 from foursave.core.mqtt import connect, mqtt_client, refusal
 from foursave.core.reading import PayloadError
@@ -130,6 +137,31 @@ def presence(state: str, collector_id: str, **counters: int) -> bytes:
     ).encode()
 
 
+ROUND_S = 0.01  # the forwarder's rounds (one spool transaction each) at most this often
+
+
+class _Round(NamedTuple):
+    """What one round of the forwarder writes to the spool (``Spool.commit``)."""
+
+    rows: list[Spooled]
+    seqs: dict[str, int]
+    accepted: list[int]
+    legacy: list[int]
+    acks: dict[str, list[tuple[int, int]]]
+    unspooled_dropped: int
+
+    @property
+    def writes(self) -> bool:
+        return bool(
+            self.rows
+            or self.seqs
+            or self.accepted
+            or self.legacy
+            or self.acks
+            or self.unspooled_dropped
+        )
+
+
 class Publisher:
     def __init__(self, config: Config, spool: Spool):
         svc = config.services
@@ -139,6 +171,11 @@ class Publisher:
         self.ack_timeout_s = svc.collector.ack_timeout_s
         self._pending: list[Spooled] = []
         self._seqs: dict[str, int] = {}
+        # PUBACKed, to be written in the next round: spool ids accepted, rows from
+        # before acknowledgements to delete, readings refused as not authorised
+        self._accepting: list[int] = []
+        self._deleting: list[int] = []
+        self._denying: list[int] = []
         self._acked: deque[tuple[int, int]] = deque()  # (mid, PUBACK reason code)
         self._retry_from: int | None = None  # spool id to publish again from
         self._retry_at = 0.0
@@ -321,6 +358,8 @@ class Publisher:
             self._spool_failing = None
 
     def _process_acks(self) -> None:
+        """The PUBACKs received, in memory: what they mean for the spool is written in
+        the next round (``_round``), so this may run while a round is being written."""
         accepted, legacy, denied = [], [], []
         while self._acked:
             mid, code = self._acked.popleft()
@@ -358,11 +397,10 @@ class Publisher:
                 self._retry_at = time.monotonic() + self._retry_delay
                 self._retry_delay = min(self._retry_delay * 2, 60.0)
             self._retry_from = sid if self._retry_from is None else min(self._retry_from, sid)
-        if denied:
-            self._deny(denied)
+        self._denying += denied
         self.acked += len(accepted) + len(legacy)
-        self.spool.accept(accepted)
-        self.spool.delete(legacy)  # spooled before acknowledgements: the PUBACK is all
+        self._accepting += accepted  # written in the round's transaction
+        self._deleting += legacy  # spooled before acknowledgements: the PUBACK is all
         if (accepted or legacy) and self._retry_from is None:
             self._retry_delay = 1.0
 
@@ -397,7 +435,9 @@ class Publisher:
                 room -= 1
         return room
 
-    def _process_confirms(self) -> None:
+    def _take_confirms(self) -> dict[str, list[tuple[int, int]]]:
+        """The acknowledgements received, decoded: seq ranges per device."""
+        out: dict[str, list[tuple[int, int]]] = {}
         while self._confirms:
             payload = self._confirms.popleft()
             try:
@@ -406,11 +446,17 @@ class Publisher:
                 self.bad_acks += 1
                 log.warning("acknowledgement ignored: %s", exc)
                 continue
-            for sid in self.spool.confirm(acks):
-                self.confirmed += 1
-                sent = self._sent.pop(sid, None)
-                if sent is not None and sent > self._confirmed_sent:
-                    self._confirmed_sent = sent
+            for device, rs in acks.items():
+                out.setdefault(device, []).extend(rs)
+        return out
+
+    def _confirmed(self, sids: list[int]) -> None:
+        """``sids`` left the spool, confirmed by an ingester."""
+        for sid in sids:
+            self.confirmed += 1
+            sent = self._sent.pop(sid, None)
+            if sent is not None and sent > self._confirmed_sent:
+                self._confirmed_sent = sent
 
     def _overdue(self, room: int) -> list[int]:
         """Spool ids sent at least ``ack_timeout_s`` ago, unconfirmed, and sent before
@@ -495,23 +541,100 @@ class Publisher:
                 self._suspects.insert(0, sid)
             return
 
-    def step(self) -> None:
-        self._flush()
+    def _round(self) -> _Round:
+        """What this round writes to the spool, taken from memory: the readings taken,
+        the PUBACKs and the confirmations received since the last."""
+        self._process_acks()
+        r = _Round(
+            self._pending,
+            self._seqs,
+            self._accepting,
+            self._deleting,
+            self._take_confirms(),
+            self._unspooled_dropped,
+        )
+        self._pending, self._seqs, self._accepting, self._deleting = [], {}, [], []
+        self._unspooled_dropped = 0
+        return r
+
+    def _write(self, r: _Round) -> Committed | sqlite3.Error | None:
+        """The round's writes in one transaction (one fsync); may run in a thread of its
+        own, nothing else touching the spool meanwhile."""
+        if not r.writes:
+            return None
         try:
-            self._process_acks()
-            self._process_confirms()
+            return self.spool.commit(
+                r.rows, r.seqs, r.accepted, r.legacy, r.acks, r.unspooled_dropped
+            )
+        except sqlite3.Error as exc:
+            return exc
+
+    def _written(self, r: _Round, result: Committed | sqlite3.Error | None) -> None:
+        """Account for the round's writes, then hand the broker what it can take."""
+        if isinstance(result, sqlite3.Error):
+            # the round's writes one by one, as they can be: a confirmation deletes
+            # even while a full disk takes no new reading
+            self._pending = r.rows + self._pending
+            self._seqs = {**r.seqs, **self._seqs}
+            self._unspooled_dropped += r.unspooled_dropped
+            try:
+                self.spool.accept(r.accepted)
+                self.spool.delete(r.legacy)
+                self._confirmed(self.spool.confirm(r.acks))
+            except sqlite3.Error as exc:  # a confirmation not recorded: sent again later
+                self._spool_failed(exc)
+            self._flush()
+        elif result is not None:
+            if r.rows or r.seqs:
+                self._spool_ok()
+            if result.dropped:
+                log.warning(
+                    "spool full (%d readings): dropped the %d oldest, %d dropped in all",
+                    self.spool.max_rows,
+                    result.dropped,
+                    self.spool.dropped,
+                )
+            self._confirmed(result.confirmed)
+        try:
+            if self._denying:
+                denied, self._denying = self._denying, []
+                self._deny(denied)
             self._feed()
-        except sqlite3.Error as exc:  # a confirmation not recorded: sent again later
+        except sqlite3.Error as exc:
             self._spool_failed(exc)
 
+    def step(self) -> None:
+        """One round, written here and now (``run`` writes in a thread)."""
+        r = self._round()
+        self._written(r, self._write(r))
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Rounds while the collector runs: each writes in a thread (the fsync does
+        not hold up the polls), and the next begins ``ROUND_S`` after it at the
+        soonest, so that a round's transaction carries what came meanwhile."""
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.05)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self._wake.wait()
             self._wake.clear()
-            self.step()
+            started = time.monotonic()
+            r = self._round()
+            if r.writes:
+                task = asyncio.ensure_future(asyncio.to_thread(self._write, r))
+                try:
+                    result = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    # stopping: the write goes on in its thread; account for it before
+                    # close() writes
+                    await asyncio.wait([task])
+                    self._written(r, task.result())
+                    raise
+            else:
+                result = None
+            self._written(r, result)
+            pause = started + ROUND_S - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     async def close(self, drain_s: float = 5.0) -> None:
         """Keep what is accepted: spool pending readings, hand the broker what it can
@@ -536,7 +659,13 @@ class Publisher:
             except TimeoutError:
                 pass
         self._process_acks()
-        self._process_confirms()
+        r = _Round([], {}, self._accepting, self._deleting, self._take_confirms(), 0)
+        self._accepting, self._deleting = [], []
+        result = self._write(r)
+        if isinstance(result, sqlite3.Error):
+            self._spool_failed(result)
+        elif result is not None:
+            self._confirmed(result.confirmed)
         if self.connected:
             info = self.client.publish(
                 collector_topic(self.collector_id), presence("offline", self.collector_id), 1, True

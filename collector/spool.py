@@ -11,6 +11,7 @@ per-device sequence counters survive a restart of the collector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -61,11 +62,17 @@ class Row(NamedTuple):
     device: str | None
 
 
+class Committed(NamedTuple):
+    dropped: int  # readings dropped (never accepted by the broker) to stay in the bound
+    confirmed: list[int]  # spool ids deleted as confirmed by an ingester
+
+
 class Spool:
     def __init__(self, path: str | Path, max_rows: int):
         self.path = Path(path)
         self.max_rows = max_rows
-        # FULL: a committed reading survives a power cut (one fsync per flush, ~50 ms)
+        # FULL: a committed reading survives a power cut (one fsync per forwarder round,
+        # ``Spool.commit``: at most every ROUND_S, in a thread of its own)
         self.db = open_db(self.path, SCHEMA, synchronous="FULL")
         have = {r[1] for r in self.db.execute("PRAGMA table_info(spool)")}
         for name, ddl in _COLUMNS.items():
@@ -97,19 +104,59 @@ class Spool:
         within the bound; the oldest rows go first (``released`` counts those the
         broker had).  A failure (``sqlite3.Error``: the disk full, ...) stores nothing
         and changes nothing: the caller keeps the rows and tries again."""
+        return self.commit(rows, seqs).dropped
+
+    def commit(
+        self,
+        rows: Sequence[Spooled] = (),
+        seqs: Mapping[str, int] | None = None,
+        accepted: Sequence[int] = (),
+        legacy: Sequence[int] = (),
+        acks: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+        unspooled_dropped: int = 0,
+    ) -> Committed:
+        """What a forwarder's round writes, in one transaction (one fsync): the
+        confirmations first (``confirm``: the rows they delete make room), the rows the
+        broker took (``accept``) and the rows from before acknowledgements it took
+        (``delete``), then the new readings and the devices' last seq (``append``) within
+        the bound, and ``unspooled_dropped`` readings lost without reaching the spool
+        (``drop_unspooled``).  All or nothing: a failure (``sqlite3.Error``) changes
+        nothing, in the file or in the counters."""
+        confirmed: list[int] = []
+        deleted = 0
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO spool (topic, payload, device, seq) VALUES (?, ?, ?, ?)", rows
-            )
-            self.db.executemany(
-                "INSERT INTO device_seq (device, seq) VALUES (?, ?) "
-                "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
-                list(seqs.items()),
-            )
-            excess = self._depth + len(rows) - self.max_rows
+            for device, rs in (acks or {}).items():
+                for lo, hi in rs:
+                    confirmed.extend(
+                        r[0]
+                        for r in self.db.execute(
+                            "DELETE FROM spool WHERE device = ? AND seq BETWEEN ? AND ? "
+                            "RETURNING id",
+                            (device, lo, hi),
+                        )
+                    )
+            if legacy:
+                cur = self.db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in legacy])
+                deleted = cur.rowcount
+            if accepted:
+                self.db.executemany(
+                    "UPDATE spool SET accepted = 1 WHERE id = ?", [(i,) for i in accepted]
+                )
+            if rows:
+                self.db.executemany(
+                    "INSERT INTO spool (topic, payload, device, seq) VALUES (?, ?, ?, ?)", rows
+                )
+            if seqs:
+                self.db.executemany(
+                    "INSERT INTO device_seq (device, seq) VALUES (?, ?) "
+                    "ON CONFLICT(device) DO UPDATE SET seq = excluded.seq",
+                    list(seqs.items()),
+                )
+            depth = self._depth - len(confirmed) - deleted + len(rows)
+            excess = depth - self.max_rows
             gone = []
-            if excess > 0:
+            if rows and excess > 0:
                 gone = self.db.execute(
                     "DELETE FROM spool WHERE id IN (SELECT id FROM spool ORDER BY id LIMIT ?) "
                     "RETURNING accepted",
@@ -117,14 +164,14 @@ class Spool:
                 ).fetchall()
             released = sum(1 for (a,) in gone if a)
             dropped = len(gone) - released
-            if gone:
-                self._save_counter("dropped", self.dropped + dropped)
+            if gone or unspooled_dropped:
+                self._save_counter("dropped", self.dropped + dropped + unspooled_dropped)
                 self._save_counter("released", self.released + released)
         # committed: only now do the counters in memory move
-        self._depth += len(rows) - len(gone)
-        self.dropped += dropped
+        self._depth = depth - len(gone)
+        self.dropped += dropped + unspooled_dropped
         self.released += released
-        return dropped
+        return Committed(dropped, confirmed)
 
     def drop_unspooled(self, n: int) -> None:
         """Readings that never reached the spool (it could not be written) and were
@@ -159,40 +206,19 @@ class Spool:
     def accept(self, ids: list[int]) -> None:
         """The broker took these (PUBACK): still waiting for an ingester."""
         if ids:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.db.executemany(
-                    "UPDATE spool SET accepted = 1 WHERE id = ?", [(i,) for i in ids]
-                )
+            self.commit(accepted=ids)
 
-    def confirm(self, acks: dict[str, list[tuple[int, int]]]) -> list[int]:
+    def confirm(self, acks: Mapping[str, Sequence[tuple[int, int]]]) -> list[int]:
         """Delete what an ingester confirmed stored: ranges of seq per device.  Returns
         the spool ids deleted (a range may name rows already gone: confirmed twice,
-        or by two ingesters)."""
-        gone: list[int] = []
-        with self.db:  # all or nothing: on failure the rows stay, and are sent again
-            self.db.execute("BEGIN")
-            for device, rs in acks.items():
-                for lo, hi in rs:
-                    gone.extend(
-                        r[0]
-                        for r in self.db.execute(
-                            "DELETE FROM spool WHERE device = ? AND seq BETWEEN ? AND ? "
-                            "RETURNING id",
-                            (device, lo, hi),
-                        )
-                    )
-        self._depth -= len(gone)
-        return gone
+        or by two ingesters).  All or nothing: on failure the rows stay, and are sent
+        again."""
+        return self.commit(acks=acks).confirmed
 
     def delete(self, ids: list[int]) -> None:
         """Rows from a spool older than acknowledgements leave on the broker's PUBACK."""
-        if not ids:
-            return
-        with self.db:
-            self.db.execute("BEGIN")
-            cur = self.db.executemany("DELETE FROM spool WHERE id = ?", [(i,) for i in ids])
-            self._depth -= cur.rowcount
+        if ids:
+            self.commit(legacy=ids)
 
     @property
     def depth(self) -> int:
