@@ -19,7 +19,7 @@ import pytest
 from foursave.collector.modbus import DiscoveryError, ModbusLink, SunSpecReader
 from foursave.core.influx import InfluxClient
 from foursave.core.influxql import ALL, eq, select
-from foursave.core.reading import INFO_FIELDS
+from foursave.core.reading import INFO_FIELDS, SEQ_FIELD
 from foursave.localstack import free_port
 from foursave.simulators.image import ImageServerThread, parse_image
 from tests.helpers import (
@@ -116,7 +116,7 @@ def test_what_influxdb_holds_is_what_pysunspec2_computes(
                     assert close(row[name], value), (dev_id, name, row[name], value)
                 matched.append(name)
             extra = {k for k, v in row.items() if v is not None} - set(exp.fields)
-            extra -= {"time", "site", "device", "role"}
+            extra -= {"time", "site", "device", "role", SEQ_FIELD}
             assert extra <= {"dc_power_w"}, extra  # the strings' sum (SMA), checked below
             if "dc_power_w" in extra:
                 strings = [f for (m, _), f in exp.parts.items() if m == "inverter_string"]
