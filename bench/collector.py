@@ -8,6 +8,9 @@ TCP endpoint), a real mosquitto, and in the same run, one after the other:
   every unit's request set: the same register blocks the collector reads for that
   device (its reader's plan, ``collector/plan.py``, after SunSpec discovery).  No
   decoding, no MQTT.  A request set per device is the bare counterpart of a reading.
+- **bare paho**: a process publishing the collector's readings (one of each device
+  kind, taken from its round) at QoS 1 with its in-flight window, as fast as the
+  PUBACKs come: what one reading's message costs with the library alone.
 - **collector**: ``foursave collect`` in its own process, every device polled at an
   interval far shorter than a round of its endpoint takes (so each endpoint is polled
   back to back: saturation), publishing to mosquitto with its spool and everything.
@@ -18,8 +21,9 @@ TCP endpoint), a real mosquitto, and in the same run, one after the other:
 Printed per round: readings/s and the collector's CPU µs per reading
 (``/proc/<pid>/stat`` utime + stime over the measured window), the bare request sets/s
 and CPU µs per set, and the ratios (rate: collector / bare, the bar is >= 0.6; CPU:
-collector / bare, the bar is <= 2), with the simulators' and mosquitto's CPU beside
-them.  Each collector round is compared with the mean of the bare runs before and
+collector / bare, the bar is <= 2), the ratio to bare pymodbus + bare paho (what
+the libraries alone spend per reading), with the simulators', mosquitto's and the
+consumer's CPU beside them.  Each collector round is compared with the mean of the bare runs before and
 after it: the machine is shared, compare within a run.
 
     .venv/bin/python bench/collector.py --devices 400 --seconds 20 --rounds 2
@@ -100,8 +104,14 @@ def child_env() -> dict[str, str]:
 
 
 def cpu_s(pid: int) -> float:
+    return sum(user_sys_s(pid))
+
+
+def user_sys_s(pid: int) -> tuple[float, float]:
+    """utime and stime of a process [s]."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 # --- bare pymodbus (a child process) ----------------------------------------------
@@ -165,7 +175,13 @@ def bare_child(config_path: str, seconds: float) -> int:
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         for c in clients.values():
             c.close()
-        return {"sets": sets[0], "requests": requests[0], "seconds": elapsed, "cpu_s": cpu}
+        return {
+            "sets": sets[0],
+            "requests": requests[0],
+            "seconds": elapsed,
+            "cpu_s": cpu,
+            "sys_s": r1.ru_stime - r0.ru_stime,
+        }
 
     print(json.dumps(asyncio.run(main())), flush=True)
     return 0
@@ -193,6 +209,81 @@ def run_bare(config_path: Path, seconds: float, sims: list[subprocess.Popen]) ->
     return out
 
 
+# --- bare paho (a child process) ---------------------------------------------------
+
+
+def paho_child(port: int, seconds: float, samples_path: str, max_inflight: int) -> int:
+    """Publish the collector's readings (samples of each kind, in turn) at QoS 1 with
+    the collector's in-flight window, as fast as PUBACKs come, for ``seconds``."""
+    import paho.mqtt.client as mqtt
+
+    samples = [(t, p.encode("latin-1")) for t, p in json.loads(Path(samples_path).read_text())]
+    window = threading.Semaphore(max_inflight)
+    acked = [0]
+
+    def on_publish(client, userdata, mid, reason_code, properties):
+        acked[0] += 1
+        window.release()
+
+    connected = threading.Event()
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-bare-paho-{port}", protocol=mqtt.MQTTv5
+    )
+    c.max_inflight_messages_set(max_inflight)
+    c.on_publish = on_publish
+    c.on_connect = lambda *a: connected.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    connected.wait(30)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.monotonic()
+    stop = t0 + seconds
+    i = 0
+    while time.monotonic() < stop:
+        if not window.acquire(timeout=0.5):
+            continue
+        topic, payload = samples[i % len(samples)]
+        c.publish(topic, payload, qos=1)
+        i += 1
+    while acked[0] < i and time.monotonic() < stop + 10:
+        time.sleep(0.01)  # the last PUBACKs
+    elapsed = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    c.disconnect()
+    c.loop_stop()
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    sys_s = r1.ru_stime - r0.ru_stime
+    print(json.dumps({"messages": acked[0], "seconds": elapsed, "cpu_s": cpu, "sys_s": sys_s}))
+    return 0
+
+
+def run_paho(broker, seconds: float, samples: dict, tmp: Path, max_inflight: int) -> dict:
+    path = tmp / "samples.json"
+    path.write_text(json.dumps([(t, p.decode("latin-1")) for t, p in samples.values()]))
+    consumer = Consumer(broker.port)  # a subscriber, as when the collector publishes
+    wait_until(consumer.subscribed.is_set, 30, "consumer subscribed")
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--paho-child",
+                str(broker.port),
+                str(seconds),
+                str(path),
+                str(max_inflight),
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            check=True,
+            timeout=seconds + 60,
+        )
+    finally:
+        consumer.close()
+    return json.loads(out.stdout.splitlines()[-1])
+
+
 # --- the collector (a child process) and its consumer -----------------------------
 
 
@@ -212,6 +303,7 @@ class Consumer:
         self.seen: set[tuple[str, int]] = set()
         self.duplicates = 0
         self._pending: dict[str, list[int]] = defaultdict(list)
+        self.samples: dict[str, tuple[str, bytes]] = {}  # a reading per device kind
         self._stop = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-consumer-{port}")
         c.on_message = self._on_message
@@ -226,7 +318,10 @@ class Consumer:
 
     def _on_message(self, client, userdata, msg) -> None:
         device = msg.topic.split("/")[3]
-        seq = json.loads(msg.payload)["seq"]
+        body = json.loads(msg.payload)
+        seq = body["seq"]
+        if body.get("kind") not in self.samples:
+            self.samples[body.get("kind")] = (msg.topic, bytes(msg.payload))
         with self.lock:
             self.total += 1
             self._pending[device].append(seq)
@@ -345,7 +440,7 @@ def run_collector(
                     "--format",
                     "raw",
                     "--threads",
-                    "--nonblocking",
+                    "--gil",  # CPU in Python: the thread holding the GIL
                     "--output",
                     str(tmp / f"collector-{round_no}.pyspy.txt"),
                 ],
@@ -353,10 +448,12 @@ def run_collector(
                 stderr=subprocess.DEVNULL,
             )
         t0 = time.monotonic()
+        u0 = user_sys_s(col.pid)
         c0, s0, b0 = cpu_s(col.pid), sum(cpu_s(s.pid) for s in sims), cpu_s(broker.proc.pid)
         k0 = cpu_s(os.getpid())  # the consumer's threads; the main one sleeps
         time.sleep(args.seconds)  # the measured window
         elapsed = time.monotonic() - t0
+        u1 = user_sys_s(col.pid)
         c1, s1, b1 = cpu_s(col.pid), sum(cpu_s(s.pid) for s in sims), cpu_s(broker.proc.pid)
         k1 = cpu_s(os.getpid())
         received = consumer.window(False)
@@ -379,7 +476,9 @@ def run_collector(
         "sim_cpu_s": s1 - s0,
         "broker_cpu_s": b1 - b0,
         "consumer_cpu_s": k1 - k0,
+        "sys_s": u1[1] - u0[1],
         "warnings": errors[:5],
+        "samples": consumer.samples,
         "profile": prof_out if args.profile == "cprofile" else None,
         "pyspy": tmp / f"collector-{round_no}.pyspy.txt" if spy is not None else None,
     }
@@ -419,7 +518,7 @@ def print_pyspy(path: Path, top: int) -> None:
     if not total:
         print("py-spy: no samples")
         return
-    print(f"\n-- py-spy, {total} samples of the collector (active stacks only) --")
+    print(f"\n-- py-spy, {total} samples of the collector (the thread holding the GIL) --")
     for t, n in threads.most_common():
         print(f"  {100 * n / total:5.1f} %  {t}")
     for title, counter in (("self", own), ("inclusive", incl)):
@@ -456,10 +555,14 @@ def main() -> int:
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     ap.add_argument("--top", type=int, default=25, help="functions listed per profile")
     ap.add_argument("--bare-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--paho-child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--collector-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child:
         return bare_child(args.bare_child[0], float(args.bare_child[1]))
+    if args.paho_child:
+        port, seconds, samples, inflight = args.paho_child
+        return paho_child(int(port), float(seconds), samples, int(inflight))
     if args.collector_child:
         return collector_child(*args.collector_child)
 
@@ -492,10 +595,12 @@ def main() -> int:
             f"{args.seconds:g} s measured per run"
         )
         bares = [run_bare(cfg_path, args.seconds, sims)]
-        cols = []
+        cols, pahos = [], []
         for r in range(args.rounds):
             cols.append(run_collector(cfg_path, broker, sims, args, tmp, r))
             bares.append(run_bare(cfg_path, args.seconds, sims))
+            inflight = cfg.services.collector.max_inflight
+            pahos.append(run_paho(broker, args.seconds, cols[-1]["samples"], tmp, inflight))
     finally:
         for p in sims:
             p.terminate()
@@ -506,7 +611,8 @@ def main() -> int:
         rate = b["sets"] / b["seconds"]
         return (
             f"bare      {rate:8.0f} sets/s  {1e6 * b['cpu_s'] / b['sets']:6.1f} µs CPU/set  "
-            f"({b['requests'] / b['sets']:.2f} requests/set, "
+            f"(of it {1e6 * b['sys_s'] / b['sets']:.0f} in the kernel; "
+            f"{b['requests'] / b['sets']:.2f} requests/set, "
             f"{b['cpu_s'] / b['seconds']:.2f} cores; simulators "
             f"{1e6 * b['sim_cpu_s'] / b['sets']:.0f} µs/set, {b['sim_cpu_s'] / b['seconds']:.2f} cores)"
         )
@@ -524,7 +630,8 @@ def main() -> int:
         print("  " + fmt_bare(before))
         print(
             f"  collector {rate:8.0f} readings/s  {1e6 * cpu:6.1f} µs CPU/reading  "
-            f"({c['cpu_s'] / c['seconds']:.2f} cores; simulators "
+            f"(of it {1e6 * c['sys_s'] / max(c['readings'], 1):.0f} in the kernel; "
+            f"{c['cpu_s'] / c['seconds']:.2f} cores; simulators "
             f"{1e6 * c['sim_cpu_s'] / max(c['readings'], 1):.0f} µs/reading, "
             f"{c['sim_cpu_s'] / c['seconds']:.2f} cores; mosquitto "
             f"{1e6 * c['broker_cpu_s'] / max(c['readings'], 1):.0f} µs/reading; consumer "
@@ -532,8 +639,16 @@ def main() -> int:
             f"{c['duplicates']} published twice)"
         )
         print("  " + fmt_bare(after))
+        p = pahos[i]
+        paho_cpu = p["cpu_s"] / p["messages"]
         print(
-            f"  ratios    CPU per reading {cpu / bare_cpu:5.2f}x bare (bar <= {BAR_CPU:g}x), "
+            f"  bare paho {p['messages'] / p['seconds']:8.0f} msgs/s    {1e6 * paho_cpu:6.1f} µs CPU/msg  "
+            f"(of it {1e6 * p['sys_s'] / p['messages']:.0f} in the kernel; QoS 1, the collector's "
+            f"readings, its in-flight window; {p['cpu_s'] / p['seconds']:.2f} cores)"
+        )
+        print(
+            f"  ratios    CPU per reading {cpu / bare_cpu:5.2f}x bare pymodbus (bar <= {BAR_CPU:g}x), "
+            f"{cpu / (bare_cpu + paho_cpu):5.2f}x bare pymodbus + bare paho; "
             f"rate {rate / bare_rate:5.2f}x bare (bar >= {BAR_RATE:g}x)"
         )
         for w in c["warnings"]:

@@ -220,9 +220,9 @@ class ModbusLink:
             else:
                 raise ValueError(f"function {span.function} is not a register read")
             try:
-                resp = await asyncio.wait_for(
-                    call(span.address, count=span.count, device_id=unit_id), timeout_s * 1.5
-                )
+                # a timer on this task, not a task of its own per request (wait_for)
+                async with asyncio.timeout(timeout_s * 1.5):
+                    resp = await call(span.address, count=span.count, device_id=unit_id)
             except (TimeoutError, ModbusIOException) as exc:
                 self.client.close()  # a late answer must not be taken for the next one
                 if hold is not None:

@@ -52,15 +52,34 @@ def plan_requests(
     return out
 
 
-class RegisterMap(dict[tuple[int, int], int]):
-    """(function, address) -> register value, filled from planned reads."""
+class RegisterMap:
+    """(function, address) -> register value, filled from planned reads: the blocks as
+    read, a point's registers sliced from the block that holds them (a point across two
+    blocks is put together register by register)."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[int, int, int, list[int]]] = []  # function, start, end
 
     def put(self, span: Span, registers: list[int]) -> None:
-        for i, r in enumerate(registers):
-            self[(span.function, span.address + i)] = r
+        self._blocks.append((span.function, span.address, span.address + len(registers), registers))
 
     def get_block(self, function: int, address: int, count: int) -> list[int] | None:
-        try:
-            return [self[(function, a)] for a in range(address, address + count)]
-        except KeyError:
-            return None
+        end = address + count
+        for fc, start, stop, regs in reversed(self._blocks):  # the latest read wins
+            if fc == function and start < end and address < stop:  # the latest to overlap
+                if start <= address and end <= stop:
+                    return regs[address - start : end - start]
+                break
+        out = []
+        for a in range(address, end):
+            v = self._one(function, a)
+            if v is None:
+                return None
+            out.append(v)
+        return out
+
+    def _one(self, function: int, address: int) -> int | None:
+        for fc, start, stop, regs in reversed(self._blocks):
+            if fc == function and start <= address < stop:
+                return regs[address - start]
+        return None

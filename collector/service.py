@@ -68,6 +68,7 @@ class DevicePoller:
         self.c = collector
         self.health = DeviceHealth()
         self.seq = collector.seqs.get(device.id, -1)
+        self.topic = reading_topic(device.site, device.id)
         self._last_status_mono = 0.0
         self._status_dirty = True
         self.info: dict[str, float | str] = {}  # nameplate and identity, for the status
@@ -141,7 +142,7 @@ class DevicePoller:
         reading = Reading(
             ts_ms, self.seq, d.kind, result.fields, d.role, self.c.collector_id, parts=parts
         )
-        self.c.publisher.enqueue(reading_topic(d.site, d.id), reading.to_json(), d.id, self.seq)
+        self.c.publisher.enqueue(self.topic, reading.to_json(), d.id, self.seq)
         h.last_reading_ms = ts_ms
         self.c.readings += 1
         self.publish_status()
@@ -162,6 +163,8 @@ class DevicePoller:
                     oob.describe(),
                 )
                 self._status_dirty = True
+        if not h.out_of_bounds_now:
+            return  # nothing to come back (the usual case: nothing to gather)
         kept: dict[str, float | int] = dict(result.fields)
         for key, fields in result.parts.items():
             kept.update((part_label(key, n), v) for n, v in fields.items())
@@ -212,7 +215,8 @@ class DevicePoller:
             delay = next_due - time.monotonic()
             if delay > 0:
                 try:
-                    await asyncio.wait_for(stop.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
                     return
                 except TimeoutError:
                     pass

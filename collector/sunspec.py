@@ -67,6 +67,7 @@ def _fixed_len(gdef: dict) -> int | None:
     return n
 
 
+@cache
 def count_points(model_id: int) -> tuple[str, ...]:
     """Top-level points of ``model_id`` that give the count of one of its groups
     (model 714's ``NPrt``), read before the layout (``model_layout(..., counts=)``)."""
@@ -165,13 +166,29 @@ def _raw(regs: Sequence[int], pl: PointLayout) -> int | float | str | None:
     info = ss_mb.point_type_info.get(pl.type)
     if info is None or pl.offset + pl.size > len(regs):
         return None  # unknown type, or a model shorter than its definition: absent
-    data = struct.pack(f">{pl.size}H", *regs[pl.offset : pl.offset + pl.size])
-    value = info.data_to(data)
+    # the 16- and 32-bit integers (most points, every scale factor) as pysunspec2
+    # decodes them, without packing the registers into bytes first
+    to = info.data_to
+    r = regs[pl.offset]
+    if to in _INT16 and 0 <= r <= 0xFFFF:
+        value: int | float | str = r - 0x10000 if to is _S16 and r >= 0x8000 else r
+    elif to in _INT32 and pl.size >= 2 and 0 <= r <= 0xFFFF and 0 <= regs[pl.offset + 1] <= 0xFFFF:
+        value = r << 16 | regs[pl.offset + 1]
+        if to is _S32 and value >= 0x80000000:
+            value -= 0x100000000
+    else:
+        data = struct.pack(f">{pl.size}H", *regs[pl.offset : pl.offset + pl.size])
+        value = to(data)
     if not info.is_impl(value):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+_S16, _S32 = ss_mb.data_to_s16, ss_mb.data_to_s32
+_INT16 = (ss_mb.data_to_u16, _S16)
+_INT32 = (ss_mb.data_to_u32, _S32)
 
 
 def point_value(

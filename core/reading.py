@@ -48,6 +48,8 @@ def _no_constant(name: str) -> float:
 
 # one decoder with the hooks: json.loads builds a new one at each call that passes them
 _DECODER = json.JSONDecoder(parse_int=_bounded_int, parse_constant=_no_constant)
+# and one encoder (json.dumps builds one at each call with options)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def _loads(payload: bytes) -> Any:
@@ -119,7 +121,7 @@ class Reading:
         body["fields"] = self.fields
         if self.parts:
             body["parts"] = [p.to_body() for p in self.parts]
-        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        return _ENCODER.encode(body).encode()
 
 
 def decode_reading(payload: bytes) -> Reading:
